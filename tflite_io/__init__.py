@@ -1,0 +1,22 @@
+"""tflite_io: the bottom layer. Flatbuffer I/O for ``.tflite`` models and the OpGraph IR."""
+from .errors import (
+    ModelFormatError,
+    OutputError,
+    RespectPassError,
+    StageMapError,
+    UnsupportedModelError,
+    VerificationError,
+)
+from .graph import Edge, Op, OpGraph, Quantization, TensorInfo
+from .reader import TfliteModel, read, read_model
+from .stages import SegmentInterface, contiguous_stage_map, segment_interfaces, validate_stage_map
+from .verify import VerifyReport, verify_segments
+from .writer import build_segments, segment_file_name, write_files, write_segments
+
+__all__ = [
+    "Edge", "ModelFormatError", "Op", "OpGraph", "OutputError", "Quantization", "RespectPassError",
+    "SegmentInterface", "StageMapError", "TensorInfo", "TfliteModel", "UnsupportedModelError",
+    "VerificationError", "VerifyReport", "build_segments", "contiguous_stage_map", "read", "read_model",
+    "segment_file_name", "segment_interfaces", "validate_stage_map", "verify_segments", "write_files",
+    "write_segments",
+]

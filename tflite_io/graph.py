@@ -1,0 +1,182 @@
+"""The OpGraph IR: one immutable value per model (subgraph 0), or per synthetic graph.
+
+Nodes are operators in execution order (a topological order); edges are
+activation tensors produced by one op and read by another. Constants (weights,
+biases) are not edges: they are folded into each op's ``param_bytes``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+__all__ = ["Quantization", "TensorInfo", "Op", "Edge", "OpGraph"]
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Affine quantization parameters of a tensor (per-tensor or per-axis)."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int = 0
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the model.
+
+    ``buffer`` identifies the constant data (tensors sharing a buffer share
+    their bytes); it is -1 for activations.
+    """
+
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    buffer: int = -1
+    quantization: Quantization | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.buffer >= 0
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator. ``inputs``/``outputs`` are tensor indices (-1 = omitted optional input)."""
+
+    index: int
+    op_type: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    param_bytes: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Activation tensor ``tensor`` (``nbytes`` bytes) produced by op ``src`` and read by op ``dst``."""
+
+    src: int
+    dst: int
+    tensor: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class OpGraph:
+    """Immutable operator graph. ``ops[i].index == i`` and the op order is topological."""
+
+    name: str
+    ops: tuple[Op, ...]
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    edges: tuple[Edge, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        for i, op in enumerate(self.ops):
+            if op.index != i:
+                raise ValueError(f"op at position {i} has index {op.index}")
+        producer: dict[int, int] = {}
+        for op in self.ops:
+            for t in op.outputs:
+                producer[t] = op.index
+        edges = []
+        for op in self.ops:
+            seen: set[int] = set()
+            for t in op.inputs:
+                if t < 0 or t in seen or t not in producer:
+                    continue
+                seen.add(t)
+                src = producer[t]
+                if src >= op.index:
+                    raise ValueError(f"op {op.index} reads tensor {t} produced by later op {src}")
+                edges.append(Edge(src, op.index, t, self.tensors[t].nbytes))
+        object.__setattr__(self, "edges", tuple(edges))
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
+
+    @cached_property
+    def producer(self) -> dict[int, int]:
+        """Tensor index -> index of the op producing it (activations only)."""
+        return {t: op.index for op in self.ops for t in op.outputs}
+
+    @cached_property
+    def consumers(self) -> dict[int, tuple[int, ...]]:
+        """Tensor index -> ops reading it, in execution order, each op once."""
+        out: dict[int, list[int]] = {}
+        for op in self.ops:
+            for t in dict.fromkeys(op.inputs):
+                if t >= 0:
+                    out.setdefault(t, []).append(op.index)
+        return {t: tuple(v) for t, v in out.items()}
+
+    @cached_property
+    def preds(self) -> tuple[tuple[int, ...], ...]:
+        """Predecessor ops of each op (distinct, sorted)."""
+        p: list[set[int]] = [set() for _ in self.ops]
+        for e in self.edges:
+            p[e.dst].add(e.src)
+        return tuple(tuple(sorted(s)) for s in p)
+
+    @cached_property
+    def succs(self) -> tuple[tuple[int, ...], ...]:
+        """Successor ops of each op (distinct, sorted)."""
+        s: list[set[int]] = [set() for _ in self.ops]
+        for e in self.edges:
+            s[e.src].add(e.dst)
+        return tuple(tuple(sorted(x)) for x in s)
+
+    @cached_property
+    def output_ops(self) -> frozenset[int]:
+        """Ops that produce a model output (pinned to the last pipeline stage)."""
+        return frozenset(self.producer[t] for t in self.outputs if t in self.producer)
+
+    @cached_property
+    def activation_tensors(self) -> frozenset[int]:
+        """Tensors that flow at run time: model inputs and op outputs."""
+        return frozenset(self.inputs) | frozenset(self.producer)
+
+    def const_inputs(self, op: int) -> tuple[int, ...]:
+        """Constant (parameter) tensors read by ``op``, each once."""
+        return tuple(t for t in dict.fromkeys(self.ops[op].inputs) if t >= 0 and self.tensors[t].is_constant)
+
+    @property
+    def total_param_bytes(self) -> int:
+        """Bytes of all distinct constant buffers read by any op."""
+        return self.param_bytes_of(range(self.num_ops))
+
+    @property
+    def total_param_elements(self) -> int:
+        """Number of parameter values (weights + biases) over distinct constant buffers."""
+        seen: dict[int, int] = {}
+        for i in range(self.num_ops):
+            for t in self.const_inputs(i):
+                seen.setdefault(self.tensors[t].buffer, self.tensors[t].num_elements)
+        return sum(seen.values())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(op.macs for op in self.ops)
+
+    def param_bytes_of(self, ops) -> int:
+        """Bytes of the distinct constant buffers that the op set ``ops`` reads.
+
+        A constant shared by several ops counts once per set (once per segment).
+        """
+        seen: dict[int, int] = {}
+        for i in ops:
+            for t in self.const_inputs(i):
+                seen.setdefault(self.tensors[t].buffer, self.tensors[t].nbytes)
+        return sum(seen.values())
