@@ -1,0 +1,154 @@
+"""The ``respect-pass`` command line: a thin layer over :func:`respect_pass.partition`.
+
+    respect-pass MODEL.tflite -n K -o DIR [--scheduler S] [--verify] [--json]
+    respect-pass inspect MODEL.tflite [--json]
+
+Every user error ends as one line on stderr and exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from tflite_io import OpGraph, RespectPassError, read
+
+from . import __version__
+from .partition import PartitionResult, partition
+from .schedulers import SCHEDULERS
+
+__all__ = ["main", "OneLineParser", "run_cli"]
+
+EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _partition_parser() -> OneLineParser:
+    p = OneLineParser(
+        prog="respect-pass",
+        description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
+        "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
+        "Other commands: 'respect-pass inspect MODEL'.",
+    )
+    p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
+    p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
+    p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--scheduler", default="compiler", choices=sorted(SCHEDULERS), help="scheduling algorithm (default: compiler)")
+    p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
+    p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
+    return p
+
+
+def _inspect_parser() -> OneLineParser:
+    p = OneLineParser(prog="respect-pass inspect", description="Print the operator table of a .tflite model.")
+    p.add_argument("model", metavar="MODEL.tflite")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _mb(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.2f}"
+
+
+def format_inspect(graph: OpGraph) -> str:
+    """The human-readable op table of ``respect-pass inspect``."""
+    rows = [f"{'op':>4}  {'type':<24} {'params (B)':>12} {'MACs':>14} {'out (B)':>10}"]
+    for op in graph.ops:
+        out_bytes = sum(graph.tensors[t].nbytes for t in op.outputs)
+        rows.append(f"{op.index:>4}  {op.op_type:<24} {op.param_bytes:>12,} {op.macs:>14,} {out_bytes:>10,}")
+    rows.append("-" * len(rows[0]))
+    rows.append(
+        f"{graph.num_ops} ops, {len(graph.edges)} activation edges, "
+        f"{graph.total_param_elements:,} parameters ({_mb(graph.total_param_bytes)} MiB), "
+        f"{graph.total_macs / 1e6:,.1f} M MACs"
+    )
+    ins = ", ".join(f"{graph.tensors[t].name} {list(graph.tensors[t].shape)} {graph.tensors[t].dtype}" for t in graph.inputs)
+    outs = ", ".join(f"{graph.tensors[t].name} {list(graph.tensors[t].shape)} {graph.tensors[t].dtype}" for t in graph.outputs)
+    rows.append(f"inputs: {ins}")
+    rows.append(f"outputs: {outs}")
+    return "\n".join(rows)
+
+
+def inspect_json(graph: OpGraph) -> dict:
+    """``respect-pass inspect --json``: the op table and totals."""
+    return {
+        "model": graph.name,
+        "num_ops": graph.num_ops,
+        "param_bytes": graph.total_param_bytes,
+        "param_count": graph.total_param_elements,
+        "macs": graph.total_macs,
+        "ops": [
+            {"index": op.index, "type": op.op_type, "param_bytes": op.param_bytes, "macs": op.macs,
+             "output_bytes": sum(graph.tensors[t].nbytes for t in op.outputs)}
+            for op in graph.ops
+        ],
+    }
+
+
+def format_result(result: PartitionResult) -> str:
+    """Human-readable summary of a partition run."""
+    doc = result.plan_doc
+    rows = [f"{doc['num_segments']} segments of {doc['model']} (scheduler: {doc['scheduler']})",
+            f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'in':>3}  {'out':>3}  file"]
+    for seg in doc["segments"]:
+        rows.append(f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  "
+                    f"{len(seg['inputs']):>3}  {len(seg['outputs']):>3}  {result.segment_paths[seg['index']]}")
+    rows.append(f"plan: {result.plan_path}")
+    if result.verify is not None:
+        rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
+                    f"over {result.verify.trials} random inputs")
+    return "\n".join(rows)
+
+
+def run_cli(prog: str, body, argv: Sequence[str]) -> int:
+    """Run ``body(argv)``, turning user errors into one stderr line and exit status 2."""
+    try:
+        return body(argv)
+    except RespectPassError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _inspect(argv: Sequence[str]) -> int:
+    args = _inspect_parser().parse_args(argv)
+    graph = read(args.model)
+    print(json.dumps(inspect_json(graph), indent=2) if args.json else format_inspect(graph))
+    return 0
+
+
+def _partition(argv: Sequence[str]) -> int:
+    args = _partition_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify)
+    print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``respect-pass`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "inspect":
+        return run_cli("respect-pass inspect", _inspect, argv[1:])
+    return run_cli("respect-pass", _partition, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The library entry point behind ``respect-pass MODEL -n K -o DIR``."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tflite_io import (
+    RespectPassError,
+    TfliteModel,
+    VerificationError,
+    VerifyReport,
+    build_segments,
+    read_model,
+    segment_file_name,
+    verify_segments,
+    write_files,
+)
+
+from .plan import Plan, plan_json
+from .schedulers import get_scheduler
+
+__all__ = ["PartitionResult", "partition", "plan_file_name"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """What one partition run produced: the plan, the written files, the plan document."""
+
+    plan: Plan
+    segment_paths: tuple[Path, ...]
+    plan_path: Path
+    plan_doc: dict[str, Any]
+    verify: VerifyReport | None
+
+
+def plan_file_name(stem: str) -> str:
+    return f"{stem}_plan.json"
+
+
+def partition(
+    model_path: str | Path,
+    num_segments: int,
+    out_dir: str | Path,
+    scheduler: str = "compiler",
+    verify: bool = False,
+    model: TfliteModel | None = None,
+) -> PartitionResult:
+    """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
+
+    Segments and ``<stem>_plan.json`` are built in memory, optionally checked
+    bit-exact against the full model, and written all or nothing. Raises a
+    :class:`RespectPassError` subclass for every user error; the input model is
+    only read.
+    """
+    model = model or read_model(model_path)
+    graph = model.graph
+    if not 1 <= num_segments <= graph.num_ops:
+        raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
+    plan = get_scheduler(scheduler)(graph, num_segments, None)
+    interfaces, blobs = build_segments(model, plan.stages, num_segments)
+    report = None
+    if verify:
+        report = verify_segments(model.data, blobs)
+        if not report.ok:
+            raise VerificationError(list(report.mismatches))
+        log.info("verified: %d boundary tensors bit-exact over %d trials", report.tensors_checked, report.trials)
+    stem = model.path.stem
+    names = [segment_file_name(stem, i, num_segments) for i in range(num_segments)]
+    doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()))
+    files = dict(zip(names, blobs))
+    files[plan_file_name(stem)] = (json.dumps(doc, indent=2) + "\n").encode()
+    paths = write_files(out_dir, files)
+    return PartitionResult(plan, tuple(paths[:num_segments]), paths[-1], doc, report)
