@@ -1,0 +1,68 @@
+"""Shared fixtures: the embedded model, synthetic graphs, and zoo models built on demand."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tflite_io import Op, OpGraph, TensorInfo, read_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from crafting import EMBEDDED  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO_CACHE = Path(os.environ.get("RESPECT_PASS_ZOO", ROOT / "zoo"))
+
+
+@pytest.fixture(scope="session")
+def embedded_path() -> Path:
+    return EMBEDDED
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    return read_model(EMBEDDED)
+
+
+def chain_graph(param_bytes: list[int], act_bytes: int = 100, name: str = "chain") -> OpGraph:
+    """A hand-made chain: op i reads activation i and constant w_i, writes activation i+1."""
+    n = len(param_bytes)
+    tensors = [TensorInfo(i, f"a{i}", "int8", (act_bytes,), act_bytes) for i in range(n + 1)]
+    ops = []
+    for i, p in enumerate(param_bytes):
+        tensors.append(TensorInfo(n + 1 + i, f"w{i}", "int8", (p,), p, buffer=1 + i))
+        ops.append(Op(i, "CONV_2D", (i, n + 1 + i), (i + 1,), p, 10))
+    return OpGraph(name, tuple(ops), tuple(tensors), (0,), (n,))
+
+
+def diamond_graph() -> OpGraph:
+    """x -> op0 -> a ; a -> op1 -> b ; a -> op2 -> c ; (b, c) -> op3 -> y, weight w shared by op1 and op2."""
+    T = [
+        TensorInfo(0, "x", "int8", (10,), 10),
+        TensorInfo(1, "a", "int8", (20,), 20),
+        TensorInfo(2, "b", "int8", (30,), 30),
+        TensorInfo(3, "c", "int8", (40,), 40),
+        TensorInfo(4, "y", "int8", (50,), 50),
+        TensorInfo(5, "w", "int8", (1000,), 1000, buffer=1),
+        TensorInfo(6, "w0", "int8", (7,), 7, buffer=2),
+    ]
+    ops = (
+        Op(0, "CONV_2D", (0, 6), (1,), 7, 1),
+        Op(1, "CONV_2D", (1, 5), (2,), 1000, 1),
+        Op(2, "CONV_2D", (1, 5), (3,), 1000, 1),
+        Op(3, "ADD", (2, 3), (4,), 0, 1),
+    )
+    return OpGraph("diamond", ops, tuple(T), (0,), (4,))
+
+
+def zoo_model(name: str) -> Path:
+    """Path of a zoo model, built with tools/build_zoo.py (tensorflow-cpu) if not cached."""
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow-cpu (the zoo extra) is not installed")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_zoo
+
+    return build_zoo.build(build_zoo.BY_NAME[name.lower()], ZOO_CACHE)

@@ -1,0 +1,134 @@
+"""End-to-end tests of the console scripts, run as subprocesses."""
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import crafting
+
+STEM = "mobilenet_v2_0.35_96_int8"
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "respect_pass", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_happy_path_writes_segments_and_plan(tmp_path):
+    before = digest(crafting.EMBEDDED)
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "4", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{STEM}_segment_{i}_of_4.tflite" for i in range(4)] + [f"{STEM}_plan.json"])
+    doc = json.loads((out / f"{STEM}_plan.json").read_text())
+    assert doc["num_segments"] == 4 and doc["scheduler"] == "compiler"
+    assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
+    assert "4 segments" in r.stdout
+    assert digest(crafting.EMBEDDED) == before
+
+
+def test_verify_and_json(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["num_segments"] == 3 and len(doc["segments"]) == 3
+
+
+def test_verify_table_mentions_bit_exact(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path), "--verify")
+    assert r.returncode == 0 and "bit-exact" in r.stdout
+
+
+def test_inspect_table_and_json():
+    r = run("inspect", str(crafting.EMBEDDED))
+    assert r.returncode == 0
+    assert "64 ops" in r.stdout and "FULLY_CONNECTED" in r.stdout
+    j = json.loads(run("inspect", str(crafting.EMBEDDED), "--json").stdout)
+    assert j["num_ops"] == 64 and len(j["ops"]) == 64
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    data = crafting.EMBEDDED.read_bytes()
+    files = {
+        "not_flatbuffer": b"hello, this is not a model at all\n" * 10,
+        "wrong_identifier": crafting.wrong_identifier(data),
+        "truncated": data[: len(data) // 2],
+        "corrupted": data[:64] + bytes(b ^ 0xA5 for b in data[64:2000]) + data[2000:],
+        "float": crafting.float_model(data),
+        "subgraphs": crafting.two_subgraphs(data),
+        "dynamic": crafting.dynamic_batch(data),
+        "custom": crafting.custom_op(data),
+        "empty": b"",
+    }
+    paths = {}
+    for name, blob in files.items():
+        paths[name] = tmp / f"{name}.tflite"
+        paths[name].write_bytes(blob)
+    paths["missing"] = tmp / "missing.tflite"
+    return paths
+
+
+BAD = ["not_flatbuffer", "wrong_identifier", "truncated", "corrupted", "float", "subgraphs", "dynamic",
+       "custom", "empty", "missing"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_model_gives_one_line_and_no_output(tmp_path, case):
+    path = _bad_files(tmp_path)[case]
+    out = tmp_path / "out"
+    r = run(str(path), "-n", "2", "-o", str(out))
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("respect-pass: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+    r = run("inspect", str(path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,match", [
+    (["-n", "0"], "between 1 and 64"),
+    (["-n", "65"], "between 1 and 64"),
+    (["-n", "x"], "invalid int value"),
+    (["-n", "2", "--scheduler", "magic"], "invalid choice"),
+])
+def test_bad_arguments(tmp_path, args, match):
+    out = tmp_path / "out"
+    extra = [] if "-o" in args else ["-o", str(out)]
+    r = run(str(crafting.EMBEDDED), *args, *extra)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0]
+    assert not out.exists()
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(blocker / "out"))
+    assert r.returncode == 2 and "cannot write output directory" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(blocker))
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_failure_leaves_existing_output_dir_untouched(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    r = run(str(crafting.EMBEDDED), "-n", "99", "-o", str(tmp_path))
+    assert r.returncode == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "respect-pass"
+    r = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("respect-pass ")

@@ -1,0 +1,28 @@
+import json
+
+from conftest import diamond_graph
+from respect_pass.plan import Plan, plan_json
+from tflite_io import segment_interfaces
+
+KEYS = {"model", "num_segments", "scheduler", "objective", "predicted_bottleneck_ms", "predicted_latency_ms",
+        "optimal", "lower_bound_ms", "solve_seconds", "segments"}
+SEGMENT_KEYS = {"index", "file", "ops", "param_bytes", "predicted_ms", "inputs", "outputs"}
+
+
+def test_plan_json_keys_and_values():
+    g = diamond_graph()
+    plan = Plan((0, 1, 0, 1), 2, "compiler", stage_ms=(1.5, 2.0))
+    doc = plan_json(plan, g, segment_interfaces(g, plan.stages, 2), ["a.tflite", "b.tflite"], "m.tflite")
+    assert set(doc) == KEYS
+    assert doc["predicted_bottleneck_ms"] == 2.0 and doc["predicted_latency_ms"] == 3.5
+    assert [set(s) for s in doc["segments"]] == [SEGMENT_KEYS] * 2
+    assert doc["segments"][0] == {"index": 0, "file": "a.tflite", "ops": [0, 2], "param_bytes": 1007,
+                                  "predicted_ms": 1.5, "inputs": ["x"], "outputs": ["a", "c"]}
+    assert doc["segments"][1]["inputs"] == ["a", "c"] and doc["segments"][1]["outputs"] == ["y"]
+    json.dumps(doc)
+
+
+def test_plan_without_predictions_has_nulls():
+    plan = Plan((0, 0, 0, 0), 1, "compiler")
+    assert plan.predicted_bottleneck_ms is None and plan.predicted_latency_ms is None
+    assert plan.ops_of(0) == (0, 1, 2, 3)

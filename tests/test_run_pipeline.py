@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import crafting
+from respect_pass import partition
+from respect_pass.run_pipeline import find_segments
+from tflite_io import RespectPassError
+
+
+def run_pipeline(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "run_pipeline"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_sim_chains_and_verifies(tmp_path):
+    partition(crafting.EMBEDDED, 3, tmp_path)
+    r = run_pipeline("--tpus", "3", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["backend"] == "sim" and doc["num_segments"] == 3 and doc["verified"] is True
+    assert [s["index"] for s in doc["stages"]] == [0, 1, 2]
+    assert doc["stages"][0]["in_bytes"] == 96 * 96 * 3
+    r = run_pipeline("--tpus", "3", str(tmp_path))
+    assert r.returncode == 0 and "bit-exact" in r.stdout
+
+
+def test_sim_without_plan_does_not_claim_verification(tmp_path):
+    partition(crafting.EMBEDDED, 2, tmp_path)
+    next(tmp_path.glob("*_plan.json")).unlink()
+    doc = json.loads(run_pipeline("--tpus", "2", str(tmp_path), "--json").stdout)
+    assert doc["verified"] is None
+
+
+def test_wrong_count_and_missing_segment(tmp_path):
+    partition(crafting.EMBEDDED, 3, tmp_path)
+    r = run_pipeline("--tpus", "2", str(tmp_path))
+    assert r.returncode == 2 and "K = [3]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    next(tmp_path.glob("*_segment_1_of_3.tflite")).unlink()
+    with pytest.raises(RespectPassError, match=r"missing segment\(s\) \[1\]"):
+        find_segments(tmp_path, 3)
+    r = run_pipeline("--tpus", "3", str(tmp_path / "nope"))
+    assert r.returncode == 2 and "not a directory" in r.stderr

@@ -1,0 +1,158 @@
+import struct
+
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from hypothesis import given, settings
+
+from crafting import EMBEDDED
+from strategies import BRANCHY, monotone_maps
+from tflite_io import (
+    OutputError,
+    StageMapError,
+    build_segments,
+    contiguous_stage_map,
+    read_model,
+    segment_file_name,
+    verify_segments,
+    write_files,
+    write_segments,
+)
+
+
+def _assert_chains(model, stages, k):
+    _, blobs = build_segments(model, stages, k)
+    report = verify_segments(model.data, blobs, trials=1)
+    assert report.ok, report.mismatches
+    assert report.tensors_checked >= k
+    return blobs
+
+
+def test_every_two_way_cut_of_the_embedded_model_chains_bit_exactly(embedded_model):
+    n = embedded_model.graph.num_ops
+    for cut in range(1, n):
+        _assert_chains(embedded_model, contiguous_stage_map([cut, n - cut]), 2)
+
+
+BRANCHY_MODEL = read_model(BRANCHY)
+EMBEDDED_MODEL = read_model(EMBEDDED)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=monotone_maps(BRANCHY_MODEL.graph, 2, 6))
+def test_random_non_contiguous_maps_chain_bit_exactly(data):
+    k, stages = data
+    _assert_chains(BRANCHY_MODEL, stages, k)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=monotone_maps(EMBEDDED_MODEL.graph, 2, 6))
+def test_random_maps_of_the_embedded_model_chain_bit_exactly(data):
+    k, stages = data
+    _assert_chains(EMBEDDED_MODEL, stages, k)
+
+
+def test_random_maps_are_really_non_contiguous():
+    import random
+
+    from strategies import random_monotone_map
+    rng = random.Random(1)
+    maps = [random_monotone_map(BRANCHY_MODEL.graph, 4, rng) for _ in range(30)]
+    assert sum(list(m) != sorted(m) for m in maps) > 20
+
+
+def test_multi_output_model_keeps_output_order():
+    g = BRANCHY_MODEL.graph
+    assert len(g.outputs) == 2
+    n = g.num_ops
+    interfaces, blobs = build_segments(BRANCHY_MODEL, contiguous_stage_map([5, n - 5]), 2)
+    assert interfaces[-1].outputs == g.outputs
+
+
+def test_precedence_violation_is_rejected(embedded_model):
+    g = embedded_model.graph
+    e = next(e for e in g.edges if e.src > 0 and e.dst < g.num_ops - 1)
+    stages = [0] * g.num_ops
+    for i in range(e.src, g.num_ops):
+        stages[i] = 1
+    stages[e.dst] = 0  # the consumer goes before its producer
+    stages[-1] = 1
+    with pytest.raises(StageMapError, match="precedence violated"):
+        build_segments(embedded_model, stages, 2)
+
+
+def test_segment_file_structure(embedded_model):
+    g = embedded_model.graph
+    k = 3
+    stages = contiguous_stage_map([20, 20, g.num_ops - 40])
+    interfaces, blobs = build_segments(embedded_model, stages, k)
+    total_const = 0
+    for seg, blob in zip(interfaces, blobs):
+        assert blob[4:8] == b"TFL3"
+        m = schema.ModelT.InitFromPackedBuf(blob, 0)
+        assert m.buffers[0].data is None
+        sg = m.subgraphs[0]
+        assert len(sg.operators) == len(seg.ops)
+        assert m.signatureDefs is None
+        names = [t.name.decode() for t in sg.tensors]
+        assert [names[i] for i in sg.inputs] == [g.tensors[t].name for t in seg.inputs]
+        assert [names[i] for i in sg.outputs] == [g.tensors[t].name for t in seg.outputs]
+        used_codes = {op.opcodeIndex for op in sg.operators}
+        assert used_codes == set(range(len(m.operatorCodes)))
+        const = [b for b in m.buffers[1:] if b.data is not None]
+        meta = {md.buffer for md in m.metadata or []}
+        total_const += sum(len(b.data) for i, b in enumerate(m.buffers) if i and i not in meta and b.data is not None)
+        assert len(const) >= 1
+        # quantization preserved for the input tensor
+        t_in = sg.tensors[sg.inputs[0]]
+        src = g.tensors[seg.inputs[0]].quantization
+        assert tuple(np.asarray(t_in.quantization.scale, dtype=float)) == src.scale
+    assert total_const == g.total_param_bytes  # every constant in exactly one segment here
+
+
+def test_constant_buffers_are_16_byte_aligned(embedded_model):
+    _, blobs = build_segments(embedded_model, contiguous_stage_map([30, embedded_model.graph.num_ops - 30]), 2)
+    for blob in blobs:
+        root = struct.unpack_from("<I", blob, 0)[0]
+        model = schema.Model.GetRootAs(blob, 0)
+        assert root > 0
+        for i in range(1, model.BuffersLength()):
+            buf = model.Buffers(i)
+            if buf.DataLength():
+                # DataAsNumpy is a view: its offset in the file is the vector start.
+                start = buf._tab.Vector(buf._tab.Offset(4))
+                assert start % 16 == 0
+
+
+def test_write_segments_names_and_all_or_nothing(tmp_path, embedded_model):
+    n = embedded_model.graph.num_ops
+    paths = write_segments(embedded_model, contiguous_stage_map([10, n - 10]), 2, tmp_path / "out")
+    assert [p.name for p in paths] == [segment_file_name("mobilenet_v2_0.35_96_int8", i, 2) for i in range(2)]
+    assert all(p.is_file() for p in paths)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError):
+        write_files(blocker / "sub", {"a": b"1"})
+    with pytest.raises(OutputError, match="not a directory"):
+        write_files(blocker, {"a": b"1"})
+
+
+def test_write_files_into_existing_directory_leaves_no_temporaries(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    write_files(tmp_path, {"a.bin": b"1", "b.bin": b"2"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "keep.txt"]
+
+
+def test_duplicate_boundary_names_are_rejected(embedded_model):
+    import dataclasses
+
+    g = embedded_model.graph
+    stages = contiguous_stage_map([10, g.num_ops - 10])
+    cut_tensor = next(t for t in g.ops[9].outputs)
+    other = g.ops[3].outputs[0]
+    tensors = list(g.tensors)
+    tensors[other] = dataclasses.replace(tensors[other], name=tensors[cut_tensor].name)
+    bad_graph = dataclasses.replace(g, tensors=tuple(tensors))
+    bad = dataclasses.replace(embedded_model, graph=bad_graph)
+    with pytest.raises(StageMapError, match="unique names"):
+        build_segments(bad, stages, 2)
