@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine; each creates .venv and installs what it needs.
+#   make demo   partition the embedded model onto 4 Edge TPUs, verify, run the simulated pipeline
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EMBEDDED := respect_pass/data/mobilenet_v2_0.35_96_int8.tflite
+
+.PHONY: demo test zoo bench-io clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.full: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,zoo]'
+	touch $@ $(VENV)/.base
+
+demo: $(VENV)/.base
+	$(BIN)/respect-pass $(EMBEDDED) -n 4 -o out/demo --verify
+	$(BIN)/run_pipeline --tpus 4 out/demo
+
+test: $(VENV)/.full
+	$(BIN)/python -m pytest -q
+
+zoo: $(VENV)/.full
+	$(BIN)/python tools/build_zoo.py
+
+bench-io: zoo
+	$(BIN)/python tools/bench_io.py --ks 2-8
+
+clean:
+	rm -rf out .pytest_cache .hypothesis

@@ -1,0 +1,87 @@
+"""I/O benchmark: read + plan + write + verify times for the zoo.
+
+For every model in the zoo cache (``tools/build_zoo.py``) and every K, times
+reading the .tflite into an OpGraph, planning with the ``compiler`` scheduler,
+building and writing the K segment files (all or nothing, to a temporary
+directory), and verifying that the chained segments are bit-exact with the
+full model (every boundary tensor, two random inputs). Prints a markdown table
+and saves CSV.
+
+    python tools/bench_io.py                 # K = 4 and 8
+    python tools/bench_io.py --ks 2-8        # every K from 2 to 8
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from respect_pass.schedulers.compiler import compiler_schedule  # noqa: E402
+from tflite_io import build_segments, read_model, segment_file_name, verify_segments, write_files  # noqa: E402
+
+
+def parse_ks(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def bench(path: Path, k: int) -> dict:
+    t0 = time.perf_counter()
+    model = read_model(path)
+    t1 = time.perf_counter()
+    plan = compiler_schedule(model.graph, k)
+    t2 = time.perf_counter()
+    _, blobs = build_segments(model, plan.stages, k)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_files(Path(tmp) / "out", {segment_file_name(path.stem, i, k): b for i, b in enumerate(blobs)})
+    t3 = time.perf_counter()
+    report = verify_segments(model.data, blobs)
+    t4 = time.perf_counter()
+    return {
+        "model": path.stem, "K": k, "ops": model.graph.num_ops, "MB": round(len(model.data) / 1e6, 1),
+        "read_s": round(t1 - t0, 3), "plan_s": round(t2 - t1, 4), "write_s": round(t3 - t2, 3),
+        "read_write_s": round(t1 - t0 + t3 - t2, 3), "verify_s": round(t4 - t3, 2),
+        "boundary_tensors": report.tensors_checked, "bit_exact": report.ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--zoo", type=Path, default=ROOT / "zoo", help="zoo cache directory")
+    p.add_argument("--ks", default="4,8", help="K values: '4,8' or a range '2-8'")
+    p.add_argument("--csv", type=Path, default=ROOT / "results" / "bench_io.csv")
+    args = p.parse_args(argv)
+    models = sorted(args.zoo.glob("*_int8.tflite"))
+    if not models:
+        print(f"bench_io: no models in {args.zoo}; run tools/build_zoo.py first", file=sys.stderr)
+        return 2
+    rows = [bench(m, k) for m in models for k in parse_ks(args.ks)]
+    cols = list(rows[0])
+    print(f"bench_io {date.today()} on {platform.machine()} {platform.processor() or ''} "
+          f"({len(rows)} runs, python {platform.python_version()})")
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    bad = [r for r in rows if not r["bit_exact"]]
+    print(f"{len(rows) - len(bad)}/{len(rows)} bit-exact; CSV: {args.csv}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
