@@ -131,8 +131,12 @@ def test_write_segments_names_and_all_or_nothing(tmp_path, embedded_model):
     assert all(p.is_file() for p in paths)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match="is not a directory"):
         write_files(blocker / "sub", {"a": b"1"})
+    nested = tmp_path / "new" / "deeper" / "out"
+    write_files(nested, {"a": b"1"})
+    assert (nested / "a").read_bytes() == b"1"
+    assert [p.name for p in (tmp_path / "new" / "deeper").iterdir()] == ["out"]
     with pytest.raises(OutputError, match="not a directory"):
         write_files(blocker, {"a": b"1"})
 

@@ -136,26 +136,26 @@ def write_files(out_dir: str | Path, files: Mapping[str, bytes]) -> list[Path]:
 
     Everything is written to a temporary directory on the same file system
     first and moved into place only when complete, so a failure leaves the
-    output directory as it was (and does not create it).
+    output directory as it was (missing directories are created only then).
     """
     out = Path(out_dir)
-    created = not out.exists()
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a directory" if existing == out else f"{existing} is not a directory"
+        raise OutputError(str(out), what)
     try:
-        if out.exists() and not out.is_dir():
-            raise OutputError(str(out), "exists and is not a directory")
-        parent = out if out.exists() else out.parent
-        parent = parent if str(parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(str(out), f"parent {parent} is not an existing directory")
-        tmp = Path(tempfile.mkdtemp(prefix=".respect-pass-", dir=parent))
+        tmp = Path(tempfile.mkdtemp(prefix=".respect-pass-", dir=existing))
         try:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
-            if created:
-                os.replace(tmp, out)
-            else:
+            if out.exists():
                 for name in files:
                     os.replace(tmp / name, out / name)
+            else:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
