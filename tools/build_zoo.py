@@ -61,8 +61,10 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("InceptionV3", "InceptionV3", 299),
     ZooEntry("VGG16", "VGG16", 224),
 )
+#: Extra models at the input sizes of Coral's published latencies (tools/calibrate.py).
+CALIBRATION: tuple[ZooEntry, ...] = (ZooEntry("ResNet50_299", "ResNet50", 299),)
 EMBEDDED = ZooEntry("MobileNetV2_0.35_96", "MobileNetV2", 96, (("alpha", 0.35), ("classes", 100)))
-BY_NAME = {e.name.lower(): e for e in ZOO + (EMBEDDED,)}
+BY_NAME = {e.name.lower(): e for e in ZOO + CALIBRATION + (EMBEDDED,)}
 
 
 def build_keras(entry: ZooEntry, seed: int = 0):
