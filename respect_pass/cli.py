@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from hardware import load_spec
 from tflite_io import OpGraph, RespectPassError, read
 
 from . import __version__
@@ -44,6 +45,7 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--scheduler", default="compiler", choices=sorted(SCHEDULERS), help="scheduling algorithm (default: compiler)")
+    p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -101,10 +103,12 @@ def format_result(result: PartitionResult) -> str:
     """Human-readable summary of a partition run."""
     doc = result.plan_doc
     rows = [f"{doc['num_segments']} segments of {doc['model']} (scheduler: {doc['scheduler']})",
-            f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'in':>3}  {'out':>3}  file"]
+            f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'pred ms':>8}  {'in':>3}  {'out':>3}  file"]
     for seg in doc["segments"]:
-        rows.append(f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  "
+        rows.append(f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  {seg['predicted_ms']:>8.3f}  "
                     f"{len(seg['inputs']):>3}  {len(seg['outputs']):>3}  {result.segment_paths[seg['index']]}")
+    rows.append(f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
+                f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms")
     rows.append(f"plan: {result.plan_path}")
     if result.verify is not None:
         rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
@@ -137,7 +141,8 @@ def _inspect(argv: Sequence[str]) -> int:
 def _partition(argv: Sequence[str]) -> int:
     args = _partition_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify)
+    spec = load_spec(args.spec)
+    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from tflite_io import (
     verify_segments,
     write_files,
 )
+
+from hardware import USB, EdgeTpuSpec, stage_costs
 
 from .plan import Plan, plan_json
 from .schedulers import get_scheduler
@@ -49,11 +51,13 @@ def partition(
     scheduler: str = "compiler",
     verify: bool = False,
     model: TfliteModel | None = None,
+    spec: EdgeTpuSpec = USB,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
     Segments and ``<stem>_plan.json`` are built in memory, optionally checked
-    bit-exact against the full model, and written all or nothing. Raises a
+    bit-exact against the full model, and written all or nothing. Stage times
+    in the plan are predicted by the cost model with ``spec``. Raises a
     :class:`RespectPassError` subclass for every user error; the input model is
     only read.
     """
@@ -61,7 +65,10 @@ def partition(
     graph = model.graph
     if not 1 <= num_segments <= graph.num_ops:
         raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
-    plan = get_scheduler(scheduler)(graph, num_segments, None)
+    plan = get_scheduler(scheduler)(graph, num_segments, spec)
+    if plan.stage_ms is None:
+        costs = stage_costs(graph, plan.stages, num_segments, spec)
+        plan = replace(plan, stage_ms=tuple(c.ms for c in costs))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     report = None
     if verify:

@@ -1,10 +1,12 @@
 """``run_pipeline``: find the K segment files in a directory and run them as a pipeline.
 
-    run_pipeline --tpus K DIR [--backend sim] [--json]
+    run_pipeline --tpus K DIR [--backend sim] [--count N] [--spec usb|pcie|FILE.json] [--json]
 
 The ``sim`` backend chains the segments through the LiteRT interpreter and,
 when ``<stem>_plan.json`` names the original model, checks that every
-boundary tensor and output is bit-identical to the full model.
+boundary tensor and output is bit-identical to the full model; stage times
+come from the Edge TPU cost model and N requests go through a discrete-event
+model of PipelinedModelRunner (queues of size 1 between segments).
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hardware import USB, EdgeTpuSpec, load_spec, simulate_pipeline, stage_costs
 from tflite_io import RespectPassError, read_model, verify_segments
 
 from .cli import OneLineParser, run_cli
@@ -68,8 +71,9 @@ def find_segments(directory: str | Path, num_segments: int, compiled: bool = Fal
     return SegmentSet(stem, tuple(by_index[i] for i in range(num_segments)), compiled)
 
 
-def run_sim(segments: SegmentSet) -> dict[str, Any]:
-    """Chain the segments through LiteRT; verify against the plan's model when it is available."""
+def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> dict[str, Any]:
+    """Chain the segments through LiteRT, verify against the plan's model when it is available,
+    and simulate ``count`` requests through the pipeline with cost-model stage times."""
     models = [read_model(p) for p in segments.paths]
     verified = None
     if segments.plan_path.is_file():
@@ -82,17 +86,22 @@ def run_sim(segments: SegmentSet) -> dict[str, Any]:
             verified = report.ok
             if not report.ok:
                 raise RespectPassError(f"segments are not bit-exact with {source}: {report.mismatches[0]}")
-    stages = []
-    for i, m in enumerate(models):
-        g = m.graph
-        stages.append({
-            "index": i,
-            "file": str(segments.paths[i]),
-            "param_bytes": g.total_param_bytes,
-            "in_bytes": sum(g.tensors[t].nbytes for t in g.inputs),
-            "out_bytes": sum(g.tensors[t].nbytes for t in g.outputs),
-        })
-    return {"backend": "sim", "num_segments": len(models), "verified": verified, "stages": stages}
+    costs = [stage_costs(m.graph, (0,) * m.graph.num_ops, 1, spec)[0] for m in models]
+    stages = [{**replace(c, index=i).as_json(), "file": str(p)} for i, (c, p) in enumerate(zip(costs, segments.paths))]
+    run = simulate_pipeline([c.ms for c in costs], count=count)
+    return {
+        "backend": "sim",
+        "spec": spec.name,
+        "num_segments": len(models),
+        "count": count,
+        "bottleneck_ms": max(c.ms for c in costs),
+        "latency_ms": sum(c.ms for c in costs),
+        "latency_p50_ms": run.latency_p50_ms,
+        "latency_p99_ms": run.latency_p99_ms,
+        "throughput_ips": run.throughput_ips,
+        "verified": verified,
+        "stages": stages,
+    }
 
 
 def _body(argv: Sequence[str]) -> int:
@@ -100,15 +109,23 @@ def _body(argv: Sequence[str]) -> int:
     p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<K>.tflite")
     p.add_argument("--tpus", type=int, required=True, metavar="K", help="number of segments / Edge TPUs")
     p.add_argument("--backend", choices=["sim"], default="sim", help="sim: LiteRT chaining (default)")
+    p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
+    p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
-    report = run_sim(find_segments(args.dir, args.tpus))
+    if args.count < 1:
+        raise RespectPassError(f"--count must be at least 1, got {args.count}")
+    report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{'seg':>3}  {'params B':>10}  {'in B':>8}  {'out B':>8}  file")
+        print(f"{'seg':>3}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  {'off-chip B':>11}  file")
         for s in report["stages"]:
-            print(f"{s['index']:>3}  {s['param_bytes']:>10,}  {s['in_bytes']:>8,}  {s['out_bytes']:>8,}  {s['file']}")
+            print(f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
+                  f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}")
+        print(f"simulated ({report['spec']} spec, {report['count']} requests): bottleneck {report['bottleneck_ms']:.3f} ms, "
+              f"throughput {report['throughput_ips']:.1f} inferences/s, latency {report['latency_ms']:.3f} ms "
+              f"(p50 {report['latency_p50_ms']:.2f}, p99 {report['latency_p99_ms']:.2f} ms with all requests queued at once)")
         v = report["verified"]
         print("verified: " + ("bit-exact with the full model" if v else "not checked (no plan.json naming the model)"))
     return 0

@@ -132,3 +132,32 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "respect-pass"
     r = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("respect-pass ")
+
+
+def test_plan_predictions_come_from_the_cost_model(tmp_path):
+    from hardware import PCIE, stage_costs
+    from tflite_io import read
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--spec", "pcie", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    g = read(crafting.EMBEDDED)
+    stages = [0] * g.num_ops
+    for seg in doc["segments"]:
+        for i in seg["ops"]:
+            stages[i] = seg["index"]
+    want = [c.ms for c in stage_costs(g, stages, 3, PCIE)]
+    assert [s["predicted_ms"] for s in doc["segments"]] == pytest.approx(want)
+    assert doc["predicted_bottleneck_ms"] == pytest.approx(max(want))
+    assert doc["predicted_latency_ms"] == pytest.approx(sum(want))
+
+
+def test_spec_file_and_bad_spec(tmp_path):
+    spec = tmp_path / "mine.json"
+    spec.write_text('{"io_bytes_per_s": 1e6}')
+    slow = json.loads(run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "a"), "--spec", str(spec), "--json").stdout)
+    fast = json.loads(run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "b"), "--json").stdout)
+    assert slow["predicted_latency_ms"] > fast["predicted_latency_ms"]
+    spec.write_text("{oops")
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "c"), "--spec", str(spec))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unreadable JSON" in r.stderr
+    assert not (tmp_path / "c").exists()

@@ -24,6 +24,15 @@ def test_sim_chains_and_verifies(tmp_path):
     assert doc["backend"] == "sim" and doc["num_segments"] == 3 and doc["verified"] is True
     assert [s["index"] for s in doc["stages"]] == [0, 1, 2]
     assert doc["stages"][0]["in_bytes"] == 96 * 96 * 3
+    keys = {"backend", "num_segments", "bottleneck_ms", "latency_ms", "throughput_ips", "verified", "stages"}
+    assert keys <= set(doc)
+    assert {"index", "ms", "param_bytes", "on_chip_bytes", "off_chip_bytes", "in_bytes", "out_bytes"} <= set(doc["stages"][0])
+    ms = [s["ms"] for s in doc["stages"]]
+    assert doc["bottleneck_ms"] == pytest.approx(max(ms)) and doc["latency_ms"] == pytest.approx(sum(ms))
+    assert doc["throughput_ips"] == pytest.approx(1000 / max(ms))
+    # the segments' predicted times match the plan's, computed on the full model's graph
+    plan = json.loads(next(tmp_path.glob("*_plan.json")).read_text())
+    assert ms == pytest.approx([s["predicted_ms"] for s in plan["segments"]])
     r = run_pipeline("--tpus", "3", str(tmp_path))
     assert r.returncode == 0 and "bit-exact" in r.stdout
 

@@ -26,7 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
+from build_zoo import ZOO  # noqa: E402
 from respect_pass.orders import random_stage_map  # noqa: E402
 from respect_pass.schedulers.compiler import compiler_schedule  # noqa: E402
 from tflite_io import build_segments, read_model, segment_file_name, verify_segments, write_files  # noqa: E402
@@ -75,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=3, help="random non-contiguous maps verified per model and K")
     p.add_argument("--csv", type=Path, default=ROOT / "results" / "bench_io.csv")
     args = p.parse_args(argv)
-    models = sorted(args.zoo.glob("*_int8.tflite"))
-    if not models:
-        print(f"bench_io: no models in {args.zoo}; run tools/build_zoo.py first", file=sys.stderr)
+    models = [args.zoo / e.filename for e in ZOO]
+    missing = [m.name for m in models if not m.is_file()]
+    if missing:
+        print(f"bench_io: {missing} not in {args.zoo}; run tools/build_zoo.py first", file=sys.stderr)
         return 2
     rows = [bench(m, k, args.random) for m in models for k in parse_ks(args.ks)]
     cols = list(rows[0])

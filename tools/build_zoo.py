@@ -44,7 +44,8 @@ class ZooEntry:
 
     @property
     def filename(self) -> str:
-        return f"{self.name.lower()}_{self.size}_int8.tflite"
+        stem = self.name.lower()
+        return f"{stem}_int8.tflite" if stem.endswith(f"_{self.size}") else f"{stem}_{self.size}_int8.tflite"
 
 
 ZOO: tuple[ZooEntry, ...] = (
@@ -62,7 +63,12 @@ ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("VGG16", "VGG16", 224),
 )
 #: Extra models at the input sizes of Coral's published latencies (tools/calibrate.py).
-CALIBRATION: tuple[ZooEntry, ...] = (ZooEntry("ResNet50_299", "ResNet50", 299),)
+#: ResNet50 (299) is fitted; ResNet50V2 and ResNet152V2 (299) are held out.
+CALIBRATION: tuple[ZooEntry, ...] = (
+    ZooEntry("ResNet50_299", "ResNet50", 299),
+    ZooEntry("ResNet50V2_299", "ResNet50V2", 299),
+    ZooEntry("ResNet152V2_299", "ResNet152V2", 299),
+)
 EMBEDDED = ZooEntry("MobileNetV2_0.35_96", "MobileNetV2", 96, (("alpha", 0.35), ("classes", 100)))
 BY_NAME = {e.name.lower(): e for e in ZOO + CALIBRATION + (EMBEDDED,)}
 
