@@ -11,22 +11,21 @@ class RespectPassError(Exception):
     """Base of every error a user can cause; the CLI prints it as one line."""
 
 
-class ModelFormatError(RespectPassError):
+class _ModelFileError(RespectPassError):
+    """An error about one model file: its path and the reason."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ModelFormatError(_ModelFileError):
     """The file is missing, unreadable, not a TFLite flatbuffer, truncated or corrupt."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
-
-class UnsupportedModelError(RespectPassError):
+class UnsupportedModelError(_ModelFileError):
     """A valid TFLite model that respect-pass cannot partition (float, dynamic, custom ops...)."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 class StageMapError(RespectPassError):
