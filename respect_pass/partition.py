@@ -19,7 +19,7 @@ from tflite_io import (
     write_files,
 )
 
-from hardware import USB, EdgeTpuSpec, stage_costs
+from hardware import USB, EdgeTpuSpec, stage_cost
 
 from .plan import Plan, plan_json
 from .schedulers import get_scheduler
@@ -66,10 +66,9 @@ def partition(
     if not 1 <= num_segments <= graph.num_ops:
         raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
     plan = get_scheduler(scheduler)(graph, num_segments, spec)
-    if plan.stage_ms is None:
-        costs = stage_costs(graph, plan.stages, num_segments, spec)
-        plan = replace(plan, stage_ms=tuple(c.ms for c in costs))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
+    if plan.stage_ms is None:
+        plan = replace(plan, stage_ms=tuple(stage_cost(graph, seg, spec).ms for seg in interfaces))
     report = None
     if verify:
         report = verify_segments(model.data, blobs)
