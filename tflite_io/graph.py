@@ -6,10 +6,11 @@ biases) are not edges: they are folded into each op's ``param_bytes``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
-__all__ = ["Quantization", "TensorInfo", "Op", "Edge", "OpGraph"]
+__all__ = ["Quantization", "TensorInfo", "Op", "Edge", "OpGraph", "distinct_constants"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,15 @@ class TensorInfo:
         for d in self.shape:
             n *= d
         return n
+
+
+def distinct_constants(tensors: Sequence["TensorInfo"], ids: Iterable[int]) -> dict[int, TensorInfo]:
+    """Constant tensors among ``ids`` (-1 skipped), one per buffer: buffer -> first tensor reading it."""
+    out: dict[int, TensorInfo] = {}
+    for t in ids:
+        if t >= 0 and tensors[t].is_constant:
+            out.setdefault(tensors[t].buffer, tensors[t])
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,10 +158,6 @@ class OpGraph:
         """Tensors that flow at run time: model inputs and op outputs."""
         return frozenset(self.inputs) | frozenset(self.producer)
 
-    def const_inputs(self, op: int) -> tuple[int, ...]:
-        """Constant (parameter) tensors read by ``op``, each once."""
-        return tuple(t for t in dict.fromkeys(self.ops[op].inputs) if t >= 0 and self.tensors[t].is_constant)
-
     @property
     def total_param_bytes(self) -> int:
         """Bytes of all distinct constant buffers read by any op."""
@@ -160,11 +166,8 @@ class OpGraph:
     @property
     def total_param_elements(self) -> int:
         """Number of parameter values (weights + biases) over distinct constant buffers."""
-        seen: dict[int, int] = {}
-        for i in range(self.num_ops):
-            for t in self.const_inputs(i):
-                seen.setdefault(self.tensors[t].buffer, self.tensors[t].num_elements)
-        return sum(seen.values())
+        reads = (t for op in self.ops for t in op.inputs)
+        return sum(t.num_elements for t in distinct_constants(self.tensors, reads).values())
 
     @property
     def total_macs(self) -> int:
@@ -175,8 +178,5 @@ class OpGraph:
 
         A constant shared by several ops counts once per set (once per segment).
         """
-        seen: dict[int, int] = {}
-        for i in ops:
-            for t in self.const_inputs(i):
-                seen.setdefault(self.tensors[t].buffer, self.tensors[t].nbytes)
-        return sum(seen.values())
+        reads = (t for i in ops for t in self.ops[i].inputs)
+        return sum(t.nbytes for t in distinct_constants(self.tensors, reads).values())

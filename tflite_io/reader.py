@@ -16,7 +16,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from .errors import ModelFormatError, UnsupportedModelError
-from .graph import Op, OpGraph, Quantization, TensorInfo
+from .graph import Op, OpGraph, Quantization, TensorInfo, distinct_constants
 from .macs import op_macs
 
 __all__ = ["TfliteModel", "read", "read_model", "op_type_name", "EDGETPU_OPS"]
@@ -152,10 +152,7 @@ def _build_graph(model: Any, name: str, shown: str) -> OpGraph:
                     )
         if op_type not in EDGETPU_OPS:
             log.warning("op %d (%s) is not supported by the Edge TPU and will run on the CPU", i, op_type)
-        seen: dict[int, int] = {}
-        for t in ins:
-            if t >= 0 and tensors[t].is_constant:
-                seen.setdefault(tensors[t].buffer, tensors[t].nbytes)
+        param_bytes = sum(t.nbytes for t in distinct_constants(tensors, ins).values())
         adj_x = bool(getattr(op.builtinOptions, "adjX", False))
         macs = op_macs(
             op_type,
@@ -163,7 +160,7 @@ def _build_graph(model: Any, name: str, shown: str) -> OpGraph:
             [tensors[t].shape for t in outs],
             adj_x=adj_x,
         )
-        ops.append(Op(i, op_type, ins, outs, sum(seen.values()), int(macs)))
+        ops.append(Op(i, op_type, ins, outs, param_bytes, int(macs)))
     inputs = tuple(int(t) for t in (sg.inputs if sg.inputs is not None else ()))
     outputs = tuple(int(t) for t in (sg.outputs if sg.outputs is not None else ()))
     if not ops:

@@ -22,8 +22,7 @@ __all__ = ["compiler_schedule", "param_balanced_sizes"]
 def param_balanced_sizes(graph: OpGraph, num_stages: int) -> list[int]:
     """Number of ops per segment of the parameter-balanced contiguous split."""
     n = graph.num_ops
-    pinned = [i for i in range(n) if i in graph.output_ops]
-    first_pinned = pinned[0] if pinned else n - 1
+    first_pinned = min(graph.output_ops, default=n - 1)
     if not 1 <= num_stages <= first_pinned + 1:
         raise StageMapError(
             f"cannot split {n} ops into {num_stages} contiguous segments "
