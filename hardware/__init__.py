@@ -1,12 +1,13 @@
-"""hardware: the Edge TPU cost model, the simulated pipeline, and (next) the compiler driver and pycoral runner.
+"""hardware: the Edge TPU cost model, the simulated pipeline, the compiler driver and the pycoral runner.
 
 Imports only ``tflite_io`` below it; ``respect_pass`` builds on it.
 """
+from .compiler import CompiledSegment, CompilerError, compile_segments
 from .cost import StageCost, bottleneck_ms, latency_ms, stage_cost, stage_costs
 from .simulate import PipelineRun, simulate_pipeline
 from .spec import PCIE, PRESETS, USB, EdgeTpuSpec, SpecError, load_spec, op_class
 
 __all__ = [
-    "EdgeTpuSpec", "PCIE", "PRESETS", "PipelineRun", "SpecError", "StageCost", "USB", "bottleneck_ms",
+    "CompiledSegment", "CompilerError", "compile_segments", "EdgeTpuSpec", "PCIE", "PRESETS", "PipelineRun", "SpecError", "StageCost", "USB", "bottleneck_ms",
     "latency_ms", "load_spec", "op_class", "simulate_pipeline", "stage_cost", "stage_costs",
 ]

@@ -7,15 +7,21 @@ fails clearly when the compile fails or an op would fall back to the CPU.
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tflite_io import RespectPassError
 
-__all__ = ["CompilerError", "CompileLog", "parse_log", "find_compiler", "compile_segment", "INSTALL_HINT"]
+__all__ = ["CompilerError", "CompileLog", "CompiledSegment", "parse_log", "find_compiler", "compile_segment",
+           "compile_segments", "INSTALL_HINT"]
+
+logger = logging.getLogger(__name__)
 
 INSTALL_HINT = ("install it from Coral's apt repository (package edgetpu-compiler, x86-64 Debian/Ubuntu; "
                 "see coral.ai/docs/edgetpu/compiler)")
@@ -122,3 +128,37 @@ def compile_segment(segment: Path, out_dir: Path, binary: str = "edgetpu_compile
     if not out.is_file():
         raise CompilerError(f"{segment.name}: edgetpu_compiler reported success but wrote no {out.name}")
     return out, log
+
+
+@dataclass(frozen=True)
+class CompiledSegment:
+    """One segment compiled for the Edge TPU: its file name, bytes, parsed log and log file."""
+
+    file: str
+    data: bytes
+    log: CompileLog
+    log_file: tuple[str, bytes] | None
+
+
+def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compiler",
+                     timeout_s: int = 180) -> list[CompiledSegment]:
+    """Compile every ``name -> bytes`` segment in a private temporary directory.
+
+    Nothing is written outside that directory, so the caller can add the
+    ``*_edgetpu.tflite`` files to its own all-or-nothing write. Raises
+    :class:`CompilerError` on the first segment that fails or would run an op
+    on the CPU.
+    """
+    find_compiler(binary)
+    done = []
+    with tempfile.TemporaryDirectory(prefix="respect-pass-compile-") as tmp:
+        work = Path(tmp)
+        for name, data in segments.items():
+            src = work / name
+            src.write_bytes(data)
+            out, log = compile_segment(src, work, binary, timeout_s)
+            log_path = out.with_suffix(".log")
+            log_file = (log_path.name, log_path.read_bytes()) if log_path.is_file() else None
+            done.append(CompiledSegment(out.name, out.read_bytes(), log, log_file))
+            logger.info("compiled %s: %s on-chip, %s off-chip", name, log.on_chip_bytes, log.off_chip_bytes)
+    return done

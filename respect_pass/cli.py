@@ -1,6 +1,6 @@
 """The ``respect-pass`` command line: a thin layer over :func:`respect_pass.partition`.
 
-    respect-pass MODEL.tflite -n K -o DIR [--scheduler S] [--verify] [--json]
+    respect-pass MODEL.tflite -n K -o DIR [--scheduler S] [--spec S] [--verify] [--compile] [--json]
     respect-pass inspect MODEL.tflite [--json]
 
 Every user error ends as one line on stderr and exit status 2, no traceback.
@@ -47,6 +47,8 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("--scheduler", default="compiler", choices=sorted(SCHEDULERS), help="scheduling algorithm (default: compiler)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
+    p.add_argument("--compile", action="store_true",
+                   help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
@@ -110,6 +112,11 @@ def format_result(result: PartitionResult) -> str:
     rows.append(f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
                 f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms")
     rows.append(f"plan: {result.plan_path}")
+    for seg in doc["segments"]:
+        if "compiler" in seg:
+            c = seg["compiler"]
+            rows.append(f"compiled {seg['edgetpu_file']}: {c['tpu_ops']}/{c['total_ops']} ops on the Edge TPU, "
+                        f"{_mb(c['on_chip_bytes'] or 0)} MiB cached, {_mb(c['off_chip_bytes'] or 0)} MiB streamed")
     if result.verify is not None:
         rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
                     f"over {result.verify.trials} random inputs")
@@ -142,7 +149,8 @@ def _partition(argv: Sequence[str]) -> int:
     args = _partition_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
-    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec)
+    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
+                       compile=args.compile)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
 

@@ -19,7 +19,8 @@ from tflite_io import (
     write_files,
 )
 
-from hardware import USB, EdgeTpuSpec, stage_cost
+from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, stage_cost
+from hardware.compiler import find_compiler
 
 from .plan import Plan, plan_json
 from .schedulers import get_scheduler
@@ -38,6 +39,7 @@ class PartitionResult:
     plan_path: Path
     plan_doc: dict[str, Any]
     verify: VerifyReport | None
+    compiled_paths: tuple[Path, ...] = ()
 
 
 def plan_file_name(stem: str) -> str:
@@ -52,6 +54,7 @@ def partition(
     verify: bool = False,
     model: TfliteModel | None = None,
     spec: EdgeTpuSpec = USB,
+    compile: bool = False,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -59,8 +62,12 @@ def partition(
     bit-exact against the full model, and written all or nothing. Stage times
     in the plan are predicted by the cost model with ``spec``. Raises a
     :class:`RespectPassError` subclass for every user error; the input model is
-    only read.
+    only read. With ``compile``, every segment is also compiled by
+    ``edgetpu_compiler`` before anything is written, and a failed compile or
+    an op left on the CPU writes nothing.
     """
+    if compile:
+        find_compiler()  # fail before scheduling when the binary is missing
     model = model or read_model(model_path)
     graph = model.graph
     if not 1 <= num_segments <= graph.num_ops:
@@ -79,6 +86,22 @@ def partition(
     names = [segment_file_name(stem, i, num_segments) for i in range(num_segments)]
     doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()))
     files = dict(zip(names, blobs))
-    files[plan_file_name(stem)] = (json.dumps(doc, indent=2) + "\n").encode()
-    paths = write_files(out_dir, files)
-    return PartitionResult(plan, tuple(paths[:num_segments]), paths[-1], doc, report)
+    compiled = compile_segments(files) if compile else []
+    _add_compiled(doc, files, compiled)
+    plan_name = plan_file_name(stem)
+    files[plan_name] = (json.dumps(doc, indent=2) + "\n").encode()
+    written = dict(zip(files, write_files(out_dir, files)))
+    return PartitionResult(plan, tuple(written[n] for n in names), written[plan_name], doc, report,
+                           tuple(written[c.file] for c in compiled))
+
+
+def _add_compiled(doc: dict[str, Any], files: dict[str, bytes], compiled: list[CompiledSegment]) -> None:
+    """Add the compiled files (and their logs) to ``files`` and the parsed logs to the plan document."""
+    for seg, done in zip(doc["segments"], compiled):
+        files[done.file] = done.data
+        if done.log_file:
+            files[done.log_file[0]] = done.log_file[1]
+        seg["edgetpu_file"] = done.file
+        seg["compiler"] = done.log.as_json()
+    if compiled:
+        doc["compiler_version"] = compiled[0].log.version

@@ -66,3 +66,13 @@ def zoo_model(name: str) -> Path:
     import build_zoo
 
     return build_zoo.build(build_zoo.BY_NAME[name.lower()], ZOO_CACHE)
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+    """A fake edgetpu_compiler (tests/fake_edgetpu.py) first on PATH; FAKE_EDGETPU_MODE picks its log."""
+    import fake_edgetpu
+
+    script = fake_edgetpu.install(tmp_path / "fakebin")
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return script

@@ -161,3 +161,38 @@ def test_spec_file_and_bad_spec(tmp_path):
     r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "c"), "--spec", str(spec))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unreadable JSON" in r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_compile_with_fake_compiler_writes_compiled_files_and_logs(tmp_path, fake_compiler):
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(out), "--compile")
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in out.iterdir()}
+    for i in range(2):
+        assert {f"{STEM}_segment_{i}_of_2.tflite", f"{STEM}_segment_{i}_of_2_edgetpu.tflite",
+                f"{STEM}_segment_{i}_of_2_edgetpu.log"} <= names
+    doc = json.loads((out / f"{STEM}_plan.json").read_text())
+    assert doc["compiler_version"] == "16.0.384591198"
+    seg = doc["segments"][1]
+    assert seg["edgetpu_file"] == f"{STEM}_segment_1_of_2_edgetpu.tflite"
+    assert seg["compiler"]["cpu_ops"] == 0 and seg["compiler"]["on_chip_bytes"] == round(6.28 * 2**20)
+    assert "ops on the Edge TPU" in r.stdout
+
+
+@pytest.mark.parametrize("mode, match", [("cpu", "would run on the CPU: CUSTOM x1"), ("fail", "edgetpu_compiler failed")])
+def test_compile_failure_on_one_segment_writes_nothing(tmp_path, fake_compiler, monkeypatch, mode, match):
+    monkeypatch.setenv("FAKE_EDGETPU_MODE", mode)
+    monkeypatch.setenv("FAKE_EDGETPU_FAIL_ON", "segment_1_of_3")
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(out), "--compile")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "segment_1_of_3" in r.stderr and match in r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".respect-pass-*"))
+
+
+def test_compile_without_compiler_on_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(out), "--compile")
+    assert r.returncode == 2 and "edgetpu_compiler not found on PATH" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -1,0 +1,94 @@
+"""A fake ``edgetpu_compiler`` for tests: prints the documented v16 console logs.
+
+It checks the arguments our driver passes, copies the segment to
+``<stem>_edgetpu.tflite`` (it does not compile anything) and writes the
+``.log`` file the real compiler writes. ``FAKE_EDGETPU_MODE`` picks the log:
+``ok``, ``cpu`` (an op left on the CPU) or ``fail``; ``FAKE_EDGETPU_FAIL_ON``
+makes only segments whose name contains it take the chosen mode.
+"""
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+OK_LOG = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 1421 ms.
+
+Input model: out/resnet50_int8_segment_1_of_4.tflite
+Input size: 6.31MiB
+Output model: out/resnet50_int8_segment_1_of_4_edgetpu.tflite
+Output size: 6.45MiB
+On-chip memory used for caching model parameters: 6.28MiB
+On-chip memory remaining for caching model parameters: 768.25KiB
+Off-chip memory used for streaming uncached model parameters: 0.00B
+Number of Edge TPU subgraphs: 1
+Total number of operations: 19
+Operation log: out/resnet50_int8_segment_1_of_4_edgetpu.log
+See the operation log file for individual operation details.
+Compilation child process completed within timeout period.
+Compilation succeeded!
+"""
+
+CPU_LOG = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 2310 ms.
+
+Input model: out/vgg16_int8_segment_0_of_2.tflite
+Input size: 14.71MiB
+Output model: out/vgg16_int8_segment_0_of_2_edgetpu.tflite
+Output size: 14.80MiB
+On-chip memory used for caching model parameters: 6.91MiB
+On-chip memory remaining for caching model parameters: 0.00B
+Off-chip memory used for streaming uncached model parameters: 7.62MiB
+Number of Edge TPU subgraphs: 1
+Total number of operations: 16
+Operation log: out/vgg16_int8_segment_0_of_2_edgetpu.log
+
+Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower. If possible, consider updating your model to use only operations supported by the Edge TPU. For details, visit g.co/coral/model-reqs.
+Number of operations that will run on Edge TPU: 15
+Number of operations that will run on CPU: 1
+
+Operator                       Count      Status
+
+CONV_2D                        13         Mapped to Edge TPU
+MAX_POOL_2D                    2          Mapped to Edge TPU
+CUSTOM                         1          Operation is working on an unsupported data type
+Compilation child process completed within timeout period.
+Compilation succeeded!
+"""
+
+FAIL_LOG = """Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+Internal compiler error. Aborting!
+Compilation child process completed within timeout period.
+Compilation failed!
+"""
+
+
+def install(bindir: Path) -> Path:
+    """Write the fake compiler script into ``bindir`` and return its path."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    logs = {"ok": OK_LOG, "cpu": CPU_LOG, "fail": FAIL_LOG}
+    script = bindir / "edgetpu_compiler"
+    script.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, sys
+        from pathlib import Path
+        logs = {logs!r}
+        args = sys.argv[1:]
+        assert args[0] == "-s" and "-o" in args, args
+        out = Path(args[args.index("-o") + 1]); seg = Path(args[-1])
+        mode = os.environ.get("FAKE_EDGETPU_MODE", "ok")
+        if os.environ.get("FAKE_EDGETPU_FAIL_ON", seg.name) not in seg.name:
+            mode = "ok"
+        print(logs[mode])
+        if mode != "fail" and os.environ.get("FAKE_EDGETPU_NO_OUTPUT") is None:
+            (out / (seg.stem + "_edgetpu.tflite")).write_bytes(seg.read_bytes())
+            (out / (seg.stem + "_edgetpu.log")).write_text("fake operation log for " + seg.name)
+        sys.exit(1 if mode == "fail" else 0)
+        """))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
