@@ -1,12 +1,15 @@
 """``run_pipeline``: find the K segment files in a directory and run them as a pipeline.
 
-    run_pipeline --tpus K DIR [--backend sim] [--count N] [--spec usb|pcie|FILE.json] [--json]
+    run_pipeline --tpus K DIR [--backend sim|coral] [--count N] [--spec usb|pcie|FILE.json] [--json]
 
 The ``sim`` backend chains the segments through the LiteRT interpreter and,
 when ``<stem>_plan.json`` names the original model, checks that every
 boundary tensor and output is bit-identical to the full model; stage times
 come from the Edge TPU cost model and N requests go through a discrete-event
 model of PipelinedModelRunner (queues of size 1 between segments).
+
+The ``coral`` backend runs the compiled ``*_edgetpu.tflite`` segments on K
+Edge TPUs with Google's pycoral (see :mod:`hardware.coral`).
 """
 from __future__ import annotations
 
@@ -19,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from hardware import USB, EdgeTpuSpec, load_spec, simulate_pipeline, stage_costs
+from hardware.coral import run_coral
 from tflite_io import RespectPassError, read_model, verify_segments
 
 from .cli import OneLineParser, run_cli
 
-__all__ = ["SegmentSet", "find_segments", "run_sim", "main"]
+__all__ = ["SegmentSet", "find_segments", "read_plan", "run_sim", "run_hardware", "format_coral", "main"]
 
 _SEGMENT_RE = re.compile(r"^(?P<stem>.+)_segment_(?P<i>\d+)_of_(?P<k>\d+)(?P<tpu>_edgetpu)?\.tflite$")
 
@@ -71,16 +75,39 @@ def find_segments(directory: str | Path, num_segments: int, compiled: bool = Fal
     return SegmentSet(stem, tuple(by_index[i] for i in range(num_segments)), compiled)
 
 
+def read_plan(segments: SegmentSet) -> dict[str, Any] | None:
+    """The ``<stem>_plan.json`` beside the segments, or None when there is none."""
+    if not segments.plan_path.is_file():
+        return None
+    try:
+        plan = json.loads(segments.plan_path.read_text())
+        if not isinstance(plan["model"], str) or len(plan["segments"]) != len(segments.paths):
+            raise ValueError("it does not describe these segments")
+        return plan
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
+
+
+def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10) -> dict[str, Any]:
+    """Run compiled segments on Edge TPUs (pycoral) and add what plan.json knows of each segment."""
+    report = run_coral(segments.paths, count=count, warmup=warmup)
+    plan = read_plan(segments)
+    for stage in report["stages"]:
+        seg = plan["segments"][stage["index"]] if plan else {}
+        compiled = seg.get("compiler") or {}
+        stage.update(param_bytes=seg.get("param_bytes"), on_chip_bytes=compiled.get("on_chip_bytes"),
+                     off_chip_bytes=compiled.get("off_chip_bytes"))
+    return report
+
+
 def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> dict[str, Any]:
     """Chain the segments through LiteRT, verify against the plan's model when it is available,
     and simulate ``count`` requests through the pipeline with cost-model stage times."""
     models = [read_model(p) for p in segments.paths]
     verified = None
-    if segments.plan_path.is_file():
-        try:
-            source = Path(json.loads(segments.plan_path.read_text())["model"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
+    plan = read_plan(segments)
+    if plan is not None:
+        source = Path(plan["model"])
         if source.is_file():
             report = verify_segments(read_model(source).data, [m.data for m in models])
             verified = report.ok
@@ -108,16 +135,23 @@ def _body(argv: Sequence[str]) -> int:
     p = OneLineParser(prog="run_pipeline", description="Run K segment files as an Edge TPU pipeline.")
     p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<K>.tflite")
     p.add_argument("--tpus", type=int, required=True, metavar="K", help="number of segments / Edge TPUs")
-    p.add_argument("--backend", choices=["sim"], default="sim", help="sim: LiteRT chaining (default)")
+    p.add_argument("--backend", choices=["sim", "coral"], default="sim",
+                   help="sim: LiteRT chaining and the cost model (default); coral: K Edge TPUs through pycoral")
     p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
+    p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     if args.count < 1:
         raise RespectPassError(f"--count must be at least 1, got {args.count}")
-    report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
+    if args.backend == "coral":
+        report = run_hardware(find_segments(args.dir, args.tpus, compiled=True), args.count, max(args.warmup, 0))
+    else:
+        report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
     if args.json:
         print(json.dumps(report, indent=2))
+    elif args.backend == "coral":
+        print(format_coral(report))
     else:
         print(f"{'seg':>3}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  {'off-chip B':>11}  file")
         for s in report["stages"]:
@@ -129,6 +163,22 @@ def _body(argv: Sequence[str]) -> int:
         v = report["verified"]
         print("verified: " + ("bit-exact with the full model" if v else "not checked (no plan.json naming the model)"))
     return 0
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def format_coral(report: dict[str, Any]) -> str:
+    """The table of a coral (real Edge TPU) run."""
+    rows = [f"{'seg':>3}  {'ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  device  file"]
+    for s, dev in zip(report["stages"], report["devices"]):
+        rows.append(f"{s['index']:>3}  {s['ms']:>8.3f}  {_num(s['param_bytes']):>11}  {_num(s['on_chip_bytes']):>11}  "
+                    f"{_num(s['off_chip_bytes']):>11}  {dev.get('type', '?')}:{s['index']}  {s['file']}")
+    rows.append(f"measured on {report['num_segments']} Edge TPU(s), {report['count']} requests: slowest stage "
+                f"{report['bottleneck_ms']:.3f} ms, throughput {report['throughput_ips']:.1f} inferences/s, end-to-end "
+                f"p50 {report['latency_p50_ms']:.2f} ms, p99 {report['latency_p99_ms']:.2f} ms")
+    return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

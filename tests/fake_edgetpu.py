@@ -1,7 +1,9 @@
 """A fake ``edgetpu_compiler`` for tests: prints the documented v16 console logs.
 
-It checks the arguments our driver passes, copies the segment to
-``<stem>_edgetpu.tflite`` (it does not compile anything) and writes the
+It checks the arguments our driver passes, writes the segment to
+``<stem>_edgetpu.tflite`` with an (unused) ``edgetpu-custom-op`` operator
+code added, so the file looks compiled but still runs on LiteRT (it does not
+compile anything), and writes the
 ``.log`` file the real compiler writes. ``FAKE_EDGETPU_MODE`` picks the log:
 ``ok``, ``cpu`` (an op left on the CPU) or ``fail``; ``FAKE_EDGETPU_FAIL_ON``
 makes only segments whose name contains it take the chosen mode.
@@ -86,7 +88,16 @@ def install(bindir: Path) -> Path:
             mode = "ok"
         print(logs[mode])
         if mode != "fail" and os.environ.get("FAKE_EDGETPU_NO_OUTPUT") is None:
-            (out / (seg.stem + "_edgetpu.tflite")).write_bytes(seg.read_bytes())
+            import flatbuffers
+            from ai_edge_litert import schema_py_generated as schema
+            model = schema.ModelT.InitFromPackedBuf(seg.read_bytes(), 0)
+            code = schema.OperatorCodeT()  # listed but unused: LiteRT still runs the plain ops
+            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+            code.customCode, code.version = "edgetpu-custom-op", 1
+            model.operatorCodes.append(code)
+            builder = flatbuffers.Builder(1024)
+            builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+            (out / (seg.stem + "_edgetpu.tflite")).write_bytes(bytes(builder.Output()))
             (out / (seg.stem + "_edgetpu.log")).write_text("fake operation log for " + seg.name)
         sys.exit(1 if mode == "fail" else 0)
         """))

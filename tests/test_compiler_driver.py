@@ -2,6 +2,7 @@
 import pytest
 
 from fake_edgetpu import CPU_LOG, FAIL_LOG, OK_LOG
+from tflite_io import custom_op_codes
 from hardware.compiler import CompilerError, compile_segment, find_compiler, parse_log
 
 def test_parse_fully_mapped_log():
@@ -26,11 +27,12 @@ def test_parse_failure_log():
     assert not log.succeeded and log.failure == "Internal compiler error. Aborting!"
 
 
-def test_compile_segment_with_fake_binary(tmp_path, fake_compiler, monkeypatch):
+def test_compile_segment_with_fake_binary(tmp_path, fake_compiler, monkeypatch, embedded_path):
     seg = tmp_path / "m_segment_0_of_2.tflite"
-    seg.write_bytes(b"model")
+    seg.write_bytes(embedded_path.read_bytes())
     out, log = compile_segment(seg, tmp_path)
-    assert out == tmp_path / "m_segment_0_of_2_edgetpu.tflite" and out.read_bytes() == b"model"
+    assert out == tmp_path / "m_segment_0_of_2_edgetpu.tflite"
+    assert "edgetpu-custom-op" in custom_op_codes(out.read_bytes())
     assert log.on_chip_bytes == round(6.28 * 2**20)
     monkeypatch.setenv("FAKE_EDGETPU_MODE", "cpu")
     with pytest.raises(CompilerError, match=r"1 operation\(s\) would run on the CPU: CUSTOM x1"):

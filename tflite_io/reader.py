@@ -19,7 +19,7 @@ from .errors import ModelFormatError, UnsupportedModelError
 from .graph import Op, OpGraph, Quantization, TensorInfo, distinct_constants
 from .macs import op_macs
 
-__all__ = ["TfliteModel", "read", "read_model", "op_type_name", "EDGETPU_OPS"]
+__all__ = ["TfliteModel", "read", "read_model", "op_type_name", "custom_op_codes", "EDGETPU_OPS", "EDGETPU_CUSTOM_OP"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ EDGETPU_OPS = frozenset({
     "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
     "UNPACK", "DEQUANTIZE", "LEAKY_RELU", "BATCH_MATMUL",
 })
+
+#: The custom op that edgetpu_compiler puts in place of the ops it maps to the Edge TPU.
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,22 @@ def read_model(path: str | Path) -> TfliteModel:
     except OSError as exc:
         raise ModelFormatError(shown, f"cannot read file ({exc.strerror})") from None
     return parse_model(data, path)
+
+
+def custom_op_codes(data: bytes, shown: str = "model") -> tuple[str, ...]:
+    """The custom op names a model's operator-code table lists (e.g. ``edgetpu-custom-op`` after compiling).
+
+    Reads only the operator codes, without building a graph, so it also works
+    on compiled Edge TPU models that :func:`parse_model` rejects.
+    """
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelFormatError(shown, "not a TFLite model (file identifier is not b'TFL3')")
+    try:
+        root = schema.Model.GetRootAsModel(data, 0)
+        codes = (root.OperatorCodes(i).CustomCode() for i in range(root.OperatorCodesLength()))
+        return tuple(c.decode("utf-8", "replace") for c in codes if c)
+    except Exception as exc:
+        raise ModelFormatError(shown, f"corrupt flatbuffer ({type(exc).__name__})") from None
 
 
 def parse_model(data: bytes, path: Path) -> TfliteModel:
