@@ -45,6 +45,11 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--scheduler", default="compiler", choices=sorted(SCHEDULERS), help="scheduling algorithm (default: compiler)")
+    prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
+    prof.add_argument("--diff_threshold_ns", type=int, default=None, metavar="NS",
+                      help="stop bisecting when the latency bounds are this close (default 1000000)")
+    prof.add_argument("--partition_search_step", type=int, default=None, metavar="N",
+                      help="ops added to or removed from a segment per search step (default 1)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
     p.add_argument("--compile", action="store_true",
@@ -149,8 +154,12 @@ def _partition(argv: Sequence[str]) -> int:
     args = _partition_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
+    options = {k: v for k, v in (("diff_threshold_ns", args.diff_threshold_ns),
+                                 ("partition_search_step", args.partition_search_step)) if v is not None}
+    if options and args.scheduler != "profiling":
+        raise RespectPassError(f"--{next(iter(options))} only applies to --scheduler profiling")
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
-                       compile=args.compile)
+                       compile=args.compile, scheduler_options=options)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
 

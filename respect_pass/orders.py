@@ -9,9 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from tflite_io import OpGraph
+from tflite_io import OpGraph, SegmentInterface
 
-__all__ = ["random_topological_order", "split_order", "random_stage_map"]
+__all__ = ["random_topological_order", "split_order", "random_stage_map", "libcoral_topological_order",
+           "range_interface"]
 
 
 def random_topological_order(graph: OpGraph, rng: random.Random) -> list[int]:
@@ -58,3 +59,55 @@ def random_stage_map(graph: OpGraph, num_stages: int, rng: random.Random) -> tup
     if len(candidates) < num_stages - 1:
         return None
     return split_order(order, sorted(rng.sample(candidates, num_stages - 1)), graph.num_ops)
+
+
+def libcoral_topological_order(graph: OpGraph) -> list[int]:
+    """libcoral's partitioner ``TopologicalSort``: Kahn's algorithm over a LIFO stack.
+
+    Ready ops are pushed on top of the stack, except ops without successors
+    (sinks), which go to the bottom so they run as late as possible. Source ops
+    start on the stack in index order. libcoral takes children in hash-set
+    order; here they come in op-index order, so ties are broken reproducibly.
+    """
+    indeg = [len(p) for p in graph.preds]
+    stack = [v for v in range(graph.num_ops) if indeg[v] == 0]
+    order: list[int] = []
+    while stack:
+        v = stack.pop()
+        order.append(v)
+        for w in graph.succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                if graph.succs[w]:
+                    stack.append(w)
+                else:
+                    stack.insert(0, w)
+    return order
+
+
+def range_interface(graph: OpGraph, order: Sequence[int], position: Sequence[int], start: int, stop: int,
+                    index: int, last: bool) -> SegmentInterface | None:
+    """The segment made of ``order[start:stop]`` (stage ``index``), or None if no pipeline can run it.
+
+    ``position[v]`` is op v's place in ``order``. Returns None when the range
+    breaks a pipeline rule that a contiguous split of a topological order can
+    break: a model output produced outside the last segment, or a model input
+    that the first segment does not read.
+    """
+    ops = order[start:stop]
+    produced = {t for v in ops for t in graph.ops[v].outputs}
+    read = {t for v in ops for t in graph.ops[v].inputs if t >= 0}
+    if not last and graph.output_ops.intersection(ops):
+        return None
+    if index == 0 and not set(graph.inputs) <= read:
+        return None
+    entering = {t for t in read - produced if t in graph.producer or t in graph.inputs}
+    if index == 0:
+        inputs = tuple(t for t in graph.inputs if t in entering)
+    else:
+        inputs = tuple(sorted(entering))
+    if last:
+        outputs = tuple(graph.outputs)
+    else:
+        outputs = tuple(sorted(t for t in produced if any(position[c] >= stop for c in graph.consumers.get(t, ()))))
+    return SegmentInterface(index, tuple(sorted(ops)), inputs, outputs, graph.param_bytes_of(ops))

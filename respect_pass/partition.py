@@ -55,6 +55,7 @@ def partition(
     model: TfliteModel | None = None,
     spec: EdgeTpuSpec = USB,
     compile: bool = False,
+    scheduler_options: dict[str, Any] | None = None,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -72,7 +73,7 @@ def partition(
     graph = model.graph
     if not 1 <= num_segments <= graph.num_ops:
         raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
-    plan = get_scheduler(scheduler)(graph, num_segments, spec)
+    plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     if plan.stage_ms is None:
         plan = replace(plan, stage_ms=tuple(stage_cost(graph, seg, spec).ms for seg in interfaces))

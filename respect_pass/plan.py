@@ -26,6 +26,7 @@ class Plan:
     optimal: bool | None = None
     lower_bound_ms: float | None = None
     solve_seconds: float = 0.0
+    stats: tuple[tuple[str, int | float], ...] = ()
 
     @property
     def predicted_bottleneck_ms(self) -> float | None:
@@ -59,6 +60,7 @@ def plan_json(
         "optimal": plan.optimal,
         "lower_bound_ms": plan.lower_bound_ms,
         "solve_seconds": round(plan.solve_seconds, 6),
+        "scheduler_stats": dict(plan.stats),
         "segments": [
             {
                 "index": seg.index,

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import strategies as st
 
 from respect_pass.orders import random_stage_map
-from tflite_io import OpGraph
+from tflite_io import Op, OpGraph, TensorInfo
 
 BRANCHY = Path(__file__).resolve().parent / "data" / "tiny_inception_int8.tflite"
 
@@ -20,3 +20,28 @@ def monotone_maps(draw, graph: OpGraph, min_stages: int = 2, max_stages: int = 6
     m = random_stage_map(graph, k, rng)
     assert m is not None, f"no {k}-split of {graph.name}"
     return k, m
+
+
+@st.composite
+def random_dags(draw, min_ops: int = 3, max_ops: int = 14) -> OpGraph:
+    """Small DNN-like DAGs: op 0 reads the model input, op i reads 1-3 earlier ops' outputs;
+    every op nobody reads produces a model output. Parameter sizes span the 8 MiB cache."""
+    n = draw(st.integers(min_ops, max_ops))
+    tensors = [TensorInfo(0, "input", "int8", (64,), 64)]
+    ops = []
+    for i in range(n):
+        preds = [0] if i == 0 else sorted(set(draw(st.lists(st.integers(0, i - 1), min_size=1, max_size=3))))
+        act = draw(st.sampled_from([64, 4096, 65536, 2**20]))
+        params = draw(st.sampled_from([0, 1000, 300_000, 3_000_000, 9_000_000]))
+        out = len(tensors)
+        tensors.append(TensorInfo(out, f"t{i}", "int8", (act,), act))
+        inputs = [0] if i == 0 else [ops[p].outputs[0] for p in preds]
+        if params:
+            w = len(tensors)
+            tensors.append(TensorInfo(w, f"w{i}", "int8", (params,), params, buffer=w))
+            inputs.append(w)
+        macs = draw(st.integers(0, 10**9))
+        ops.append(Op(i, "CONV_2D" if params else "ADD", tuple(inputs), (out,), params, macs))
+    read = {t for op in ops for t in op.inputs}
+    outputs = tuple(op.outputs[0] for op in ops if op.outputs[0] not in read)
+    return OpGraph(f"dag{n}", tuple(ops), tuple(tensors), (0,), outputs)

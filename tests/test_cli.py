@@ -196,3 +196,15 @@ def test_compile_without_compiler_on_path(tmp_path, monkeypatch):
     r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(out), "--compile")
     assert r.returncode == 2 and "edgetpu_compiler not found on PATH" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_profiling_scheduler_through_the_cli(tmp_path):
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(out), "--scheduler", "profiling",
+            "--diff_threshold_ns", "10000", "--partition_search_step", "2", "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scheduler"] == "profiling" and doc["scheduler_stats"]["device_runs"] > 0
+    assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
+    bad = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "x"), "--partition_search_step", "2")
+    assert bad.returncode == 2 and "only applies to --scheduler profiling" in bad.stderr

@@ -7,6 +7,7 @@ from tflite_io import OpGraph, RespectPassError
 
 from ..plan import Plan
 from .compiler import compiler_schedule
+from .profiling import profiling_schedule
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]
 
@@ -15,6 +16,7 @@ Scheduler = Callable[[OpGraph, int, object | None], Plan]
 #: Registered schedulers by command-line name.
 SCHEDULERS: dict[str, Scheduler] = {
     "compiler": compiler_schedule,
+    "profiling": profiling_schedule,
 }
 
 
