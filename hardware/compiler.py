@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tflite_io import RespectPassError
 
+from .progress import ProgressFactory, no_progress
+
 __all__ = ["CompilerError", "CompileLog", "CompiledSegment", "parse_log", "find_compiler", "compile_segment",
            "compile_segments", "INSTALL_HINT"]
 
@@ -141,7 +143,7 @@ class CompiledSegment:
 
 
 def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compiler",
-                     timeout_s: int = 180) -> list[CompiledSegment]:
+                     timeout_s: int = 180, progress: ProgressFactory = no_progress) -> list[CompiledSegment]:
     """Compile every ``name -> bytes`` segment in a private temporary directory.
 
     Nothing is written outside that directory, so the caller can add the
@@ -151,7 +153,8 @@ def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compi
     """
     find_compiler(binary)
     done = []
-    with tempfile.TemporaryDirectory(prefix="respect-pass-compile-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="respect-pass-compile-") as tmp, \
+            progress(total=len(segments), desc="edgetpu_compiler") as bar:
         work = Path(tmp)
         for name, data in segments.items():
             src = work / name
@@ -161,4 +164,5 @@ def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compi
             log_file = (log_path.name, log_path.read_bytes()) if log_path.is_file() else None
             done.append(CompiledSegment(out.name, out.read_bytes(), log, log_file))
             logger.info("compiled %s: %s on-chip, %s off-chip", name, log.on_chip_bytes, log.off_chip_bytes)
+            bar.update(1)
     return done

@@ -28,6 +28,8 @@ import numpy as np
 from tflite_io import EDGETPU_CUSTOM_OP, RespectPassError, custom_op_codes
 from tflite_io.verify import random_inputs
 
+from .progress import ProgressFactory, no_progress
+
 __all__ = ["CoralError", "Pycoral", "import_pycoral", "run_coral", "PYCORAL_HINT"]
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ def _run_sequential(interpreters: Sequence[Any], feeds: dict[str, np.ndarray],
     return env
 
 
-def _stream(runner: Any, inputs: Sequence[dict[str, np.ndarray]]) -> tuple[list[float], list[float], list[dict]]:
+def _stream(runner: Any, inputs: Sequence[dict[str, np.ndarray]],
+            progress: ProgressFactory = no_progress) -> tuple[list[float], list[float], list[dict]]:
     """Push ``inputs`` from a producer thread, then ``{}``; pop on this thread until ``None``."""
     pushed: list[float] = []
     errors: list[BaseException] = []
@@ -115,9 +118,11 @@ def _stream(runner: Any, inputs: Sequence[dict[str, np.ndarray]]) -> tuple[list[
     producer.start()
     popped: list[float] = []
     results: list[dict] = []
-    while (out := runner.pop()) is not None:
-        popped.append(time.perf_counter())
-        results.append(out)
+    with progress(total=len(inputs), desc="pipeline") as bar:
+        while (out := runner.pop()) is not None:
+            popped.append(time.perf_counter())
+            results.append(out)
+            bar.update(1)
     producer.join()
     if errors:
         raise CoralError(f"pushing to the pipeline failed: {errors[0]}")
@@ -125,7 +130,7 @@ def _stream(runner: Any, inputs: Sequence[dict[str, np.ndarray]]) -> tuple[list[
 
 
 def run_coral(paths: Sequence[Path], count: int = 100, warmup: int = 10, seed: int = 0,
-              pycoral: Pycoral | None = None) -> dict[str, Any]:
+              pycoral: Pycoral | None = None, progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Run the K compiled segments on K Edge TPUs; report per-stage and end-to-end wall times.
 
     Per-stage times are medians of each segment invoked alone on its TPU
@@ -160,7 +165,7 @@ def run_coral(paths: Sequence[Path], count: int = 100, warmup: int = 10, seed: i
         if runner.pop() is None:
             raise CoralError("the pipeline stopped during warm-up")
     requests = [feeds[i % len(feeds)] for i in range(count)]
-    pushed, popped, results = _stream(runner, requests)
+    pushed, popped, results = _stream(runner, requests, progress)
     if len(results) != count:
         raise CoralError(f"pushed {count} requests but popped {len(results)} results")
     for name, want in expected.items():

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from hardware import load_spec
 from tflite_io import OpGraph, RespectPassError, read
@@ -54,6 +54,7 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
     p.add_argument("--compile", action="store_true",
                    help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
@@ -117,6 +118,8 @@ def format_result(result: PartitionResult) -> str:
     rows.append(f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
                 f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms")
     rows.append(f"plan: {result.plan_path}")
+    if result.plot_path is not None:
+        rows.append(f"plot: {result.plot_path}")
     for seg in doc["segments"]:
         if "compiler" in seg:
             c = seg["compiler"]
@@ -126,6 +129,13 @@ def format_result(result: PartitionResult) -> str:
         rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
                     f"over {result.verify.trials} random inputs")
     return "\n".join(rows)
+
+
+def terminal_progress(**kwargs: Any) -> Any:
+    """A tqdm bar on stderr, shown only when stderr is a terminal (the library's ``progress=`` hook)."""
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, disable=None, leave=False, **kwargs)
 
 
 def run_cli(prog: str, body, argv: Sequence[str]) -> int:
@@ -159,7 +169,8 @@ def _partition(argv: Sequence[str]) -> int:
     if options and args.scheduler != "profiling":
         raise RespectPassError(f"--{next(iter(options))} only applies to --scheduler profiling")
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
-                       compile=args.compile, scheduler_options=options)
+                       compile=args.compile, scheduler_options=options, plot=args.plot,
+                       progress=terminal_progress)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tflite_io import (
+    OutputError,
     RespectPassError,
     TfliteModel,
     VerificationError,
@@ -21,8 +22,10 @@ from tflite_io import (
 
 from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, stage_cost
 from hardware.compiler import find_compiler
+from hardware.progress import ProgressFactory, no_progress
 
 from .plan import Plan, plan_json
+from .plot import stage_plot_png
 from .schedulers import get_scheduler
 
 __all__ = ["PartitionResult", "partition", "plan_file_name"]
@@ -40,6 +43,8 @@ class PartitionResult:
     plan_doc: dict[str, Any]
     verify: VerifyReport | None
     compiled_paths: tuple[Path, ...] = ()
+    stage_breakdown: tuple[dict[str, Any], ...] = ()
+    plot_path: Path | None = None
 
 
 def plan_file_name(stem: str) -> str:
@@ -56,6 +61,8 @@ def partition(
     spec: EdgeTpuSpec = USB,
     compile: bool = False,
     scheduler_options: dict[str, Any] | None = None,
+    plot: str | Path | None = None,
+    progress: ProgressFactory = no_progress,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -65,18 +72,22 @@ def partition(
     :class:`RespectPassError` subclass for every user error; the input model is
     only read. With ``compile``, every segment is also compiled by
     ``edgetpu_compiler`` before anything is written, and a failed compile or
-    an op left on the CPU writes nothing.
+    an op left on the CPU writes nothing. ``plot`` names a PNG of the
+    predicted per-stage breakdown, rendered before anything is written.
     """
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
+    plot_path = _check_plot_path(plot, out_dir) if plot is not None else None
     model = model or read_model(model_path)
     graph = model.graph
     if not 1 <= num_segments <= graph.num_ops:
         raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
     plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
+    costs = [stage_cost(graph, seg, spec) for seg in interfaces]
     if plan.stage_ms is None:
-        plan = replace(plan, stage_ms=tuple(stage_cost(graph, seg, spec).ms for seg in interfaces))
+        plan = replace(plan, stage_ms=tuple(c.ms for c in costs))
+    breakdown = tuple(c.as_json() for c in costs)
     report = None
     if verify:
         report = verify_segments(model.data, blobs)
@@ -87,13 +98,29 @@ def partition(
     names = [segment_file_name(stem, i, num_segments) for i in range(num_segments)]
     doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()))
     files = dict(zip(names, blobs))
-    compiled = compile_segments(files) if compile else []
+    compiled = compile_segments(files, progress=progress) if compile else []
     _add_compiled(doc, files, compiled)
     plan_name = plan_file_name(stem)
     files[plan_name] = (json.dumps(doc, indent=2) + "\n").encode()
+    png = None
+    if plot_path is not None:
+        png = stage_plot_png(breakdown, f"{stem}: {num_segments} segments, {plan.scheduler} scheduler "
+                             f"(predicted, {spec.name} spec)", spec.cache_bytes)
     written = dict(zip(files, write_files(out_dir, files)))
+    if plot_path is not None and png is not None:
+        write_files(plot_path.parent, {plot_path.name: png})
     return PartitionResult(plan, tuple(written[n] for n in names), written[plan_name], doc, report,
-                           tuple(written[c.file] for c in compiled))
+                           tuple(written[c.file] for c in compiled), breakdown, plot_path)
+
+
+def _check_plot_path(plot: str | Path, out_dir: str | Path) -> Path:
+    """The plot's path; its directory must exist already (or be the output directory)."""
+    path = Path(plot)
+    if path.suffix.lower() != ".png":
+        raise OutputError(str(path), "the plot must be a .png file")
+    if path.is_dir() or not (path.parent.is_dir() or path.parent.resolve() == Path(out_dir).resolve()):
+        raise OutputError(str(path), "its directory does not exist" if not path.is_dir() else "is a directory")
+    return path
 
 
 def _add_compiled(doc: dict[str, Any], files: dict[str, bytes], compiled: list[CompiledSegment]) -> None:

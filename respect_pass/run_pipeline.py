@@ -23,9 +23,11 @@ from typing import Any
 
 from hardware import USB, EdgeTpuSpec, load_spec, simulate_pipeline, stage_costs
 from hardware.coral import run_coral
-from tflite_io import RespectPassError, read_model, verify_segments
+from hardware.progress import ProgressFactory, no_progress
+from tflite_io import RespectPassError, read_model, verify_segments, write_files
 
-from .cli import OneLineParser, run_cli
+from .cli import OneLineParser, run_cli, terminal_progress
+from .plot import stage_plot_png
 
 __all__ = ["SegmentSet", "find_segments", "read_plan", "run_sim", "run_hardware", "format_coral", "main"]
 
@@ -88,9 +90,10 @@ def read_plan(segments: SegmentSet) -> dict[str, Any] | None:
         raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
 
 
-def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10) -> dict[str, Any]:
+def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10,
+                 progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Run compiled segments on Edge TPUs (pycoral) and add what plan.json knows of each segment."""
-    report = run_coral(segments.paths, count=count, warmup=warmup)
+    report = run_coral(segments.paths, count=count, warmup=warmup, progress=progress)
     plan = read_plan(segments)
     for stage in report["stages"]:
         seg = plan["segments"][stage["index"]] if plan else {}
@@ -140,14 +143,22 @@ def _body(argv: Sequence[str]) -> int:
     p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the per-stage time and parameter breakdown")
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     if args.count < 1:
         raise RespectPassError(f"--count must be at least 1, got {args.count}")
+    plot = _check_plot(args.plot) if args.plot else None
     if args.backend == "coral":
-        report = run_hardware(find_segments(args.dir, args.tpus, compiled=True), args.count, max(args.warmup, 0))
+        report = run_hardware(find_segments(args.dir, args.tpus, compiled=True), args.count, max(args.warmup, 0),
+                              terminal_progress)
     else:
         report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
+    if plot is not None:
+        cache = load_spec(args.spec).cache_bytes if args.backend == "sim" else None
+        title = (f"{report['num_segments']} segments, " +
+                 (f"simulated ({report['spec']} spec)" if args.backend == "sim" else "measured on Edge TPUs"))
+        write_files(plot.parent, {plot.name: stage_plot_png(report["stages"], title, cache)})
     if args.json:
         print(json.dumps(report, indent=2))
     elif args.backend == "coral":
@@ -163,6 +174,13 @@ def _body(argv: Sequence[str]) -> int:
         v = report["verified"]
         print("verified: " + ("bit-exact with the full model" if v else "not checked (no plan.json naming the model)"))
     return 0
+
+
+def _check_plot(name: str) -> Path:
+    path = Path(name)
+    if path.suffix.lower() != ".png" or not path.parent.is_dir():
+        raise RespectPassError(f"{path}: the plot must be a .png file in an existing directory")
+    return path
 
 
 def _num(value: Any) -> str:

@@ -208,3 +208,14 @@ def test_profiling_scheduler_through_the_cli(tmp_path):
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
     bad = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "x"), "--partition_search_step", "2")
     assert bad.returncode == 2 and "only applies to --scheduler profiling" in bad.stderr
+
+
+def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
+    out, png = tmp_path / "out", tmp_path / "stages.png"
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(out), "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"plot: {png}" in r.stdout
+    for bad in (tmp_path / "missing" / "x.png", tmp_path / "x.txt"):
+        r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "out2"), "--plot", str(bad))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out2").exists() and not bad.exists()

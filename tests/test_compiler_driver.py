@@ -51,3 +51,28 @@ def test_missing_compiler_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(CompilerError, match="not found on PATH; install it from Coral's apt repository"):
         find_compiler()
+
+
+def test_compile_segments_reports_progress_and_keeps_logs(fake_compiler, embedded_path):
+    from hardware.compiler import compile_segments
+
+    updates = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            updates.append(("start", total, desc))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def update(self, n=1):
+            updates.append(("update", n))
+
+    data = embedded_path.read_bytes()
+    done = compile_segments({"m_segment_0_of_2.tflite": data, "m_segment_1_of_2.tflite": data}, progress=Bar)
+    assert [c.file for c in done] == ["m_segment_0_of_2_edgetpu.tflite", "m_segment_1_of_2_edgetpu.tflite"]
+    assert done[0].log_file[0] == "m_segment_0_of_2_edgetpu.log" and done[0].log.version == "16.0.384591198"
+    assert updates == [("start", 2, "edgetpu_compiler"), ("update", 1), ("update", 1)]

@@ -53,3 +53,21 @@ def test_wrong_count_and_missing_segment(tmp_path):
         find_segments(tmp_path, 3)
     r = run_pipeline("--tpus", "3", str(tmp_path / "nope"))
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_sim_plot(tmp_path):
+    seg = tmp_path / "seg"
+    partition(crafting.EMBEDDED, 2, seg)
+    png = tmp_path / "sim.png"
+    r = run_pipeline("--tpus", "2", str(seg), "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    r = run_pipeline("--tpus", "2", str(seg), "--plot", str(tmp_path / "nodir" / "x.png"))
+    assert r.returncode == 2 and "existing directory" in r.stderr
+
+
+def test_unreadable_plan_is_one_error_line(tmp_path):
+    partition(crafting.EMBEDDED, 2, tmp_path)
+    next(tmp_path.glob("*_plan.json")).write_text("{not json")
+    r = run_pipeline("--tpus", "2", str(tmp_path))
+    assert r.returncode == 2 and "unreadable plan" in r.stderr and r.stderr.count("\n") == 1
