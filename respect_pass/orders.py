@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from tflite_io import OpGraph, SegmentInterface
 
 __all__ = ["random_topological_order", "split_order", "random_stage_map", "libcoral_topological_order",
-           "range_interface"]
+           "range_interface", "depths", "depth_order", "depth_first_order"]
 
 
 def random_topological_order(graph: OpGraph, rng: random.Random) -> list[int]:
@@ -111,3 +111,52 @@ def range_interface(graph: OpGraph, order: Sequence[int], position: Sequence[int
     else:
         outputs = tuple(sorted(t for t in produced if any(position[c] >= stop for c in graph.consumers.get(t, ()))))
     return SegmentInterface(index, tuple(sorted(ops)), inputs, outputs, graph.param_bytes_of(ops))
+
+
+def _ready_order(graph: OpGraph, key) -> list[int]:
+    """Kahn's algorithm taking the ready op with the smallest ``key(op)``; model-output ops last."""
+    import heapq
+
+    indeg = [len(p) for p in graph.preds]
+    heap = [(v in graph.output_ops, key(v), v) for v in range(graph.num_ops) if indeg[v] == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        *_, v = heapq.heappop(heap)
+        order.append(v)
+        for w in graph.succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                heapq.heappush(heap, (w in graph.output_ops, key(w), w))
+    return order
+
+
+def depths(graph: OpGraph) -> list[int]:
+    """Longest path (in ops) from a source to each op."""
+    d = [0] * graph.num_ops
+    for v in range(graph.num_ops):
+        for u in graph.preds[v]:
+            d[v] = max(d[v], d[u] + 1)
+    return d
+
+
+def depth_order(graph: OpGraph) -> list[int]:
+    """Breadth-first by depth (ASAP levels): all ops of level 0, then level 1, ..."""
+    d = depths(graph)
+    return _ready_order(graph, lambda v: d[v])
+
+
+def depth_first_order(graph: OpGraph) -> list[int]:
+    """Depth-first: always continue from the most recently readied op (finishes one branch before the next)."""
+    indeg = [len(p) for p in graph.preds]
+    stack = [v for v in range(graph.num_ops) if indeg[v] == 0][::-1]
+    order: list[int] = []
+    while stack:
+        normal = [i for i, v in enumerate(stack) if v not in graph.output_ops]
+        v = stack.pop(normal[-1] if normal else len(stack) - 1)
+        order.append(v)
+        for w in reversed(graph.succs[v]):
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                stack.append(w)
+    return order

@@ -26,7 +26,7 @@ class Plan:
     optimal: bool | None = None
     lower_bound_ms: float | None = None
     solve_seconds: float = 0.0
-    stats: tuple[tuple[str, int | float], ...] = ()
+    stats: tuple[tuple[str, int | float | str], ...] = ()
 
     @property
     def predicted_bottleneck_ms(self) -> float | None:

@@ -7,6 +7,8 @@ from tflite_io import OpGraph, RespectPassError
 
 from ..plan import Plan
 from .compiler import compiler_schedule
+from .dp import dp_schedule
+from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]
@@ -17,6 +19,8 @@ Scheduler = Callable[[OpGraph, int, object | None], Plan]
 SCHEDULERS: dict[str, Scheduler] = {
     "compiler": compiler_schedule,
     "profiling": profiling_schedule,
+    "dp": dp_schedule,
+    "multiorder": multiorder_schedule,
 }
 
 

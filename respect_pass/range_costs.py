@@ -1,0 +1,131 @@
+"""Stage costs of every contiguous range of a topological order, as numpy matrices.
+
+For an order of n ops, ``T[a, b]`` is the cost-model time (seconds) of a
+non-last stage made of ``order[a:b]`` and ``T_last[a]`` that of the last stage
+``order[a:]``. Each term of :func:`hardware.stage_cost` becomes a matrix built
+in O(n^2) numpy work with difference arrays and cumulative sums:
+
+* compute and per-op overhead: prefix sums;
+* parameter bytes: a buffer read at position p counts for the ranges
+  starting after the previous reader of that buffer, ``a in (prev, p]``;
+* input bytes: a tensor read at position r counts once for ranges that start
+  after both its producer and its previous reader, ``a in (max(q, prev), r]``;
+* output bytes: a tensor produced at q whose last reader is at L leaves every
+  range with ``a <= q < b <= L``; the last stage outputs the model outputs.
+
+Ranges a pipeline cannot run are infinite: a non-last range holding an op that
+produces a model output, and a first range not reading every model input.
+These matrices are what the ``dp`` scheduler minimises over; they equal
+``stage_cost`` on the corresponding segment (tested).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflite_io import OpGraph, StageMapError
+from tflite_io.graph import distinct_constants
+
+from hardware import EdgeTpuSpec, op_class
+
+__all__ = ["RangeCosts", "range_costs"]
+
+
+@dataclass(frozen=True)
+class RangeCosts:
+    """Per-range stage times and parameter bytes of one order (``inf`` where a range is not runnable)."""
+
+    order: tuple[int, ...]
+    time: np.ndarray        # (n+1, n+1): T[a, b] for a non-last stage order[a:b], a < b
+    time_last: np.ndarray   # (n+1,): T_last[a] for the last stage order[a:]
+    params: np.ndarray      # (n+1, n+1): parameter bytes of order[a:b]
+    crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
+    max_end: int            # a non-last stage must end at b <= max_end (before the first output op)
+    min_first_end: int      # the first stage must end at b >= min_first_end (it reads every model input)
+
+
+def _range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """M[a, col] = sum of values whose a-interval [start, stop) contains a; then prefix over columns."""
+    diff = np.zeros((n + 2, n + 1))
+    np.add.at(diff, (starts, cols + 1), values)
+    np.add.at(diff, (stops, cols + 1), -values)
+    per_pos = np.cumsum(diff, axis=0)[: n + 1]
+    return np.cumsum(per_pos, axis=1)
+
+
+def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> RangeCosts:
+    """The range cost matrices of ``order`` (a topological order of ``graph``)."""
+    n = graph.num_ops
+    order = tuple(order)
+    if sorted(order) != list(range(n)):
+        raise StageMapError(f"order must list each of the {n} ops once", 0)
+    pos = np.empty(n, dtype=np.int64)
+    pos[list(order)] = np.arange(n)
+    ops = [graph.ops[v] for v in order]
+    compute = np.array([op.macs / (spec.peak_macs_per_s * spec.efficiency[op_class(op.op_type)]) for op in ops])
+    cum = np.concatenate([[0.0], np.cumsum(compute + spec.t_op_s)])
+
+    # parameter bytes
+    p_start, p_stop, p_col, p_val = [], [], [], []
+    last_seen: dict[int, int] = {}
+    for p, op in enumerate(ops):
+        for buf, t in distinct_constants(graph.tensors, op.inputs).items():
+            p_start.append(last_seen.get(buf, -1) + 1)
+            p_stop.append(p + 1)
+            p_col.append(p)
+            p_val.append(float(t.nbytes))
+            last_seen[buf] = p
+    params = _range_sum(n, *map(np.array, (p_start, p_stop, p_col)), np.array(p_val)) if p_val else np.zeros((n + 1, n + 1))
+
+    # input bytes
+    i_start, i_stop, i_col, i_val = [], [], [], []
+    for t, readers in graph.consumers.items():
+        if t in graph.producer:
+            q = int(pos[graph.producer[t]])
+        elif t in graph.inputs:
+            q = -1
+        else:
+            continue
+        prev = q
+        for r in sorted(int(pos[c]) for c in readers):
+            i_start.append(max(prev, q) + 1)
+            i_stop.append(r + 1)
+            i_col.append(r)
+            i_val.append(float(graph.tensors[t].nbytes))
+            prev = r
+    ins = _range_sum(n, *map(np.array, (i_start, i_stop, i_col)), np.array(i_val)) if i_val else np.zeros((n + 1, n + 1))
+
+    # output bytes of non-last stages and crossings per cut
+    out_diff = np.zeros((n + 1, n + 2))
+    cross_diff = np.zeros(n + 2)
+    for t, q_op in graph.producer.items():
+        readers = graph.consumers.get(t)
+        if not readers:
+            continue
+        q, last = int(pos[q_op]), int(max(pos[c] for c in readers))
+        out_diff[q, q + 1] += graph.tensors[t].nbytes
+        out_diff[q, last + 1] -= graph.tensors[t].nbytes
+        cross_diff[q + 1] += 1
+        cross_diff[last + 1] -= 1
+    outs = np.cumsum(np.cumsum(out_diff, axis=1)[::-1], axis=0)[::-1][:, : n + 1]
+    crossings = np.cumsum(cross_diff)[: n + 1]
+
+    a = np.arange(n + 1)[:, None]
+    b = np.arange(n + 1)[None, :]
+    stream = np.maximum(0.0, params - spec.cache_bytes) / spec.stream_bytes_per_s
+    base = spec.t_invoke_s + (cum[None, :] - cum[:, None]) + stream
+    time = base + (ins + outs) / spec.io_bytes_per_s
+    out_bytes = float(sum(graph.tensors[t].nbytes for t in graph.outputs))
+    time_last = base[:, n] + (ins[:, n] + out_bytes) / spec.io_bytes_per_s
+
+    out_pos = [int(pos[v]) for v in graph.output_ops]
+    max_end = min(out_pos) if out_pos else n - 1
+    first_reads = [min(int(pos[c]) for c in graph.consumers.get(t, ())) for t in graph.inputs if graph.consumers.get(t)]
+    min_first_end = max(first_reads, default=0) + 1
+    time = np.where(b > a, time, np.inf)
+    time[:, max_end + 1:] = np.inf
+    time_last = np.where(np.arange(n + 1) <= max_end, time_last, np.inf)
+    time_last[n] = np.inf
+    return RangeCosts(order, time, time_last, params, crossings, max_end, min_first_end)

@@ -1,0 +1,144 @@
+"""The ``dp`` scheduler: the optimal contiguous K-split of one topological order.
+
+With the range cost matrices of :mod:`respect_pass.range_costs`, the best
+split for the bottleneck objective is the min-max dynamic program
+
+    f_1(b) = T[0, b],   f_k(b) = min_{a<b} max(f_{k-1}(a), T[a, b]),
+    best = min_a max(f_{K-1}(a), T_last[a]),
+
+each step one vectorised (n+1)x(n+1) numpy operation, O(n^2 K) in all. Ties
+are broken by latency: a second pass minimises the sum of stage times over
+the ranges that fit under the optimal bottleneck. Stage 0 must read every
+model input and the last stage must hold every model-output op; every stage
+gets at least one op.
+
+The ``memory`` objective (alpha * max stage parameter bytes + tensors crossing
+the cuts) is solved exactly too: for a parameter cap, the fewest crossings is
+a shortest-path DP over the ranges under the cap; the smallest feasible cap is
+a min-max DP on parameter bytes, and from there each larger cap that lowers
+the crossings is found by bisection over the distinct range parameter sizes.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from tflite_io import OpGraph, StageMapError
+
+from hardware import USB, EdgeTpuSpec
+
+from ..objectives import DEFAULT_ALPHA, check_objective
+from ..orders import split_order
+from ..plan import Plan
+from ..range_costs import RangeCosts, range_costs
+
+__all__ = ["dp_schedule", "best_cuts", "min_crossing_cuts"]
+
+_REL = 1e-12
+
+
+def _check_feasible(rc: RangeCosts, num_stages: int) -> None:
+    n = len(rc.order)
+    if num_stages > 1 and rc.min_first_end + num_stages - 2 > rc.max_end:
+        raise StageMapError(
+            f"no {num_stages}-stage contiguous split of this order: the first stage needs the first "
+            f"{rc.min_first_end} ops (model inputs), non-last stages must end by op {rc.max_end} of {n} "
+            "(the first model output)", num_stages)
+
+
+def _minmax(cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int,
+            combine=np.maximum) -> tuple[float, list[int]]:
+    """Generic K-stage DP over ranges: ``combine`` is max (bottleneck) or add (sums); returns value and cuts."""
+    n1 = cost.shape[0]
+    f = np.full(n1, np.inf)
+    f[first_end:] = cost[0, first_end:]
+    back = []
+    for _ in range(num_stages - 2):
+        cand = combine(f[:, None], cost)
+        arg = np.argmin(cand, axis=0)
+        back.append(arg)
+        f = cand[arg, np.arange(n1)]
+    final = combine(f, last)
+    a = int(np.argmin(final))
+    value = float(final[a])
+    if not np.isfinite(value):
+        return value, []
+    cuts = [a]
+    for arg in reversed(back):
+        a = int(arg[a])
+        cuts.append(a)
+    return value, sorted(cuts)
+
+
+def best_cuts(rc: RangeCosts, num_stages: int) -> tuple[list[int], float, float]:
+    """Cut positions of the best split of ``rc.order`` for (bottleneck, latency); and those two values (s)."""
+    _check_feasible(rc, num_stages)
+    if num_stages == 1:
+        t = float(rc.time_last[0])
+        return [], t, t
+    bottleneck, _ = _minmax(rc.time, rc.time_last, num_stages, rc.min_first_end)
+    cap = bottleneck * (1 + 1e-9)
+    capped = np.where(rc.time <= cap, rc.time, np.inf)
+    capped_last = np.where(rc.time_last <= cap, rc.time_last, np.inf)
+    latency, cuts = _minmax(capped, capped_last, num_stages, rc.min_first_end, combine=np.add)
+    return cuts, bottleneck, latency
+
+
+def min_crossing_cuts(rc: RangeCosts, num_stages: int, cap: float) -> tuple[float, list[int]]:
+    """Fewest crossing tensors over K-1 cuts with every stage's parameter bytes <= ``cap``."""
+    ok = rc.params <= cap
+    cost = np.where(ok & np.isfinite(rc.time), rc.crossings[None, :], np.inf)
+    last = np.where(ok[:, -1] & np.isfinite(rc.time_last), 0.0, np.inf)
+    return _minmax(cost, last, num_stages, rc.min_first_end, combine=np.add)
+
+
+def _memory_cuts(rc: RangeCosts, num_stages: int, alpha: float) -> tuple[list[int], float]:
+    n = len(rc.order)
+    last_ok = np.isfinite(rc.time_last)
+    min_cap, _ = _minmax(np.where(np.isfinite(rc.time), rc.params, np.inf),
+                         np.where(last_ok, rc.params[:, n], np.inf), num_stages, rc.min_first_end)
+    values = np.unique(np.concatenate([rc.params[np.isfinite(rc.time)], rc.params[last_ok, n]]))
+    values = values[values >= min_cap - 0.5]
+    cross, cuts = min_crossing_cuts(rc, num_stages, values[0])
+    best = (alpha * values[0] + cross, cuts)
+    floor, _ = min_crossing_cuts(rc, num_stages, np.inf)
+    i = 0
+    while cross > floor:
+        lo, hi = i + 1, len(values) - 1  # smallest cap with fewer crossings
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if min_crossing_cuts(rc, num_stages, values[mid])[0] < cross:
+                hi = mid
+            else:
+                lo = mid + 1
+        if alpha * values[lo] + floor >= best[0]:
+            break
+        i = lo
+        cross, cuts = min_crossing_cuts(rc, num_stages, values[i])
+        if alpha * values[i] + cross < best[0]:
+            best = (alpha * values[i] + cross, cuts)
+    return best[1], best[0]
+
+
+def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, objective: str = "latency",
+                alpha: float = DEFAULT_ALPHA, order: Sequence[int] | None = None) -> Plan:
+    """Optimal contiguous split of ``order`` (default: the model's execution order) into ``num_stages``."""
+    t0 = time.perf_counter()
+    check_objective(objective)
+    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    order = tuple(range(graph.num_ops)) if order is None else tuple(order)
+    rc = range_costs(graph, order, spec)
+    if objective == "latency":
+        cuts, bottleneck, latency = best_cuts(rc, num_stages)
+        stats: tuple[tuple[str, int | float], ...] = (("bottleneck_ms", float(bottleneck) * 1e3),
+                                                      ("latency_ms", float(latency) * 1e3))
+    else:
+        _check_feasible(rc, num_stages)
+        cuts, value = _memory_cuts(rc, num_stages, alpha) if num_stages > 1 else ([], alpha * float(rc.params[0, -1]))
+        stats = (("objective_value", float(value)),)
+    if num_stages > 1 and len(cuts) != num_stages - 1:
+        raise StageMapError(f"no valid {num_stages}-stage split of this order", num_stages)
+    stages = split_order(order, cuts, graph.num_ops)
+    return Plan(stages, num_stages, "dp", objective=objective, solve_seconds=time.perf_counter() - t0, stats=stats)

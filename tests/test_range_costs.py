@@ -1,0 +1,67 @@
+"""The range cost matrices equal the cost model on every contiguous split."""
+import itertools
+import random
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardware import PCIE, USB, stage_costs
+from respect_pass.orders import random_topological_order, split_order
+from respect_pass.range_costs import range_costs
+from strategies import BRANCHY, random_dags
+from tflite_io import StageMapError, read, validate_stage_map
+
+
+def split_values(rc, cuts):
+    b = [0, *cuts, len(rc.order)]
+    return [rc.time[b[i], b[i + 1]] for i in range(len(b) - 2)] + [rc.time_last[b[-2]]]
+
+
+def check_all_splits(graph, order, spec, k):
+    rc = range_costs(graph, order, spec)
+    for cuts in itertools.combinations(range(1, graph.num_ops), k - 1):
+        stages = split_order(order, cuts, graph.num_ops)
+        values = split_values(rc, cuts)
+        try:
+            validate_stage_map(graph, stages, k)
+        except StageMapError:
+            assert not all(np.isfinite(values)), cuts
+            continue
+        assert np.allclose(values, [c.total_s for c in stage_costs(graph, stages, k, spec)], rtol=1e-12), cuts
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_dags(max_ops=10), st.integers(2, 3), st.integers(0, 2**16))
+def test_every_split_of_random_dags(graph, k, seed):
+    order = random_topological_order(graph, random.Random(seed))
+    check_all_splits(graph, order, USB, k)
+
+
+def test_branchy_model_random_orders_both_specs():
+    g = read(BRANCHY)
+    rng = random.Random(1)
+    for spec in (USB, PCIE):
+        for _ in range(3):
+            check_all_splits(g, random_topological_order(g, rng), spec, 2)
+
+
+def test_crossings_and_params():
+    g = read(BRANCHY)
+    order = list(range(g.num_ops))
+    rc = range_costs(g, order, USB)
+    for b in range(1, g.num_ops):
+        expected = sum(1 for t, src in g.producer.items() if g.consumers.get(t) and src < b <= max(g.consumers[t]))
+        assert rc.crossings[b] == expected
+    assert rc.params[0, g.num_ops] == g.total_param_bytes
+    assert rc.params[3, 9] == g.param_bytes_of(range(3, 9))
+
+
+def test_order_must_be_a_permutation():
+    g = read(BRANCHY)
+    try:
+        range_costs(g, [0, 0, 1], USB)
+    except StageMapError as exc:
+        assert "each of the" in str(exc)
+    else:
+        raise AssertionError("accepted a bad order")
