@@ -8,6 +8,7 @@ Every user error ends as one line on stderr and exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from tflite_io import OpGraph, RespectPassError, read
 
 from . import __version__
 from .partition import PartitionResult, partition
-from .schedulers import SCHEDULERS
+from .schedulers import SCHEDULERS, get_scheduler
 
 __all__ = ["main", "OneLineParser", "run_cli"]
 
@@ -50,6 +51,17 @@ def _partition_parser() -> OneLineParser:
                       help="stop bisecting when the latency bounds are this close (default 1000000)")
     prof.add_argument("--partition_search_step", type=int, default=None, metavar="N",
                       help="ops added to or removed from a segment per search step (default 1)")
+    opt = p.add_argument_group("dp, multiorder and exact schedulers")
+    opt.add_argument("--objective", choices=["latency", "memory"], default=None,
+                     help="latency: cost-model bottleneck, then latency (default); memory: RESPECT's "
+                          "alpha * max stage parameter bytes + crossing tensors")
+    opt.add_argument("--alpha", type=float, default=None, help="memory objective: weight per parameter byte (default 2^-20)")
+    opt.add_argument("--orders", dest="num_random", type=int, default=None, metavar="N",
+                     help="multiorder: random topological orders tried besides the heuristic ones (default 16)")
+    opt.add_argument("--time_limit", dest="time_limit_s", type=float, default=None, metavar="S",
+                     help="exact: CP-SAT time limit in seconds (default 30)")
+    opt.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
+    p.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
     p.add_argument("--compile", action="store_true",
@@ -160,14 +172,29 @@ def _inspect(argv: Sequence[str]) -> int:
     return 0
 
 
+#: Scheduler keyword -> command-line flag.
+_OPTION_FLAGS = {"diff_threshold_ns": "--diff_threshold_ns", "partition_search_step": "--partition_search_step",
+                 "objective": "--objective", "alpha": "--alpha", "num_random": "--orders",
+                 "time_limit_s": "--time_limit", "workers": "--workers", "seed": "--seed"}
+
+
+def scheduler_options(scheduler: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The options set on the command line, checked against the keyword arguments ``scheduler`` takes."""
+    accepted = inspect.signature(get_scheduler(scheduler)).parameters
+    options = {k: v for k, v in given.items() if v is not None}
+    for key in options:
+        if key not in accepted:
+            users = sorted(n for n, f in SCHEDULERS.items() if key in inspect.signature(f).parameters)
+            raise RespectPassError(f"{_OPTION_FLAGS[key]} does not apply to --scheduler {scheduler} "
+                                   f"(only to: {', '.join(users)})")
+    return options
+
+
 def _partition(argv: Sequence[str]) -> int:
     args = _partition_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
-    options = {k: v for k, v in (("diff_threshold_ns", args.diff_threshold_ns),
-                                 ("partition_search_step", args.partition_search_step)) if v is not None}
-    if options and args.scheduler != "profiling":
-        raise RespectPassError(f"--{next(iter(options))} only applies to --scheduler profiling")
+    options = scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS})
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
                        compile=args.compile, scheduler_options=options, plot=args.plot,
                        progress=terminal_progress)

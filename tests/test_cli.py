@@ -207,7 +207,7 @@ def test_profiling_scheduler_through_the_cli(tmp_path):
     assert doc["scheduler"] == "profiling" and doc["scheduler_stats"]["device_runs"] > 0
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
     bad = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "x"), "--partition_search_step", "2")
-    assert bad.returncode == 2 and "only applies to --scheduler profiling" in bad.stderr
+    assert bad.returncode == 2 and "--partition_search_step does not apply to --scheduler compiler (only to: profiling)" in bad.stderr
 
 
 def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
@@ -219,3 +219,12 @@ def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
         r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "out2"), "--plot", str(bad))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "out2").exists() and not bad.exists()
+
+
+@pytest.mark.parametrize("args", [("--scheduler", "dp"), ("--scheduler", "dp", "--objective", "memory"),
+                                  ("--scheduler", "multiorder", "--orders", "3", "--seed", "7")])
+def test_dp_and_multiorder_through_the_cli(tmp_path, args):
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scheduler"] == args[1] and doc["objective"] == (args[3] if "--objective" in args else "latency")
