@@ -8,6 +8,7 @@ from tflite_io import OpGraph, RespectPassError
 from ..plan import Plan
 from .compiler import compiler_schedule
 from .dp import dp_schedule
+from .exact import exact_schedule
 from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
 
@@ -21,6 +22,7 @@ SCHEDULERS: dict[str, Scheduler] = {
     "profiling": profiling_schedule,
     "dp": dp_schedule,
     "multiorder": multiorder_schedule,
+    "exact": exact_schedule,
 }
 
 
