@@ -27,7 +27,7 @@ def check_plan(g, k, plan, spec):
     assert plan.stage_ms == tuple(c.ms for c in stage_costs(g, plan.stages, k, spec))
 
 
-@settings(max_examples=250, **QUICK)
+@settings(max_examples=300, **QUICK)
 @given(random_dags(max_ops=9), st.integers(2, 3), SPECS)
 def test_latency_matches_oracle(g, k, spec):
     value, best = best_map(g, k, spec)
@@ -42,7 +42,7 @@ def test_latency_matches_oracle(g, k, spec):
     assert dict(plan.stats)["latency_optimal"] == 1
 
 
-@settings(max_examples=100, **QUICK)
+@settings(max_examples=120, **QUICK)
 @given(random_dags(max_ops=9), st.integers(2, 3), st.sampled_from([DEFAULT_ALPHA, 1e-6, 0.0, 1.0]))
 def test_memory_matches_oracle(g, k, alpha):
     value, best = best_map(g, k, USB, objective="memory", alpha=alpha)
@@ -54,6 +54,24 @@ def test_memory_matches_oracle(g, k, alpha):
     assert memory_objective(g, plan.stages, k, alpha) == pytest.approx(value, rel=1e-9, abs=1e-12)
     assert stats["objective_value"] == memory_objective(g, plan.stages, k, alpha)
     assert stats["objective_bound"] == pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+@settings(max_examples=40, **QUICK)
+@given(random_dags(min_ops=10, max_ops=16), st.integers(2, 5), st.sampled_from(["latency", "memory"]))
+def test_never_worse_than_the_dp_hint(g, k, objective):
+    dp = pytest.importorskip("respect_pass.schedulers.dp")
+    try:
+        start = dp.dp_schedule(g, k, USB, objective=objective).stages
+    except StageMapError:
+        return
+    plan = exact_schedule(g, k, USB, objective=objective, time_limit_s=20, workers=1, seed=3)
+    check_plan(g, k, plan, USB)
+    if objective == "latency":
+        assert latency_key(g, plan.stages, k, USB)[0] <= latency_key(g, start, k, USB)[0] * (1 + 1e-9)
+        assert plan.lower_bound_ms <= plan.predicted_bottleneck_ms
+    else:
+        assert memory_objective(g, plan.stages, k) <= memory_objective(g, start, k) + 1e-9
+        assert dict(plan.stats)["objective_bound"] <= dict(plan.stats)["objective_value"] + 1e-9
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,33 +1,31 @@
-"""The ``exact`` scheduler: CP-SAT (OR-Tools) over monotone stage maps, proving optimality.
+"""The ``exact`` scheduler: CP-SAT (OR-Tools) over all monotone stage maps, proving optimality.
 
-Downset encoding (DESIGN.md): Boolean ``y[v][k] = [stage(v) <= k]`` for
-k = 0..K-2 (``y[v][K-1] = 1``), ``y[v][k] <= y[v][k+1]``, ``y[u][k] >= y[v][k]``
-for every edge u->v; stage membership ``x[v][k] = y[v][k] - y[v][k-1]``.
-Pipeline rules: every stage non-empty, model-output producers (and so their
-descendants) in the last stage, every model input read by some stage-0 op.
+Downset encoding (DESIGN.md): Booleans ``y[v][k] = [stage(v) <= k]`` for k < K-1
+(``y[v][K-1] = 1``), ``y[v][k] <= y[v][k+1]``, ``y[u][k] >= y[v][k]`` per edge u->v,
+membership ``x[v][k] = y[v][k] - y[v][k-1]``; every stage non-empty, model-output
+producers in the last stage, every model input read in stage 0. ``y`` is a constant
+where :func:`stage_ranges` fixes it. Stage times follow :func:`hardware.stage_cost`
+term by term: compute (+ ``t_op``) per op, ``t_invoke``, streamed ``max(0, P_k - cache)``
+with ``P_k`` counting a constant buffer once per stage (``z[b][k] >= x[v][k]`` per
+reader v), and the bytes of distinct tensors entering (``in[t][k] >= x[c][k] +
+y[u][k-1] - 1``, reader c, producer u; model inputs always enter stage 0 and enter
+k > 0 iff read there) and leaving (``out[t][k] >= x[u][k] - y[c][k]``; the last
+stage's outputs are the model outputs). Indicators have lower bounds only: they can
+only raise a stage's time, so at an optimum they are exact.
 
-Stage times follow :func:`hardware.stage_cost` term by term: per-op compute
-(+ ``t_op``), ``t_invoke``, streamed parameters ``max(0, P_k - cache)`` with
-``P_k`` counting each constant buffer once per stage (``z[b][k] >= x[v][k]``
-for every reader v of buffer b), and the bytes of distinct activation tensors
-entering (``in[t][k] >= x[c][k] + y[u][k-1] - 1``, reader c, producer u; a
-model input enters stage k > 0 iff a stage-k op reads it, and always enters
-stage 0) and leaving (``out[t][k] >= x[u][k] - y[c][k]``) each stage; the
-last stage's outputs are the model outputs. Indicators carry lower bounds
-only: they can only raise a stage's time, so at an optimum they are exact.
+Integers: one time unit is ``1 / (io_bytes_per_s * M)`` s, M the largest power of two
+<= 2**20 keeping every sum of stage times below 2**53, so activation bytes (and
+streamed bytes when both bandwidths are equal, as in the presets) cost exactly M
+units each; per-op compute and ``t_invoke`` are rounded to the unit (2.1 fs on USB,
+relative error < 1e-8 per stage). Latency: minimum bottleneck B*, then minimum sum
+of stage times with ``B <= B* (1 + 1e-9)`` (the tolerance of :mod:`respect_pass.oracle`).
+Memory: ``p * P_max + q * crossings`` with ``alpha = p / q`` exactly when that stays
+below 2**53 (every dyadic alpha like the default 2**-20), else q the largest power of
+two <= 2**40 that does and ``p = round(alpha * q)``.
 
-Integer time unit: ``1 / (io_bytes_per_s * M)`` seconds with M a power of two
-(at most 2**20) chosen so that the largest possible sum of stage times stays
-below 2**53 units. Activation bytes then cost exactly ``M`` units each (and
-streamed bytes too when both bandwidths are equal, as in the presets); each
-op's compute time and ``t_invoke`` are rounded to the unit (about 2 fs on the
-USB spec: relative error below 1e-8 on any stage). Latency is minimised in
-two solves: the bottleneck B first, then the sum of stage times subject to
-``B <= B* (1 + 1e-9)`` (the tolerance :mod:`respect_pass.oracle` uses to call
-two values equal). The memory objective ``alpha * max_k P_k + crossings`` is
-solved once as ``p * P_max + q * crossings`` with ``alpha = p / q`` exactly when that
-stays below 2**53 (any dyadic alpha such as the default 2**-20 does), else with q the
-largest power of two up to 2**40 that fits and ``p = round(alpha * q)``.
+Solving (:func:`_optimise`): each objective runs with CP-SAT's presolve for half its
+time, then without it (memory: only without), warm-started from the best map so far
+with a complete hint.
 """
 from __future__ import annotations
 
@@ -59,15 +57,14 @@ _TIE_REL = 1e-9
 
 def default_hint(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str = "latency",
                  alpha: float = DEFAULT_ALPHA) -> tuple[int, ...] | None:
-    """The ``dp`` plan (best contiguous split of the execution order), else the ``compiler`` plan; None if neither is valid."""
-    candidates = []
+    """The ``dp`` plan (best contiguous split of the execution order), else the ``compiler`` plan, if valid."""
+    from .compiler import compiler_schedule
+    candidates = [lambda: compiler_schedule(graph, num_stages, spec)]
     try:
         from .dp import dp_schedule
-        candidates.append(lambda: dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha))
+        candidates.insert(0, lambda: dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha))
     except ImportError:
         pass
-    from .compiler import compiler_schedule
-    candidates.append(lambda: compiler_schedule(graph, num_stages, spec))
     for make in candidates:
         try:
             return validate_stage_map(graph, make().stages, num_stages)
@@ -79,13 +76,12 @@ def default_hint(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: 
 
 
 def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]:
-    """Per op, the lowest and highest stage any valid map can give it (lo > hi somewhere: no valid map).
+    """Per op, the lowest and highest stage of any valid map (lo > hi for some op: no valid map).
 
-    Model-output producers and their descendants are in the last stage; the only reader of a model
-    input, and its ancestors, in stage 0. Op v in stage k leaves stages 0..k-1 to ops that are
-    neither v's descendants nor pinned last, and stages k+1..K-1 to ops that are not its
-    ancestors, so k is at most the first count and K-1-k at most the second. Bounds then
-    propagate along edges.
+    Model-output producers and their descendants sit in the last stage, the only reader of a
+    model input and its ancestors in stage 0. Op v in stage k needs k ops for stages 0..k-1 that
+    are neither its descendants nor pinned last, and K-1-k for the stages after it that are not
+    its ancestors. Bounds then propagate along edges.
     """
     n, last = graph.num_ops, num_stages - 1
     desc, anc = [0] * n, [0] * n
@@ -95,24 +91,17 @@ def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]
     for v in range(n):
         for u in graph.preds[v]:
             anc[v] |= anc[u] | (1 << u)
-    pinned = 0
+    pinned, first, full = 0, 0, (1 << n) - 1
     for v in graph.output_ops:
         pinned |= (1 << v) | desc[v]
-    first = 0
-    for t in graph.inputs:
-        readers = graph.consumers.get(t, ())
+    for readers in (graph.consumers.get(t, ()) for t in graph.inputs):
         if len(readers) == 1:
             first |= (1 << readers[0]) | anc[readers[0]]
-    full = (1 << n) - 1
     lo, hi = [0] * n, [last] * n
     for v in range(n):
         bit = 1 << v
-        if pinned & bit:
-            lo[v] = last
-        if first & bit:
-            hi[v] = 0
-        hi[v] = min(hi[v], (full & ~desc[v] & ~bit & ~pinned).bit_count())
-        lo[v] = max(lo[v], last - (full & ~anc[v] & ~bit & ~first).bit_count())
+        hi[v] = min(0 if first & bit else last, (full & ~desc[v] & ~bit & ~pinned).bit_count())
+        lo[v] = max(last if pinned & bit else 0, last - (full & ~anc[v] & ~bit & ~first).bit_count())
     for v in range(n):
         lo[v] = max([lo[v]] + [lo[u] for u in graph.preds[v]])
     for v in reversed(range(n)):
@@ -121,16 +110,12 @@ def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]
 
 
 class _Model:
-    """The CP-SAT model of one (graph, K) instance: y variables, indicators and objective expressions.
-
-    ``y[v][k]`` is a Python int where the op's stage range (:func:`stage_ranges`) fixes it.
-    Every indicator is recorded with a function of the stage map giving its exact value,
-    so a hint can set every variable (a complete, feasible hint).
-    """
+    """The CP-SAT model of one (graph, K): y, indicators and objectives. Every variable is
+    recorded in ``defs`` with its value as a function of a stage map, for complete hints."""
 
     def __init__(self, graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str, alpha: float) -> None:
         g, K, n = graph, num_stages, graph.num_ops
-        self.graph, self.K, self.spec, self.objective = g, K, spec, objective
+        self.graph, self.K, self.spec = g, K, spec
         m = self.m = cp_model.CpModel()
         self.defs: list[tuple[cp_model.IntVar, Callable[[Sequence[int]], int]]] = []
         self.lo, self.hi = lo, hi = stage_ranges(g, K)
@@ -138,16 +123,13 @@ class _Model:
             m.add(0 >= 1)  # some op has no possible stage: infeasible
         self.y: list[list] = [[int(k >= hi[v]) if k < lo[v] or k >= hi[v] else m.new_bool_var(f"y{v}_{k}")
                                for k in range(K - 1)] + [1] for v in range(n)]
-        for v in range(n):
-            for k in range(K - 1):
-                if not isinstance(self.y[v][k], int):
-                    self.defs.append((self.y[v][k], lambda s, v=v, k=k: int(s[v] <= k)))
-                    if k + 1 < K - 1 and not isinstance(self.y[v][k + 1], int):
-                        m.add(self.y[v][k] <= self.y[v][k + 1])
-        for e in g.edges:
-            for k in range(K - 1):
-                if not (isinstance(self.y[e.src][k], int) and isinstance(self.y[e.dst][k], int)):
-                    m.add(self.y[e.src][k] >= self.y[e.dst][k])
+        for v, k in ((v, k) for v in range(n) for k in range(K - 1) if not isinstance(self.y[v][k], int)):
+            self.defs.append((self.y[v][k], lambda s, v=v, k=k: int(s[v] <= k)))
+            if not isinstance(self.y[v][k + 1], int):
+                m.add(self.y[v][k] <= self.y[v][k + 1])
+        for e, k in ((e, k) for e in g.edges for k in range(K - 1)):
+            if not (isinstance(self.y[e.src][k], int) and isinstance(self.y[e.dst][k], int)):
+                m.add(self.y[e.src][k] >= self.y[e.dst][k])
         for k in range(K):
             m.add(sum(self.x(v, k) for v in range(n)) >= 1)
         for t in g.inputs:
@@ -191,8 +173,7 @@ class _Model:
         return sum(terms)
 
     def _latency(self) -> None:
-        g, K, spec, m = self.graph, self.K, self.spec, self.m
-        total_params = self.total_params
+        g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
         upper_s = (K * spec.t_invoke_s + g.num_ops * spec.t_op_s
                    + sum(self._compute_s(v) for v in range(g.num_ops))
@@ -200,16 +181,14 @@ class _Model:
         mult = _MAX_M
         while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
             mult //= 2
-        self.unit_s = 1.0 / (spec.io_bytes_per_s * mult)
-        self.io_c = mult
+        self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
         self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
         self.invoke = round(spec.t_invoke_s / self.unit_s)
         self.op_c = [round((self._compute_s(v) + spec.t_op_s) / self.unit_s) for v in range(g.num_ops)]
         bound = round(upper_s / self.unit_s) + 1
         self.times = []
         for k in range(K):
-            expr = self.invoke + sum(self.op_c[v] * self.x(v, k) for v in range(g.num_ops))
-            expr += self.io_c * self._io_bytes(k)
+            expr = self.invoke + sum(c * self.x(v, k) for v, c in enumerate(self.op_c)) + self.io_c * self._io_bytes(k)
             if total_params > spec.cache_bytes:  # else nothing ever streams
                 excess = m.new_int_var(0, total_params, f"excess{k}")
                 m.add(excess >= self.params[k] - spec.cache_bytes)
@@ -234,13 +213,9 @@ class _Model:
 
     def _io_bytes(self, k: int):
         """In_k + Out_k in bytes, as a linear expression of indicators (constants for the model's I/O)."""
-        g, K, y, x = self.graph, self.K, self.y, self.x
-        inputs = set(g.inputs)
-        terms = []
-        if k == 0:
-            terms.append(sum(g.tensors[t].nbytes for t in g.inputs))
-        if k == K - 1:
-            terms.append(sum(g.tensors[t].nbytes for t in g.outputs))
+        g, K, y, x, inputs = self.graph, self.K, self.y, self.x, set(self.graph.inputs)
+        terms = [sum(g.tensors[t].nbytes for t in g.inputs) if k == 0 else 0,
+                 sum(g.tensors[t].nbytes for t in g.outputs) if k == K - 1 else 0]
         for t, rs in g.consumers.items():
             nbytes, u = g.tensors[t].nbytes, g.producer.get(t)
             if t in inputs:  # always enters stage 0 (a pipeline rule); enters k > 0 iff read there
@@ -278,10 +253,8 @@ class _Model:
             m.add(pmax >= p)
         self.defs.append((pmax, lambda s: max(self._stage_params(s, k) for k in range(K))))
         crossings: list[list] = [[] for _ in range(K - 1)]
-        for t, rs in g.consumers.items():
-            u = g.producer.get(t)
-            if u is None:
-                continue
+        for t, rs in ((t, rs) for t, rs in g.consumers.items() if t in g.producer):
+            u = g.producer[t]
             for k in range(K - 1):
                 crossings[k].append(self._indicator(f"cross{t}_{k}", [y[u][k] - y[r][k] for r in rs],
                                                     lambda s, u=u, rs=rs, k=k: int(s[u] <= k < max(s[r] for r in rs))))
@@ -289,7 +262,7 @@ class _Model:
             # Redundant: with every source op in stage 0, a path into stage k+1 crosses cut k.
             for cut in crossings:
                 m.add(sum(cut) >= 1)
-        self.memory_expr = frac.numerator * pmax + frac.denominator * sum(sum(cut) for cut in crossings)
+        self.memory = frac.numerator * pmax + frac.denominator * sum(sum(cut) for cut in crossings)
 
     def hint(self, stages: Sequence[int]) -> None:
         """Hint every variable with its value under a valid stage map."""
@@ -305,38 +278,30 @@ class _Model:
 
     def scaled_times(self, stages: Sequence[int]) -> list[int]:
         """Integer stage times of a valid map, term by term as the encoding counts them at an optimum."""
-        g, spec = self.graph, self.spec
-        out = []
-        for seg in segment_interfaces(g, stages, self.K):
-            t = self.invoke + sum(self.op_c[v] for v in seg.ops)
-            t += self.io_c * sum(g.tensors[x].nbytes for x in seg.inputs + seg.outputs)
-            out.append(t + self.stream_c * max(0, seg.param_bytes - spec.cache_bytes))
-        return out
+        g = self.graph
+        return [self.invoke + sum(self.op_c[v] for v in seg.ops)
+                + self.io_c * sum(g.tensors[x].nbytes for x in seg.inputs + seg.outputs)
+                + self.stream_c * max(0, seg.param_bytes - self.spec.cache_bytes)
+                for seg in segment_interfaces(g, stages, self.K)]
 
     def minimize(self, kind: str) -> None:
         """Set the objective: ``bottleneck``, ``total`` (latency) or ``memory``."""
         self.kind = kind
-        self.m.minimize(getattr(self, {"bottleneck": "bottleneck", "total": "total", "memory": "memory_expr"}[kind]))
+        self.m.minimize(getattr(self, kind))
 
     def value(self, stages: Sequence[int]) -> int:
         """The exact integer value of the current objective on a valid map."""
-        if self.kind == "bottleneck":
-            return max(self.scaled_times(stages))
-        if self.kind == "total":
-            return sum(self.scaled_times(stages))
+        if self.kind != "memory":
+            return (max if self.kind == "bottleneck" else sum)(self.scaled_times(stages))
         p, q = self.alpha_pq
-        ops_of: list[list[int]] = [[] for _ in range(self.K)]
-        for v, k in enumerate(stages):
-            ops_of[k].append(v)
-        return p * max(self.graph.param_bytes_of(ops) for ops in ops_of) + q * crossing_count(self.graph, stages, self.K)
+        pmax = max(self._stage_params(stages, k) for k in range(self.K))
+        return p * pmax + q * crossing_count(self.graph, stages, self.K)
 
 
 def _solve(model: _Model, limit: float, workers: int, seed: int, presolve: bool) -> tuple[cp_model.CpSolver, int]:
     solver = cp_model.CpSolver()
     p = solver.parameters
-    p.max_time_in_seconds = max(limit, 1e-3)
-    p.num_workers = max(1, workers)
-    p.random_seed = seed
+    p.max_time_in_seconds, p.num_workers, p.random_seed = max(limit, 1e-3), max(1, workers), seed
     # OR-Tools 9.15 presolve (ProcessAtMostOneAndLinear, google/or-tools#5293) can certify a wrong optimum
     # on this model; its inclusion detection is switched off (checked against the brute-force oracle).
     p.presolve_inclusion_work_limit = 0
@@ -350,7 +315,7 @@ def _solve(model: _Model, limit: float, workers: int, seed: int, presolve: bool)
 
 @dataclass
 class _Outcome:
-    """Best map found by :func:`_optimise`, its objective value, the proven bound and whether it is optimal."""
+    """What :func:`_optimise` found: best map and its value, proven bound, optimality, solver effort."""
 
     stages: tuple[int, ...] | None = None
     value: int | None = None
@@ -364,17 +329,13 @@ class _Outcome:
 
 def _optimise(model: _Model, limit: float, workers: int, seed: int, presolve_share: float,
               start: Sequence[int] | None) -> _Outcome:
-    """Minimise the model's objective in ``limit`` seconds: with presolve for ``presolve_share`` of the
-    time, then (unless proven) without it, warm-started from the best map so far.
-
-    Presolve makes most real models fast, but on some (NAS-like cells) it hides the indicator rows from
-    the LP and the bound stalls; without presolve those close in seconds. A presolved run whose bound
-    beats a known map, or that reports infeasibility, is not trusted (google/or-tools#5293, #5274).
-    """
+    """Minimise the objective in ``limit`` s: with presolve for ``presolve_share`` of it, then without,
+    warm-started from the best map so far. Presolve makes most real models fast, but on some (NAS-like
+    cells) it hides the indicator rows from the LP and the bound stalls. A presolved run whose bound
+    beats a known map, or that says infeasible, is not trusted (google/or-tools#5293, #5274)."""
     t0 = time.perf_counter()
-    out = _Outcome()
+    out = _Outcome(tuple(start), model.value(start)) if start is not None else _Outcome()
     if start is not None:
-        out.stages, out.value = tuple(start), model.value(start)
         model.hint(start)
     runs = [(True, limit * presolve_share)] if presolve_share > 0 else []
     for presolve, budget in runs + [(False, math.inf)]:
@@ -382,8 +343,7 @@ def _optimise(model: _Model, limit: float, workers: int, seed: int, presolve_sha
         if budget <= 0 and out.stages is not None:
             break
         solver, status = _solve(model, budget, workers, seed, presolve)
-        out.branches += solver.num_branches
-        out.wall_s += solver.wall_time
+        out.branches, out.wall_s = out.branches + solver.num_branches, out.wall_s + solver.wall_time
         if status == cp_model.INFEASIBLE:
             if presolve and out.stages is None:
                 continue  # confirm without presolve
@@ -392,11 +352,9 @@ def _optimise(model: _Model, limit: float, workers: int, seed: int, presolve_sha
                 log.warning("exact: CP-SAT reported infeasible despite a valid map (solver bug); ignored")
             continue
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            out.found = True
-            stages = model.stages(solver)
-            value = model.value(stages)
-            if out.value is None or value < out.value:
-                out.stages, out.value = stages, value
+            out.found, stages = True, model.stages(solver)
+            if out.value is None or model.value(stages) < out.value:
+                out.stages, out.value = stages, model.value(stages)
                 model.hint(stages)
         bound = solver.best_objective_bound
         if out.value is not None and bound > out.value + 0.5 + 1e-9 * abs(bound):
@@ -438,10 +396,9 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     # Presolve hides the memory model's crossing rows from the LP (its bound collapses to alpha * P_max).
     first = _optimise(model, time_limit_s * (0.8 if latency else 1.0), workers, seed, 0.5 if latency else 0.0, hint)
     if first.infeasible:
-        raise StageMapError(
-            f"no valid {K}-stage pipeline exists: every stage must be non-empty, every op producing a model "
-            f"output (and every op after it) must be in the last stage, and every model input must be read "
-            f"by the first stage; at most {_max_stages(graph)} stages fit this graph", K)
+        raise StageMapError(f"no valid {K}-stage pipeline exists: every stage must be non-empty, every op "
+                            "producing a model output (and every op after it) must be in the last stage, and "
+                            "every model input must be read by the first stage; use fewer segments", K)
     if first.stages is None:
         raise StageMapError(f"exact: no valid {K}-stage plan found within {time_limit_s} s and no hint "
                             "to fall back on; raise the time limit", K)
@@ -473,11 +430,3 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     return Plan(stages, K, "exact", objective=objective, stage_ms=stage_ms, optimal=first.optimal,
                 lower_bound_ms=lower_bound_ms, solve_seconds=seconds, stats=tuple(stats))
 
-
-def _max_stages(graph: OpGraph) -> int:
-    """Ops free to leave the last stage, plus one: an upper bound on K, for the error message."""
-    pinned = set(graph.output_ops)
-    for v in range(graph.num_ops):
-        if any(u in pinned for u in graph.preds[v]):
-            pinned.add(v)
-    return graph.num_ops - len(pinned) + 1
