@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EMBEDDED := respect_pass/data/mobilenet_v2_0.35_96_int8.tflite
 
-.PHONY: demo test zoo bench-io clean
+.PHONY: demo test zoo bench-io bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ zoo: $(VENV)/.full
 
 bench-io: zoo
 	$(BIN)/python tools/bench_io.py --ks 2-8
+
+bench: zoo
+	$(BIN)/python tools/bench.py
+
+bench-quick: $(VENV)/.full
+	$(BIN)/python tools/bench.py --quick
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

@@ -1,0 +1,30 @@
+"""tools/bench.py --quick end to end: every scheduler runs and nothing beats a proven optimum."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--quick", "--out", str(tmp_path),
+                        "--schedulers", "compiler,profiling,dp,multiorder,exact", "--synthetic", "2"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
+    graphs = {row["graph"] for row in rows}
+    assert {"mobilenet_v2_0.35_96_int8", "tiny_inception_int8"} <= graphs and len(graphs) == 4
+    by_case: dict = {}
+    for row in rows:
+        by_case.setdefault((row["graph"], row["K"]), {})[row["scheduler"]] = row
+    for case, runs in by_case.items():
+        assert set(runs) == {"compiler", "profiling", "dp", "multiorder", "exact"}, case
+        exact = runs["exact"]
+        if exact["exact_optimal"] == "True":
+            for name, row in runs.items():
+                assert float(row["bottleneck_ms"]) >= float(exact["bottleneck_ms"]) * (1 - 1e-6), (case, name)
+                assert float(row["gap_to_exact_pct"]) >= -1e-4
+        assert float(runs["compiler"]["speedup_vs_compiler"]) == 1.0
+    assert (tmp_path / "bench_quick.md").read_text().count("| real |") == 5
+    assert (tmp_path / "bench_quick_speedup.png").stat().st_size > 1000
