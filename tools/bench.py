@@ -167,8 +167,12 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
     real = [r for r in rows if r["suite"] == "real"]
     models = sorted({r["graph"] for r in real})
     ks = sorted({r["K"] for r in real})
-    fig, axes = plt.subplots(1, len(models), figsize=(2.2 * len(models) + 1, 3.2), sharey=True, squeeze=False)
-    for ax, m in zip(axes[0], models):
+    cols = min(5, len(models))
+    nrows = -(-len(models) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols + 0.5, 2.4 * nrows + 0.4), sharey=True, squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, models):
         for name in names:
             pts = sorted((r["K"], r["speedup_vs_compiler"]) for r in real if r["graph"] == m and r["scheduler"] == name)
             if pts:
@@ -176,11 +180,24 @@ def plot(rows: list[dict], names: list[str], path: Path) -> None:
         ax.set_title(m.replace("_int8", ""), fontsize=7)
         ax.set_xticks(ks)
         ax.axhline(1.0, color="grey", linewidth=0.5)
-    axes[0][0].set_ylabel("throughput speedup vs compiler")
-    axes[0][-1].legend(fontsize=6)
+    for row in axes:
+        row[0].set_ylabel("speedup vs compiler", fontsize=7)
+    axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _typed(row: dict) -> dict:
+    """A CSV row with numbers as numbers (empty cells stay "")."""
+    out = dict(row)
+    for key in ("ops", "K"):
+        out[key] = int(row[key])
+    for key in ("params_mib", "bottleneck_ms", "latency_ms", "speedup_vs_compiler", "speedup_vs_1tpu", "solve_s",
+                "gap_to_exact_pct"):
+        out[key] = float(row[key]) if row[key] != "" else ""
+    out["exact_optimal"] = {"True": True, "False": False}.get(row["exact_optimal"], row["exact_optimal"])
+    return out
 
 
 def main() -> int:
@@ -192,14 +209,19 @@ def main() -> int:
     ap.add_argument("--synthetic", type=int, default=None, help="number of synthetic graphs (default 24; quick: 4)")
     ap.add_argument("--time-limit", type=float, default=None, help="exact's time limit per run (default 60; quick: 10)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="output directory")
+    ap.add_argument("--from-csv", default=None, metavar="CSV", help="only re-render the tables and plot from a saved CSV")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     ks = parse_ks(args.ks or ("2,4" if args.quick else "2-8"))
     names = [n for n in args.schedulers.split(",") if n in SCHEDULERS]
     options = {"exact": {"time_limit_s": args.time_limit or (10.0 if args.quick else 60.0)}}
-    pairs = graphs(args.quick, args.synthetic if args.synthetic is not None else (4 if args.quick else 24),
-                   args.models.split(",") if args.models else None)
-    rows = bench(pairs, ks, names, options)
+    if args.from_csv:
+        rows = [_typed(r) for r in csv.DictReader(open(args.from_csv))]
+        names = [n for n in names if any(r["scheduler"] == n for r in rows)]
+    else:
+        pairs = graphs(args.quick, args.synthetic if args.synthetic is not None else (4 if args.quick else 24),
+                       args.models.split(",") if args.models else None)
+        rows = bench(pairs, ks, names, options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench_quick" if args.quick else "bench"
