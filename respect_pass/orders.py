@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from tflite_io import OpGraph, SegmentInterface
+from tflite_io import OpGraph
 
 __all__ = ["random_topological_order", "split_order", "random_stage_map", "libcoral_topological_order",
-           "range_interface", "depths", "depth_order", "depth_first_order"]
+           "depths", "depth_order", "depth_first_order"]
 
 
 def random_topological_order(graph: OpGraph, rng: random.Random) -> list[int]:
@@ -83,34 +83,6 @@ def libcoral_topological_order(graph: OpGraph) -> list[int]:
                 else:
                     stack.insert(0, w)
     return order
-
-
-def range_interface(graph: OpGraph, order: Sequence[int], position: Sequence[int], start: int, stop: int,
-                    index: int, last: bool) -> SegmentInterface | None:
-    """The segment made of ``order[start:stop]`` (stage ``index``), or None if no pipeline can run it.
-
-    ``position[v]`` is op v's place in ``order``. Returns None when the range
-    breaks a pipeline rule that a contiguous split of a topological order can
-    break: a model output produced outside the last segment, or a model input
-    that the first segment does not read.
-    """
-    ops = order[start:stop]
-    produced = {t for v in ops for t in graph.ops[v].outputs}
-    read = {t for v in ops for t in graph.ops[v].inputs if t >= 0}
-    if not last and graph.output_ops.intersection(ops):
-        return None
-    if index == 0 and not set(graph.inputs) <= read:
-        return None
-    entering = {t for t in read - produced if t in graph.producer or t in graph.inputs}
-    if index == 0:
-        inputs = tuple(t for t in graph.inputs if t in entering)
-    else:
-        inputs = tuple(sorted(entering))
-    if last:
-        outputs = tuple(graph.outputs)
-    else:
-        outputs = tuple(sorted(t for t in produced if any(position[c] >= stop for c in graph.consumers.get(t, ()))))
-    return SegmentInterface(index, tuple(sorted(ops)), inputs, outputs, graph.param_bytes_of(ops))
 
 
 def _ready_order(graph: OpGraph, key) -> list[int]:

@@ -28,15 +28,17 @@ libcoral user would be left with.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
 from tflite_io import OpGraph, StageMapError
 
-from hardware import USB, EdgeTpuSpec, stage_cost, stage_costs
+from hardware import USB, EdgeTpuSpec, stage_costs
 
-from ..orders import libcoral_topological_order, range_interface, split_order
+from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan
+from ..range_costs import range_costs
 from .compiler import compiler_schedule
 
 __all__ = ["ProfilingPartitioner", "bisect_partition", "profiling_schedule", "INT64_MAX"]
@@ -147,23 +149,21 @@ def bisect_partition(partitioner: ProfilingPartitioner, lower: int, upper: int, 
 
 
 def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Measure:
-    position = [0] * graph.num_ops
-    for i, v in enumerate(order):
-        position[v] = i
-    memo: dict[tuple[int, int, bool], int | None] = {}
+    """The "compile and benchmark" stand-in: cost-model segment times (ns) from the range cost matrices.
 
-    def segment_ns(start: int, count: int, index: int, last: bool) -> int | None:
-        key = (start, count, index == 0, last)
-        if key not in memo:
-            seg = range_interface(graph, order, position, start, start + count, index, last)
-            memo[key] = None if seg is None else round(stage_cost(graph, seg, spec).total_s * 1e9)
-        return memo[key]
+    A segment no pipeline can run (a model output before the last segment, a
+    first segment not reading every model input) fails, as a segment that
+    does not compile fails in libcoral.
+    """
+    rc = range_costs(graph, order, spec)
 
     def measure(num_ops: list[int]) -> list[int] | set[int]:
         starts = [sum(num_ops[:i]) for i in range(len(num_ops))]
-        lat = [segment_ns(s, n, i, i == len(num_ops) - 1) for i, (s, n) in enumerate(zip(starts, num_ops))]
-        failed = {i for i, x in enumerate(lat) if x is None}
-        return failed if failed else [int(x) for x in lat if x is not None]
+        times = [rc.time[s, s + n] for s, n in zip(starts[:-1], num_ops[:-1])] + [rc.time_last[starts[-1]]]
+        failed = {i for i, t in enumerate(times) if not math.isfinite(t)}
+        if len(num_ops) > 1 and num_ops[0] < rc.min_first_end:
+            failed.add(0)
+        return failed if failed else [round(t * 1e9) for t in times]
 
     return measure
 
