@@ -45,7 +45,8 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--scheduler", default="compiler", choices=sorted(SCHEDULERS), help="scheduling algorithm (default: compiler)")
+    p.add_argument("--scheduler", default="multiorder", choices=sorted(SCHEDULERS),
+                   help="scheduling algorithm (default: multiorder)")
     prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
     prof.add_argument("--diff_threshold_ns", type=int, default=None, metavar="NS",
                       help="stop bisecting when the latency bounds are this close (default 1000000)")
