@@ -196,6 +196,8 @@ def _partition(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
     options = scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS})
+    if args.scheduler == "exact" and sys.stderr.isatty():  # the one scheduler that may run for many seconds
+        print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
                        compile=args.compile, scheduler_options=options, plot=args.plot,
                        progress=terminal_progress)
