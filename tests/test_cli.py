@@ -222,9 +222,12 @@ def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args", [("--scheduler", "dp"), ("--scheduler", "dp", "--objective", "memory"),
-                                  ("--scheduler", "multiorder", "--orders", "3", "--seed", "7")])
+                                  ("--scheduler", "multiorder", "--orders", "3", "--seed", "7"),
+                                  ("--scheduler", "exact", "--time_limit", "20", "--workers", "1")])
 def test_dp_and_multiorder_through_the_cli(tmp_path, args):
     r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["scheduler"] == args[1] and doc["objective"] == (args[3] if "--objective" in args else "latency")
+    if args[1] == "exact":
+        assert doc["optimal"] is True and doc["lower_bound_ms"] == pytest.approx(doc["predicted_bottleneck_ms"])
