@@ -40,13 +40,13 @@ def _partition_parser() -> OneLineParser:
         prog="respect-pass",
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
-        "Other commands: 'respect-pass inspect MODEL'.",
+        "Other commands: 'respect-pass inspect MODEL', 'respect-pass train'.",
     )
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--scheduler", default="multiorder", choices=sorted(SCHEDULERS),
-                   help="scheduling algorithm (default: multiorder)")
+    p.add_argument("--scheduler", default="respect", choices=sorted(SCHEDULERS),
+                   help="scheduling algorithm (default: respect, the learned scheduler)")
     prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
     prof.add_argument("--diff_threshold_ns", type=int, default=None, metavar="NS",
                       help="stop bisecting when the latency bounds are this close (default 1000000)")
@@ -62,6 +62,7 @@ def _partition_parser() -> OneLineParser:
     opt.add_argument("--time_limit", dest="time_limit_s", type=float, default=None, metavar="S",
                      help="exact: CP-SAT time limit in seconds (default 30)")
     opt.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
+    opt.add_argument("--samples", type=int, default=None, help="respect: sampled orders besides the greedy one (default 8)")
     p.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
     p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
@@ -176,7 +177,7 @@ def _inspect(argv: Sequence[str]) -> int:
 #: Scheduler keyword -> command-line flag.
 _OPTION_FLAGS = {"diff_threshold_ns": "--diff_threshold_ns", "partition_search_step": "--partition_search_step",
                  "objective": "--objective", "alpha": "--alpha", "num_random": "--orders",
-                 "time_limit_s": "--time_limit", "workers": "--workers", "seed": "--seed"}
+                 "time_limit_s": "--time_limit", "workers": "--workers", "seed": "--seed", "samples": "--samples"}
 
 
 def scheduler_options(scheduler: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +197,7 @@ def _partition(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
     options = scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS})
-    if args.scheduler == "exact" and sys.stderr.isatty():  # the one scheduler that may run for many seconds
+    if args.scheduler in ("exact", "respect+exact") and sys.stderr.isatty():  # the one scheduler that may run for many seconds
         print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
                        compile=args.compile, scheduler_options=options, plot=args.plot,
@@ -210,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return run_cli("respect-pass inspect", _inspect, argv[1:])
+    if argv and argv[0] == "train":
+        from .policy import train_main
+
+        return run_cli("respect-pass train", train_main, argv[1:])
     return run_cli("respect-pass", _partition, argv)
 
 

@@ -55,7 +55,7 @@ def partition(
     model_path: str | Path,
     num_segments: int,
     out_dir: str | Path,
-    scheduler: str = "multiorder",
+    scheduler: str = "respect",
     verify: bool = False,
     model: TfliteModel | None = None,
     spec: EdgeTpuSpec = USB,

@@ -28,7 +28,7 @@ def test_happy_path_writes_segments_and_plan(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{STEM}_segment_{i}_of_4.tflite" for i in range(4)] + [f"{STEM}_plan.json"])
     doc = json.loads((out / f"{STEM}_plan.json").read_text())
-    assert doc["num_segments"] == 4 and doc["scheduler"] == "multiorder"
+    assert doc["num_segments"] == 4 and doc["scheduler"] == "respect"
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
     assert "4 segments" in r.stdout
     assert digest(crafting.EMBEDDED) == before
@@ -207,7 +207,7 @@ def test_profiling_scheduler_through_the_cli(tmp_path):
     assert doc["scheduler"] == "profiling" and doc["scheduler_stats"]["device_runs"] > 0
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
     bad = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "x"), "--partition_search_step", "2")
-    assert bad.returncode == 2 and "--partition_search_step does not apply to --scheduler multiorder (only to: profiling)" in bad.stderr
+    assert bad.returncode == 2 and "--partition_search_step does not apply to --scheduler respect (only to: profiling)" in bad.stderr
 
 
 def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
@@ -223,11 +223,13 @@ def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize("args", [("--scheduler", "dp"), ("--scheduler", "dp", "--objective", "memory"),
                                   ("--scheduler", "multiorder", "--orders", "3", "--seed", "7"),
-                                  ("--scheduler", "exact", "--time_limit", "20", "--workers", "1")])
+                                  ("--scheduler", "exact", "--time_limit", "20", "--workers", "1"),
+                                  ("--scheduler", "respect", "--samples", "2"),
+                                  ("--scheduler", "respect+exact", "--time_limit", "20")])
 def test_dp_and_multiorder_through_the_cli(tmp_path, args):
     r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["scheduler"] == args[1] and doc["objective"] == (args[3] if "--objective" in args else "latency")
-    if args[1] == "exact":
+    if args[1] in ("exact", "respect+exact"):
         assert doc["optimal"] is True and doc["lower_bound_ms"] == pytest.approx(doc["predicted_bottleneck_ms"])

@@ -5,12 +5,31 @@ from collections.abc import Callable
 
 from tflite_io import OpGraph, RespectPassError
 
+from ..objectives import DEFAULT_ALPHA
 from ..plan import Plan
 from .compiler import compiler_schedule
 from .dp import dp_schedule
 from .exact import exact_schedule
 from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
+
+
+def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *, samples: int = 8,
+                     seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
+    """The learned scheduler (``respect_pass.policy``; torch is imported only when it runs)."""
+    from ..policy import respect_schedule as run
+
+    return run(graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha)
+
+
+def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *,
+                           time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
+                           objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
+    """CP-SAT warm-started from the learned scheduler's plan."""
+    from ..policy import respect_exact_schedule as run
+
+    return run(graph, num_stages, cost, time_limit_s=time_limit_s, workers=workers, samples=samples, seed=seed,
+               objective=objective, alpha=alpha)
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]
 
@@ -23,6 +42,8 @@ SCHEDULERS: dict[str, Scheduler] = {
     "dp": dp_schedule,
     "multiorder": multiorder_schedule,
     "exact": exact_schedule,
+    "respect": respect_schedule,
+    "respect+exact": respect_exact_schedule,
 }
 
 

@@ -1,0 +1,35 @@
+"""The learned ``respect`` scheduler (the only package that imports torch).
+
+Public API (imported lazily, so ``import respect_pass.policy`` is cheap and
+label workers never load torch):
+
+* :func:`respect_schedule` (scheduler ``respect``) and
+  :func:`respect_exact_schedule` (``respect+exact``), from :mod:`.schedule`;
+* :func:`train` / :class:`TrainConfig` (:mod:`.train`) and :func:`train_main`
+  (``respect-pass train``, :mod:`.train_cli`);
+* :func:`load_policy`, :func:`save_checkpoint`, :func:`load_checkpoint` and
+  :data:`DEFAULT_CHECKPOINT` (:mod:`.checkpoint`).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["respect_schedule", "respect_exact_schedule", "train", "TrainConfig", "train_main", "load_policy",
+           "load_checkpoint", "save_checkpoint", "DEFAULT_CHECKPOINT"]
+
+_WHERE = {
+    "respect_schedule": "schedule", "respect_exact_schedule": "schedule", "train": "train",
+    "TrainConfig": "train", "train_main": "train_cli", "load_policy": "checkpoint",
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "DEFAULT_CHECKPOINT": "checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,236 @@
+"""The ``respect`` and ``respect+exact`` schedulers.
+
+``respect``: features -> policy scores (one network call, K-conditioned) ->
+candidate topological orders -> the ``dp`` split of each -> the best plan by
+(bottleneck, latency). Candidates, in order of preference on ties: the greedy
+decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
+the orders ``multiorder`` starts from (execution, depth, depth-first,
+libcoral). Duplicate orders are split once. When the greedy plan's bottleneck
+already equals a simple lower bound (the slowest single op on its own TPU, or
+the total work spread evenly over K TPUs) no other candidate can beat it and
+the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
+bound is ``lower_bound_ms`` in every latency plan). Otherwise the winner goes through :func:`refine`
+(``refine_rounds``): its stages are re-ordered internally in a few ways and
+``dp`` may move the cuts, a cheap local search that never makes a plan worse.
+
+``Plan.stats`` records the bottleneck and latency (ms), the bound, the number
+of candidates, which one won, the refine rounds that helped, and the time of
+each phase: ``features_ms`` (graph arrays and features), ``policy_ms`` (the
+network), ``decode_ms`` (greedy, sampled and heuristic orders), ``split_ms``
+(range costs, ``dp`` and refinement).
+
+``respect+exact``: the ``respect`` plan as the CP-SAT warm start of ``exact``.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hardware import USB, EdgeTpuSpec
+from tflite_io import OpGraph, StageMapError
+
+from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
+from ..orders import depth_first_order, depth_order, libcoral_topological_order, split_order
+from ..plan import Plan
+from ..schedulers.dp import dp_schedule
+from .checkpoint import load_policy
+from .decode import greedy_order, perturbed_orders
+from .features import GraphArrays, graph_arrays, node_features
+from .model import PolicyNet, make_batch
+from .split import best_split, bottleneck_value, order_range_costs
+
+__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "lower_bound_s",
+           "refine", "single_thread"]
+
+_REL = 1e-9
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's setting. The network is tiny: intra-op threads
+    only add synchronisation, which on a busy machine costs up to a thousand times the work itself."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def policy_scores(model: PolicyNet, ga: GraphArrays, num_stages: int) -> np.ndarray:
+    """(n,) float64 scores of every op for a ``num_stages``-stage plan (no gradient, one thread)."""
+    x = node_features(ga, num_stages)
+    with torch.inference_mode(), single_thread():
+        return model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
+
+
+def lower_bound_s(ga: GraphArrays, num_stages: int) -> float:
+    """A bound no plan's bottleneck can beat: one op alone on a TPU, or all the work spread over K TPUs."""
+    spec, K = ga.spec, num_stages
+    own = spec.t_invoke_s + ga.compute_s + np.maximum(0.0, ga.param_bytes - spec.cache_bytes) / spec.stream_bytes_per_s
+    spread = (K * spec.t_invoke_s + ga.compute_s.sum()
+              + max(0.0, ga.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s) / K
+    return float(max(own.max(initial=0.0), spread))
+
+
+def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, samples: int, seed: int,
+                     temperature: float = 1.0, heuristics: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(name, order) candidates, greedy first, without duplicates."""
+    cands = [("greedy", greedy_order(scores, ga))]
+    if samples > 0:
+        rng = np.random.default_rng(seed)
+        cands += [(f"sample{i}", o) for i, o in enumerate(perturbed_orders(scores, ga, samples, rng, temperature))]
+    if heuristics:
+        cands += [("execution", np.arange(ga.n)), ("depth", np.asarray(depth_order(graph))),
+                  ("depth_first", np.asarray(depth_first_order(graph))),
+                  ("libcoral", np.asarray(libcoral_topological_order(graph)))]
+    seen: set[bytes] = set()
+    out = []
+    for name, order in cands:
+        key = np.asarray(order, dtype=np.int64).tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append((name, np.asarray(order, dtype=np.int64)))
+    return out
+
+
+def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
+           num_stages: int, rounds: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
+    """Local improvement of a split order: re-order the ops inside each stage (by score, as soon as
+    possible, as late as possible, perturbed scores) and let ``dp`` move the cuts; repeat while it helps.
+
+    Each variant is a stage-major order of the current plan, so its best split is never worse; the
+    cuts can only move a prefix (suffix) of a stage that is closed under predecessors (successors)
+    into the neighbouring stage. Returns the order, cuts, (bottleneck, latency) and rounds that helped.
+    """
+    improved = 0
+    for _ in range(rounds):
+        stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
+        variants = [greedy_order(scores, ga, stages), greedy_order(-ga.depth.astype(float), ga, stages),
+                    greedy_order(ga.rev_depth.astype(float), ga, stages)]
+        variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
+        seen, uniq = {order.tobytes()}, []
+        for v in variants:
+            if v.tobytes() not in seen:
+                seen.add(v.tobytes())
+                uniq.append(v)
+        if not uniq:
+            break
+        best, new_cuts, b, lat = best_split([order_range_costs(ga, v) for v in uniq], num_stages)
+        if b < key[0] * (1 - _REL) or (b <= key[0] * (1 + _REL) and lat < key[1] * (1 - _REL)):
+            order, cuts, key = uniq[best], new_cuts, (b, lat)
+            improved += 1
+        else:
+            break
+    return order, cuts, key, improved
+
+
+def _check_k(graph: OpGraph, num_stages: int) -> None:
+    n = graph.num_ops
+    if not 1 <= num_stages <= max(n, 1):
+        raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}",
+                            num_stages)
+
+
+def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
+                     seed: int = 0, checkpoint: str | Path | None = None, objective: str = "latency",
+                     alpha: float = DEFAULT_ALPHA, temperature: float | None = None,
+                     heuristics: bool = True, refine_rounds: int = 2) -> Plan:
+    """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc)."""
+    t0 = time.perf_counter()
+    check_objective(objective)
+    _check_k(graph, num_stages)
+    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    model, meta = load_policy(checkpoint)
+    if temperature is None:
+        temperature = float(meta.get("metrics", {}).get("sample_temperature", 1.0))
+    t1 = time.perf_counter()
+    ga = graph_arrays(graph, spec)
+    x = node_features(ga, num_stages)
+    t2 = time.perf_counter()
+    with torch.inference_mode(), single_thread():
+        scores = model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
+    t3 = time.perf_counter()
+    stats: list[tuple[str, int | float | str]] = []
+    optimal, lower_bound_ms = None, None
+    if objective == "latency":
+        greedy = greedy_order(scores, ga)
+        t4 = time.perf_counter()
+        rc0 = order_range_costs(ga, greedy)
+        b0 = bottleneck_value(rc0, num_stages)
+        bound = lower_bound_s(ga, num_stages)
+        if b0 <= bound * (1 + _REL):  # nothing can beat it
+            cands, rcs = [("greedy", greedy)], [rc0]
+        else:
+            t = time.perf_counter()
+            cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
+            t4 += time.perf_counter() - t
+            rcs = [rc0] + [order_range_costs(ga, o) for _, o in cands[1:]]
+        try:
+            best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
+        except ValueError:
+            raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
+        name, order = cands[best]
+        improved = 0
+        if refine_rounds > 0 and bottleneck > bound * (1 + _REL):
+            rng = np.random.default_rng((seed, 1))
+            order, cuts, (bottleneck, latency), improved = refine(ga, scores, order, cuts, (bottleneck, latency),
+                                                                  num_stages, refine_rounds, rng)
+        stages = split_order(order.tolist(), cuts, graph.num_ops)
+        stats += [("bottleneck_ms", bottleneck * 1e3), ("latency_ms", latency * 1e3), ("bound_ms", bound * 1e3),
+                  ("refined_rounds", improved)]
+        lower_bound_ms = bound * 1e3
+        optimal = True if bottleneck <= bound * (1 + _REL) else None  # the bottleneck is proven optimal
+    else:
+        cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
+        t4 = time.perf_counter()
+        found: tuple[float, str, Plan] | None = None
+        for name, order in cands:
+            try:
+                plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order.tolist())
+            except StageMapError:
+                continue
+            value = float(dict(plan.stats)["objective_value"])
+            if found is None or value < found[0]:
+                found = (value, name, plan)
+        if found is None:
+            raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages)
+        value, name, plan = found
+        stages = plan.stages
+        stats.append(("objective_value", value))
+    t5 = time.perf_counter()
+    decode = t4 - t3
+    stats += [("samples", samples), ("candidates", len(cands)), ("best_order", name),
+              ("load_ms", (t1 - t0) * 1e3), ("features_ms", (t2 - t1) * 1e3), ("policy_ms", (t3 - t2) * 1e3),
+              ("decode_ms", decode * 1e3), ("split_ms", (t5 - t3 - decode) * 1e3)]
+    return Plan(tuple(stages), num_stages, "respect", objective=objective, optimal=optimal,
+                lower_bound_ms=lower_bound_ms, solve_seconds=t5 - t0, stats=tuple(stats))
+
+
+def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
+                           time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
+                           objective: str = "latency", alpha: float = DEFAULT_ALPHA,
+                           checkpoint: str | Path | None = None) -> Plan:
+    """``exact`` (CP-SAT) warm-started from the ``respect`` plan; never worse than that plan."""
+    from ..schedulers.exact import exact_schedule  # OR-Tools only when asked for
+
+    t0 = time.perf_counter()
+    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    hint = respect_schedule(graph, num_stages, spec, samples=samples, seed=seed, checkpoint=checkpoint,
+                            objective=objective, alpha=alpha)
+    plan = exact_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, time_limit_s=time_limit_s,
+                          workers=workers, hint=hint.stages, seed=seed)
+    if objective == "latency":
+        mine = latency_key(graph, hint.stages, num_stages, spec)
+        theirs = latency_key(graph, plan.stages, num_stages, spec)
+        if mine[0] < theirs[0] * (1 - _REL):  # CP-SAT lost the hint: keep the policy's plan
+            plan = replace(plan, stages=hint.stages, stage_ms=None, optimal=False)
+    stats = plan.stats + (("respect_ms", hint.solve_seconds * 1e3),
+                          ("respect_bottleneck_ms", float(dict(hint.stats).get("bottleneck_ms", float("nan")))))
+    return replace(plan, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0, stats=stats)

@@ -1,0 +1,255 @@
+"""The learned ``respect`` scheduler: valid plans by construction, fast splitting, safe checkpoints."""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crafting import EMBEDDED
+from hardware import USB
+from respect_pass.objectives import latency_key
+from respect_pass.orders import random_topological_order
+from respect_pass.policy.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
+from respect_pass.policy.decode import (decode_tensors, greedy_order, order_log_probs, perturbed_orders,
+                                        sample_orders)
+from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
+from respect_pass.policy.labels import max_stages, stage_major_order
+from respect_pass.policy.model import ModelConfig, PolicyNet
+from respect_pass.policy.schedule import policy_scores, respect_exact_schedule, respect_schedule
+from respect_pass.policy.split import best_split, order_range_costs
+from respect_pass.range_costs import range_costs
+from respect_pass.schedulers.dp import best_cuts, dp_schedule
+from strategies import BRANCHY, random_dags
+from tflite_io import RespectPassError, StageMapError, read, validate_stage_map
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory):
+    """An untrained policy saved like a real one: plans must be valid whatever the weights."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("policy") / "random_policy"
+    save_checkpoint(PolicyNet(ModelConfig(hidden=16, layers=2)), path, train_args={"test": True})
+    return path.with_suffix(".npz")
+
+
+def is_topological(graph, order) -> bool:
+    pos = {int(v): i for i, v in enumerate(order)}
+    return sorted(pos) == list(range(graph.num_ops)) and all(pos[e.src] < pos[e.dst] for e in graph.edges)
+
+
+def pinned_last(graph, order) -> bool:
+    ga = graph_arrays(graph, USB)
+    flags = ga.pinned[np.asarray(order)]
+    return not np.any(flags[:-1] & ~flags[1:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags(max_ops=14), st.integers(1, 5), st.integers(0, 3), st.integers(0, 2**16))
+def test_policy_plans_are_valid_monotone_maps(random_checkpoint, graph, k, samples, seed):
+    k = min(k, max_stages(graph))
+    for heuristics in (False, True):
+        plan = respect_schedule(graph, k, USB, samples=samples, seed=seed, checkpoint=random_checkpoint,
+                                heuristics=heuristics)
+        assert validate_stage_map(graph, plan.stages, k) == plan.stages  # valid as emitted: no repair step
+        assert plan.scheduler == "respect" and plan.num_stages == k
+        stats = dict(plan.stats)
+        b, lat = latency_key(graph, plan.stages, k, USB)
+        assert stats["bottleneck_ms"] == pytest.approx(b, rel=1e-9)
+        assert stats["latency_ms"] == pytest.approx(lat, rel=1e-9)
+        assert b >= stats["bound_ms"] * (1 - 1e-9)
+    # the execution order is one of the candidates: never worse than dp (which may find no split at all)
+    try:
+        dp_b = dict(dp_schedule(graph, k, USB).stats)["bottleneck_ms"]
+    except StageMapError:
+        return
+    assert b <= dp_b * (1 + 1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_dags(max_ops=8), st.integers(2, 3))
+def test_lower_bound_and_optimal_flag_agree_with_brute_force(random_checkpoint, graph, k):
+    from respect_pass.oracle import best_map
+
+    k = min(k, max_stages(graph))
+    best, _ = best_map(graph, k, USB)
+    if best is None:
+        return
+    plan = respect_schedule(graph, k, USB, checkpoint=random_checkpoint)
+    bottleneck = dict(plan.stats)["bottleneck_ms"]
+    assert plan.lower_bound_ms <= best[0] * (1 + 1e-9)
+    assert bottleneck >= best[0] * (1 - 1e-9)
+    if plan.optimal:
+        assert bottleneck == pytest.approx(best[0], rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(max_ops=14), st.integers(0, 2**16))
+def test_decoded_orders_are_topological_with_pinned_ops_last(graph, seed):
+    ga = graph_arrays(graph, USB)
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=graph.num_ops) * 3
+    orders = [greedy_order(scores, ga)] + perturbed_orders(scores, ga, 3, rng) + list(sample_orders(scores, ga, 4, rng))
+    for order in orders:
+        assert is_topological(graph, order) and pinned_last(graph, order)
+
+
+def test_greedy_follows_the_scores_among_ready_ops():
+    graph = read(BRANCHY)
+    ga = graph_arrays(graph, USB)
+    scores = -np.arange(graph.num_ops, dtype=float)  # prefer execution order
+    assert greedy_order(scores, ga).tolist() == stage_major_order(graph, [0] * graph.num_ops).tolist()
+
+
+def all_decoder_orders(graph, ga):
+    """Every order the decoder can emit (pinned ops only when nothing else is ready)."""
+    def rec(prefix, placed):
+        if len(prefix) == graph.num_ops:
+            yield list(prefix)
+            return
+        ready = [v for v in range(graph.num_ops) if v not in placed and all(u in placed for u in graph.preds[v])]
+        free = [v for v in ready if not ga.pinned[v]]
+        for v in free or ready:
+            yield from rec(prefix + [v], placed | {v})
+    yield from rec([], frozenset())
+
+
+@settings(max_examples=25, deadline=None)
+@given(random_dags(max_ops=7), st.integers(0, 2**16))
+def test_order_log_probs_form_a_distribution(graph, seed):
+    ga = graph_arrays(graph, USB)
+    scores = torch.from_numpy(np.random.default_rng(seed).normal(size=graph.num_ops))
+    orders = torch.tensor(list(all_decoder_orders(graph, ga)))
+    logp = order_log_probs(scores, orders, decode_tensors(ga))
+    assert float(torch.logsumexp(logp, 0)) == pytest.approx(0.0, abs=1e-9)
+
+
+def fan_graph():
+    """op0 reads the input; ops 1-3 read op0; op4 reads ops 1-3 (six decoder orders)."""
+    from tflite_io import Op, OpGraph, TensorInfo
+
+    tensors = [TensorInfo(i, f"t{i}", "int8", (8,), 8) for i in range(6)]
+    ops = [Op(0, "ADD", (0,), (1,), 0, 1), Op(1, "ADD", (1,), (2,), 0, 1), Op(2, "ADD", (1,), (3,), 0, 1),
+           Op(3, "ADD", (1,), (4,), 0, 1), Op(4, "ADD", (2, 3, 4), (5,), 0, 1)]
+    return OpGraph("fan", tuple(ops), tuple(tensors), (0,), (5,))
+
+
+def test_sampler_draws_from_the_decoder_distribution():
+    graph = fan_graph()
+    ga = graph_arrays(graph, USB)
+    scores = np.array([0.0, 1.0, 0.0, -1.0, 0.0])
+    orders = list(all_decoder_orders(graph, ga))
+    assert len(orders) == 6
+    probs = torch.exp(order_log_probs(torch.from_numpy(scores), torch.tensor(orders), decode_tensors(ga))).numpy()
+    draws = sample_orders(scores, ga, 20000, np.random.default_rng(0))
+    freq = np.array([np.mean((draws == np.array(o)).all(axis=1)) for o in orders])
+    assert np.abs(freq - probs).max() < 0.015
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(max_ops=14), st.integers(0, 2**16), st.integers(1, 4))
+def test_fast_range_costs_equal_the_reference(graph, seed, k):
+    ga = graph_arrays(graph, USB)
+    order = random_topological_order(graph, random.Random(seed))
+    ref, fast = range_costs(graph, order, USB), order_range_costs(ga, order)
+    for name in ("time", "time_last", "params", "crossings"):
+        a, b = getattr(ref, name), getattr(fast, name)
+        assert np.array_equal(np.isinf(a), np.isinf(b)), name
+        assert np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-12, atol=1e-15), name
+    assert (ref.max_end, ref.min_first_end) == (fast.max_end, fast.min_first_end)
+    try:
+        expected = best_cuts(ref, k)
+    except StageMapError:
+        return
+    _, cuts, bott, lat = best_split([fast], k)
+    assert bott == pytest.approx(expected[1], rel=1e-12) and lat == pytest.approx(expected[2], rel=1e-9)
+
+
+def test_features_are_finite_and_scale_free():
+    graph = read(BRANCHY)
+    ga = graph_arrays(graph, USB)
+    for k in (1, 2, 8):
+        x = node_features(ga, k)
+        assert x.shape == (graph.num_ops, NUM_FEATURES) and x.dtype == np.float32 and np.isfinite(x).all()
+    # a slower TPU of the same shape changes no time ratio
+    slow = USB.with_(peak_macs_per_s=USB.peak_macs_per_s / 2, t_invoke_s=USB.t_invoke_s * 2,
+                     stream_bytes_per_s=USB.stream_bytes_per_s / 2, io_bytes_per_s=USB.io_bytes_per_s / 2)
+    assert np.allclose(node_features(graph_arrays(graph, slow), 3), node_features(ga, 3), atol=1e-6)
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path):
+    torch.manual_seed(1)
+    model = PolicyNet(ModelConfig(hidden=8, layers=1))
+    npz, meta = save_checkpoint(model, tmp_path / "ck", train_args={"seed": 1}, metrics={"gap": 0.5})
+    with np.load(npz, allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+    loaded, doc = load_checkpoint(npz)
+    assert doc["train_args"] == {"seed": 1} and doc["model"]["hidden"] == 8
+    ga = graph_arrays(read(BRANCHY), USB)
+    assert np.allclose(policy_scores(model.eval(), ga, 3), policy_scores(loaded, ga, 3))
+    # a pickled object array inside the npz is refused, not executed
+    with zipfile.ZipFile(npz, "a") as z:
+        np.save(tmp_path / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)
+        z.write(tmp_path / "evil.npy", "evil.npy")
+    with pytest.raises(RespectPassError):
+        load_checkpoint(npz)
+    with pytest.raises(RespectPassError, match="not found"):
+        load_checkpoint(tmp_path / "missing.npz")
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason="no shipped checkpoint yet")
+def test_shipped_checkpoint_loads_without_pickle_and_schedules_the_embedded_model(monkeypatch):
+    import pickle
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("a checkpoint load must not unpickle anything")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    with np.load(DEFAULT_CHECKPOINT, allow_pickle=False) as data:
+        assert data.files
+    model, doc = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert doc["train_args"]["max_ops"] <= 120
+    assert load_policy() is load_policy()  # cached: loaded once per process
+    graph = read(EMBEDDED)
+    for k in (2, 4, 8):
+        plan = respect_schedule(graph, k, USB)
+        validate_stage_map(graph, plan.stages, k)
+        dp_b = dict(dp_schedule(graph, k, USB).stats)["bottleneck_ms"]
+        assert dict(plan.stats)["bottleneck_ms"] <= dp_b * (1 + 1e-9)
+
+
+def test_respect_exact_uses_the_policy_plan_as_hint(random_checkpoint):
+    graph = read(BRANCHY)
+    plan = respect_exact_schedule(graph, 3, USB, time_limit_s=10, workers=1, checkpoint=random_checkpoint)
+    validate_stage_map(graph, plan.stages, 3)
+    assert plan.scheduler == "respect+exact"
+    stats = dict(plan.stats)
+    assert latency_key(graph, plan.stages, 3, USB)[0] <= stats["respect_bottleneck_ms"] * (1 + 1e-9)
+
+
+def test_memory_objective_and_bad_k(random_checkpoint):
+    graph = read(BRANCHY)
+    plan = respect_schedule(graph, 3, USB, objective="memory", checkpoint=random_checkpoint)
+    validate_stage_map(graph, plan.stages, 3)
+    assert math.isfinite(dict(plan.stats)["objective_value"])
+    with pytest.raises(StageMapError):
+        respect_schedule(graph, graph.num_ops + 1, USB, checkpoint=random_checkpoint)
+    with pytest.raises(RespectPassError):
+        respect_schedule(graph, 2, USB, objective="speed", checkpoint=random_checkpoint)
+
+
+def test_stage_major_order_lists_stages_in_turn():
+    graph = read(BRANCHY)
+    plan = dp_schedule(graph, 3, USB, order=random_topological_order(graph, random.Random(3)))
+    order = stage_major_order(graph, plan.stages)
+    assert is_topological(graph, order)
+    assert [plan.stages[v] for v in order] == sorted(plan.stages)
+    assert list(itertools.chain.from_iterable(plan.ops_of(k) for k in range(3))) != [] and pinned_last(graph, order)

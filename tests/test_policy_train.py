@@ -1,0 +1,61 @@
+"""``respect-pass train --quick``: lowers the validation gap, is deterministic, writes a loadable checkpoint."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crafting import EMBEDDED
+from hardware import USB
+from respect_pass.policy.checkpoint import load_checkpoint
+from respect_pass.policy.schedule import respect_schedule
+from respect_pass.policy.train_cli import build_parser, train_main
+from tflite_io import read, validate_stage_map
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    argv = ["--quick", "--out", str(root / "run"), "--cache", str(root / "cache"), "--no-progress"]
+    assert train_main(argv) == 0
+    return root, argv
+
+
+def test_quick_training_lowers_the_validation_gap(quick_run):
+    root, _ = quick_run
+    doc = json.loads((root / "run" / "respect_policy.json").read_text())
+    history = doc["metrics"]["history"]
+    assert history[0]["phase"] == "init"
+    assert doc["metrics"]["val_gap_greedy"] < history[0]["gap"]
+    assert {h["phase"] for h in history} >= {"imitation", "reinforce"}
+    args = json.loads((root / "run" / "args.json").read_text())
+    assert args["quick"] and args["max_ops"] <= 120 and args == doc["train_args"]
+    assert list((root / "cache").glob("exact_*.json"))  # labels cached on disk
+
+
+def test_quick_checkpoint_loads_and_schedules(quick_run):
+    root, _ = quick_run
+    npz = root / "run" / "respect_policy.npz"
+    with np.load(npz, allow_pickle=False) as data:
+        assert all(data[k].dtype.kind == "f" for k in data.files)
+    load_checkpoint(npz)
+    graph = read(EMBEDDED)
+    plan = respect_schedule(graph, 3, USB, checkpoint=npz)
+    validate_stage_map(graph, plan.stages, 3)
+
+
+def test_training_is_deterministic_from_the_cache(quick_run, tmp_path):
+    root, argv = quick_run
+    again = [a if a != str(root / "run") else str(tmp_path / "again") for a in argv]
+    assert train_main(again) == 0
+    with np.load(root / "run" / "respect_policy.npz") as a, np.load(tmp_path / "again" / "respect_policy.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_train_command_line_errors(capsys, tmp_path):
+    argv = ["--quick", "--graphs", "0", "--val-graphs", "0", "--out", str(tmp_path / "x"), "--no-progress"]
+    assert train_main(argv + ["--cache", str(tmp_path / "c")]) == 2
+    assert "respect-pass train: error" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--loss", "nope"])
