@@ -30,7 +30,7 @@ from tflite_io.graph import distinct_constants
 
 from hardware import EdgeTpuSpec, op_class
 
-__all__ = ["RangeCosts", "range_costs"]
+__all__ = ["RangeCosts", "range_costs", "range_sum"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,12 @@ class RangeCosts:
     min_first_end: int      # the first stage must end at b >= min_first_end (it reads every model input)
 
 
-def _range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """M[a, col] = sum of values whose a-interval [start, stop) contains a; then prefix over columns."""
-    diff = np.zeros((n + 2, n + 1))
-    np.add.at(diff, (starts, cols + 1), values)
-    np.add.at(diff, (stops, cols + 1), -values)
-    per_pos = np.cumsum(diff, axis=0)[: n + 1]
-    return np.cumsum(per_pos, axis=1)
+def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b."""
+    w = n + 1
+    idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
+    diff = np.bincount(idx, weights=np.concatenate([values, -values]), minlength=(n + 2) * w).reshape(n + 2, w)
+    return np.cumsum(np.cumsum(diff, axis=0)[:w], axis=1)
 
 
 def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> RangeCosts:
@@ -77,7 +76,7 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
             p_col.append(p)
             p_val.append(float(t.nbytes))
             last_seen[buf] = p
-    params = _range_sum(n, *map(np.array, (p_start, p_stop, p_col)), np.array(p_val)) if p_val else np.zeros((n + 1, n + 1))
+    params = range_sum(n, *map(np.array, (p_start, p_stop, p_col)), np.array(p_val)) if p_val else np.zeros((n + 1, n + 1))
 
     # input bytes
     i_start, i_stop, i_col, i_val = [], [], [], []
@@ -95,7 +94,7 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
             i_col.append(r)
             i_val.append(float(graph.tensors[t].nbytes))
             prev = r
-    ins = _range_sum(n, *map(np.array, (i_start, i_stop, i_col)), np.array(i_val)) if i_val else np.zeros((n + 1, n + 1))
+    ins = range_sum(n, *map(np.array, (i_start, i_stop, i_col)), np.array(i_val)) if i_val else np.zeros((n + 1, n + 1))
 
     # output bytes of non-last stages and crossings per cut
     out_diff = np.zeros((n + 1, n + 2))

@@ -19,21 +19,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from respect_pass.range_costs import RangeCosts
+from respect_pass.range_costs import RangeCosts, range_sum
 
 from .features import GraphArrays
 
 __all__ = ["order_range_costs", "cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "feasible"]
 
 _REL = 1e-9
-
-
-def _range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """M[a, b] = sum of values whose a-interval [start, stop) contains a and whose column is < b."""
-    w = n + 1
-    idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
-    diff = np.bincount(idx, weights=np.concatenate([values, -values]), minlength=(n + 2) * w).reshape(n + 2, w)
-    return np.cumsum(np.cumsum(diff, axis=0)[:w], axis=1)
 
 
 def _prev_in_group(groups: np.ndarray, positions: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +54,7 @@ def order_range_costs(ga: GraphArrays, order: Sequence[int] | np.ndarray) -> Ran
         p = pos[ga.pb_op]
         key, prev = _prev_in_group(ga.pb_buf, p, np.full(len(p), -1, dtype=np.int64))
         ps = p[key]
-        params = _range_sum(n, prev + 1, ps + 1, ps, ga.pb_bytes[key])
+        params = range_sum(n, prev + 1, ps + 1, ps, ga.pb_bytes[key])
     else:
         params = np.zeros((n + 1, n + 1))
 
@@ -93,7 +85,7 @@ def order_range_costs(ga: GraphArrays, order: Sequence[int] | np.ndarray) -> Ran
     else:
         cross = np.zeros(n + 2)
     if st:
-        io = _range_sum(n, np.concatenate(st), np.concatenate(sp), np.concatenate(cl), np.concatenate(vl))
+        io = range_sum(n, np.concatenate(st), np.concatenate(sp), np.concatenate(cl), np.concatenate(vl))
     else:
         io = np.zeros((n + 1, n + 1))
     crossings = np.cumsum(cross)[: n + 1]

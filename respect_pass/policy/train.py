@@ -178,16 +178,19 @@ def _baseline_gaps(items: list[Prepared]) -> dict[str, float]:
             "multiorder_gap": float(np.exp(np.log(mo_r).mean()) - 1)}
 
 
+def _shuffled_batches(items: list, batch: int, rng: random.Random) -> list[list]:
+    """``items`` in ``rng``-shuffled order, cut into batches of ``batch``."""
+    idx = list(range(len(items)))
+    rng.shuffle(idx)
+    return [[items[i] for i in idx[j:j + batch]] for j in range(0, len(idx), batch)]
+
+
 def _imitation_epoch(model, opt, items, cfg, rng: random.Random, bar_desc: str) -> float:
     from tqdm import tqdm
 
     model.train()
-    idx = list(range(len(items)))
-    rng.shuffle(idx)
     total, count = 0.0, 0
-    batches = [idx[i:i + cfg.batch] for i in range(0, len(idx), cfg.batch)]
-    for b in tqdm(batches, desc=bar_desc, disable=not cfg.progress, leave=False):
-        part = [items[i] for i in b]
+    for part in tqdm(_shuffled_batches(items, cfg.batch, rng), desc=bar_desc, disable=not cfg.progress, leave=False):
         scores, offs = _scores(model, part)
         loss = torch.stack([_imitation_loss(scores[offs[i]:offs[i + 1]], p, cfg.loss) for i, p in enumerate(part)]).mean()
         opt.zero_grad()
@@ -203,12 +206,8 @@ def _rl_epoch(model, opt, items, cfg, rng: random.Random, nrng: np.random.Genera
     from tqdm import tqdm
 
     model.train()
-    idx = list(range(len(items)))
-    rng.shuffle(idx)
     total, count = 0.0, 0
-    batches = [idx[i:i + cfg.batch] for i in range(0, len(idx), cfg.batch)]
-    for b in tqdm(batches, desc=bar_desc, disable=not cfg.progress, leave=False):
-        part = [items[i] for i in b]
+    for part in tqdm(_shuffled_batches(items, cfg.batch, rng), desc=bar_desc, disable=not cfg.progress, leave=False):
         scores, offs = _scores(model, part)
         terms = []
         for i, p in enumerate(part):
