@@ -233,3 +233,11 @@ def test_dp_and_multiorder_through_the_cli(tmp_path, args):
     assert doc["scheduler"] == args[1] and doc["objective"] == (args[3] if "--objective" in args else "latency")
     if args[1] in ("exact", "respect+exact"):
         assert doc["optimal"] is True and doc["lower_bound_ms"] == pytest.approx(doc["predicted_bottleneck_ms"])
+
+
+def test_bad_respect_flags_are_one_line(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "o"), "--samples", "-1")
+    assert r.returncode == 2 and r.stderr == "respect-pass: error: --samples must be >= 0, got -1\n"
+    assert not (tmp_path / "o").exists()
+    r = run("train", "--bogus")
+    assert r.returncode == 2 and r.stderr == "respect-pass train: error: unrecognized arguments: --bogus\n"

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import NoReturn
 
 __all__ = ["build_parser", "train_main"]
 
@@ -28,11 +29,18 @@ _HELP = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (``respect-pass train: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults are None so that ``--quick`` presets can fill the unset ones."""
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog="respect-pass train", description="Train the RESPECT scheduling policy on "
+    p = _OneLineParser(prog="respect-pass train", description="Train the RESPECT scheduling policy on "
                                 "synthetic graphs labelled by the exact scheduler.")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -14,11 +14,17 @@ from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
 
 
+def _check_samples(samples: int) -> None:
+    if samples < 0:
+        raise RespectPassError(f"--samples must be >= 0, got {samples}")
+
+
 def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *, samples: int = 8,
                      seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
     """The learned scheduler (``respect_pass.policy``; torch is imported only when it runs)."""
     from ..policy import respect_schedule as run
 
+    _check_samples(samples)
     return run(graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha)
 
 
@@ -28,6 +34,7 @@ def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: object | None 
     """CP-SAT warm-started from the learned scheduler's plan."""
     from ..policy import respect_exact_schedule as run
 
+    _check_samples(samples)
     return run(graph, num_stages, cost, time_limit_s=time_limit_s, workers=workers, samples=samples, seed=seed,
                objective=objective, alpha=alpha)
 
