@@ -28,3 +28,30 @@ def test_quick_bench(tmp_path):
         assert float(runs["compiler"]["speedup_vs_compiler"]) == 1.0
     assert (tmp_path / "bench_quick.md").read_text().count("| real |") == 5
     assert (tmp_path / "bench_quick_speedup.png").stat().st_size > 1000
+
+
+def test_quick_bench_derived_runs_and_tables(tmp_path):
+    """multiorder@t gets respect's time; respect+exact runs on every case with --hard-s 0; tables re-render from CSV."""
+    r = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--quick", "--out", str(tmp_path), "--ks", "3",
+                        "--schedulers", "compiler,dp,exact,respect,multiorder@t,respect+exact", "--synthetic", "1",
+                        "--hard-s", "0"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
+    by_case: dict = {}
+    for row in rows:
+        by_case.setdefault(row["graph"], {})[row["scheduler"]] = row
+    assert len(by_case) == 3
+    for graph, runs in by_case.items():
+        assert set(runs) == {"compiler", "dp", "exact", "respect", "multiorder@t", "respect+exact"}, graph
+        exact, warm = runs["exact"], runs["respect+exact"]
+        if exact["exact_optimal"] == "True" and warm["proved_optimal"] == "True":
+            assert abs(float(warm["bottleneck_ms"]) - float(exact["bottleneck_ms"])) <= 1e-3 * float(exact["bottleneck_ms"])
+        assert min(float(row["gap_to_best_pct"]) for row in runs.values()) == 0.0
+    text = (tmp_path / "bench_quick.md").read_text()
+    for heading in ("Per zoo model, K = 2..8:", "Per zoo model and K:", "Synthetic families", "warm start from respect"):
+        assert heading in text
+    assert text.count("| real | mobilenet_v2_0.35_96_int8 | 3 |") == 1  # the warm-start table
+    again = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--from-csv", str(tmp_path / "bench_quick.csv"),
+                            "--out", str(tmp_path / "again")], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again/bench.md").read_text().split("\n", 1)[1] == text.split("\n", 1)[1]

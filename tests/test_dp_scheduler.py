@@ -88,6 +88,18 @@ def test_multiorder_never_worse_than_dp_and_valid():
     assert memory_objective(g, mem.stages, 3) <= memory_objective(g, dp_schedule(g, 3, USB, objective="memory").stages, 3)
 
 
+def test_multiorder_time_budget_sets_the_number_of_random_orders():
+    g = read(BRANCHY)
+    none = multiorder_schedule(g, 3, USB, time_budget_s=0.0)
+    assert dict(none.stats)["orders"] == 4  # the heuristic orders always run
+    some = multiorder_schedule(g, 3, USB, time_budget_s=0.2)
+    assert dict(some.stats)["orders"] > 4 and some.solve_seconds >= 0.2
+    validate_stage_map(g, some.stages, 3)
+    assert latency_key(g, some.stages, 3, USB) <= latency_key(g, none.stages, 3, USB)
+    with pytest.raises(ValueError, match="time_budget_s must be >= 0, got -1"):
+        multiorder_schedule(g, 3, USB, time_budget_s=-1)
+
+
 def test_registered_with_the_common_signature(embedded_path):
     g = read(embedded_path)
     for name in ("dp", "multiorder"):

@@ -43,10 +43,11 @@ from .checkpoint import load_policy
 from .decode import greedy_order, perturbed_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .model import PolicyNet, make_batch
+from ..range_costs import RangeCosts
 from .split import best_split, bottleneck_value, order_range_costs
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "lower_bound_s",
-           "refine", "single_thread"]
+           "refine", "move_variants", "stage_times", "single_thread"]
 
 _REL = 1e-9
 
@@ -100,21 +101,61 @@ def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, sample
     return out
 
 
-def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
-           num_stages: int, rounds: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
-    """Local improvement of a split order: re-order the ops inside each stage (by score, as soon as
-    possible, as late as possible, perturbed scores) and let ``dp`` move the cuts; repeat while it helps.
+def stage_times(rc: RangeCosts, cuts: list[int], num_stages: int) -> np.ndarray:
+    """(K,) seconds of each stage of the split ``cuts`` of ``rc.order``."""
+    bounds = [0, *cuts, len(rc.order)]
+    times = [rc.time[bounds[i], bounds[i + 1]] for i in range(num_stages - 1)]
+    return np.asarray(times + [rc.time_last[bounds[-2]]])
 
-    Each variant is a stage-major order of the current plan, so its best split is never worse; the
-    cuts can only move a prefix (suffix) of a stage that is closed under predecessors (successors)
-    into the neighbouring stage. Returns the order, cuts, (bottleneck, latency) and rounds that helped.
+
+def move_variants(ga: GraphArrays, scores: np.ndarray, stages: np.ndarray, stage: int, num_stages: int,
+                  limit: int) -> list[np.ndarray]:
+    """Stage-major orders of the maps that move one op of ``stage`` to a neighbouring stage.
+
+    An op may move to the next stage if every successor is in a later stage, and to the previous
+    one if every predecessor is in an earlier stage and it is not pinned to the last stage: the
+    moved map stays monotone. At most ``limit`` moves, the ops with the most own work first.
     """
+    min_succ = np.full(ga.n, num_stages, dtype=np.int64)
+    np.minimum.at(min_succ, ga.src, stages[ga.dst])
+    max_pred = np.full(ga.n, -1, dtype=np.int64)
+    np.maximum.at(max_pred, ga.dst, stages[ga.src])
+    here = stages == stage
+    fwd = np.flatnonzero(here & (min_succ > stage)) if stage < num_stages - 1 else np.zeros(0, dtype=np.int64)
+    bwd = np.flatnonzero(here & (max_pred < stage) & ~ga.pinned) if stage > 0 else np.zeros(0, dtype=np.int64)
+    moves = [(v, +1) for v in fwd.tolist()] + [(v, -1) for v in bwd.tolist()]
+    own = ga.compute_s + ga.param_bytes / ga.spec.stream_bytes_per_s
+    moves.sort(key=lambda m: -own[m[0]])
+    out = []
+    for v, step in moves[:limit]:
+        moved = stages.copy()
+        moved[v] += step
+        out.append(greedy_order(scores, ga, moved))
+    return out
+
+
+def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
+           num_stages: int, rounds: int, rng: np.random.Generator, moves: int | None = None
+           ) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
+    """Local improvement of a split order, repeated while it helps (at most ``rounds`` times).
+
+    Each round tries stage-major orders of the current plan with the ops inside each stage
+    re-ordered (by score, as soon as possible, as late as possible, perturbed scores), and of the
+    plans that move one op of the bottleneck stage to a neighbouring stage (:func:`move_variants`,
+    at most ``moves``; default 4000 / n, between 4 and 32); ``dp`` then re-places every cut. Every
+    variant's best split is never worse than the current plan. Returns the order, cuts,
+    (bottleneck, latency) and the rounds that helped.
+    """
+    limit = moves if moves is not None else max(4, min(32, 4000 // max(ga.n, 1)))
     improved = 0
     for _ in range(rounds):
         stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
         variants = [greedy_order(scores, ga, stages), greedy_order(-ga.depth.astype(float), ga, stages),
                     greedy_order(ga.rev_depth.astype(float), ga, stages)]
         variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
+        if limit > 0 and num_stages > 1:
+            worst = int(np.argmax(stage_times(order_range_costs(ga, order), cuts, num_stages)))
+            variants += move_variants(ga, scores, stages, worst, num_stages, limit)
         seen, uniq = {order.tobytes()}, []
         for v in variants:
             if v.tobytes() not in seen:
@@ -122,7 +163,10 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
                 uniq.append(v)
         if not uniq:
             break
-        best, new_cuts, b, lat = best_split([order_range_costs(ga, v) for v in uniq], num_stages)
+        try:
+            best, new_cuts, b, lat = best_split([order_range_costs(ga, v) for v in uniq], num_stages)
+        except ValueError:
+            break  # no variant has a valid split
         if b < key[0] * (1 - _REL) or (b <= key[0] * (1 + _REL) and lat < key[1] * (1 - _REL)):
             order, cuts, key = uniq[best], new_cuts, (b, lat)
             improved += 1
@@ -141,7 +185,7 @@ def _check_k(graph: OpGraph, num_stages: int) -> None:
 def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
                      seed: int = 0, checkpoint: str | Path | None = None, objective: str = "latency",
                      alpha: float = DEFAULT_ALPHA, temperature: float | None = None,
-                     heuristics: bool = True, refine_rounds: int = 2) -> Plan:
+                     heuristics: bool = True, refine_rounds: int = 4) -> Plan:
     """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc)."""
     t0 = time.perf_counter()
     check_objective(objective)

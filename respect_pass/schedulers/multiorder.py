@@ -9,8 +9,10 @@ On chain-like models every order is nearly the same; on branchy graphs
 """
 from __future__ import annotations
 
+import itertools
 import random
 import time
+from collections.abc import Iterator
 
 from tflite_io import OpGraph, StageMapError
 
@@ -33,15 +35,31 @@ def candidate_orders(graph: OpGraph, num_random: int, seed: int) -> list[tuple[s
     return orders
 
 
+def _orders(graph: OpGraph, num_random: int, seed: int, budget_s: float | None, t0: float
+            ) -> Iterator[tuple[str, list[int]]]:
+    """The heuristic orders, then random ones: ``num_random`` of them, or while ``budget_s`` lasts."""
+    yield from candidate_orders(graph, 0, seed)
+    rng = random.Random(seed)
+    for i in itertools.count():
+        if (i >= num_random) if budget_s is None else (time.perf_counter() - t0 >= budget_s):
+            return
+        yield f"random{i}", random_topological_order(graph, rng)
+
+
 def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
                         objective: str = "latency", alpha: float = DEFAULT_ALPHA, num_random: int = 16,
-                        seed: int = 0) -> Plan:
-    """The best ``dp`` plan over :func:`candidate_orders`."""
+                        seed: int = 0, time_budget_s: float | None = None) -> Plan:
+    """The best ``dp`` plan over :func:`candidate_orders`; with ``time_budget_s`` the number of random
+    orders is set by the clock instead of ``num_random`` (the four heuristic orders always run)."""
     t0 = time.perf_counter()
     check_objective(objective)
+    if time_budget_s is not None and not time_budget_s >= 0:
+        raise ValueError(f"time_budget_s must be >= 0, got {time_budget_s}")
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
     best: tuple[tuple[float, ...], str, Plan] | None = None
-    for name, order in candidate_orders(graph, num_random, seed):
+    tried = 0
+    for name, order in _orders(graph, num_random, seed, time_budget_s, t0):
+        tried += 1
         try:
             plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order)
         except StageMapError:
@@ -54,6 +72,6 @@ def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | Non
     if best is None:
         raise StageMapError(f"none of the candidate orders has a {num_stages}-stage split", num_stages)
     key, name, plan = best
-    stats = plan.stats + (("orders", num_random + 4), ("best_order", name))
+    stats = plan.stats + (("orders", tried), ("best_order", name))
     return Plan(plan.stages, num_stages, "multiorder", objective=objective,
                 solve_seconds=time.perf_counter() - t0, stats=stats)
