@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from tflite_io import OpGraph
 
 __all__ = ["random_topological_order", "split_order", "random_stage_map", "libcoral_topological_order",
-           "depths", "depth_order", "depth_first_order"]
+           "depths", "depth_order", "depth_first_order", "has_unique_order"]
+
+
+def has_unique_order(graph: OpGraph) -> bool:
+    """Whether the execution order is the graph's only topological order (each op feeds the next one).
+
+    Then every monotone stage map is a contiguous split of that order, so the ``dp`` split is optimal
+    (VGG, MobileNet v1/v2 and DenseNet as converted by TFLite are such graphs).
+    """
+    succs = graph.succs
+    return all(i + 1 in succs[i] for i in range(graph.num_ops - 1))
 
 
 def random_topological_order(graph: OpGraph, rng: random.Random) -> list[int]:

@@ -51,7 +51,10 @@ def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, v
     w = n + 1
     idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
     diff = np.bincount(idx, weights=np.concatenate([values, -values]), minlength=(n + 2) * w).reshape(n + 2, w)
-    return np.cumsum(np.cumsum(diff, axis=0)[:w], axis=1)
+    np.cumsum(diff, axis=0, out=diff)  # in place: half the time of allocating cumsums
+    out = diff[:w]
+    np.cumsum(out, axis=1, out=out)
+    return out
 
 
 def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> RangeCosts:

@@ -1,7 +1,11 @@
+import itertools
 import random
 
+from hypothesis import given, settings
+
 from conftest import chain_graph, diamond_graph
-from respect_pass.orders import random_stage_map, random_topological_order, split_order
+from respect_pass.orders import has_unique_order, random_stage_map, random_topological_order, split_order
+from strategies import random_dags
 from tflite_io import validate_stage_map
 
 
@@ -31,3 +35,17 @@ def test_random_stage_maps_are_valid():
             m = random_stage_map(g, k, rng)
             assert validate_stage_map(g, m, k) == m
     assert random_stage_map(chain_graph([1, 1]), 3, rng) is None
+
+
+def test_unique_order_is_detected_by_the_edges_between_neighbours():
+    assert has_unique_order(chain_graph([10, 20, 30]))
+    assert not has_unique_order(diamond_graph())  # its two branches can run in either order
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(max_ops=7))
+def test_unique_order_agrees_with_enumerating_topological_orders(graph):
+    n = graph.num_ops
+    count = sum(1 for perm in itertools.permutations(range(n))
+                if all(perm.index(e.src) < perm.index(e.dst) for e in graph.edges))
+    assert has_unique_order(graph) == (count == 1)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crafting import EMBEDDED
-from hardware import USB
+from hardware import USB, stage_costs
 from respect_pass.objectives import latency_key
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from respect_pass.policy.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
@@ -22,8 +22,9 @@ from respect_pass.policy.decode import (decode_tensors, greedy_order, order_log_
 from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
 from respect_pass.policy.labels import max_stages, stage_major_order
 from respect_pass.policy.model import ModelConfig, PolicyNet
-from respect_pass.policy.schedule import (move_variants, policy_scores, refine, respect_exact_schedule,
-                                         respect_schedule, stage_times)
+from respect_pass.policy.refine import (improve_by_moves, map_stage_times, movable_ops, range_stage_times,
+                                       refine)
+from respect_pass.policy.schedule import policy_scores, respect_exact_schedule, respect_schedule
 from respect_pass.policy.split import best_split, order_range_costs
 from respect_pass.range_costs import range_costs
 from respect_pass.schedulers.dp import best_cuts, dp_schedule
@@ -76,38 +77,34 @@ def test_policy_plans_are_valid_monotone_maps(random_checkpoint, graph, k, sampl
 @settings(max_examples=40, deadline=None)
 @given(random_dags(max_ops=14), st.integers(2, 4), st.integers(0, 2**16))
 def test_refine_moves_keep_plans_monotone_and_never_worsen(graph, k, seed):
-    """Each move variant is the stage-major order of a monotone map one op away; refine never loses."""
+    """Stage times of a map equal the cost model's; moves keep maps monotone; refine never loses."""
     rng = random.Random(seed)
     stages = random_stage_map(graph, k, rng)
     if stages is None:
         return
     ga = graph_arrays(graph, USB)
-    scores = np.random.default_rng(seed).normal(size=ga.n)
     st_arr = np.asarray(stages)
+    want = [c.ms for c in stage_costs(graph, stages, k, USB)]
+    assert 1e3 * map_stage_times(ga, st_arr, k) == pytest.approx(want, rel=1e-9)
+    scores = np.random.default_rng(seed).normal(size=ga.n)
     order = greedy_order(scores, ga, st_arr)
-    rc = order_range_costs(ga, order)
     cuts = [int(np.searchsorted(st_arr[order], s)) for s in range(1, k)]
     assert tuple(split_order(order.tolist(), cuts, ga.n)) == tuple(stages)
-    times = stage_times(rc, cuts, k)
-    assert max(times) * 1e3 == pytest.approx(latency_key(graph, stages, k, USB)[0], rel=1e-9)
+    assert 1e3 * range_stage_times(order_range_costs(ga, order), cuts, k) == pytest.approx(want, rel=1e-9)
     for stage in range(k):
-        allowed = set()  # stage-major orders of every monotone map one op of `stage` away, by brute force
-        for op in np.flatnonzero(st_arr == stage):
-            for step in (-1, 1):
-                m = st_arr.copy()
-                m[op] += step
-                if 0 <= m[op] < k and not (ga.pinned[op] and m[op] != k - 1) and all(
-                        m[e.src] <= m[e.dst] for e in graph.edges):
-                    allowed.add(greedy_order(scores, ga, m).tobytes())
-        variants = move_variants(ga, scores, st_arr, stage, k, limit=50)
-        assert {v.tobytes() for v in variants} == allowed
-        for v in variants:
-            assert is_topological(graph, v) and pinned_last(graph, v)
-    key = (float(max(times)), float(sum(times)))
+        for v, step in movable_ops(ga, st_arr, stage, k):
+            m = st_arr.copy()
+            m[v] += step
+            assert 0 <= m[v] < k and all(m[e.src] <= m[e.dst] for e in graph.edges)
+            assert not (ga.pinned[v] and m[v] != k - 1)
+    moved, applied = improve_by_moves(ga, st_arr, k, limit=50, steps=10)
+    if applied:
+        validate_stage_map(graph, tuple(int(s) for s in moved), k)
+        assert latency_key(graph, tuple(int(s) for s in moved), k, USB) < latency_key(graph, stages, k, USB)
+    key = (max(want) / 1e3, sum(want) / 1e3)
     new_order, new_cuts, new_key, _ = refine(ga, scores, order, cuts, key, k, 4, np.random.default_rng(seed))
     plan = tuple(split_order(new_order.tolist(), new_cuts, ga.n))
-    if plan != tuple(stages):
-        validate_stage_map(graph, plan, k)
+    validate_stage_map(graph, plan, k)
     b, lat = latency_key(graph, plan, k, USB)
     assert b <= key[0] * 1e3 * (1 + 1e-9)
     assert b < key[0] * 1e3 * (1 - 1e-9) or lat <= key[1] * 1e3 * (1 + 1e-9)
@@ -295,3 +292,14 @@ def test_stage_major_order_lists_stages_in_turn():
     assert is_topological(graph, order)
     assert [plan.stages[v] for v in order] == sorted(plan.stages)
     assert list(itertools.chain.from_iterable(plan.ops_of(k) for k in range(3))) != [] and pinned_last(graph, order)
+
+
+def test_a_graph_with_one_order_gets_the_dp_split_as_proven_optimal(random_checkpoint):
+    g = read(EMBEDDED)  # MobileNet v2: every op feeds the next, so every plan splits the execution order
+    for k in (2, 4):
+        plan = respect_schedule(g, k, USB, checkpoint=random_checkpoint)
+        assert plan.optimal is True and dict(plan.stats)["best_order"] == "unique"
+        assert plan.stages == dp_schedule(g, k, USB).stages
+        assert plan.lower_bound_ms == pytest.approx(latency_key(g, plan.stages, k, USB)[0], rel=1e-9)
+        warm = respect_exact_schedule(g, k, USB, checkpoint=random_checkpoint)
+        assert warm.scheduler == "respect+exact" and warm.optimal is True and warm.stages == plan.stages

@@ -1,6 +1,9 @@
 """The ``respect`` and ``respect+exact`` schedulers.
 
-``respect``: features -> policy scores (one network call, K-conditioned) ->
+``respect``: when the graph has only one topological order (VGG, MobileNet,
+DenseNet: every op feeds the next) every plan is a contiguous split of it, so
+the ``dp`` split is returned as proven optimal with no network call.
+Otherwise: features -> policy scores (one network call, K-conditioned) ->
 candidate topological orders -> the ``dp`` split of each -> the best plan by
 (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
@@ -10,8 +13,9 @@ already equals a simple lower bound (the slowest single op on its own TPU, or
 the total work spread evenly over K TPUs) no other candidate can beat it and
 the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
 bound is ``lower_bound_ms`` in every latency plan). Otherwise the winner goes through :func:`refine`
-(``refine_rounds``): its stages are re-ordered internally in a few ways and
-``dp`` may move the cuts, a cheap local search that never makes a plan worse.
+(``refine_rounds``): its stages are re-ordered internally in a few ways, single
+ops of the slowest stage move to a neighbouring stage, and ``dp`` may move the
+cuts, a cheap local search that never makes a plan worse.
 
 ``Plan.stats`` records the bottleneck and latency (ms), the bound, the number
 of candidates, which one won, the refine rounds that helped, and the time of
@@ -36,18 +40,18 @@ from hardware import USB, EdgeTpuSpec
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
-from ..orders import depth_first_order, depth_order, libcoral_topological_order, split_order
+from ..orders import depth_first_order, depth_order, has_unique_order, libcoral_topological_order, split_order
 from ..plan import Plan
 from ..schedulers.dp import dp_schedule
 from .checkpoint import load_policy
 from .decode import greedy_order, perturbed_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .model import PolicyNet, make_batch
-from ..range_costs import RangeCosts
+from .refine import refine
 from .split import best_split, bottleneck_value, order_range_costs
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "lower_bound_s",
-           "refine", "move_variants", "stage_times", "single_thread"]
+           "single_thread"]
 
 _REL = 1e-9
 
@@ -101,85 +105,24 @@ def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, sample
     return out
 
 
-def stage_times(rc: RangeCosts, cuts: list[int], num_stages: int) -> np.ndarray:
-    """(K,) seconds of each stage of the split ``cuts`` of ``rc.order``."""
-    bounds = [0, *cuts, len(rc.order)]
-    times = [rc.time[bounds[i], bounds[i + 1]] for i in range(num_stages - 1)]
-    return np.asarray(times + [rc.time_last[bounds[-2]]])
-
-
-def move_variants(ga: GraphArrays, scores: np.ndarray, stages: np.ndarray, stage: int, num_stages: int,
-                  limit: int) -> list[np.ndarray]:
-    """Stage-major orders of the maps that move one op of ``stage`` to a neighbouring stage.
-
-    An op may move to the next stage if every successor is in a later stage, and to the previous
-    one if every predecessor is in an earlier stage and it is not pinned to the last stage: the
-    moved map stays monotone. At most ``limit`` moves, the ops with the most own work first.
-    """
-    min_succ = np.full(ga.n, num_stages, dtype=np.int64)
-    np.minimum.at(min_succ, ga.src, stages[ga.dst])
-    max_pred = np.full(ga.n, -1, dtype=np.int64)
-    np.maximum.at(max_pred, ga.dst, stages[ga.src])
-    here = stages == stage
-    fwd = np.flatnonzero(here & (min_succ > stage)) if stage < num_stages - 1 else np.zeros(0, dtype=np.int64)
-    bwd = np.flatnonzero(here & (max_pred < stage) & ~ga.pinned) if stage > 0 else np.zeros(0, dtype=np.int64)
-    moves = [(v, +1) for v in fwd.tolist()] + [(v, -1) for v in bwd.tolist()]
-    own = ga.compute_s + ga.param_bytes / ga.spec.stream_bytes_per_s
-    moves.sort(key=lambda m: -own[m[0]])
-    out = []
-    for v, step in moves[:limit]:
-        moved = stages.copy()
-        moved[v] += step
-        out.append(greedy_order(scores, ga, moved))
-    return out
-
-
-def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
-           num_stages: int, rounds: int, rng: np.random.Generator, moves: int | None = None
-           ) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
-    """Local improvement of a split order, repeated while it helps (at most ``rounds`` times).
-
-    Each round tries stage-major orders of the current plan with the ops inside each stage
-    re-ordered (by score, as soon as possible, as late as possible, perturbed scores), and of the
-    plans that move one op of the bottleneck stage to a neighbouring stage (:func:`move_variants`,
-    at most ``moves``; default 4000 / n, between 4 and 32); ``dp`` then re-places every cut. Every
-    variant's best split is never worse than the current plan. Returns the order, cuts,
-    (bottleneck, latency) and the rounds that helped.
-    """
-    limit = moves if moves is not None else max(4, min(32, 4000 // max(ga.n, 1)))
-    improved = 0
-    for _ in range(rounds):
-        stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
-        variants = [greedy_order(scores, ga, stages), greedy_order(-ga.depth.astype(float), ga, stages),
-                    greedy_order(ga.rev_depth.astype(float), ga, stages)]
-        variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
-        if limit > 0 and num_stages > 1:
-            worst = int(np.argmax(stage_times(order_range_costs(ga, order), cuts, num_stages)))
-            variants += move_variants(ga, scores, stages, worst, num_stages, limit)
-        seen, uniq = {order.tobytes()}, []
-        for v in variants:
-            if v.tobytes() not in seen:
-                seen.add(v.tobytes())
-                uniq.append(v)
-        if not uniq:
-            break
-        try:
-            best, new_cuts, b, lat = best_split([order_range_costs(ga, v) for v in uniq], num_stages)
-        except ValueError:
-            break  # no variant has a valid split
-        if b < key[0] * (1 - _REL) or (b <= key[0] * (1 + _REL) and lat < key[1] * (1 - _REL)):
-            order, cuts, key = uniq[best], new_cuts, (b, lat)
-            improved += 1
-        else:
-            break
-    return order, cuts, key, improved
-
-
 def _check_k(graph: OpGraph, num_stages: int) -> None:
     n = graph.num_ops
     if not 1 <= num_stages <= max(n, 1):
         raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}",
                             num_stages)
+
+
+def _unique_order_plan(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str, alpha: float,
+                       samples: int, t0: float) -> Plan:
+    """The ``dp`` split of a graph's only topological order: optimal, no network needed."""
+    plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha)
+    stats = dict(plan.stats)
+    bound = stats.get("bottleneck_ms")
+    if bound is not None:
+        stats["bound_ms"] = bound
+    stats.update(refined_rounds=0, samples=samples, candidates=1, best_order="unique")
+    return Plan(plan.stages, num_stages, "respect", objective=objective, optimal=True, lower_bound_ms=bound,
+                solve_seconds=time.perf_counter() - t0, stats=tuple(stats.items()))
 
 
 def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
@@ -191,6 +134,8 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
     check_objective(objective)
     _check_k(graph, num_stages)
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    if has_unique_order(graph):
+        return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, t0)
     model, meta = load_policy(checkpoint)
     if temperature is None:
         temperature = float(meta.get("metrics", {}).get("sample_temperature", 1.0))
@@ -268,6 +213,8 @@ def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | 
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
     hint = respect_schedule(graph, num_stages, spec, samples=samples, seed=seed, checkpoint=checkpoint,
                             objective=objective, alpha=alpha)
+    if dict(hint.stats).get("best_order") == "unique":  # already proven: nothing for CP-SAT to do
+        return replace(hint, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0)
     plan = exact_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, time_limit_s=time_limit_s,
                           workers=workers, hint=hint.stages, seed=seed)
     if objective == "latency":
