@@ -4,10 +4,12 @@ For each (graph, K, scheduler) it records the predicted bottleneck and
 latency (the cost model, USB spec), the speedup in throughput over the
 ``compiler`` split and over one Edge TPU, the gap to ``exact``, whether
 ``exact`` (and the scheduler itself) proved optimality, and the solve time.
-Two derived runs: ``multiorder@t`` is ``multiorder`` given exactly the time
-``respect`` took on that (graph, K), and ``respect+exact`` (CP-SAT warm-started
+Derived runs: ``multiorder@t`` is ``multiorder`` given exactly the time
+``respect`` took on that (graph, K); ``respect+exact`` (CP-SAT warm-started
 from ``respect``) runs only on the hard cases, where cold ``exact`` took over
-``--hard-s`` seconds or did not prove optimality. Suites: ``real`` (the zoo),
+``--hard-s`` seconds or did not prove optimality; ``respect-net`` runs the
+policy network even where ``respect`` skips it (graphs with one topological
+order), to time the full policy path there. Suites: ``real`` (the zoo),
 ``synthetic`` (generator graphs of 20-300 ops) and ``large`` (400-800 ops,
 several times the policy's largest training graph). Writes
 ``results/bench.csv``, ``results/bench.md`` (summary, per-model table, the
@@ -41,11 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hardware import USB, stage_costs  # noqa: E402
+from respect_pass.orders import has_unique_order  # noqa: E402
 from respect_pass.schedulers import SCHEDULERS  # noqa: E402
 from tflite_io import OpGraph, RespectPassError, read  # noqa: E402
 
-DEFAULT_SCHEDULERS = ("compiler", "profiling", "dp", "multiorder", "exact", "respect", "multiorder@t", "respect+exact")
-DERIVED = ("multiorder@t", "respect+exact")  # run after the others, from their results
+DEFAULT_SCHEDULERS = ("compiler", "profiling", "dp", "multiorder", "exact", "respect", "multiorder@t", "respect+exact",
+                      "respect-net")
+DERIVED = ("multiorder@t", "respect+exact", "respect-net")  # run after the others, from their results
 FIELDS = ["suite", "graph", "ops", "params_mib", "K", "scheduler", "bottleneck_ms", "latency_ms", "speedup_vs_compiler",
           "speedup_vs_1tpu", "gap_to_exact_pct", "gap_to_best_pct", "exact_optimal", "proved_optimal", "solve_s"]
 SUITES = ("real", "synthetic", "large")
@@ -82,8 +86,12 @@ def graphs(quick: bool, synthetic: int, large: int, models: list[str] | None) ->
 
 def run_one(graph: OpGraph, k: int, name: str, kwargs: dict) -> tuple[float, float, float, dict]:
     """(bottleneck ms, latency ms, solve s, {"optimal": ...}) of one scheduler run."""
+    if name == "respect-net":
+        from respect_pass.policy.schedule import respect_schedule as scheduler
+    else:
+        scheduler = SCHEDULERS[name]
     t0 = time.perf_counter()
-    plan = SCHEDULERS[name](graph, k, USB, **kwargs)
+    plan = scheduler(graph, k, USB, **kwargs)
     seconds = time.perf_counter() - t0
     ms = [c.ms for c in stage_costs(graph, plan.stages, k, USB)]
     return max(ms), sum(ms), seconds, {"optimal": plan.optimal}
@@ -100,6 +108,8 @@ def run_all(g: OpGraph, k: int, names: list[str], options: dict, hard_s: float) 
             logging.info("%s K=%d %s: %s", g.name, k, name, exc)
     if "multiorder@t" in names and "respect" in results:
         results["multiorder@t"] = run_one(g, k, "multiorder", {"time_budget_s": results["respect"][2]})
+    if "respect-net" in names and has_unique_order(g):
+        results["respect-net"] = run_one(g, k, "respect-net", {"one_order_shortcut": False})
     exact = results.get("exact")
     if "respect+exact" in names and exact and (exact[2] > hard_s or not exact[3]["optimal"]):
         results["respect+exact"] = run_one(g, k, "respect+exact", options.get("exact", {}))
@@ -109,7 +119,7 @@ def run_all(g: OpGraph, k: int, names: list[str], options: dict, hard_s: float) 
 def bench(pairs, ks, names, options, hard_s: float) -> list[dict]:
     rows = []
     if pairs and any(n.startswith("respect") for n in names):  # import torch and load the checkpoint untimed
-        SCHEDULERS["respect"](pairs[0][1], min(ks), USB)
+        run_one(pairs[0][1], min(ks), "respect-net", {"one_order_shortcut": False})
     for suite, g in pairs:
         one_tpu = stage_costs(g, (0,) * g.num_ops, 1, USB)[0].ms
         for k in ks:
@@ -306,10 +316,17 @@ def goals(rows: list[dict]) -> str:
     hard = [x for x in (_ratio(v) for v in rs if v["exact"]["solve_s"] > 10) if x]
     largest = max(rs, key=lambda v: v["respect"]["ops"])["respect"]["graph"]
     big_ms = [1e3 * v["respect"]["solve_s"] for (g, _), v in real.items() if g == largest and "respect" in v]
+    net_ms = [1e3 * v["respect-net"]["solve_s"] for (g, _), v in real.items() if g == largest and "respect-net" in v]
+    nets = [v["respect-net"] for v in rs if "respect-net" in v]
     out = [f"- zoo, K=2..8 ({len(rs)} proven runs): respect's gap to the optimum mean {statistics.fmean(gaps):.3f}%, "
            f"worst {max(gaps):.2f}%; at the optimum in {sum(g <= 1e-6 for g in gaps)}/{len(gaps)} (goal: <= 1% / 3%).",
            f"- largest zoo graph ({largest}): respect {statistics.median(big_ms):.1f} ms median, {max(big_ms):.1f} ms max "
-           f"over K (goal: <= 20 ms on one core).",
+           f"over K (goal: <= 20 ms on one core)" + (
+               f"; with the network forced (features, policy, decoding, split, refine): {statistics.median(net_ms):.1f} ms "
+               f"median, {max(net_ms):.1f} ms max." if net_ms else "."),
+           *([f"- the policy path forced on the {len(nets)} zoo runs with one topological order: gap to the optimum "
+              f"mean {statistics.fmean(r['gap_to_exact_pct'] for r in nets):.3f}%, worst "
+              f"{max(r['gap_to_exact_pct'] for r in nets):.2f}%."] if nets else []),
            f"- exact's time-to-proof over respect's time where respect is optimal ({len(ratios)}/{len(rs)} runs): "
            f"{geomean(ratios):.0f}x geo-mean (goal: >= 100x)" + (
                f"; where exact needed > 10 s ({len(hard)} runs): {geomean(hard):.0f}x (goal: >= 1000x)." if hard else

@@ -128,13 +128,14 @@ def _unique_order_plan(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objec
 def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
                      seed: int = 0, checkpoint: str | Path | None = None, objective: str = "latency",
                      alpha: float = DEFAULT_ALPHA, temperature: float | None = None,
-                     heuristics: bool = True, refine_rounds: int = 4) -> Plan:
-    """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc)."""
+                     heuristics: bool = True, refine_rounds: int = 4, one_order_shortcut: bool = True) -> Plan:
+    """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc).
+    ``one_order_shortcut=False`` runs the network even on a graph with one topological order (benchmarks)."""
     t0 = time.perf_counter()
     check_objective(objective)
     _check_k(graph, num_stages)
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
-    if has_unique_order(graph):
+    if one_order_shortcut and has_unique_order(graph):
         return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, t0)
     model, meta = load_policy(checkpoint)
     if temperature is None:
