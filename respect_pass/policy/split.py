@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 from respect_pass.range_costs import RangeCosts, range_sum
+from respect_pass.schedulers.dp import capped, cuts_under, range_dp
 
 from .features import GraphArrays
 
@@ -122,24 +123,13 @@ def feasible(rc: RangeCosts, num_stages: int) -> bool:
     return num_stages <= 1 or rc.min_first_end + num_stages - 2 <= rc.max_end
 
 
-def _dp_value(cost: np.ndarray, last: np.ndarray, first_end: int, num_stages: int, combine) -> float:
-    """Value of the K-stage range DP (``combine`` = max: bottleneck, add: latency), without the cuts."""
-    f = np.full(cost.shape[0], np.inf)
-    f[first_end:] = cost[0, first_end:]
-    buf = np.empty_like(cost)
-    for _ in range(num_stages - 2):
-        combine(f[:, None], cost, out=buf)
-        f = buf.min(axis=0)
-    return float(np.min(combine(f, last)))
-
-
 def bottleneck_value(rc: RangeCosts, num_stages: int) -> float:
     """Bottleneck (s) of the best ``num_stages``-split of ``rc.order``; inf if it has none."""
     if not feasible(rc, num_stages):
         return np.inf
     if num_stages == 1:
         return float(rc.time_last[0])
-    return _dp_value(rc.time, rc.time_last, rc.min_first_end, num_stages, np.maximum)
+    return range_dp(rc.time, rc.time_last, num_stages, rc.min_first_end, want_cuts=False)[0]
 
 
 def latency_value(rc: RangeCosts, num_stages: int, bottleneck: float) -> float:
@@ -148,41 +138,7 @@ def latency_value(rc: RangeCosts, num_stages: int, bottleneck: float) -> float:
         return np.inf
     if num_stages == 1:
         return float(rc.time_last[0])
-    cap = bottleneck * (1 + 1e-9)
-    capped = np.where(rc.time <= cap, rc.time, np.inf)
-    capped_last = np.where(rc.time_last <= cap, rc.time_last, np.inf)
-    return _dp_value(capped, capped_last, rc.min_first_end, num_stages, np.add)
-
-
-def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list[int], float]:
-    """Cuts of the least-latency split of ``rc.order`` whose stages all take at most ``bottleneck`` (1e-9
-    slack), and that latency (s): the second pass of :func:`respect_pass.schedulers.dp.best_cuts`."""
-    if num_stages == 1:
-        return [], float(rc.time_last[0])
-    cap = bottleneck * (1 + 1e-9)
-    cost = np.where(rc.time <= cap, rc.time, np.inf)
-    last = np.where(rc.time_last <= cap, rc.time_last, np.inf)
-    n1 = cost.shape[0]
-    f = np.full(n1, np.inf)
-    f[rc.min_first_end:] = cost[0, rc.min_first_end:]
-    back = []
-    cols = np.arange(n1)
-    buf = np.empty_like(cost)
-    for _ in range(num_stages - 2):
-        np.add(f[:, None], cost, out=buf)
-        arg = np.argmin(buf, axis=0)
-        back.append(arg)
-        f = buf[arg, cols]
-    final = f + last
-    a = int(np.argmin(final))
-    value = float(final[a])
-    if not np.isfinite(value):
-        return [], value
-    cuts = [a]
-    for arg in reversed(back):
-        a = int(arg[a])
-        cuts.append(a)
-    return sorted(cuts), value
+    return range_dp(*capped(rc, bottleneck), num_stages, rc.min_first_end, combine=np.add, want_cuts=False)[0]
 
 
 def split_values(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,

@@ -34,7 +34,7 @@ from ..orders import split_order
 from ..plan import Plan
 from ..range_costs import RangeCosts, range_costs
 
-__all__ = ["dp_schedule", "best_cuts", "min_crossing_cuts"]
+__all__ = ["dp_schedule", "best_cuts", "cuts_under", "capped", "min_crossing_cuts", "range_dp"]
 
 _REL = 1e-12
 
@@ -48,22 +48,28 @@ def _check_feasible(rc: RangeCosts, num_stages: int) -> None:
             "(the first model output)", num_stages)
 
 
-def _minmax(cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int,
-            combine=np.maximum) -> tuple[float, list[int]]:
-    """Generic K-stage DP over ranges: ``combine`` is max (bottleneck) or add (sums); returns value and cuts."""
+def range_dp(cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int,
+            combine=np.maximum, want_cuts: bool = True) -> tuple[float, list[int]]:
+    """Generic K-stage DP over ranges: ``combine`` is max (bottleneck) or add (sums); returns the value and
+    the cuts (none with ``want_cuts=False``, which skips the back-pointers)."""
     n1 = cost.shape[0]
     f = np.full(n1, np.inf)
     f[first_end:] = cost[0, first_end:]
     back = []
+    cols = np.arange(n1)
+    buf = np.empty_like(cost)
     for _ in range(num_stages - 2):
-        cand = combine(f[:, None], cost)
-        arg = np.argmin(cand, axis=0)
-        back.append(arg)
-        f = cand[arg, np.arange(n1)]
+        combine(f[:, None], cost, out=buf)
+        if want_cuts:
+            arg = np.argmin(buf, axis=0)
+            back.append(arg)
+            f = buf[arg, cols]
+        else:
+            f = buf.min(axis=0)
     final = combine(f, last)
     a = int(np.argmin(final))
     value = float(final[a])
-    if not np.isfinite(value):
+    if not (want_cuts and np.isfinite(value)):
         return value, []
     cuts = [a]
     for arg in reversed(back):
@@ -72,17 +78,29 @@ def _minmax(cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int,
     return value, sorted(cuts)
 
 
+def capped(rc: RangeCosts, bottleneck: float) -> tuple[np.ndarray, np.ndarray]:
+    """``rc.time`` and ``rc.time_last`` with every range slower than ``bottleneck`` (1e-9 slack) set to inf."""
+    cap = bottleneck * (1 + 1e-9)
+    return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
+
+
+def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list[int], float]:
+    """Cuts of the least-latency split of ``rc.order`` whose stages all take at most ``bottleneck``, and
+    that latency (s): the second pass of :func:`best_cuts`."""
+    if num_stages == 1:
+        return [], float(rc.time_last[0])
+    latency, cuts = range_dp(*capped(rc, bottleneck), num_stages, rc.min_first_end, combine=np.add)
+    return cuts, latency
+
+
 def best_cuts(rc: RangeCosts, num_stages: int) -> tuple[list[int], float, float]:
     """Cut positions of the best split of ``rc.order`` for (bottleneck, latency); and those two values (s)."""
     _check_feasible(rc, num_stages)
     if num_stages == 1:
         t = float(rc.time_last[0])
         return [], t, t
-    bottleneck, _ = _minmax(rc.time, rc.time_last, num_stages, rc.min_first_end)
-    cap = bottleneck * (1 + 1e-9)
-    capped = np.where(rc.time <= cap, rc.time, np.inf)
-    capped_last = np.where(rc.time_last <= cap, rc.time_last, np.inf)
-    latency, cuts = _minmax(capped, capped_last, num_stages, rc.min_first_end, combine=np.add)
+    bottleneck, _ = range_dp(rc.time, rc.time_last, num_stages, rc.min_first_end, want_cuts=False)
+    cuts, latency = cuts_under(rc, num_stages, bottleneck)
     return cuts, bottleneck, latency
 
 
@@ -91,13 +109,13 @@ def min_crossing_cuts(rc: RangeCosts, num_stages: int, cap: float) -> tuple[floa
     ok = rc.params <= cap
     cost = np.where(ok & np.isfinite(rc.time), rc.crossings[None, :], np.inf)
     last = np.where(ok[:, -1] & np.isfinite(rc.time_last), 0.0, np.inf)
-    return _minmax(cost, last, num_stages, rc.min_first_end, combine=np.add)
+    return range_dp(cost, last, num_stages, rc.min_first_end, combine=np.add)
 
 
 def _memory_cuts(rc: RangeCosts, num_stages: int, alpha: float) -> tuple[list[int], float]:
     n = len(rc.order)
     last_ok = np.isfinite(rc.time_last)
-    min_cap, _ = _minmax(np.where(np.isfinite(rc.time), rc.params, np.inf),
+    min_cap, _ = range_dp(np.where(np.isfinite(rc.time), rc.params, np.inf),
                          np.where(last_ok, rc.params[:, n], np.inf), num_stages, rc.min_first_end)
     values = np.unique(np.concatenate([rc.params[np.isfinite(rc.time)], rc.params[last_ok, n]]))
     values = values[values >= min_cap - 0.5]
