@@ -81,8 +81,9 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
             last_seen[buf] = p
     params = range_sum(n, *map(np.array, (p_start, p_stop, p_col)), np.array(p_val)) if p_val else np.zeros((n + 1, n + 1))
 
-    # input bytes
+    # activation bytes entering (inputs) and leaving (outputs) each range, as one range_sum
     i_start, i_stop, i_col, i_val = [], [], [], []
+    cross_diff = np.zeros(n + 2)
     for t, readers in graph.consumers.items():
         if t in graph.producer:
             q = int(pos[graph.producer[t]])
@@ -90,43 +91,43 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
             q = -1
         else:
             continue
+        nbytes = float(graph.tensors[t].nbytes)
         prev = q
-        for r in sorted(int(pos[c]) for c in readers):
+        rs = sorted(int(pos[c]) for c in readers)
+        for r in rs:
             i_start.append(max(prev, q) + 1)
             i_stop.append(r + 1)
             i_col.append(r)
-            i_val.append(float(graph.tensors[t].nbytes))
+            i_val.append(nbytes)
             prev = r
-    ins = range_sum(n, *map(np.array, (i_start, i_stop, i_col)), np.array(i_val)) if i_val else np.zeros((n + 1, n + 1))
-
-    # output bytes of non-last stages and crossings per cut
-    out_diff = np.zeros((n + 1, n + 2))
-    cross_diff = np.zeros(n + 2)
-    for t, q_op in graph.producer.items():
-        readers = graph.consumers.get(t)
-        if not readers:
-            continue
-        q, last = int(pos[q_op]), int(max(pos[c] for c in readers))
-        out_diff[q, q + 1] += graph.tensors[t].nbytes
-        out_diff[q, last + 1] -= graph.tensors[t].nbytes
-        cross_diff[q + 1] += 1
-        cross_diff[last + 1] -= 1
-    outs = np.cumsum(np.cumsum(out_diff, axis=1)[::-1], axis=0)[::-1][:, : n + 1]
+        if q >= 0:  # leaves ranges [a, b) with a <= q < b <= last reader: rows [0, q], columns (q, last]
+            last = rs[-1]
+            i_start += [0, 0]
+            i_stop += [q + 1, q + 1]
+            i_col += [q, last]
+            i_val += [nbytes, -nbytes]
+            cross_diff[q + 1] += 1
+            cross_diff[last + 1] -= 1
+    io = range_sum(n, *map(np.array, (i_start, i_stop, i_col)), np.array(i_val)) if i_val else np.zeros((n + 1, n + 1))
     crossings = np.cumsum(cross_diff)[: n + 1]
 
-    a = np.arange(n + 1)[:, None]
-    b = np.arange(n + 1)[None, :]
-    stream = np.maximum(0.0, params - spec.cache_bytes) / spec.stream_bytes_per_s
-    base = spec.t_invoke_s + (cum[None, :] - cum[:, None]) + stream
-    time = base + (ins + outs) / spec.io_bytes_per_s
+    stream = params - spec.cache_bytes
+    np.maximum(stream, 0.0, out=stream)
+    stream *= 1.0 / spec.stream_bytes_per_s
+    time = np.subtract.outer(-cum, -cum)  # cum[b] - cum[a]
+    time += spec.t_invoke_s
+    time += stream
     out_bytes = float(sum(graph.tensors[t].nbytes for t in graph.outputs))
-    time_last = base[:, n] + (ins[:, n] + out_bytes) / spec.io_bytes_per_s
+    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
+    time_last = time[:, n] + (io[:, n] + out_bytes) / spec.io_bytes_per_s
+    io *= 1.0 / spec.io_bytes_per_s
+    time += io
 
     out_pos = [int(pos[v]) for v in graph.output_ops]
     max_end = min(out_pos) if out_pos else n - 1
     first_reads = [min(int(pos[c]) for c in graph.consumers.get(t, ())) for t in graph.inputs if graph.consumers.get(t)]
     min_first_end = max(first_reads, default=0) + 1
-    time = np.where(b > a, time, np.inf)
+    time[np.tri(n + 1, dtype=bool)] = np.inf  # empty ranges, a >= b
     time[:, max_end + 1:] = np.inf
     time_last = np.where(np.arange(n + 1) <= max_end, time_last, np.inf)
     time_last[n] = np.inf

@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from datetime import date
@@ -51,7 +54,7 @@ DEFAULT_SCHEDULERS = ("compiler", "profiling", "dp", "multiorder", "exact", "res
                       "respect-net")
 DERIVED = ("multiorder@t", "respect+exact", "respect-net")  # run after the others, from their results
 FIELDS = ["suite", "graph", "ops", "params_mib", "K", "scheduler", "bottleneck_ms", "latency_ms", "speedup_vs_compiler",
-          "speedup_vs_1tpu", "gap_to_exact_pct", "gap_to_best_pct", "exact_optimal", "proved_optimal", "solve_s"]
+          "speedup_vs_1tpu", "gap_to_exact_pct", "gap_to_best_pct", "exact_optimal", "proved_optimal", "solve_s", "one_order"]
 SUITES = ("real", "synthetic", "large")
 
 
@@ -122,6 +125,7 @@ def bench(pairs, ks, names, options, hard_s: float) -> list[dict]:
         run_one(pairs[0][1], min(ks), "respect-net", {"one_order_shortcut": False})
     for suite, g in pairs:
         one_tpu = stage_costs(g, (0,) * g.num_ops, 1, USB)[0].ms
+        one_order = has_unique_order(g)
         for k in ks:
             results = run_all(g, k, names, options, hard_s)
             if "compiler" not in results:
@@ -137,7 +141,7 @@ def bench(pairs, ks, names, options, hard_s: float) -> list[dict]:
                     "gap_to_exact_pct": round(100 * (bott / exact[0] - 1), 3) if exact else "",
                     "gap_to_best_pct": round(100 * (bott / best - 1), 3),
                     "exact_optimal": bool(exact[3]["optimal"]) if exact else "", "proved_optimal": bool(extra["optimal"]),
-                    "solve_s": round(secs, 4),
+                    "solve_s": round(secs, 4), "one_order": one_order,
                 })
             print(f"{g.name:<28} K={k}  " + "  ".join(f"{n}={r[0]:.3f}" for n, r in results.items()), flush=True)
     return rows
@@ -209,9 +213,9 @@ def per_model_k(rows: list[dict], suite: str = "real") -> str:
 
 def per_model(rows: list[dict], suite: str = "real") -> str:
     """One line per model over all K: respect's gap, speedup and time ratio beside the other schedulers."""
-    lines = ["| model | ops | params MiB | respect gap % mean / max | respect speedup vs compiler geo-mean / max | "
+    lines = ["| model | ops | one order | params MiB | respect gap % mean / max | respect speedup vs compiler geo-mean / max | "
              "exact's speedup geo-mean | profiling / dp / multiorder mean gap % | exact proof s median / max | "
-             "respect ms median / max | exact/respect time geo-mean (matched K) |", "|" + "---|" * 10]
+             "respect ms median / max | exact/respect time geo-mean (matched K) |", "|" + "---|" * 11]
     models: dict[str, list[dict[str, dict]]] = {}
     for (graph, _), runs in sorted(_by(rows, suite).items()):
         if "exact" in runs and "respect" in runs:
@@ -224,7 +228,7 @@ def per_model(rows: list[dict], suite: str = "real") -> str:
         others = " / ".join(f"{statistics.fmean(r[n]['gap_to_exact_pct'] for r in runs):.2f}" if all(n in r for r in runs)
                             else "-" for n in ("profiling", "dp", "multiorder"))
         lines.append(
-            f"| {graph} | {rs[0]['ops']} | {rs[0]['params_mib']:.1f} | {statistics.fmean(gaps):.3f} / {max(gaps):.2f} | "
+            f"| {graph} | {rs[0]['ops']} | {'yes' if rs[0].get('one_order') is True else 'no'} | {rs[0]['params_mib']:.1f} | {statistics.fmean(gaps):.3f} / {max(gaps):.2f} | "
             f"{geomean(r['speedup_vs_compiler'] for r in rs):.3f} / {max(r['speedup_vs_compiler'] for r in rs):.2f} | "
             f"{geomean(r['speedup_vs_compiler'] for r in ex):.3f} | {others} | "
             f"{statistics.median(r['solve_s'] for r in ex):.2f} / {max(r['solve_s'] for r in ex):.2f} | "
@@ -331,13 +335,23 @@ def goals(rows: list[dict]) -> str:
            f"{geomean(ratios):.0f}x geo-mean (goal: >= 100x)" + (
                f"; where exact needed > 10 s ({len(hard)} runs): {geomean(hard):.0f}x (goal: >= 1000x)." if hard else
                "; exact never needed more than 10 s on the zoo.")]
-    warm = [(v["exact"], v["respect+exact"]) for suite in SUITES for v in _by(rows, suite).values() if "respect+exact" in v]
-    if warm:
-        both = [c["solve_s"] / max(w["solve_s"], 1e-6) for c, w in warm if c["exact_optimal"] and w["proved_optimal"]]
-        only = sum(1 for c, w in warm if w["proved_optimal"] and not c["exact_optimal"])
-        out.append(f"- respect+exact on {len(warm)} hard runs: both proved {len(both)}, cold/warm time "
-                   f"{geomean(both):.1f}x geo-mean; proved where cold exact did not: {only}; "
-                   f"neither proved: {sum(1 for c, w in warm if not (c['exact_optimal'] or w['proved_optimal']))}.")
+    every = {key: v for suite in SUITES for key, v in _by(rows, suite).items()}
+    slow = [x for x in (_ratio(v) for v in every.values() if v.get("exact", {}).get("solve_s", 0) > 10) if x]
+    if slow:
+        out.append(f"- all suites, where exact needed > 10 s and respect found the optimum ({len(slow)} runs): "
+                   f"{geomean(slow):.0f}x geo-mean, {min(slow):.0f}x to {max(slow):.0f}x.")
+    warm = [(v["exact"], v["respect+exact"]) for v in every.values() if "respect+exact" in v]
+    for label, pairs in (("one topological order (proof without CP-SAT)", [w for w in warm if w[1]["one_order"] is True]),
+                         ("CP-SAT warm-started from respect", [w for w in warm if w[1]["one_order"] is not True])):
+        if not pairs:
+            continue
+        both = [c["solve_s"] / max(w["solve_s"], 1e-6) for c, w in pairs if c["exact_optimal"] and w["proved_optimal"]]
+        only = sum(1 for c, w in pairs if w["proved_optimal"] and not c["exact_optimal"])
+        lost = sum(1 for c, w in pairs if c["exact_optimal"] and not w["proved_optimal"])
+        out.append(f"- respect+exact on {len(pairs)} hard runs, {label}: both proved {len(both)}, cold/warm time "
+                   f"{geomean(both):.1f}x geo-mean ({min(both, default=0):.1f}x to {max(both, default=0):.1f}x); "
+                   f"proved only warm: {only}; only cold: {lost}; neither: "
+                   f"{sum(1 for c, w in pairs if not (c['exact_optimal'] or w['proved_optimal']))}.")
     return "\n".join(out)
 
 
@@ -379,7 +393,7 @@ def _typed(row: dict) -> dict:
     for key in ("params_mib", "bottleneck_ms", "latency_ms", "speedup_vs_compiler", "speedup_vs_1tpu", "solve_s",
                 "gap_to_exact_pct", "gap_to_best_pct"):
         out[key] = float(row[key]) if row.get(key, "") != "" else ""
-    for key in ("exact_optimal", "proved_optimal"):
+    for key in ("exact_optimal", "proved_optimal", "one_order"):
         out[key] = {"True": True, "False": False}.get(row.get(key, ""), row.get(key, ""))
     return out
 
@@ -388,13 +402,49 @@ def report(rows: list[dict], names: list[str], title: str) -> str:
     """bench.md: summary, headline comparisons, goals, per-model tables, families, warm starts."""
     parts = [title, summary(rows, names), headline(rows, names), goals(rows)]
     if any(r["suite"] == "real" for r in rows):
-        parts += ["Per zoo model, K = 2..8:", per_model(rows), "Per zoo model and K:", per_model_k(rows)]
+        parts += ["Per zoo model, K = 2..8:", per_model(rows),
+                  _details("Per zoo model and K", per_model_k(rows))]
     if any(r["suite"] != "real" for r in rows):
         parts += ["Synthetic families (gap to the best plan any scheduler found; 'respect vs X' = how much lower "
                   "respect's bottleneck is, mean %):", families(rows)]
     if any(r["scheduler"] == "respect+exact" for r in rows):
-        parts += ["Hard cases (cold exact over the threshold or unproven): warm start from respect:", warm_start(rows)]
+        parts += [_details("Hard cases (cold exact over the threshold or unproven): warm start from respect",
+                           warm_start(rows))]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _details(summary_line: str, body: str) -> str:
+    """A collapsed markdown section (GitHub renders the table inside)."""
+    return f"<details><summary>{summary_line}</summary>\n\n{body}\n\n</details>"
+
+
+README_BEGIN, README_END = "<!-- tools/bench.py: begin -->", "<!-- tools/bench.py: end -->"
+
+
+def update_readme(path: Path, text: str) -> None:
+    """Replace the block between the bench markers of ``path`` with ``text``."""
+    doc = path.read_text()
+    a, b = doc.find(README_BEGIN), doc.find(README_END)
+    if a < 0 or b < a:
+        raise SystemExit(f"bench.py: {path} has no '{README_BEGIN}' ... '{README_END}' block")
+    path.write_text(doc[:a + len(README_BEGIN)] + "\n" + text + doc[b:])
+
+
+def machine() -> str:
+    """CPU, core count and Python version of this machine."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    """The checked-out commit, with ``-dirty`` when the tree has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main() -> int:
@@ -409,19 +459,27 @@ def main() -> int:
     ap.add_argument("--hard-s", type=float, default=2.0, help="run respect+exact where cold exact took longer (default 2)")
     ap.add_argument("--out", default=str(ROOT / "results"), help="output directory")
     ap.add_argument("--from-csv", default=None, metavar="CSV", help="only re-render the tables and plot from a saved CSV")
+    ap.add_argument("--readme", default=None, metavar="MD", help="also write the report between the bench markers of MD")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     ks = parse_ks(args.ks or ("2,4" if args.quick else "2-8"))
     names = [n for n in args.schedulers.split(",") if n in SCHEDULERS or n in DERIVED]
     options = {"exact": {"time_limit_s": args.time_limit or (10.0 if args.quick else 60.0)}}
+    t0 = time.perf_counter()
     if args.from_csv:
         rows = [_typed(r) for r in csv.DictReader(open(args.from_csv))]
         names = [n for n in names if any(r["scheduler"] == n for r in rows)]
+        meta_path = Path(args.from_csv).with_name(Path(args.from_csv).stem + "_meta.json")
+        meta = (json.loads(meta_path.read_text()) if meta_path.exists() else
+                {"date": str(date.fromtimestamp(Path(args.from_csv).stat().st_mtime)), "machine": machine()})
     else:
         pairs = graphs(args.quick, args.synthetic if args.synthetic is not None else (4 if args.quick else 12),
                        args.large if args.large is not None else (0 if args.quick else 6),
                        args.models.split(",") if args.models else None)
         rows = bench(pairs, ks, names, options, args.hard_s)
+        meta = {"date": str(date.today()), "machine": machine(), "commit": commit(),
+                "command": " ".join(["python tools/bench.py", *sys.argv[1:]]),
+                "wall_min": round((time.perf_counter() - t0) / 60, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench_quick" if args.quick else "bench"
@@ -429,9 +487,15 @@ def main() -> int:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-    machine = f"{platform.processor() or platform.machine()}, {platform.python_version()}"
-    text = report(rows, names, f"Scheduler benchmark, {date.today()}, {machine}; predicted by the USB cost model.")
+    if not args.from_csv:
+        (out / f"{stem}_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    title = (f"Scheduler benchmark run on {meta['date']} ({meta['machine']}"
+             + (f"; commit {meta['commit']}; `{meta['command']}`; {meta['wall_min']} min" if "commit" in meta else "")
+             + "). Every time and speedup is *predicted* by the USB cost model; solve times are wall-clock.")
+    text = report(rows, names, title)
     (out / f"{stem}.md").write_text(text)
+    if args.readme:
+        update_readme(Path(args.readme), text)
     if any(r["suite"] == "real" for r in rows):
         plot(rows, [n for n in names if n not in DERIVED], out / f"{stem}_speedup.png")
     print(text)

@@ -1,57 +1,32 @@
 """The ``exact`` scheduler: CP-SAT (OR-Tools) over all monotone stage maps, proving optimality.
 
-Downset encoding (DESIGN.md): Booleans ``y[v][k] = [stage(v) <= k]`` for k < K-1
-(``y[v][K-1] = 1``), ``y[v][k] <= y[v][k+1]``, ``y[u][k] >= y[v][k]`` per edge u->v,
-membership ``x[v][k] = y[v][k] - y[v][k-1]``; every stage non-empty, model-output
-producers in the last stage, every model input read in stage 0. ``y`` is a constant
-where :func:`stage_ranges` fixes it. Stage times follow :func:`hardware.stage_cost`
-term by term: compute (+ ``t_op``) per op, ``t_invoke``, streamed ``max(0, P_k - cache)``
-with ``P_k`` counting a constant buffer once per stage (``z[b][k] >= x[v][k]`` per
-reader v), and the bytes of distinct tensors entering (``in[t][k] >= x[c][k] +
-y[u][k-1] - 1``, reader c, producer u; model inputs always enter stage 0 and enter
-k > 0 iff read there) and leaving (``out[t][k] >= x[u][k] - y[c][k]``; the last
-stage's outputs are the model outputs). Indicators have lower bounds only: they can
-only raise a stage's time, so at an optimum they are exact.
-
-Integers: one time unit is ``1 / (io_bytes_per_s * M)`` s, M the largest power of two
-<= 2**20 keeping every sum of stage times below 2**53, so activation bytes (and
-streamed bytes when both bandwidths are equal, as in the presets) cost exactly M
-units each; per-op compute and ``t_invoke`` are rounded to the unit (2.1 fs on USB,
-relative error < 1e-8 per stage). Latency: minimum bottleneck B*, then minimum sum
-of stage times with ``B <= B* (1 + 1e-9)`` (the tolerance of :mod:`respect_pass.oracle`).
-Memory: ``p * P_max + q * crossings`` with ``alpha = p / q`` exactly when that stays
-below 2**53 (every dyadic alpha like the default 2**-20), else q the largest power of
-two <= 2**40 that does and ``p = round(alpha * q)``.
-
-Solving (:func:`_optimise`): each objective runs with CP-SAT's presolve for half its
-time, then without it (memory: only without), warm-started from the best map so far
-with a complete hint.
+The model (downset encoding, integer time units, objectives) is in
+:mod:`.exact_model`. Solving (:func:`_optimise`): each objective runs with
+CP-SAT's presolve for half its time, then without it (memory: only without),
+warm-started from the best map so far with a complete hint.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
-from tflite_io import OpGraph, RespectPassError, StageMapError, segment_interfaces, validate_stage_map
-from tflite_io.graph import distinct_constants
+from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_map
 
-from hardware import USB, EdgeTpuSpec, op_class, stage_costs
+from hardware import USB, EdgeTpuSpec, stage_costs
 
-from ..objectives import DEFAULT_ALPHA, check_objective, crossing_count, memory_objective
+from ..objectives import DEFAULT_ALPHA, check_objective, memory_objective
 from ..plan import Plan
+from .exact_model import ExactModel, stage_ranges
 
 __all__ = ["exact_schedule", "default_hint", "stage_ranges"]
 
 log = logging.getLogger(__name__)
 
-_MAX_UNITS = 2**53
-_MAX_M = 2**20
 _TIE_REL = 1e-9
 
 
@@ -75,230 +50,7 @@ def default_hint(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: 
     return None
 
 
-def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]:
-    """Per op, the lowest and highest stage of any valid map (lo > hi for some op: no valid map).
-
-    Model-output producers and their descendants sit in the last stage, the only reader of a
-    model input and its ancestors in stage 0. Op v in stage k needs k ops for stages 0..k-1 that
-    are neither its descendants nor pinned last, and K-1-k for the stages after it that are not
-    its ancestors. Bounds then propagate along edges.
-    """
-    n, last = graph.num_ops, num_stages - 1
-    desc, anc = [0] * n, [0] * n
-    for v in reversed(range(n)):
-        for w in graph.succs[v]:
-            desc[v] |= desc[w] | (1 << w)
-    for v in range(n):
-        for u in graph.preds[v]:
-            anc[v] |= anc[u] | (1 << u)
-    pinned, first, full = 0, 0, (1 << n) - 1
-    for v in graph.output_ops:
-        pinned |= (1 << v) | desc[v]
-    for readers in (graph.consumers.get(t, ()) for t in graph.inputs):
-        if len(readers) == 1:
-            first |= (1 << readers[0]) | anc[readers[0]]
-    lo, hi = [0] * n, [last] * n
-    for v in range(n):
-        bit = 1 << v
-        hi[v] = min(0 if first & bit else last, (full & ~desc[v] & ~bit & ~pinned).bit_count())
-        lo[v] = max(last if pinned & bit else 0, last - (full & ~anc[v] & ~bit & ~first).bit_count())
-    for v in range(n):
-        lo[v] = max([lo[v]] + [lo[u] for u in graph.preds[v]])
-    for v in reversed(range(n)):
-        hi[v] = min([hi[v]] + [hi[w] for w in graph.succs[v]])
-    return lo, hi
-
-
-class _Model:
-    """The CP-SAT model of one (graph, K): y, indicators and objectives. Every variable is
-    recorded in ``defs`` with its value as a function of a stage map, for complete hints."""
-
-    def __init__(self, graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str, alpha: float) -> None:
-        g, K, n = graph, num_stages, graph.num_ops
-        self.graph, self.K, self.spec = g, K, spec
-        m = self.m = cp_model.CpModel()
-        self.defs: list[tuple[cp_model.IntVar, Callable[[Sequence[int]], int]]] = []
-        self.lo, self.hi = lo, hi = stage_ranges(g, K)
-        if any(a > b for a, b in zip(lo, hi)):
-            m.add(0 >= 1)  # some op has no possible stage: infeasible
-        self.y: list[list] = [[int(k >= hi[v]) if k < lo[v] or k >= hi[v] else m.new_bool_var(f"y{v}_{k}")
-                               for k in range(K - 1)] + [1] for v in range(n)]
-        for v, k in ((v, k) for v in range(n) for k in range(K - 1) if not isinstance(self.y[v][k], int)):
-            self.defs.append((self.y[v][k], lambda s, v=v, k=k: int(s[v] <= k)))
-            if not isinstance(self.y[v][k + 1], int):
-                m.add(self.y[v][k] <= self.y[v][k + 1])
-        for e, k in ((e, k) for e in g.edges for k in range(K - 1)):
-            if not (isinstance(self.y[e.src][k], int) and isinstance(self.y[e.dst][k], int)):
-                m.add(self.y[e.src][k] >= self.y[e.dst][k])
-        for k in range(K):
-            m.add(sum(self.x(v, k) for v in range(n)) >= 1)
-        for t in g.inputs:
-            m.add(sum(self.x(r, 0) for r in g.consumers.get(t, ())) >= 1)
-        self.buffers: dict[int, tuple[int, list[int]]] = {}  # buffer -> (bytes, reader ops)
-        for op in g.ops:
-            for b, info in distinct_constants(g.tensors, op.inputs).items():
-                self.buffers.setdefault(b, (info.nbytes, []))[1].append(op.index)
-        self.total_params = sum(nbytes for nbytes, _ in self.buffers.values())
-        if objective == "memory" or self.total_params > spec.cache_bytes:
-            self.params = [self._params(k) for k in range(K)]
-        if objective == "memory":
-            self._memory(alpha)
-        else:
-            self._latency()
-
-    def x(self, v: int, k: int):
-        """Stage membership [stage(v) == k] as a linear expression of y."""
-        return self.y[v][k] - (self.y[v][k - 1] if k else 0)
-
-    def _indicator(self, name: str, lower: list, value: Callable[[Sequence[int]], int]):
-        """A Boolean >= every expression of ``lower`` (0 when none can be positive); ``value`` defines it."""
-        lower = [e for e in lower if not isinstance(e, int) or e > 0]
-        if not lower:
-            return 0
-        w = self.m.new_bool_var(name)
-        for e in lower:
-            self.m.add(w >= e)
-        self.defs.append((w, value))
-        return w
-
-    def _params(self, k: int):
-        """P_k: bytes of distinct constant buffers read by stage k (an indicator per shared buffer)."""
-        terms = []
-        for b, (nbytes, readers) in self.buffers.items():
-            if len(readers) == 1:
-                terms.append(nbytes * self.x(readers[0], k))
-            else:
-                terms.append(nbytes * self._indicator(f"z{b}_{k}", [self.x(v, k) for v in readers],
-                                                      lambda s, rs=readers, k=k: int(any(s[v] == k for v in rs))))
-        return sum(terms)
-
-    def _latency(self) -> None:
-        g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
-        act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
-        upper_s = (K * spec.t_invoke_s + g.num_ops * spec.t_op_s
-                   + sum(self._compute_s(v) for v in range(g.num_ops))
-                   + K * total_params / spec.stream_bytes_per_s + 2 * K * act / spec.io_bytes_per_s)
-        mult = _MAX_M
-        while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
-            mult //= 2
-        self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
-        self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
-        self.invoke = round(spec.t_invoke_s / self.unit_s)
-        self.op_c = [round((self._compute_s(v) + spec.t_op_s) / self.unit_s) for v in range(g.num_ops)]
-        bound = round(upper_s / self.unit_s) + 1
-        self.times = []
-        for k in range(K):
-            expr = self.invoke + sum(c * self.x(v, k) for v, c in enumerate(self.op_c)) + self.io_c * self._io_bytes(k)
-            if total_params > spec.cache_bytes:  # else nothing ever streams
-                excess = m.new_int_var(0, total_params, f"excess{k}")
-                m.add(excess >= self.params[k] - spec.cache_bytes)
-                self.defs.append((excess, lambda s, k=k: max(0, self._stage_params(s, k) - spec.cache_bytes)))
-                expr += self.stream_c * excess
-            self.times.append(expr)
-        # Redundant bound: the stage of op v costs at least its invoke, compute and own streamed parameters.
-        lower = max(self.invoke + self.op_c[v] + self.stream_c * max(0, g.param_bytes_of([v]) - spec.cache_bytes)
-                    for v in range(g.num_ops))
-        self.bottleneck = m.new_int_var(min(lower, bound), bound, "B")
-        self.defs.append((self.bottleneck, lambda s: max(self.scaled_times(s))))
-        for expr in self.times:
-            m.add(expr <= self.bottleneck)
-        self.total = sum(self.times)
-
-    def _compute_s(self, v: int) -> float:
-        op = self.graph.ops[v]
-        return op.macs / (self.spec.peak_macs_per_s * self.spec.efficiency[op_class(op.op_type)])
-
-    def _stage_params(self, stages: Sequence[int], k: int) -> int:
-        return self.graph.param_bytes_of(v for v, s in enumerate(stages) if s == k)
-
-    def _io_bytes(self, k: int):
-        """In_k + Out_k in bytes, as a linear expression of indicators (constants for the model's I/O)."""
-        g, K, y, x, inputs = self.graph, self.K, self.y, self.x, set(self.graph.inputs)
-        terms = [sum(g.tensors[t].nbytes for t in g.inputs) if k == 0 else 0,
-                 sum(g.tensors[t].nbytes for t in g.outputs) if k == K - 1 else 0]
-        for t, rs in g.consumers.items():
-            nbytes, u = g.tensors[t].nbytes, g.producer.get(t)
-            if t in inputs:  # always enters stage 0 (a pipeline rule); enters k > 0 iff read there
-                if k > 0:
-                    terms.append(nbytes * self._indicator(f"in{t}_{k}", [x(c, k) for c in rs],
-                                                          lambda s, rs=rs, k=k: int(any(s[c] == k for c in rs))))
-                continue
-            if u is None:
-                continue
-            if k > 0:
-                terms.append(nbytes * self._indicator(
-                    f"in{t}_{k}", [x(c, k) + y[u][k - 1] - 1 for c in rs],
-                    lambda s, u=u, rs=rs, k=k: int(s[u] < k and any(s[c] == k for c in rs))))
-            if k < K - 1:
-                terms.append(nbytes * self._indicator(
-                    f"out{t}_{k}", [x(u, k) - y[c][k] for c in rs],
-                    lambda s, u=u, rs=rs, k=k: int(s[u] == k and any(s[c] > k for c in rs))))
-        return sum(terms)
-
-    def _memory(self, alpha: float) -> None:
-        g, K, m, y = self.graph, self.K, self.m, self.y
-        total = self.total_params
-        most = (K - 1) * len(g.consumers)  # crossings
-        frac = Fraction(alpha)
-        if frac.numerator * total + frac.denominator * most > _MAX_UNITS:
-            q = 2**40
-            while q > 1 and alpha * q * total + q * most > _MAX_UNITS:
-                q //= 2
-            frac = Fraction(round(alpha * q), q)
-        self.alpha_pq = (frac.numerator, frac.denominator)
-        # Redundant bounds: some stage holds at least 1/K of the parameters, and every op's own.
-        lower = max([-(-total // K)] + [g.param_bytes_of([v]) for v in range(g.num_ops)])
-        pmax = m.new_int_var(min(lower, total), total, "Pmax")
-        for p in self.params:
-            m.add(pmax >= p)
-        self.defs.append((pmax, lambda s: max(self._stage_params(s, k) for k in range(K))))
-        crossings: list[list] = [[] for _ in range(K - 1)]
-        for t, rs in ((t, rs) for t, rs in g.consumers.items() if t in g.producer):
-            u = g.producer[t]
-            for k in range(K - 1):
-                crossings[k].append(self._indicator(f"cross{t}_{k}", [y[u][k] - y[r][k] for r in rs],
-                                                    lambda s, u=u, rs=rs, k=k: int(s[u] <= k < max(s[r] for r in rs))))
-        if all(self.hi[v] == 0 for v in range(g.num_ops) if not g.preds[v]):
-            # Redundant: with every source op in stage 0, a path into stage k+1 crosses cut k.
-            for cut in crossings:
-                m.add(sum(cut) >= 1)
-        self.memory = frac.numerator * pmax + frac.denominator * sum(sum(cut) for cut in crossings)
-
-    def hint(self, stages: Sequence[int]) -> None:
-        """Hint every variable with its value under a valid stage map."""
-        self.m.clear_hints()
-        for var, value in self.defs:
-            self.m.add_hint(var, value(stages))
-
-    def stages(self, solver: cp_model.CpSolver) -> tuple[int, ...]:
-        """The stage map of the solver's solution: stage(v) = first k with y[v][k] = 1."""
-        def one(y) -> bool:
-            return bool(y) if isinstance(y, int) else solver.boolean_value(y)
-        return tuple(next(k for k in range(self.K) if one(self.y[v][k])) for v in range(self.graph.num_ops))
-
-    def scaled_times(self, stages: Sequence[int]) -> list[int]:
-        """Integer stage times of a valid map, term by term as the encoding counts them at an optimum."""
-        g = self.graph
-        return [self.invoke + sum(self.op_c[v] for v in seg.ops)
-                + self.io_c * sum(g.tensors[x].nbytes for x in seg.inputs + seg.outputs)
-                + self.stream_c * max(0, seg.param_bytes - self.spec.cache_bytes)
-                for seg in segment_interfaces(g, stages, self.K)]
-
-    def minimize(self, kind: str) -> None:
-        """Set the objective: ``bottleneck``, ``total`` (latency) or ``memory``."""
-        self.kind = kind
-        self.m.minimize(getattr(self, kind))
-
-    def value(self, stages: Sequence[int]) -> int:
-        """The exact integer value of the current objective on a valid map."""
-        if self.kind != "memory":
-            return (max if self.kind == "bottleneck" else sum)(self.scaled_times(stages))
-        p, q = self.alpha_pq
-        pmax = max(self._stage_params(stages, k) for k in range(self.K))
-        return p * pmax + q * crossing_count(self.graph, stages, self.K)
-
-
-def _solve(model: _Model, limit: float, workers: int, seed: int, presolve: bool) -> tuple[cp_model.CpSolver, int]:
+def _solve(model: ExactModel, limit: float, workers: int, seed: int, presolve: bool) -> tuple[cp_model.CpSolver, int]:
     solver = cp_model.CpSolver()
     p = solver.parameters
     p.max_time_in_seconds, p.num_workers, p.random_seed = max(limit, 1e-3), max(1, workers), seed
@@ -327,7 +79,7 @@ class _Outcome:
     wall_s: float = 0.0
 
 
-def _optimise(model: _Model, limit: float, workers: int, seed: int, presolve_share: float,
+def _optimise(model: ExactModel, limit: float, workers: int, seed: int, presolve_share: float,
               start: Sequence[int] | None) -> _Outcome:
     """Minimise the objective in ``limit`` s: with presolve for ``presolve_share`` of it, then without,
     warm-started from the best map so far. Presolve makes most real models fast, but on some (NAS-like
@@ -390,7 +142,7 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     if not 1 <= K <= max(n, 1):
         raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {K}", K)
     hint = validate_stage_map(graph, hint, K) if hint is not None else default_hint(graph, K, spec, objective, alpha)
-    model = _Model(graph, K, spec, objective, alpha)
+    model = ExactModel(graph, K, spec, objective, alpha)
     latency = objective == "latency"
     model.minimize("bottleneck" if latency else "memory")
     # Presolve hides the memory model's crossing rows from the LP (its bound collapses to alpha * P_max).
