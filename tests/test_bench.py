@@ -33,7 +33,7 @@ def test_quick_bench(tmp_path):
 def test_quick_bench_derived_runs_and_tables(tmp_path):
     """multiorder@t gets respect's time; respect+exact runs on every case with --hard-s 0; tables re-render from CSV."""
     r = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--quick", "--out", str(tmp_path), "--ks", "3",
-                        "--schedulers", "compiler,dp,exact,respect,multiorder@t,respect+exact", "--synthetic", "1",
+                        "--schedulers", "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net", "--synthetic", "1",
                         "--hard-s", "0"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
@@ -41,8 +41,14 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     for row in rows:
         by_case.setdefault(row["graph"], {})[row["scheduler"]] = row
     assert len(by_case) == 3
+    assert by_case["mobilenet_v2_0.35_96_int8"]["compiler"]["one_order"] == "True"  # MobileNet v2: one order
     for graph, runs in by_case.items():
-        assert set(runs) == {"compiler", "dp", "exact", "respect", "multiorder@t", "respect+exact"}, graph
+        one_order = runs["compiler"]["one_order"] == "True"
+        assert set(runs) == {"compiler", "dp", "exact", "respect", "multiorder@t", "respect+exact"} | (
+            {"respect-net"} if one_order else set()), graph
+        if one_order:  # respect skips the network there and says optimal; the forced network finds the same
+            assert runs["respect"]["proved_optimal"] == "True"
+            assert runs["respect-net"]["bottleneck_ms"] == runs["respect"]["bottleneck_ms"]
         exact, warm = runs["exact"], runs["respect+exact"]
         if exact["exact_optimal"] == "True" and warm["proved_optimal"] == "True":
             assert abs(float(warm["bottleneck_ms"]) - float(exact["bottleneck_ms"])) <= 1e-3 * float(exact["bottleneck_ms"])
