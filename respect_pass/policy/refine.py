@@ -89,24 +89,24 @@ def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit
     the number of moves applied. The first stage must keep an op that reads every model input."""
     own = ga.compute_s + ga.param_bytes / ga.spec.stream_bytes_per_s
     stages = stages.copy()
-    key = _key(map_stage_times(ga, stages, num_stages))
+    times = map_stage_times(ga, stages, num_stages)
     done = 0
     for _ in range(steps):
-        worst = int(np.argmax(map_stage_times(ga, stages, num_stages)))
+        worst = int(np.argmax(times))
         if (stages == worst).sum() < 2:
             break  # a move would leave the stage empty
         moves = sorted(movable_ops(ga, stages, worst, num_stages), key=lambda m: -own[m[0]])[:limit]
-        best = None
+        best: tuple[np.ndarray, int, int] | None = None
         for v, step in moves:
             stages[v] += step
             if all((stages[r] == 0).any() for r in ga.input_readers):
-                k = _key(map_stage_times(ga, stages, num_stages))
-                if _better(k, key if best is None else best[0]):
-                    best = (k, v, step)
+                t = map_stage_times(ga, stages, num_stages)
+                if _better(_key(t), _key(times if best is None else best[0])):
+                    best = (t, v, step)
             stages[v] -= step
         if best is None:
             break
-        key, v, step = best
+        times, v, step = best
         stages[v] += step
         done += 1
     return stages, done
