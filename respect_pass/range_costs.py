@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from tflite_io.graph import distinct_constants
 
 from hardware import EdgeTpuSpec, op_class
 
-__all__ = ["RangeCosts", "range_costs", "range_sum"]
+__all__ = ["RangeCosts", "range_costs", "range_sum", "empty_ranges"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class RangeCosts:
     crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
     max_end: int            # a non-last stage must end at b <= max_end (before the first output op)
     min_first_end: int      # the first stage must end at b >= min_first_end (it reads every model input)
+
+
+@lru_cache(maxsize=8)
+def empty_ranges(size: int) -> np.ndarray:
+    """Boolean mask of the lower triangle with the diagonal (ranges a >= b, which are empty); shared, read-only."""
+    mask = np.tri(size, dtype=bool)
+    mask.flags.writeable = False
+    return mask
 
 
 def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -127,7 +136,7 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
     max_end = min(out_pos) if out_pos else n - 1
     first_reads = [min(int(pos[c]) for c in graph.consumers.get(t, ())) for t in graph.inputs if graph.consumers.get(t)]
     min_first_end = max(first_reads, default=0) + 1
-    time[np.tri(n + 1, dtype=bool)] = np.inf  # empty ranges, a >= b
+    time[empty_ranges(n + 1)] = np.inf
     time[:, max_end + 1:] = np.inf
     time_last = np.where(np.arange(n + 1) <= max_end, time_last, np.inf)
     time_last[n] = np.inf

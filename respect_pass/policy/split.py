@@ -15,11 +15,10 @@ so the final split is what the ``dp`` scheduler returns for that order (tested).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
-from respect_pass.range_costs import RangeCosts, range_sum
+from respect_pass.range_costs import RangeCosts, empty_ranges, range_sum
 from respect_pass.schedulers.dp import capped, cuts_under, range_dp
 
 from .features import GraphArrays
@@ -105,17 +104,11 @@ def order_range_costs(ga: GraphArrays, order: Sequence[int] | np.ndarray) -> Ran
     max_end = int(pos[ga.output_ops].min()) if ga.output_ops.any() else n - 1
     first_reads = [int(pos[r].min()) for r in ga.input_readers]
     min_first_end = max(first_reads, default=0) + 1
-    time[_lower(n + 1)] = np.inf
+    time[empty_ranges(n + 1)] = np.inf
     time[:, max_end + 1:] = np.inf
     time_last[max_end + 1:] = np.inf
     time_last[n] = np.inf
     return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end)
-
-
-@lru_cache(maxsize=8)
-def _lower(size: int) -> np.ndarray:
-    """Boolean mask of the lower triangle with the diagonal (ranges a >= b, which are empty)."""
-    return np.tri(size, dtype=bool)
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
