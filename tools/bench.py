@@ -421,13 +421,22 @@ def _details(summary_line: str, body: str) -> str:
 README_BEGIN, README_END = "<!-- tools/bench.py: begin -->", "<!-- tools/bench.py: end -->"
 
 
-def update_readme(path: Path, text: str) -> None:
-    """Replace the block between the bench markers of ``path`` with ``text``."""
-    doc = path.read_text()
+def readme_block(path: Path) -> tuple[str, int, int]:
+    """The text of ``path`` and where its bench block starts and ends; one error line if it has none."""
+    try:
+        doc = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"bench.py: cannot read --readme {path}: {exc.strerror}") from None
     a, b = doc.find(README_BEGIN), doc.find(README_END)
     if a < 0 or b < a:
         raise SystemExit(f"bench.py: {path} has no '{README_BEGIN}' ... '{README_END}' block")
-    path.write_text(doc[:a + len(README_BEGIN)] + "\n" + text + doc[b:])
+    return doc, a + len(README_BEGIN), b
+
+
+def update_readme(path: Path, text: str) -> None:
+    """Replace the block between the bench markers of ``path`` with ``text``."""
+    doc, a, b = readme_block(path)
+    path.write_text(doc[:a] + "\n" + text + doc[b:])
 
 
 def machine() -> str:
@@ -461,6 +470,11 @@ def main() -> int:
     ap.add_argument("--from-csv", default=None, metavar="CSV", help="only re-render the tables and plot from a saved CSV")
     ap.add_argument("--readme", default=None, metavar="MD", help="also write the report between the bench markers of MD")
     args = ap.parse_args()
+    for flag in ("synthetic", "large", "hard_s", "time_limit"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            ap.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.readme:
+        readme_block(Path(args.readme))  # before any work: a bad --readme must not cost a whole run
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     ks = parse_ks(args.ks or ("2,4" if args.quick else "2-8"))
     names = [n for n in args.schedulers.split(",") if n in SCHEDULERS or n in DERIVED]
