@@ -2,7 +2,8 @@
 
 Stage time on one Edge TPU (DESIGN.md, see :mod:`hardware.cost`)::
 
-    T = t_invoke + sum_v macs_v / (peak * eff(class_v)) + n_ops * t_op
+    T = t_invoke + sum_{TPU ops v} (macs_v / (peak * eff(class_v)) + t_op)
+        + sum_{host ops v} (cpu_op + macs_v / cpu_rate + handoff_v / io_bandwidth)
         + max(0, P - cache) / stream_bandwidth + (In + Out) / io_bandwidth
 
 Where the constants come from: ``peak_macs_per_s`` is the 4 TOPS int8 rating
@@ -58,6 +59,12 @@ class EdgeTpuSpec:
     cache_bytes: int = int(7.0 * 2**20)
     stream_bytes_per_s: float = 4e8
     io_bytes_per_s: float = 4e8
+    #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
+    #: element-wise, pooling and custom ops, elements) at a host rate. A documented assumption, not a
+    #: measurement: a Cortex-A53/A72-class host (Coral Dev Board, Raspberry Pi 4) running LiteRT's
+    #: int8/float kernels at ~1 G MAC/s with ~20 us per op; refit for your host.
+    cpu_op_s: float = 2e-5
+    cpu_macs_per_s: float = 1e9
 
     def __post_init__(self) -> None:
         if set(self.efficiency) != set(OP_CLASSES):
@@ -65,11 +72,11 @@ class EdgeTpuSpec:
         for key, value in self.efficiency.items():
             if not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise SpecError(self.name, f"efficiency[{key}] must be in (0, 1], got {value!r}")
-        for name in ("peak_macs_per_s", "stream_bytes_per_s", "io_bytes_per_s"):
+        for name in ("peak_macs_per_s", "stream_bytes_per_s", "io_bytes_per_s", "cpu_macs_per_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise SpecError(self.name, f"{name} must be a positive number, got {value!r}")
-        for name in ("t_invoke_s", "t_op_s", "cache_bytes"):
+        for name in ("t_invoke_s", "t_op_s", "cache_bytes", "cpu_op_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SpecError(self.name, f"{name} must be a non-negative number, got {value!r}")

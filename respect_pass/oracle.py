@@ -47,9 +47,9 @@ def all_monotone_maps(graph: OpGraph, num_stages: int) -> Iterator[tuple[int, ..
     _check_size(graph, num_stages)
     n, last = graph.num_ops, num_stages - 1
     preds = graph.preds
-    pinned = graph.output_ops
+    pinned = graph.last_stage_ops
     inputs = tuple(graph.inputs)
-    readers = [frozenset(graph.consumers.get(t, ())) for t in inputs]
+    readers = [frozenset(graph.consumers.get(t, ())) for t in inputs] + [frozenset([v]) for v in graph.first_stage_ops]
     stages = [0] * n
 
     def complete() -> bool:

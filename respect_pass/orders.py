@@ -31,7 +31,7 @@ def random_topological_order(graph: OpGraph, rng: random.Random) -> list[int]:
     ready = [v for v in range(graph.num_ops) if indeg[v] == 0]
     order: list[int] = []
     while ready:
-        normal = [v for v in ready if v not in graph.output_ops]
+        normal = [v for v in ready if v not in graph.last_stage_ops]
         v = rng.choice(normal or ready)
         ready.remove(v)
         order.append(v)
@@ -64,7 +64,7 @@ def random_stage_map(graph: OpGraph, num_stages: int, rng: random.Random) -> tup
     pos = {v: i for i, v in enumerate(order)}
     inputs = set(graph.inputs)
     lo = max((pos[v] + 1 for v in range(graph.num_ops) if inputs & set(graph.ops[v].inputs)), default=1)
-    hi = min((pos[v] for v in graph.output_ops), default=graph.num_ops - 1)
+    hi = min((pos[v] for v in graph.last_stage_ops), default=graph.num_ops - 1)
     candidates = range(max(lo, 1), hi + 1)
     if len(candidates) < num_stages - 1:
         return None
@@ -100,7 +100,7 @@ def _ready_order(graph: OpGraph, key) -> list[int]:
     import heapq
 
     indeg = [len(p) for p in graph.preds]
-    heap = [(v in graph.output_ops, key(v), v) for v in range(graph.num_ops) if indeg[v] == 0]
+    heap = [(v in graph.last_stage_ops, key(v), v) for v in range(graph.num_ops) if indeg[v] == 0]
     heapq.heapify(heap)
     order: list[int] = []
     while heap:
@@ -109,7 +109,7 @@ def _ready_order(graph: OpGraph, key) -> list[int]:
         for w in graph.succs[v]:
             indeg[w] -= 1
             if indeg[w] == 0:
-                heapq.heappush(heap, (w in graph.output_ops, key(w), w))
+                heapq.heappush(heap, (w in graph.last_stage_ops, key(w), w))
     return order
 
 
@@ -134,7 +134,7 @@ def depth_first_order(graph: OpGraph) -> list[int]:
     stack = [v for v in range(graph.num_ops) if indeg[v] == 0][::-1]
     order: list[int] = []
     while stack:
-        normal = [i for i, v in enumerate(stack) if v not in graph.output_ops]
+        normal = [i for i, v in enumerate(stack) if v not in graph.last_stage_ops]
         v = stack.pop(normal[-1] if normal else len(stack) - 1)
         order.append(v)
         for w in reversed(graph.succs[v]):

@@ -29,7 +29,7 @@ import numpy as np
 from tflite_io import OpGraph, StageMapError
 from tflite_io.graph import distinct_constants
 
-from hardware import EdgeTpuSpec, op_class
+from hardware import EdgeTpuSpec, op_seconds
 
 __all__ = ["RangeCosts", "range_costs", "range_sum", "empty_ranges"]
 
@@ -43,8 +43,8 @@ class RangeCosts:
     time_last: np.ndarray   # (n+1,): T_last[a] for the last stage order[a:]
     params: np.ndarray      # (n+1, n+1): parameter bytes of order[a:b]
     crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
-    max_end: int            # a non-last stage must end at b <= max_end (before the first output op)
-    min_first_end: int      # the first stage must end at b >= min_first_end (it reads every model input)
+    max_end: int            # a non-last stage must end at b <= max_end (before the first op pinned last)
+    min_first_end: int      # the first stage must end at b >= min_first_end (every model input, ops pinned first)
 
 
 @lru_cache(maxsize=8)
@@ -75,8 +75,7 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
     pos = np.empty(n, dtype=np.int64)
     pos[list(order)] = np.arange(n)
     ops = [graph.ops[v] for v in order]
-    compute = np.array([op.macs / (spec.peak_macs_per_s * spec.efficiency[op_class(op.op_type)]) for op in ops])
-    cum = np.concatenate([[0.0], np.cumsum(compute + spec.t_op_s)])
+    cum = np.concatenate([[0.0], np.cumsum(op_seconds(graph, spec)[list(order)])])
 
     # parameter bytes
     p_start, p_stop, p_col, p_val = [], [], [], []
@@ -132,9 +131,10 @@ def range_costs(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Rang
     io *= 1.0 / spec.io_bytes_per_s
     time += io
 
-    out_pos = [int(pos[v]) for v in graph.output_ops]
+    out_pos = [int(pos[v]) for v in graph.last_stage_ops]
     max_end = min(out_pos) if out_pos else n - 1
     first_reads = [min(int(pos[c]) for c in graph.consumers.get(t, ())) for t in graph.inputs if graph.consumers.get(t)]
+    first_reads += [int(pos[v]) for v in graph.first_stage_ops]
     min_first_end = max(first_reads, default=0) + 1
     time[empty_ranges(n + 1)] = np.inf
     time[:, max_end + 1:] = np.inf

@@ -1,6 +1,7 @@
 """Hypothesis strategies shared by the property tests."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -45,3 +46,13 @@ def random_dags(draw, min_ops: int = 3, max_ops: int = 14) -> OpGraph:
     read = {t for op in ops for t in op.inputs}
     outputs = tuple(op.outputs[0] for op in ops if op.outputs[0] not in read)
     return OpGraph(f"dag{n}", tuple(ops), tuple(tensors), (0,), outputs)
+
+
+@st.composite
+def placed_dags(draw, min_ops: int = 3, max_ops: int = 14) -> OpGraph:
+    """:func:`random_dags` with host (CPU) ops as edgetpu_compiler leaves them: optionally op 0 (a head
+    before the first TPU op) and every op from some point on (the tail after the first unmapped op)."""
+    g = draw(random_dags(min_ops, max_ops))
+    head = draw(st.integers(0, 1))
+    tail = draw(st.integers(head + 1, g.num_ops))
+    return dataclasses.replace(g, host_ops=frozenset(range(head)) | frozenset(range(tail, g.num_ops)))

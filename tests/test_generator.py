@@ -11,7 +11,7 @@ from respect_pass.generator import FAMILIES, generate, generate_suite
 from tflite_io import EDGETPU_CUSTOM_OP, OpGraph, contiguous_stage_map, validate_stage_map
 from tflite_io.graph import distinct_constants
 from tflite_io.macs import op_macs
-from tflite_io.reader import EDGETPU_OPS
+from hardware.placement import op_support
 
 SIZES = (20, 100, 400, 800)
 CACHE = 7 * 2**20
@@ -23,7 +23,7 @@ def check_graph(g: OpGraph) -> None:
     (model_in,) = g.inputs
     produced: set[int] = set()
     for op in g.ops:
-        assert op.op_type in EDGETPU_OPS and op.op_type != EDGETPU_CUSTOM_OP
+        assert op_support(g, op) is None and op.op_type != EDGETPU_CUSTOM_OP  # every op maps to the Edge TPU
         assert len(op.outputs) == 1
         for t in op.inputs:
             assert t == -1 or t in produced or g.tensors[t].is_constant or (t == model_in and op.index == 0), (op, t)

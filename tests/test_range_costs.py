@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hardware import PCIE, USB, stage_costs
 from respect_pass.orders import random_topological_order, split_order
 from respect_pass.range_costs import range_costs
-from strategies import BRANCHY, random_dags
+from strategies import BRANCHY, placed_dags, random_dags
 from tflite_io import StageMapError, read, validate_stage_map
 
 
@@ -34,6 +34,14 @@ def check_all_splits(graph, order, spec, k):
 @settings(max_examples=80, deadline=None)
 @given(random_dags(max_ops=10), st.integers(2, 3), st.integers(0, 2**16))
 def test_every_split_of_random_dags(graph, k, seed):
+    order = random_topological_order(graph, random.Random(seed))
+    check_all_splits(graph, order, USB, k)
+
+
+@settings(max_examples=60, deadline=None)
+@given(placed_dags(max_ops=10), st.integers(2, 3), st.integers(0, 2**16))
+def test_every_split_with_host_ops(graph, k, seed):
+    """Host ops (their time, hand-off bytes, and the first/last stage they are pinned to) in the matrices too."""
     order = random_topological_order(graph, random.Random(seed))
     check_all_splits(graph, order, USB, k)
 

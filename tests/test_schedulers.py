@@ -8,7 +8,7 @@ from respect_pass.generator import generate
 from respect_pass.objectives import latency_key
 from respect_pass.oracle import best_map
 from respect_pass.schedulers import SCHEDULERS
-from strategies import random_dags
+from strategies import placed_dags, random_dags
 from tflite_io import StageMapError, validate_stage_map
 
 NAMES = ("compiler", "profiling", "dp", "multiorder", "exact")
@@ -46,6 +46,20 @@ def check(graph, k, found):
 @settings(max_examples=40, deadline=None)
 @given(random_dags(max_ops=9), st.integers(2, 3))
 def test_all_schedulers_on_small_dags_against_the_oracle(graph, k):
+    try:
+        value, _ = best_map(graph, k, USB)
+    except ValueError:
+        value = None
+    assume(value is not None)
+    found = plans(graph, k)
+    check(graph, k, found)
+    assert latency_key(graph, found["exact"].stages, k, USB)[0] == pytest.approx(value[0], rel=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(placed_dags(max_ops=9), st.integers(2, 3))
+def test_all_schedulers_with_host_ops_against_the_oracle(graph, k):
+    """CPU ops pinned to the end stages: every scheduler respects the pins, exact still finds the optimum."""
     try:
         value, _ = best_map(graph, k, USB)
     except ValueError:

@@ -61,7 +61,11 @@ def distinct_constants(tensors: Sequence["TensorInfo"], ids: Iterable[int]) -> d
 
 @dataclass(frozen=True)
 class Op:
-    """One operator. ``inputs``/``outputs`` are tensor indices (-1 = omitted optional input)."""
+    """One operator. ``inputs``/``outputs`` are tensor indices (-1 = omitted optional input).
+
+    ``op_type`` is the builtin operator name (``CUSTOM`` for custom operators,
+    whose name is ``custom_code``).
+    """
 
     index: int
     op_type: str
@@ -69,6 +73,12 @@ class Op:
     outputs: tuple[int, ...]
     param_bytes: int
     macs: int
+    custom_code: str = ""
+
+    @property
+    def label(self) -> str:
+        """``op_type``, or ``CUSTOM(name)`` for a custom operator."""
+        return f"CUSTOM({self.custom_code})" if self.op_type == "CUSTOM" else self.op_type
 
 
 @dataclass(frozen=True)
@@ -83,16 +93,27 @@ class Edge:
 
 @dataclass(frozen=True)
 class OpGraph:
-    """Immutable operator graph. ``ops[i].index == i`` and the op order is topological."""
+    """Immutable operator graph. ``ops[i].index == i`` and the op order is topological.
+
+    ``host_ops`` are the ops that run on the host CPU rather than the Edge TPU
+    (set by ``hardware.placement``; empty for a graph nobody placed). Host ops
+    before the first TPU op in execution order go with the first pipeline
+    stage, those after it with the last (:attr:`first_stage_ops`,
+    :attr:`last_stage_ops`), as in Google's own pipelined SSD segments.
+    """
 
     name: str
     ops: tuple[Op, ...]
     tensors: tuple[TensorInfo, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    host_ops: frozenset[int] = frozenset()
     edges: tuple[Edge, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        bad = sorted(v for v in self.host_ops if not 0 <= v < len(self.ops))
+        if bad:
+            raise ValueError(f"host ops {bad} are not op indices of a {len(self.ops)}-op graph")
         for i, op in enumerate(self.ops):
             if op.index != i:
                 raise ValueError(f"op at position {i} has index {op.index}")
@@ -152,6 +173,26 @@ class OpGraph:
     def output_ops(self) -> frozenset[int]:
         """Ops that produce a model output (pinned to the last pipeline stage)."""
         return frozenset(self.producer[t] for t in self.outputs if t in self.producer)
+
+    @cached_property
+    def first_tpu_op(self) -> int:
+        """Index of the first op in execution order that runs on the Edge TPU (``num_ops`` if none)."""
+        return next((i for i in range(self.num_ops) if i not in self.host_ops), self.num_ops)
+
+    @cached_property
+    def first_stage_ops(self) -> frozenset[int]:
+        """Ops pinned to the first pipeline stage: host ops before the first TPU op."""
+        return frozenset(v for v in self.host_ops if v < self.first_tpu_op)
+
+    @cached_property
+    def last_stage_ops(self) -> frozenset[int]:
+        """Ops pinned to the last pipeline stage: model-output producers and host ops after the first TPU op."""
+        return self.output_ops | frozenset(v for v in self.host_ops if v > self.first_tpu_op)
+
+    @property
+    def tpu_ops(self) -> tuple[int, ...]:
+        """Ops that run on the Edge TPU, in execution order."""
+        return tuple(i for i in range(self.num_ops) if i not in self.host_ops)
 
     @cached_property
     def activation_tensors(self) -> frozenset[int]:

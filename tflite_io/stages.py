@@ -4,6 +4,9 @@ A stage map assigns every op of an :class:`OpGraph` to one of K pipeline
 stages. It is valid for pycoral's ``PipelinedModelRunner`` when it is monotone
 along every edge, every stage is non-empty, every op producing a model output
 sits in the last stage (the runner returns only the last segment's outputs),
+host (CPU) ops sit in the first or last stage (``OpGraph.first_stage_ops`` /
+``last_stage_ops``: each segment is compiled on its own, and host ops before or
+after the Edge TPU part go with the end segments, as in Google's own SSD pipelines),
 and every model input is read by stage 0 (the runner pushes the model inputs
 into segment 0 only, then forwards them to later consumers).
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from .errors import StageMapError
 from .graph import OpGraph
 
-__all__ = ["SegmentInterface", "validate_stage_map", "segment_interfaces", "contiguous_stage_map"]
+__all__ = ["SegmentInterface", "validate_stage_map", "segment_interfaces", "contiguous_stage_map", "max_stages"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,19 @@ def validate_stage_map(graph: OpGraph, stages: Sequence[int], num_stages: int) -
                 f"'{graph.tensors[e.tensor].name}' read by op {e.dst} (stage {s[e.dst]})",
                 num_stages,
             )
-    for i in sorted(graph.output_ops):
+    for i in sorted(graph.last_stage_ops):
         if s[i] != num_stages - 1:
+            why = ("produces a model output" if i in graph.output_ops
+                   else "runs on the host CPU after the Edge TPU part, so it goes with the last segment")
             raise StageMapError(
-                f"op {i} ({graph.ops[i].op_type}) produces a model output but is in stage {s[i]}, "
-                f"not the last stage {num_stages - 1}",
+                f"op {i} ({graph.ops[i].label}) {why} but is in stage {s[i]}, not the last stage {num_stages - 1}",
+                num_stages,
+            )
+    for i in sorted(graph.first_stage_ops):
+        if s[i] != 0:
+            raise StageMapError(
+                f"op {i} ({graph.ops[i].label}) runs on the host CPU before the Edge TPU part, so it goes with "
+                f"the first segment, but is in stage {s[i]}",
                 num_stages,
             )
     stage0_reads = {t for i in range(n) if s[i] == 0 for t in graph.ops[i].inputs}
@@ -108,3 +119,19 @@ def contiguous_stage_map(sizes: Sequence[int]) -> tuple[int, ...]:
     if any(x <= 0 for x in sizes):
         raise StageMapError(f"segment sizes must be positive, got {list(sizes)}", len(sizes))
     return tuple(k for k, size in enumerate(sizes) for _ in range(size))
+
+
+def max_stages(graph: OpGraph) -> int:
+    """The largest K for which a valid stage map may exist: one stage per op that is not tied to an end
+    stage, plus the last stage (ops pinned last and their descendants) and the first (ops pinned first
+    and their ancestors) when something is pinned there."""
+    last = set(graph.last_stage_ops)
+    for v in range(graph.num_ops):
+        if v not in last and any(u in last for u in graph.preds[v]):
+            last.add(v)
+    first = set(graph.first_stage_ops)
+    for v in reversed(range(graph.num_ops)):
+        if v not in first and any(w in first for w in graph.succs[v]):
+            first.add(v)
+    free = graph.num_ops - len(last | first)
+    return max(1, free + (1 if last else 0) + (1 if first - last else 0))

@@ -196,7 +196,7 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
         hist = Counter(min(k, 6) for k in f if k >= 1)
         for k in range(1, 7):
             fanin[k].append(hist[k] / sum(hist.values()))
-    extra = {"LOGISTIC": 0.02, "HARD_SWISH": 0.02, "RELU": 0.02}  # not in the zoo (fused there); a small share
+    extra = {"LOGISTIC": 0.02, "RELU6": 0.02, "RELU": 0.02}  # not in the zoo (fused there); a small share
     s_mix = {t: float(np.mean(v)) for t, v in single.items()}
     s_tot = sum(s_mix.values()) / (1 - sum(extra.values()))
     heads = Counter("conv" if g.ops[g.num_ops - 1].op_type == "RESHAPE" else "fc" for g in models.values())
@@ -223,7 +223,7 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
 
 _DESIGN = '''
 # Design choices, not fitted (the zoo has no counterpart): activation of squeeze-excite blocks
-# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 HARD_SWISH, MnasNet ReLU fused into the conv),
+# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 hard-swish, written RELU6 because HARD_SWISH does not map to the Edge TPU, MnasNet ReLU fused into the conv),
 # second model output (none / a second classifier on the same features / an auxiliary head on a
 # mid-network block, placed last in the execution order) and a leading QUANTIZE (requantised input).
 SE_ACTIVATIONS = (("swish", 0.5), ("hswish", 0.3), ("relu", 0.2))

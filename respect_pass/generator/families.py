@@ -224,7 +224,7 @@ def dense(b: GraphBuilder, x: int, end: int) -> int:
 def _activation(b: GraphBuilder, x: int, act: str) -> int:
     if act == "swish":
         return b.binary("MUL", x, b.unary("LOGISTIC", x))
-    return b.unary("HARD_SWISH", x) if act == "hswish" else x
+    return b.unary("RELU6", x) if act == "hswish" else x  # hard-swish as the Edge TPU runs it: HARD_SWISH does not map
 
 
 _ACT_OPS = {"swish": 2, "hswish": 1, "relu": 0}

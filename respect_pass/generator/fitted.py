@@ -51,13 +51,13 @@ LAYERED_SINGLE_MIX = (('CONV_2D', 0.66),
  ('AVERAGE_POOL_2D', 0.0071),
  ('MAX_POOL_2D', 0.0309),
  ('LOGISTIC', 0.02),
- ('HARD_SWISH', 0.02),
+ ('RELU6', 0.02),
  ('RELU', 0.02))
 LAYERED_MULTI_MIX = (('ADD', 0.6923), ('MUL', 0.0), ('CONCATENATION', 0.3077))
 HEAD_STYLES = (('conv', 0.067), ('fc', 0.933))
 
 # Design choices, not fitted (the zoo has no counterpart): activation of squeeze-excite blocks
-# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 HARD_SWISH, MnasNet ReLU fused into the conv),
+# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 hard-swish, written RELU6 because HARD_SWISH does not map to the Edge TPU, MnasNet ReLU fused into the conv),
 # second model output (none / a second classifier on the same features / an auxiliary head on a
 # mid-network block, placed last in the execution order) and a leading QUANTIZE (requantised input).
 SE_ACTIVATIONS = (("swish", 0.5), ("hswish", 0.3), ("relu", 0.2))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware import EdgeTpuSpec, op_class
+from hardware import EdgeTpuSpec, op_class, op_seconds
 from tflite_io import OpGraph
 from tflite_io.graph import distinct_constants
 
@@ -68,8 +68,8 @@ class GraphArrays:
     out_bytes_t: np.ndarray
     model_out_bytes: float
     input_readers: tuple[np.ndarray, ...]    # per model input with readers: its reader ops
-    output_ops: np.ndarray     # (n,) bool: produces a model output
-    pinned: np.ndarray         # (n,) bool: output op or descendant of one
+    output_ops: np.ndarray     # (n,) bool: pinned to the last stage (model-output producer or host-op tail)
+    pinned: np.ndarray         # (n,) bool: such an op or a descendant of one
     reads_input: np.ndarray    # (n,) bool
     op_class: np.ndarray       # (n,) 0 conv, 1 depthwise, 2 elementwise
     ancestors: np.ndarray      # (n, n) bool: ancestors[v, u] = u is a proper ancestor of v
@@ -88,9 +88,7 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
     indeg = np.fromiter((len(p) for p in preds), dtype=np.int64, count=n)
     classes = {"conv": 0, "depthwise": 1, "elementwise": 2}
     cls = np.fromiter((classes[op_class(op.op_type)] for op in graph.ops), dtype=np.int64, count=n)
-    eff = np.array([spec.efficiency["conv"], spec.efficiency["depthwise"], spec.efficiency["elementwise"]])
-    macs = np.fromiter((op.macs for op in graph.ops), dtype=np.float64, count=n)
-    compute = macs / (spec.peak_macs_per_s * eff[cls]) + spec.t_op_s
+    compute = op_seconds(graph, spec)
 
     tensors = graph.tensors
     pb_buf, pb_op, pb_bytes = [], [], []
@@ -133,9 +131,10 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
             out_bytes[producer[t]] += tensors[t].nbytes
 
     output_ops = np.zeros(n, dtype=bool)
-    output_ops[list(graph.output_ops)] = True
+    output_ops[list(graph.last_stage_ops)] = True
     consumers = graph.consumers
-    input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t))
+    input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
+        np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops))  # each must sit in stage 0
     reads_input = np.zeros(n, dtype=bool)
     for r in input_readers:
         reads_input[r] = True
@@ -154,7 +153,7 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
     raw = np.frombuffer(b"".join(b.to_bytes(nbytes, "little") for b in bits), dtype=np.uint8).reshape(n, nbytes)
     anc = np.unpackbits(raw, axis=1, count=n, bitorder="little").astype(bool)
     depth = np.asarray(depth_l, dtype=np.int64)
-    out_mask = sum(1 << v for v in graph.output_ops)
+    out_mask = sum(1 << v for v in graph.last_stage_ops)
     pinned = output_ops | np.fromiter((b & out_mask != 0 for b in bits), dtype=bool, count=n)
     rev = np.zeros(n, dtype=np.int64)
     for v in range(n - 1, -1, -1):

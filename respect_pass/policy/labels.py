@@ -74,7 +74,7 @@ def make_graphs(count: int, seed: int, min_ops: int, max_ops: int, families: Seq
 
 def max_stages(graph: OpGraph) -> int:
     """Ops that may leave the last stage, plus one: no plan has more stages."""
-    pinned = set(graph.output_ops)
+    pinned = set(graph.last_stage_ops)
     for v in range(graph.num_ops):
         if any(u in pinned for u in graph.preds[v]):
             pinned.add(v)
@@ -96,7 +96,7 @@ def stage_major_order(graph: OpGraph, stages: Sequence[int]) -> np.ndarray:
     """The canonical order of a stage map: by stage, then unpinned before pinned, then execution order."""
     pinned = np.zeros(graph.num_ops, dtype=bool)
     for v in range(graph.num_ops):
-        if v in graph.output_ops or any(pinned[u] for u in graph.preds[v]):
+        if v in graph.last_stage_ops or any(pinned[u] for u in graph.preds[v]):
             pinned[v] = True
     return np.lexsort((np.arange(graph.num_ops), pinned, np.asarray(stages))).astype(np.int64)
 

@@ -33,7 +33,7 @@ from ortools.sat.python import cp_model
 from tflite_io import OpGraph, segment_interfaces
 from tflite_io.graph import distinct_constants
 
-from hardware import EdgeTpuSpec, op_class
+from hardware import EdgeTpuSpec, op_seconds
 
 from ..objectives import crossing_count
 
@@ -60,9 +60,9 @@ def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]
         for u in graph.preds[v]:
             anc[v] |= anc[u] | (1 << u)
     pinned, first, full = 0, 0, (1 << n) - 1
-    for v in graph.output_ops:
+    for v in graph.last_stage_ops:
         pinned |= (1 << v) | desc[v]
-    for readers in (graph.consumers.get(t, ()) for t in graph.inputs):
+    for readers in [graph.consumers.get(t, ()) for t in graph.inputs] + [(v,) for v in graph.first_stage_ops]:
         if len(readers) == 1:
             first |= (1 << readers[0]) | anc[readers[0]]
     lo, hi = [0] * n, [last] * n
@@ -143,8 +143,8 @@ class ExactModel:
     def _latency(self) -> None:
         g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
-        upper_s = (K * spec.t_invoke_s + g.num_ops * spec.t_op_s
-                   + sum(self._compute_s(v) for v in range(g.num_ops))
+        op_s = op_seconds(g, spec)
+        upper_s = (K * spec.t_invoke_s + float(op_s.sum())
                    + K * total_params / spec.stream_bytes_per_s + 2 * K * act / spec.io_bytes_per_s)
         mult = _MAX_M
         while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
@@ -152,7 +152,7 @@ class ExactModel:
         self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
         self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
         self.invoke = round(spec.t_invoke_s / self.unit_s)
-        self.op_c = [round((self._compute_s(v) + spec.t_op_s) / self.unit_s) for v in range(g.num_ops)]
+        self.op_c = [round(float(t) / self.unit_s) for t in op_s]
         bound = round(upper_s / self.unit_s) + 1
         self.times = []
         for k in range(K):
@@ -171,10 +171,6 @@ class ExactModel:
         for expr in self.times:
             m.add(expr <= self.bottleneck)
         self.total = sum(self.times)
-
-    def _compute_s(self, v: int) -> float:
-        op = self.graph.ops[v]
-        return op.macs / (self.spec.peak_macs_per_s * self.spec.efficiency[op_class(op.op_type)])
 
     def _stage_params(self, stages: Sequence[int], k: int) -> int:
         return self.graph.param_bytes_of(v for v, s in enumerate(stages) if s == k)
