@@ -1,13 +1,13 @@
 """The ``profiling`` scheduler: libcoral's ``partition_with_profiling``, with the simulator as the device.
 
-A line-by-line port of ``ProfilingBasedPartitioner`` and ``BisectPartition``
-(google-coral/libcoral, ``coral/tools/partitioner/profiling_based_partitioner.cc``):
+A port of ``ProfilingBasedPartitioner`` and ``BisectPartition`` (google-coral/libcoral,
+``coral/tools/partitioner/profiling_based_partitioner.cc``, ``partition_with_profiling.cc``):
 
 * ops are put in libcoral's ``TopologicalSort`` order and a partition is a
   list of op counts, one contiguous run per segment; the last segment always
   holds every op from the first sink on;
 * initial bounds are the fastest and slowest segment of the compiler's own
-  parameter-count split;
+  parameter-count split (``edgetpu_compiler --num_segments``, the ``compiler`` scheduler);
 * bisection on a target latency: for each target, a greedy search gives each
   segment the most ops whose measured latency is <= target, backtracking
   (shrinking by ``partition_search_step``) when later segments cannot be
@@ -19,11 +19,30 @@ A line-by-line port of ``ProfilingBasedPartitioner`` and ``BisectPartition``
   that cannot run (here: that break a pipeline rule) are remembered as
   failures, like segments that fail to compile.
 
-The device is the cost model (``hardware.stage_cost``), in integer
-nanoseconds like libcoral. Where libcoral aborts (CHECK) this raises
-:class:`StageMapError`; where it would write nothing (bounds already close,
-or no partition found) the compiler's split is returned, as that is what a
-libcoral user would be left with.
+The device is the cost model (``hardware.stage_cost``), in integer nanoseconds like libcoral.
+
+libcoral's tool does not always end with segments. ``scheduler_stats.libcoral_outcome`` says what it
+would do (found by running its loops literally, :class:`ProfilingPartitioner` with ``libcoral=True``,
+on the same simulated device) and ``libcoral_would_abort`` whether it exits on a CHECK; respect-pass
+returns its corrected result in every case:
+
+* K = 1: ``LOG(FATAL)`` "num_segments must be at least 2"; we return the whole model;
+* ``edgetpu_compiler --num_segments=K`` aborts (the ``compiler`` scheduler's ``libcoral_would_abort``):
+  CHECK "Can not compile initial partition"; we start from the compiler scheduler's corrected split;
+* initial bounds equal: ``CHECK_GT(upper_bound, lower_bound)``; bounds within ``diff_threshold_ns``:
+  libcoral exits 0 without writing any segment ("not run"); we return the compiler split in both;
+* too few ops for K segments of ``partition_search_step`` ops (``CHECK_GT(num_ops[0], 0)`` in
+  ``PartitionOnTargetLatency``, ``CHECK_GT(candidate_partition[segment_index], 0)`` in
+  ``SearchPartition``): we search with the largest step <= partition_search_step that fits;
+* ``SearchPartition`` resets the segments after the current one with
+  ``for (i = partition_search_step + 1; i < K - 1; ++i)``: from K >= partition_search_step + 4 on it
+  sets segments already placed to partition_search_step ops, and where they held another number the
+  candidate no longer covers the model, which ``GetStrategyFromNumOps`` (or ``PartitionOnTargetLatency``)
+  CHECK-fails on; we reset from the next segment, as intended;
+* no target gave a partition: CHECK "Failed to find valid partition that meets the latency target";
+  we return the compiler split (its slowest segment is the best latency known).
+
+``scheduler_stats.result`` says whether the plan came from the search or is the compiler split.
 """
 from __future__ import annotations
 
@@ -39,9 +58,9 @@ from hardware import USB, EdgeTpuSpec, stage_costs
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan
 from ..range_costs import range_costs
-from .compiler import compiler_schedule
+from .compiler import compiler_split, libcoral_strategy_check
 
-__all__ = ["ProfilingPartitioner", "bisect_partition", "profiling_schedule", "INT64_MAX"]
+__all__ = ["INT64_MAX", "LibcoralAbort", "ProfilingPartitioner", "bisect_partition", "profiling_schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +71,45 @@ INT64_MAX = 2**63 - 1
 Measure = Callable[[list[int]], "list[int] | set[int]"]
 
 
-class ProfilingPartitioner:
-    """libcoral's ProfilingBasedPartitioner over ``num_ops_total`` ops in execution order."""
+class LibcoralAbort(Exception):
+    """A CHECK libcoral's partitioner fails (raised only by ``ProfilingPartitioner(libcoral=True)``)."""
 
-    def __init__(self, num_ops_total: int, first_output_index: int, num_segments: int, measure: Measure) -> None:
+
+class ProfilingPartitioner:
+    """libcoral's ProfilingBasedPartitioner over ``num_ops_total`` ops in execution order.
+
+    ``first_output_index`` is the position of the first op the last segment must hold (libcoral: the
+    first op nobody consumes). With ``libcoral=True`` the loops are libcoral's to the letter, CHECKs
+    included (they raise :class:`LibcoralAbort`), and ``strategy_check(num_ops)`` (the CHECKs of
+    ``GetStrategyFromNumOps``, the failing one or None) runs before every device run; otherwise the
+    corrected version runs (see the module doc).
+    """
+
+    def __init__(self, num_ops_total: int, first_output_index: int, num_segments: int, measure: Measure, *,
+                 libcoral: bool = False, strategy_check: Callable[[list[int]], str | None] | None = None) -> None:
         self.num_ops_total = num_ops_total
         self.first_output_index = first_output_index
         self.num_segments = num_segments
         self.measure = measure
+        self.libcoral = libcoral
+        self.strategy_check = strategy_check
         self.cache: dict[tuple[int, int], int] = {}
         self.failures: set[tuple[int, int]] = set()
         self.partition: list[int] = []
         self.measurements = 0
+        self.overwrote_placed_segments = False  # libcoral's reset loop changed a segment already placed
+
+    def _check(self, ok: bool, what: str) -> None:
+        if not ok:
+            raise LibcoralAbort(what)
+
+    def usable_step(self, step: int) -> int | None:
+        """The corrected version's search step: the largest <= ``step`` that leaves every segment an op
+        (libcoral CHECK-fails instead), None when even one op per segment does not fit."""
+        n, first, k = self.num_ops_total, self.first_output_index, self.num_segments
+        # SearchPartition's first segment: n - (k-2)*step - max(n - first, step) must be > 0
+        cap = min(step, (n - 1) // (k - 1), (first - 1) // (k - 2) if k > 2 else step)
+        return cap if cap >= 1 and first >= 1 else None
 
     def analyze(self, num_ops: list[int], k: int) -> int:
         """``PartitionCompileAndAnalyze``: latency of segment k of the candidate, -1 if it cannot run."""
@@ -75,6 +121,9 @@ class ProfilingPartitioner:
             return self.cache[key]
         if any((s, n) in self.failures for s, n in zip(starts, num_ops)):
             return -1
+        if self.strategy_check is not None:
+            failed = self.strategy_check(list(num_ops))
+            self._check(failed is None, f"{failed} (GetStrategyFromNumOps on candidate {list(num_ops)})")
         self.measurements += 1
         result = self.measure(list(num_ops))
         if isinstance(result, set):
@@ -91,14 +140,20 @@ class ProfilingPartitioner:
             return True
         searchable = sum(candidate[k:])
         candidate[last] = max(self.num_ops_total - self.first_output_index, step)
-        for i in range(k + 1, last):  # libcoral's loop starts at step + 1; those entries already equal step
+        # libcoral: for (int i = partition_search_step + 1; i < candidate_partition.size() - 1; ++i)
+        for i in range(step + 1 if self.libcoral else k + 1, last):
+            if i < k and candidate[i] != step:
+                self.overwrote_placed_segments = True
             candidate[i] = step
         candidate[k] = searchable - (last - 1 - k) * step - candidate[last]
-        if candidate[k] <= 0:
-            raise StageMapError(
-                f"profiling: no room for segment {k} ({searchable} ops left, the last segment needs "
-                f"{candidate[last]}, partition_search_step {step}); use fewer segments or a smaller step",
-                self.num_segments)
+        if self.libcoral:
+            self._check(candidate[k] > 0, f"CHECK_GT(candidate_partition[{k}], 0) failed in SearchPartition: "
+                        f"{candidate[k]} ({searchable} ops left, the last segment needs {candidate[last]}, "
+                        f"partition_search_step {step})")
+            self._check(sum(candidate[k:]) == searchable,
+                        f"CHECK_EQ(sum of candidate_partition[{k}:], {searchable}) failed in SearchPartition")
+        elif candidate[k] <= 0:
+            return False
         trial = list(candidate)
         while trial[k] > 0:
             latency = self.analyze(trial, k)
@@ -112,25 +167,41 @@ class ProfilingPartitioner:
 
     def on_target(self, target: int, step: int) -> int:
         """``PartitionOnTargetLatency``: the last segment's latency, or INT64_MAX if no candidate fits."""
+        if not self.libcoral:
+            usable = self.usable_step(step)
+            if usable is None:
+                raise StageMapError(
+                    f"profiling: {self.num_ops_total} ops, the first {self.first_output_index} before the last "
+                    f"segment, are too few for {self.num_segments} segments", self.num_segments)
+            step = usable
         num_ops = [step] * self.num_segments
         num_ops[0] = self.num_ops_total - (self.num_segments - 1) * step
-        if num_ops[0] <= 0:
-            raise StageMapError(
-                f"profiling: {self.num_ops_total} ops are too few for {self.num_segments} segments "
-                f"with partition_search_step {step}", self.num_segments)
+        if self.libcoral:
+            self._check(num_ops[0] > 0, f"CHECK_GT(num_ops[0], 0) failed in PartitionOnTargetLatency: "
+                        f"{self.num_ops_total} ops are too few for {self.num_segments} segments with "
+                        f"partition_search_step {step}")
         if not self.search(num_ops, target, 0, step):
             log.debug("no partition meets target %d ns", target)
             return INT64_MAX
+        if self.libcoral:
+            self._check(sum(num_ops) == self.num_ops_total,
+                        f"CHECK_EQ(sum of num_ops, total_num_ops) failed in PartitionOnTargetLatency: "
+                        f"{sum(num_ops)} != {self.num_ops_total}")
         last = self.analyze(num_ops, self.num_segments - 1)
         if last <= 0:
-            raise StageMapError("profiling: the last segment of the partition found cannot run", self.num_segments)
+            if self.libcoral:
+                raise LibcoralAbort(f"CHECK_GT(last_segment_latency, 0) failed in PartitionOnTargetLatency: {last}")
+            return INT64_MAX
         self.partition = list(num_ops)
         return last
 
 
 def bisect_partition(partitioner: ProfilingPartitioner, lower: int, upper: int, diff_threshold_ns: int,
                      step: int) -> tuple[list[int], int]:
-    """``BisectPartition``'s loop: the best op counts found (empty if none) and the number of targets tried."""
+    """``BisectPartition``'s loop: the best op counts found (empty if none) and the number of targets tried.
+
+    (The callers deal with libcoral's ``CHECK_GT(upper_bound, lower_bound)`` and bounds already close.)
+    """
     best: list[int] = []
     targets = 0
     if upper <= lower or abs(upper - lower) <= diff_threshold_ns:
@@ -151,9 +222,9 @@ def bisect_partition(partitioner: ProfilingPartitioner, lower: int, upper: int, 
 def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -> Measure:
     """The "compile and benchmark" stand-in: cost-model segment times (ns) from the range cost matrices.
 
-    A segment no pipeline can run (a model output before the last segment, a
-    first segment not reading every model input) fails, as a segment that
-    does not compile fails in libcoral.
+    A segment no pipeline can run (an op pinned last before the last segment, a
+    first segment not reading every model input or missing an op pinned first) fails,
+    as a segment that does not compile fails in libcoral.
     """
     rc = range_costs(graph, order, spec)
 
@@ -168,31 +239,84 @@ def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -
     return measure
 
 
+def _libcoral_outcome(graph: OpGraph, order: list[int], measure: Measure, bounds: tuple[int, int],
+                      num_stages: int, diff_threshold_ns: int, step: int,
+                      compiler_abort: str | None) -> tuple[str, list[int] | None]:
+    """What ``partition_with_profiling`` does here: (outcome, the partition it writes, if any)."""
+    if compiler_abort:
+        return (f"CHECK failure: Can not compile initial partition (edgetpu_compiler --num_segments={num_stages}: "
+                f"{compiler_abort})"), None
+    lower, upper = bounds
+    if not upper > lower:
+        return f"CHECK failure: CHECK_GT(upper_bound, lower_bound) ({upper} <= {lower} ns)", None
+    if abs(upper - lower) <= diff_threshold_ns:
+        return ("not run: the initial bounds are within diff_threshold_ns; partition_with_profiling "
+                "exits 0 without writing segments"), None
+    first_sink = next(i for i, v in enumerate(order) if not graph.succs[v])
+    literal = ProfilingPartitioner(graph.num_ops, first_sink, num_stages, measure, libcoral=True,
+                                   strategy_check=lambda num_ops: libcoral_strategy_check(graph, order, num_ops))
+    try:
+        best, _ = bisect_partition(literal, lower, upper, diff_threshold_ns, step)
+    except LibcoralAbort as abort:
+        why = (f" (SearchPartition's reset loop, which starts at partition_search_step + 1, overwrote segments "
+               f"already placed: K={num_stages} >= partition_search_step + 4)"
+               if literal.overwrote_placed_segments else "")
+        return f"CHECK failure: {abort}{why}", None
+    if not best:
+        return "CHECK failure: Failed to find valid partition that meets the latency target", None
+    return "ok", best
+
+
 def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
-                       diff_threshold_ns: int = 1_000_000, partition_search_step: int = 1) -> Plan:
+                       diff_threshold_ns: int = 1_000_000, partition_search_step: int = 1,
+                       **options: object) -> Plan:
     """libcoral's profiling-based partition, with the cost model (``cost``, an EdgeTpuSpec) as the device."""
     t0 = time.perf_counter()
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
-    if partition_search_step < 1 or diff_threshold_ns < 1:  # libcoral loops forever at 0
+    if partition_search_step < 1 or diff_threshold_ns < 1:  # libcoral: CHECK-fails at step 0, loops forever at 0 ns
         raise StageMapError(f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
                             f"{partition_search_step} and {diff_threshold_ns}", num_stages)
-    baseline = compiler_schedule(graph, num_stages)
+    baseline = compiler_split(graph, num_stages)
     if num_stages == 1:
-        return Plan(baseline.stages, 1, "profiling", solve_seconds=time.perf_counter() - t0)
+        return Plan(baseline.stages(), 1, "profiling", solve_seconds=time.perf_counter() - t0,
+                    stats=(("libcoral_outcome", "fatal: num_segments must be at least 2"),
+                           ("libcoral_would_abort", True), ("result", "whole model")))
     order = libcoral_topological_order(graph)
-    first_output = next((i for i, v in enumerate(order) if not graph.succs[v]), graph.num_ops - 1)
     measure = _simulated_device(graph, order, spec)
-    base_costs = [round(c.total_s * 1e9) for c in stage_costs(graph, baseline.stages, num_stages, spec)]
-    partitioner = ProfilingPartitioner(graph.num_ops, first_output, num_stages, measure)
-    best, targets = bisect_partition(partitioner, min(base_costs), max(base_costs), diff_threshold_ns,
-                                     partition_search_step)
-    log.info("profiling: bounds %d..%d ns, %d targets, %d simulated compile+benchmark runs, best %s",
-             min(base_costs), max(base_costs), targets, partitioner.measurements, best or "none (compiler split)")
-    if best:
-        cuts = [sum(best[:i]) for i in range(1, num_stages)]
-        stages = split_order(order, cuts, graph.num_ops)
-    else:
-        stages = baseline.stages
-    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - t0,
-                stats=(("targets", targets), ("device_runs", partitioner.measurements)))
+    base = measure(list(baseline.num_ops)) if baseline.order == tuple(order) else set()
+    if isinstance(base, set):  # not a split of libcoral's order (or not runnable there): the cost model directly
+        base = [round(c.total_s * 1e9) for c in stage_costs(graph, baseline.stages(), num_stages, spec)]
+    lower, upper = min(base), max(base)
 
+    outcome, libcoral_best = _libcoral_outcome(graph, order, measure, (lower, upper), num_stages,
+                                               diff_threshold_ns, partition_search_step, baseline.libcoral_abort)
+
+    # as libcoral, the last segment starts at the first sink at the latest; the device fails candidates
+    # with an op pinned last before the last segment, and the search then grows the last segment
+    first_sink = next(i for i, v in enumerate(order) if not graph.succs[v])
+    partitioner = ProfilingPartitioner(graph.num_ops, first_sink, num_stages, measure)
+    step = partitioner.usable_step(partition_search_step)
+    best: list[int] = []
+    targets = 0
+    if step is not None:
+        best, targets = bisect_partition(partitioner, lower, upper, diff_threshold_ns, step)
+    log.info("profiling: bounds %d..%d ns, %d targets, %d simulated compile+benchmark runs, best %s; libcoral: %s",
+             lower, upper, targets, partitioner.measurements, best or "none (compiler split)", outcome)
+    if best:
+        stages = split_order(order, [sum(best[:i]) for i in range(1, num_stages)], graph.num_ops)
+        result = "search"
+    else:
+        stages = baseline.stages()
+        result = ("compiler split (the initial bounds are already within diff_threshold_ns)"
+                  if upper <= lower or upper - lower <= diff_threshold_ns else
+                  "compiler split (fewer ops before the first sink than segments before the last)" if step is None else
+                  "compiler split (no target latency gave a partition)")
+    stats: list[tuple[str, int | float | str]] = [
+        ("targets", targets), ("device_runs", partitioner.measurements),
+        ("libcoral_outcome", outcome), ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
+        ("result", result)]
+    if targets and step != partition_search_step:
+        stats.append(("partition_search_step_used", step))
+    if libcoral_best is not None and libcoral_best != best:
+        stats.append(("libcoral_partition", ",".join(map(str, libcoral_best))))
+    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - t0, stats=tuple(stats))
