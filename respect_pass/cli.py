@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from hardware import load_spec
-from tflite_io import OpGraph, RespectPassError, read
+from hardware.placement import place_ops
+from tflite_io import OpGraph, RespectPassError
 
 from . import __version__
-from .partition import PartitionResult, partition
+from .partition import PartitionResult, load_model, partition
 from .schedulers import SCHEDULERS, get_scheduler
 
 __all__ = ["main", "OneLineParser", "run_cli"]
@@ -69,6 +70,8 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("--compile", action="store_true",
                    help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
+    p.add_argument("--fix-batch", action="store_true",
+                   help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
@@ -76,8 +79,10 @@ def _partition_parser() -> OneLineParser:
 
 
 def _inspect_parser() -> OneLineParser:
-    p = OneLineParser(prog="respect-pass inspect", description="Print the operator table of a .tflite model.")
+    p = OneLineParser(prog="respect-pass inspect", description="Print the operator table of a .tflite model, "
+                      "with the device (Edge TPU or CPU) edgetpu_compiler would place each op on, and why.")
     p.add_argument("model", metavar="MODEL.tflite")
+    p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -88,11 +93,15 @@ def _mb(nbytes: int) -> str:
 
 def format_inspect(graph: OpGraph) -> str:
     """The human-readable op table of ``respect-pass inspect``."""
-    rows = [f"{'op':>4}  {'type':<24} {'params (B)':>12} {'MACs':>14} {'out (B)':>10}"]
-    for op in graph.ops:
+    rows = [f"{'op':>4}  {'type':<28} {'params (B)':>12} {'MACs':>14} {'out (B)':>10}  device"]
+    for op, where in zip(graph.ops, place_ops(graph)):
         out_bytes = sum(graph.tensors[t].nbytes for t in op.outputs)
-        rows.append(f"{op.index:>4}  {op.op_type:<24} {op.param_bytes:>12,} {op.macs:>14,} {out_bytes:>10,}")
+        device = "tpu" if where.device == "tpu" else f"cpu  ({where.reason})"
+        rows.append(f"{op.index:>4}  {op.label:<28} {op.param_bytes:>12,} {op.macs:>14,} {out_bytes:>10,}  {device}")
     rows.append("-" * len(rows[0]))
+    cpu = len(graph.host_ops)
+    rows.append(f"placement: {graph.num_ops - cpu} ops on the Edge TPU, {cpu} on the CPU"
+                + (f" (ops {_ranges(sorted(graph.host_ops))})" if cpu else ""))
     rows.append(
         f"{graph.num_ops} ops, {len(graph.edges)} activation edges, "
         f"{graph.total_param_elements:,} parameters ({_mb(graph.total_param_bytes)} MiB), "
@@ -105,18 +114,32 @@ def format_inspect(graph: OpGraph) -> str:
     return "\n".join(rows)
 
 
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``'1-3, 7'``."""
+    out: list[str] = []
+    for v in values:
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
+
+
 def inspect_json(graph: OpGraph) -> dict:
-    """``respect-pass inspect --json``: the op table and totals."""
+    """``respect-pass inspect --json``: the op table (with each op's device and reason) and totals."""
     return {
         "model": graph.name,
         "num_ops": graph.num_ops,
+        "tpu_ops": len(graph.tpu_ops),
+        "cpu_ops": sorted(graph.host_ops),
         "param_bytes": graph.total_param_bytes,
         "param_count": graph.total_param_elements,
         "macs": graph.total_macs,
         "ops": [
-            {"index": op.index, "type": op.op_type, "param_bytes": op.param_bytes, "macs": op.macs,
-             "output_bytes": sum(graph.tensors[t].nbytes for t in op.outputs)}
-            for op in graph.ops
+            {"index": op.index, "type": op.label, "param_bytes": op.param_bytes, "macs": op.macs,
+             "output_bytes": sum(graph.tensors[t].nbytes for t in op.outputs),
+             "device": where.device, "reason": where.reason}
+            for op, where in zip(graph.ops, place_ops(graph))
         ],
     }
 
@@ -139,9 +162,15 @@ def format_result(result: PartitionResult) -> str:
             c = seg["compiler"]
             rows.append(f"compiled {seg['edgetpu_file']}: {c['tpu_ops']}/{c['total_ops']} ops on the Edge TPU, "
                         f"{_mb(c['on_chip_bytes'] or 0)} MiB cached, {_mb(c['off_chip_bytes'] or 0)} MiB streamed")
+    cpu = [(seg["index"], seg["cpu_ops"], seg["predicted_host_ms"]) for seg in doc["segments"] if seg.get("cpu_ops")]
+    for k, ops, ms in cpu:
+        rows.append(f"segment {k}: ops {_ranges(ops)} run on the CPU (predicted {ms:.3f} ms of host time)")
     if result.verify is not None:
         rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
                     f"over {result.verify.trials} random inputs")
+        if result.verify.stopped_before:
+            rows.append(f"verified up to {', '.join(result.verify.stopped_before)} only: LiteRT has no kernel for it; "
+                        "the segments' wiring was checked by tensor name")
     return "\n".join(rows)
 
 
@@ -169,7 +198,7 @@ def run_cli(prog: str, body, argv: Sequence[str]) -> int:
 
 def _inspect(argv: Sequence[str]) -> int:
     args = _inspect_parser().parse_args(argv)
-    graph = read(args.model)
+    graph = load_model(args.model, args.fix_batch).graph
     print(json.dumps(inspect_json(graph), indent=2) if args.json else format_inspect(graph))
     return 0
 
@@ -201,7 +230,7 @@ def _partition(argv: Sequence[str]) -> int:
         print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
                        compile=args.compile, scheduler_options=options, plot=args.plot,
-                       progress=terminal_progress)
+                       progress=terminal_progress, fix_batch=args.fix_batch)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
 

@@ -11,24 +11,27 @@ from tflite_io import (
     OutputError,
     RespectPassError,
     TfliteModel,
+    UnsupportedModelError,
     VerificationError,
     VerifyReport,
     build_segments,
+    max_stages,
     read_model,
     segment_file_name,
-    verify_segments,
+    verify_model_segments,
     write_files,
 )
 
-from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, stage_cost
+from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
 from hardware.compiler import find_compiler
+from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 
 from .plan import Plan, plan_json
 from .plot import stage_plot_png
 from .schedulers import get_scheduler
 
-__all__ = ["PartitionResult", "partition", "plan_file_name"]
+__all__ = ["PartitionResult", "load_model", "partition", "plan_file_name"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,35 @@ def plan_file_name(stem: str) -> str:
     return f"{stem}_plan.json"
 
 
+_FLOAT = frozenset({"float32", "float16", "float64", "bfloat16"})
+
+
+def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
+    """Read a model and place its ops as edgetpu_compiler would (``graph.host_ops`` = the CPU ops).
+
+    Raises :class:`UnsupportedModelError` when no op would map to the Edge TPU, with advice that fits:
+    a float model needs full-integer quantization; otherwise the first op's reason is given.
+    """
+    model = read_model(path, fix_batch)
+    graph = placed(model.graph)
+    if not graph.tpu_ops:
+        shown = str(model.path)
+        floats = [(op, t) for op in graph.ops for t in op.inputs + op.outputs
+                  if t >= 0 and graph.tensors[t].dtype in _FLOAT and not graph.tensors[t].is_constant]
+        if floats:
+            op, t = floats[0]
+            raise UnsupportedModelError(
+                shown, f"no op maps to the Edge TPU: the model computes in float (op {op.index} ({op.label}) uses "
+                f"{graph.tensors[t].dtype} tensor '{graph.tensors[t].name[:60]}'); convert it with full-integer "
+                "quantization (int8, with a representative dataset)")
+        first = place_ops(graph)[0]
+        raise UnsupportedModelError(shown, f"no op maps to the Edge TPU (op 0, {graph.ops[0].label}: {first.reason})")
+    for op in place_ops(graph):
+        if op.device == "cpu":
+            log.info("op %d (%s) runs on the CPU: %s", op.index, graph.ops[op.index].label, op.reason)
+    return replace(model, graph=graph)
+
+
 def partition(
     model_path: str | Path,
     num_segments: int,
@@ -63,6 +95,7 @@ def partition(
     scheduler_options: dict[str, Any] | None = None,
     plot: str | Path | None = None,
     progress: ProgressFactory = no_progress,
+    fix_batch: bool = False,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -74,31 +107,40 @@ def partition(
     ``edgetpu_compiler`` before anything is written, and a failed compile or
     an op left on the CPU writes nothing. ``plot`` names a PNG of the
     predicted per-stage breakdown, rendered before anything is written.
+    ``fix_batch`` sets a dynamic batch dimension to 1 in the segments.
     """
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
     plot_path = _check_plot_path(plot, out_dir) if plot is not None else None
-    model = model or read_model(model_path)
+    model = model or load_model(model_path, fix_batch)
     graph = model.graph
-    if not 1 <= num_segments <= graph.num_ops:
-        raise RespectPassError(f"number of segments must be between 1 and {graph.num_ops} (the model's ops), got {num_segments}")
+    largest = max_stages(graph)
+    if not 1 <= num_segments <= largest:
+        why = ("the model's ops" if largest == graph.num_ops else
+               f"{graph.num_ops} ops, of which {len(graph.last_stage_ops)} go with the last segment and "
+               f"{len(graph.first_stage_ops)} with the first")
+        raise RespectPassError(f"number of segments must be between 1 and {largest} ({why}), got {num_segments}")
     plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
-    costs = [stage_cost(graph, seg, spec) for seg in interfaces]
+    op_s = op_seconds(graph, spec)
+    costs = [stage_cost(graph, seg, spec, op_s) for seg in interfaces]
     if plan.stage_ms is None:
         plan = replace(plan, stage_ms=tuple(c.ms for c in costs))
     breakdown = tuple(c.as_json() for c in costs)
     report = None
     if verify:
-        report = verify_segments(model.data, blobs)
+        report = verify_model_segments(model, plan.stages, blobs)
         if not report.ok:
             raise VerificationError(list(report.mismatches))
         log.info("verified: %d boundary tensors bit-exact over %d trials", report.tensors_checked, report.trials)
     stem = model.path.stem
     names = [segment_file_name(stem, i, num_segments) for i in range(num_segments)]
-    doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()))
+    doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()), costs)
+    if model.fixed_batch:
+        doc["fixed_batch"] = list(model.fixed_batch)
     files = dict(zip(names, blobs))
-    compiled = compile_segments(files, progress=progress) if compile else []
+    expected_cpu = {name: len(c.cpu_ops) for name, c in zip(names, costs)}
+    compiled = compile_segments(files, progress=progress, expected_cpu_ops=expected_cpu) if compile else []
     _add_compiled(doc, files, compiled)
     plan_name = plan_file_name(stem)
     files[plan_name] = (json.dumps(doc, indent=2) + "\n").encode()

@@ -7,6 +7,8 @@ from typing import Any
 
 from tflite_io import OpGraph, SegmentInterface
 
+from hardware import StageCost
+
 __all__ = ["Plan", "plan_json"]
 
 
@@ -47,8 +49,13 @@ def plan_json(
     interfaces: Sequence[SegmentInterface],
     files: Sequence[str],
     model: str,
+    costs: Sequence[StageCost] | None = None,
 ) -> dict[str, Any]:
-    """The ``<stem>_plan.json`` document (keys as in DESIGN.md)."""
+    """The ``<stem>_plan.json`` document (keys as in DESIGN.md).
+
+    With ``costs`` every segment also lists its host (CPU) ops (``cpu_ops``, original op indices) and
+    their predicted time (``predicted_host_ms``).
+    """
     names = graph.tensors
     return {
         "model": model,
@@ -70,6 +77,8 @@ def plan_json(
                 "predicted_ms": plan.stage_ms[seg.index] if plan.stage_ms else None,
                 "inputs": [names[t].name for t in seg.inputs],
                 "outputs": [names[t].name for t in seg.outputs],
+                **({"cpu_ops": list(costs[seg.index].cpu_ops), "predicted_host_ms": costs[seg.index].host_s * 1e3}
+                   if costs is not None else {}),
             }
             for seg in interfaces
         ],

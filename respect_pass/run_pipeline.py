@@ -24,7 +24,8 @@ from typing import Any
 from hardware import USB, EdgeTpuSpec, load_spec, simulate_pipeline, stage_costs
 from hardware.coral import run_coral
 from hardware.progress import ProgressFactory, no_progress
-from tflite_io import RespectPassError, read_model, verify_segments, write_files
+from hardware.placement import placed
+from tflite_io import RespectPassError, read_model, verify_model_segments, write_files
 
 from .cli import OneLineParser, run_cli, terminal_progress
 from .plot import stage_plot_png
@@ -112,11 +113,20 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     if plan is not None:
         source = Path(plan["model"])
         if source.is_file():
-            report = verify_segments(read_model(source).data, [m.data for m in models])
+            model = read_model(source, fix_batch=bool(plan.get("fixed_batch")))
+            stages = [0] * model.graph.num_ops
+            try:
+                for seg in plan["segments"]:
+                    for v in seg["ops"]:
+                        stages[v] = seg["index"]
+            except (KeyError, TypeError, IndexError) as exc:
+                raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
+            report = verify_model_segments(model, stages, [m.data for m in models])
             verified = report.ok
             if not report.ok:
                 raise RespectPassError(f"segments are not bit-exact with {source}: {report.mismatches[0]}")
-    costs = [stage_costs(m.graph, (0,) * m.graph.num_ops, 1, spec)[0] for m in models]
+    # each segment is compiled on its own, so its ops are placed on its own
+    costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in (placed(m.graph) for m in models)]
     stages = [{**replace(c, index=i).as_json(), "file": str(p)} for i, (c, p) in enumerate(zip(costs, segments.paths))]
     run = simulate_pipeline([c.ms for c in costs], count=count)
     return {

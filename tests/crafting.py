@@ -56,3 +56,25 @@ def custom_op(data: bytes) -> bytes:
 
 def wrong_identifier(data: bytes) -> bytes:
     return data[:4] + b"XYZ1" + data[8:]
+
+
+def compiled(data: bytes) -> bytes:
+    """What edgetpu_compiler writes: the mapped ops replaced by one ``edgetpu-custom-op`` (here: the first op)."""
+    def edit(m):
+        oc = schema.OperatorCodeT()
+        oc.builtinCode = oc.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        oc.customCode = b"edgetpu-custom-op"
+        m.operatorCodes.append(oc)
+        op = m.subgraphs[0].operators[0]
+        op.opcodeIndex = len(m.operatorCodes) - 1
+        op.builtinOptionsType, op.builtinOptions, op.customOptions = 0, None, b"\x00" * 16
+    return mutate(data, edit)
+
+
+def bad_zero_point(data: bytes) -> bytes:
+    """An int8 conv weight with a non-zero zero point: a valid flatbuffer that LiteRT's conv refuses to prepare."""
+    def edit(m):
+        sg = m.subgraphs[0]
+        w = sg.tensors[sg.operators[0].inputs[1]]
+        w.quantization.zeroPoint = [3] + list(w.quantization.zeroPoint)[1:]
+    return mutate(data, edit)

@@ -64,7 +64,8 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
         "float": crafting.float_model(data),
         "subgraphs": crafting.two_subgraphs(data),
         "dynamic": crafting.dynamic_batch(data),
-        "custom": crafting.custom_op(data),
+        "compiled": crafting.compiled(data),
+        "bad_quantization": crafting.bad_zero_point(data),
         "empty": b"",
     }
     paths = {}
@@ -76,7 +77,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
 
 
 BAD = ["not_flatbuffer", "wrong_identifier", "truncated", "corrupted", "float", "subgraphs", "dynamic",
-       "custom", "empty", "missing"]
+       "compiled", "bad_quantization", "empty", "missing"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -179,7 +180,7 @@ def test_compile_with_fake_compiler_writes_compiled_files_and_logs(tmp_path, fak
     assert "ops on the Edge TPU" in r.stdout
 
 
-@pytest.mark.parametrize("mode, match", [("cpu", "would run on the CPU: CUSTOM x1"), ("fail", "edgetpu_compiler failed")])
+@pytest.mark.parametrize("mode, match", [("cpu", "would run on the CPU where our placement expected 0: CUSTOM x1"), ("fail", "edgetpu_compiler failed")])
 def test_compile_failure_on_one_segment_writes_nothing(tmp_path, fake_compiler, monkeypatch, mode, match):
     monkeypatch.setenv("FAKE_EDGETPU_MODE", mode)
     monkeypatch.setenv("FAKE_EDGETPU_FAIL_ON", "segment_1_of_3")

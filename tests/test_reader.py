@@ -38,10 +38,12 @@ def test_per_channel_quantization_is_kept(embedded_model):
 
 
 @pytest.mark.parametrize("make,error,match", [
-    (crafting.float_model, UnsupportedModelError, "not full-integer quantized"),
+    # an int8 CONV_2D writing a float tensor: LiteRT refuses to prepare it, and so do we (naming the op)
+    (crafting.float_model, ModelFormatError, r"LiteRT cannot prepare op 0 \(CONV_2D\)"),
     (crafting.two_subgraphs, UnsupportedModelError, "2 subgraphs"),
-    (crafting.dynamic_batch, UnsupportedModelError, "dynamic shape"),
-    (crafting.custom_op, UnsupportedModelError, "custom operator 'MyFancyOp'"),
+    (crafting.dynamic_batch, UnsupportedModelError, "dynamic batch dimension .* rerun with --fix-batch"),
+    (crafting.compiled, UnsupportedModelError, "already compiled for the Edge TPU .* from before edgetpu_compiler"),
+    (crafting.bad_zero_point, ModelFormatError, r"LiteRT cannot prepare op \d+ \(CONV_2D\)"),
     (crafting.wrong_identifier, ModelFormatError, "file identifier is b'XYZ1'"),
     (lambda d: d[: len(d) // 3], ModelFormatError, "not a valid TFLite flatbuffer"),
     (lambda d: b"TFL", ModelFormatError, "too small"),
@@ -101,3 +103,36 @@ def test_read_model_keeps_bytes_and_tree(embedded_model):
     assert embedded_model.data == DATA
     assert embedded_model.model.subgraphs[0].operators is not None
     assert read_model(crafting.EMBEDDED).graph == embedded_model.graph
+
+
+def test_custom_op_without_kernel_is_an_opaque_op(tmp_path):
+    p = tmp_path / "custom.tflite"
+    p.write_bytes(crafting.custom_op(DATA))
+    m = read_model(p)
+    last = m.graph.ops[-1]
+    assert (last.op_type, last.custom_code, last.label) == ("CUSTOM", "MyFancyOp", "CUSTOM(MyFancyOp)")
+    # LiteRT has no kernel for it: the rest of the model was prepared instead
+    assert m.no_kernel_ops == frozenset({63})
+    # an opaque op is costed by the elements it reads
+    assert last.macs == sum(m.graph.tensors[t].num_elements for t in last.inputs if t >= 0)
+
+
+def test_fix_batch_sets_the_batch_in_memory_only(tmp_path):
+    p = tmp_path / "dyn.tflite"
+    data = crafting.dynamic_batch(DATA)
+    p.write_bytes(data)
+    m = read_model(p, fix_batch=True)
+    name = m.graph.tensors[m.graph.inputs[0]].name
+    assert m.fixed_batch == (name,)
+    assert m.model.subgraphs[0].tensors[m.graph.inputs[0]].shapeSignature is None
+    assert p.read_bytes() == data  # the input file is never modified
+
+
+def test_fix_batch_does_not_hide_other_dynamic_dimensions(tmp_path):
+    def edit(m):
+        t = m.subgraphs[0].tensors[m.subgraphs[0].inputs[0]]
+        t.shapeSignature = [1, -1, -1, 3]
+    p = tmp_path / "dyn_hw.tflite"
+    p.write_bytes(crafting.mutate(DATA, edit))
+    with pytest.raises(UnsupportedModelError, match="dynamic shape"):
+        read_model(p, fix_batch=True)

@@ -1,14 +1,22 @@
-"""Read a full-integer-quantized ``.tflite`` file into an :class:`OpGraph`.
+"""Read a quantized ``.tflite`` file into an :class:`OpGraph`.
 
 The flatbuffer is first checked by LiteRT's own verifier (building an
 interpreter over the bytes), so truncated or corrupted files become a
 :class:`ModelFormatError` instead of a crash; then it is unpacked with the
-object API of ``ai_edge_litert.schema_py_generated``.
+object API of ``ai_edge_litert.schema_py_generated``, and finally prepared
+once in LiteRT (``allocate_tensors``), so a model the interpreter would reject
+(bad quantization parameters, inconsistent shapes) is refused here, naming the
+op, before anything is scheduled or written. Custom ops are kept as opaque ops;
+where LiteRT has no kernel for one (``PosenetDecoderOp``), the part of the
+model before it is prepared instead and the op is listed in
+:attr:`TfliteModel.no_kernel_ops`. Which ops run on the Edge TPU and which on
+the CPU is not decided here but by ``hardware.placement``.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +26,10 @@ from ai_edge_litert import schema_py_generated as schema
 from .errors import ModelFormatError, UnsupportedModelError
 from .graph import Op, OpGraph, Quantization, TensorInfo, distinct_constants
 from .macs import op_macs
+from .stages import SegmentInterface
+from .submodel import submodel
 
-__all__ = ["TfliteModel", "read", "read_model", "op_type_name", "custom_op_codes", "EDGETPU_OPS", "EDGETPU_CUSTOM_OP"]
+__all__ = ["TfliteModel", "read", "read_model", "parse_model", "op_type_name", "custom_op_codes", "EDGETPU_CUSTOM_OP"]
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +40,6 @@ _DTYPES = {
     "UINT8": "uint8", "INT64": "int64", "BOOL": "bool", "INT16": "int16", "INT8": "int8",
     "UINT64": "uint64", "UINT32": "uint32", "UINT16": "uint16",
 }
-_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
-_QUANT_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
-
-#: Operators the Edge TPU compiler can map (coral.ai/docs/edgetpu/models-intro); others run on the CPU.
-EDGETPU_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEPTH_TO_SPACE",
-    "EXP", "FULLY_CONNECTED", "GATHER", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC", "LSTM",
-    "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE",
-    "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
-    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQRT",
-    "SQUARED_DIFFERENCE", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-    "UNPACK", "DEQUANTIZE", "LEAKY_RELU", "BATCH_MATMUL",
-})
-
 #: The custom op that edgetpu_compiler puts in place of the ops it maps to the Edge TPU.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -56,6 +52,10 @@ class TfliteModel:
     data: bytes
     model: Any  # schema.ModelT
     graph: OpGraph
+    #: Custom ops LiteRT has no kernel for (their descendants cannot run either); verification stops before them.
+    no_kernel_ops: frozenset[int] = field(default=frozenset())
+    #: Tensors whose dynamic batch dimension ``--fix-batch`` set to 1 (in the segments, never in the input file).
+    fixed_batch: tuple[str, ...] = ()
 
 
 def op_type_name(opcode: Any) -> str:
@@ -64,18 +64,20 @@ def op_type_name(opcode: Any) -> str:
     return _OP_NAMES.get(code, f"UNKNOWN_{code}")
 
 
-def read(path: str | Path) -> OpGraph:
+def read(path: str | Path, fix_batch: bool = False) -> OpGraph:
     """Read ``path`` and return its OpGraph (see :func:`read_model`)."""
-    return read_model(path).graph
+    return read_model(path, fix_batch).graph
 
 
-def read_model(path: str | Path) -> TfliteModel:
-    """Read and check a full-integer ``.tflite`` model.
+def read_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
+    """Read and check a ``.tflite`` model.
 
-    Raises :class:`ModelFormatError` for files that are missing, unreadable or
-    not a valid TFLite flatbuffer, and :class:`UnsupportedModelError` for
-    valid models respect-pass cannot partition (several subgraphs, dynamic
-    shapes, custom ops, float compute, external buffers).
+    Raises :class:`ModelFormatError` for files that are missing, unreadable,
+    not a valid TFLite flatbuffer, or that LiteRT cannot prepare, and
+    :class:`UnsupportedModelError` for valid models respect-pass cannot
+    partition (already compiled for the Edge TPU, several subgraphs, dynamic
+    shapes other than a batch dimension that ``fix_batch`` sets to 1, external
+    buffers).
     """
     path = Path(path)
     shown = str(path)
@@ -87,7 +89,7 @@ def read_model(path: str | Path) -> TfliteModel:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelFormatError(shown, f"cannot read file ({exc.strerror})") from None
-    return parse_model(data, path)
+    return parse_model(data, path, fix_batch)
 
 
 def custom_op_codes(data: bytes, shown: str = "model") -> tuple[str, ...]:
@@ -106,71 +108,129 @@ def custom_op_codes(data: bytes, shown: str = "model") -> tuple[str, ...]:
         raise ModelFormatError(shown, f"corrupt flatbuffer ({type(exc).__name__})") from None
 
 
-def parse_model(data: bytes, path: Path) -> TfliteModel:
-    """Verify and unpack model bytes (``path`` is used for names and messages only)."""
+def parse_model(data: bytes, path: Path, fix_batch: bool = False) -> TfliteModel:
+    """Verify, unpack and prepare model bytes (``path`` is used for names and messages only)."""
     shown = str(path)
     if len(data) < 8:
         raise ModelFormatError(shown, f"file is {len(data)} bytes, too small to be a TFLite model")
     ident = data[4:8]
     if ident != b"TFL3":
         raise ModelFormatError(shown, f"file identifier is {ident!r}, expected b'TFL3': not a TFLite model")
-    _verify_flatbuffer(data, shown)
+    interpreter = _verify_flatbuffer(data, shown)
+    if EDGETPU_CUSTOM_OP in custom_op_codes(data, shown):
+        raise UnsupportedModelError(shown, "this model is already compiled for the Edge TPU (it contains "
+                                    f"{EDGETPU_CUSTOM_OP}); give the model from before edgetpu_compiler")
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:  # the verifier passed but the object API still choked
         raise ModelFormatError(shown, f"corrupt flatbuffer ({type(exc).__name__})") from None
+    fixed: list[str] = []
     try:
-        graph = _build_graph(model, path.stem, shown)
+        graph = _build_graph(model, path.stem, shown, fixed if fix_batch else None)
     except (UnsupportedModelError, ModelFormatError):
         raise
     except Exception as exc:
         raise ModelFormatError(shown, f"inconsistent model structure ({type(exc).__name__}: {exc})") from None
-    return TfliteModel(path, data, model, graph)
+    no_kernel = _prepare(interpreter, model, graph, shown)
+    return TfliteModel(path, data, model, graph, no_kernel, tuple(fixed))
 
 
 def _short(name: str, limit: int = 60) -> str:
     return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
-def _verify_flatbuffer(data: bytes, shown: str) -> None:
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(data: bytes) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    return Interpreter(model_content=data,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def _verify_flatbuffer(data: bytes, shown: str) -> Any:
+    """An interpreter over ``data`` (LiteRT verifies the flatbuffer while building it)."""
     try:
-        Interpreter(model_content=data)
-    except ValueError as exc:
+        return _interpreter(data)
+    except (ValueError, RuntimeError) as exc:
         msg = " ".join(str(exc).split())
-        if "custom op" in msg.lower():
-            raise UnsupportedModelError(shown, f"custom operators are not supported ({msg})") from None
-        raise ModelFormatError(shown, f"not a valid TFLite flatbuffer ({msg})") from None
+        raise ModelFormatError(shown, f"not a valid TFLite flatbuffer ({_short(msg, 160)})") from None
 
 
-def _build_graph(model: Any, name: str, shown: str) -> OpGraph:
+_UNRESOLVED = re.compile(r"unresolved custom op: (.+?)\.(?:\s|$)")
+_NODE = re.compile(r"Node number (\d+) \((.+?)\) failed to prepare")
+
+
+def _prepare(interpreter: Any, model: Any, graph: OpGraph, shown: str) -> frozenset[int]:
+    """Prepare the model in LiteRT once; return the custom ops that have no kernel there.
+
+    When LiteRT reports an unresolved custom op, that op and its descendants are
+    left out and the rest is prepared instead (again, until it prepares or fails
+    for another reason). Any other failure is a :class:`ModelFormatError` naming the op.
+    """
+    no_kernel: set[int] = set()
+    kept = list(range(graph.num_ops))
+    while True:
+        try:
+            interpreter.allocate_tensors()
+            return frozenset(no_kernel)
+        except (RuntimeError, ValueError) as exc:
+            msg = " ".join(str(exc).split())
+        unresolved = _UNRESOLVED.search(msg)
+        if unresolved is None:
+            node = _NODE.search(msg)
+            where = ""
+            if node and int(node.group(1)) < len(kept):
+                v = kept[int(node.group(1))]
+                where = f"op {v} ({graph.ops[v].label}) "
+            detail = _short(msg.split(" Node number")[0], 160)
+            raise ModelFormatError(shown, f"LiteRT cannot prepare {where or 'the model'}: {detail}") from None
+        name = unresolved.group(1)
+        found = {v for v in kept if graph.ops[v].op_type == "CUSTOM" and graph.ops[v].custom_code == name}
+        if not found:
+            raise ModelFormatError(shown, f"LiteRT cannot prepare the model: {_short(msg, 160)}")
+        no_kernel |= found
+        dropped = descendants(graph, no_kernel)
+        kept = [v for v in range(graph.num_ops) if v not in dropped]
+        if not kept:
+            return frozenset(no_kernel)
+        interpreter = _verify_flatbuffer(submodel(model, runnable_interface(graph, kept)), shown)
+
+
+def descendants(graph: OpGraph, roots: set[int] | frozenset[int]) -> set[int]:
+    """``roots`` and every op that depends on one of them."""
+    out = set(roots)
+    for v in range(graph.num_ops):
+        if v not in out and any(u in out for u in graph.preds[v]):
+            out.add(v)
+    return out
+
+
+def runnable_interface(graph: OpGraph, ops: list[int], keep_outputs: frozenset[int] | None = None) -> SegmentInterface:
+    """The interface of a sub-model made of ``ops``: it reads what they read from outside and writes
+    every tensor they produce that is a model output or is read by an op outside the set."""
+    inside = set(ops)
+    produced = {t for v in ops for t in graph.ops[v].outputs}
+    reads = {t for v in ops for t in graph.ops[v].inputs if t >= 0}
+    inputs = tuple(t for t in graph.inputs if t in reads) + tuple(
+        sorted(t for t in reads - produced if t in graph.producer))
+    outputs = tuple(sorted(t for t in produced if t in graph.outputs
+                           or any(r not in inside for r in graph.consumers.get(t, ()))))
+    return SegmentInterface(-1, tuple(ops), inputs, outputs, 0)
+
+
+def _build_graph(model: Any, name: str, shown: str, fixed: list[str] | None) -> OpGraph:
     subgraphs = model.subgraphs or []
     if len(subgraphs) != 1:
         raise UnsupportedModelError(shown, f"model has {len(subgraphs)} subgraphs; only single-subgraph models are supported")
     sg = subgraphs[0]
     buffers = model.buffers or []
-    tensors = tuple(_tensor_info(i, t, buffers, shown) for i, t in enumerate(sg.tensors or []))
+    tensors = tuple(_tensor_info(i, t, buffers, shown, fixed) for i, t in enumerate(sg.tensors or []))
     ops = []
     for i, op in enumerate(sg.operators or []):
         opcode = model.operatorCodes[op.opcodeIndex]
         op_type = op_type_name(opcode)
-        if op_type == "CUSTOM":
-            custom = (opcode.customCode or b"").decode("utf-8", "replace")
-            raise UnsupportedModelError(shown, f"op {i} is the custom operator '{custom}'; custom operators are not supported")
+        custom = (opcode.customCode or b"").decode("utf-8", "replace") if op_type == "CUSTOM" else ""
         ins = tuple(int(t) for t in (op.inputs if op.inputs is not None else ()))
         outs = tuple(int(t) for t in (op.outputs if op.outputs is not None else ()))
-        if op_type not in _QUANT_BOUNDARY_OPS:
-            for t in ins + outs:
-                if t >= 0 and _TYPE_NAMES.get(sg.tensors[t].type) in _FLOAT_TYPES:
-                    raise UnsupportedModelError(
-                        shown,
-                        f"model is not full-integer quantized: op {i} ({op_type}) uses "
-                        f"{_TYPE_NAMES[sg.tensors[t].type].lower()} tensor '{_short(tensors[t].name)}' "
-                        "(convert with a representative dataset to int8)",
-                    )
-        if op_type not in EDGETPU_OPS:
-            log.warning("op %d (%s) is not supported by the Edge TPU and will run on the CPU", i, op_type)
         param_bytes = sum(t.nbytes for t in distinct_constants(tensors, ins).values())
         adj_x = bool(getattr(op.builtinOptions, "adjX", False))
         macs = op_macs(
@@ -179,7 +239,9 @@ def _build_graph(model: Any, name: str, shown: str) -> OpGraph:
             [tensors[t].shape for t in outs],
             adj_x=adj_x,
         )
-        ops.append(Op(i, op_type, ins, outs, param_bytes, int(macs)))
+        if custom:  # opaque: count the elements it reads (e.g. boxes x classes for detection post-processing)
+            macs = sum(tensors[t].num_elements for t in ins if t >= 0)
+        ops.append(Op(i, op_type, ins, outs, param_bytes, int(macs), custom))
     inputs = tuple(int(t) for t in (sg.inputs if sg.inputs is not None else ()))
     outputs = tuple(int(t) for t in (sg.outputs if sg.outputs is not None else ()))
     if not ops:
@@ -189,12 +251,23 @@ def _build_graph(model: Any, name: str, shown: str) -> OpGraph:
     return OpGraph(name, tuple(ops), tensors, inputs, outputs)
 
 
-def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str) -> TensorInfo:
+def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str, fixed: list[str] | None) -> TensorInfo:
+    """One tensor; with ``fixed`` (a list, for ``--fix-batch``) a dynamic batch dimension becomes 1 in the
+    in-memory model (which the segments are built from) and the tensor's name is appended to ``fixed``."""
     name = (t.name or b"").decode("utf-8", "replace")
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
     sig = tuple(int(d) for d in (t.shapeSignature if t.shapeSignature is not None else shape))
     if any(d < 0 for d in shape + sig):
-        raise UnsupportedModelError(shown, f"tensor '{_short(name)}' has a dynamic shape {list(sig)}; fix the input shape (batch 1) before converting")
+        batch_only = len(sig) == len(shape) and sig[0] < 0 and shape[:1] == (1,) and all(d >= 0 for d in sig[1:] + shape)
+        if not batch_only:
+            raise UnsupportedModelError(shown, f"tensor '{_short(name)}' has a dynamic shape {list(sig)}; "
+                                        "fix the input shape (batch 1) before converting")
+        if fixed is None:
+            raise UnsupportedModelError(shown, f"tensor '{_short(name)}' has a dynamic batch dimension {list(sig)}; "
+                                        "rerun with --fix-batch to set it to 1 in the segments (the Edge TPU "
+                                        "needs static shapes)")
+        t.shapeSignature = None
+        fixed.append(name)
     type_name = _TYPE_NAMES.get(t.type, f"TYPE_{t.type}")
     dtype = _DTYPES.get(type_name, type_name.lower())
     buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
