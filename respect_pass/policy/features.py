@@ -18,13 +18,13 @@ through the context columns shared by every node.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from hardware import EdgeTpuSpec, op_class, op_seconds
+from hardware import EdgeTpuSpec, op_class
+from hardware.kernel import CostArrays, cost_arrays
 from tflite_io import OpGraph
-from tflite_io.graph import distinct_constants
 
 __all__ = ["GraphArrays", "graph_arrays", "node_features", "NODE_FEATURES", "CONTEXT_FEATURES", "NUM_FEATURES"]
 
@@ -44,43 +44,27 @@ NUM_FEATURES = len(NODE_FEATURES) + len(CONTEXT_FEATURES)
 
 
 @dataclass(frozen=True)
-class GraphArrays:
-    """Index arrays of one graph under one spec (see the module docstring)."""
+class GraphArrays(CostArrays):
+    """The device model's :class:`~hardware.kernel.CostArrays` of one graph under one spec, plus what the
+    policy's features and decoder need (see the module docstring)."""
 
-    n: int
     src: np.ndarray            # (E,) distinct precedence pairs u -> v
     dst: np.ndarray
     succs: tuple[tuple[int, ...], ...]
     indeg: np.ndarray          # (n,) number of distinct predecessors
-    compute_s: np.ndarray      # (n,) macs / (peak * eff) + t_op
-    param_bytes: np.ndarray    # (n,) distinct constant bytes of each op
     out_bytes: np.ndarray      # (n,) activation bytes each op produces for other ops or the model
     in_bytes: np.ndarray       # (n,) activation bytes each op reads
-    pb_buf: np.ndarray         # (buffer, reader op, bytes) pairs, distinct
-    pb_op: np.ndarray
-    pb_bytes: np.ndarray
-    in_tensor: np.ndarray      # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
-    in_reader: np.ndarray
-    in_producer: np.ndarray
-    in_bytes_pair: np.ndarray
-    in_entry: np.ndarray       # per pair: index into the out_* arrays of its tensor, -1 for a model input
-    out_producer: np.ndarray   # (producer op, bytes) of every produced tensor that has readers
-    out_bytes_t: np.ndarray
-    model_out_bytes: float
-    input_readers: tuple[np.ndarray, ...]    # per model input with readers: its reader ops
-    output_ops: np.ndarray     # (n,) bool: pinned to the last stage (model-output producer or host-op tail)
-    pinned: np.ndarray         # (n,) bool: such an op or a descendant of one
+    pinned: np.ndarray         # (n,) bool: pinned to the last stage or a descendant of such an op
     reads_input: np.ndarray    # (n,) bool
     op_class: np.ndarray       # (n,) 0 conv, 1 depthwise, 2 elementwise
     ancestors: np.ndarray      # (n, n) bool: ancestors[v, u] = u is a proper ancestor of v
     depth: np.ndarray          # (n,) longest path from a source, in ops
     rev_depth: np.ndarray      # (n,) longest path to a sink, in ops
-    spec: EdgeTpuSpec
-    total_param_bytes: float
 
 
 def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
     """Build the :class:`GraphArrays` of ``graph`` (linear in its size, plus an n x n ancestor matrix)."""
+    ca = cost_arrays(graph, spec)
     n = graph.num_ops
     preds, succs = graph.preds, graph.succs
     src = np.fromiter((u for v in range(n) for u in preds[v]), dtype=np.int64)
@@ -88,55 +72,15 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
     indeg = np.fromiter((len(p) for p in preds), dtype=np.int64, count=n)
     classes = {"conv": 0, "depthwise": 1, "elementwise": 2}
     cls = np.fromiter((classes[op_class(op.op_type)] for op in graph.ops), dtype=np.int64, count=n)
-    compute = op_seconds(graph, spec)
-
-    tensors = graph.tensors
-    pb_buf, pb_op, pb_bytes = [], [], []
-    for op in graph.ops:
-        for buf, t in distinct_constants(tensors, op.inputs).items():
-            pb_buf.append(buf)
-            pb_op.append(op.index)
-            pb_bytes.append(t.nbytes)
-    param = np.zeros(n)
-    np.add.at(param, np.asarray(pb_op, dtype=np.int64), np.asarray(pb_bytes, dtype=np.float64))
-
-    producer, model_inputs = graph.producer, set(graph.inputs)
-    in_t, in_r, in_p, in_b, in_e = [], [], [], [], []
-    out_p, out_b = [], []
-    for t, readers in graph.consumers.items():
-        if t in producer:
-            q = producer[t]
-        elif t in model_inputs:
-            q = -1
-        else:
-            continue
-        nb = tensors[t].nbytes
-        entry = len(out_p) if q >= 0 else -1
-        for r in readers:
-            in_t.append(t)
-            in_r.append(r)
-            in_p.append(q)
-            in_b.append(nb)
-            in_e.append(entry)
-        if q >= 0:
-            out_p.append(q)
-            out_b.append(nb)
     in_bytes = np.zeros(n)
-    np.add.at(in_bytes, np.asarray(in_r, dtype=np.int64), np.asarray(in_b, dtype=np.float64))
+    np.add.at(in_bytes, ca.in_reader, ca.in_bytes_pair)
     out_bytes = np.zeros(n)
-    np.add.at(out_bytes, np.asarray(out_p, dtype=np.int64), np.asarray(out_b, dtype=np.float64))
-    model_out = float(sum(tensors[t].nbytes for t in graph.outputs))
+    np.add.at(out_bytes, ca.out_producer, ca.out_bytes_t)
     for t in graph.outputs:
-        if t in producer:
-            out_bytes[producer[t]] += tensors[t].nbytes
-
-    output_ops = np.zeros(n, dtype=bool)
-    output_ops[list(graph.last_stage_ops)] = True
-    consumers = graph.consumers
-    input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
-        np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops))  # each must sit in stage 0
+        if t in graph.producer:
+            out_bytes[graph.producer[t]] += graph.tensors[t].nbytes
     reads_input = np.zeros(n, dtype=bool)
-    for r in input_readers:
+    for r in ca.input_readers:
         reads_input[r] = True
 
     # ancestor sets as Python integers (bit u set = u is an ancestor), then one unpack into a bool matrix
@@ -154,31 +98,23 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
     anc = np.unpackbits(raw, axis=1, count=n, bitorder="little").astype(bool)
     depth = np.asarray(depth_l, dtype=np.int64)
     out_mask = sum(1 << v for v in graph.last_stage_ops)
-    pinned = output_ops | np.fromiter((b & out_mask != 0 for b in bits), dtype=bool, count=n)
+    pinned = ca.last_ops | np.fromiter((b & out_mask != 0 for b in bits), dtype=bool, count=n)
     rev = np.zeros(n, dtype=np.int64)
     for v in range(n - 1, -1, -1):
         s = succs[v]
         if s:
             rev[v] = rev[list(s)].max() + 1
     return GraphArrays(
-        n=n, src=src, dst=dst, succs=succs, indeg=indeg, compute_s=compute, param_bytes=param,
-        out_bytes=out_bytes, in_bytes=in_bytes,
-        pb_buf=np.asarray(pb_buf, dtype=np.int64), pb_op=np.asarray(pb_op, dtype=np.int64),
-        pb_bytes=np.asarray(pb_bytes, dtype=np.float64),
-        in_tensor=np.asarray(in_t, dtype=np.int64), in_reader=np.asarray(in_r, dtype=np.int64),
-        in_producer=np.asarray(in_p, dtype=np.int64), in_bytes_pair=np.asarray(in_b, dtype=np.float64),
-        in_entry=np.asarray(in_e, dtype=np.int64), out_producer=np.asarray(out_p, dtype=np.int64),
-        out_bytes_t=np.asarray(out_b, dtype=np.float64),
-        model_out_bytes=model_out, input_readers=input_readers, output_ops=output_ops, pinned=pinned,
-        reads_input=reads_input, op_class=cls, ancestors=anc, depth=depth, rev_depth=rev, spec=spec,
-        total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
+        **{f.name: getattr(ca, f.name) for f in fields(CostArrays)},
+        src=src, dst=dst, succs=succs, indeg=indeg, out_bytes=out_bytes, in_bytes=in_bytes, pinned=pinned,
+        reads_input=reads_input, op_class=cls, ancestors=anc, depth=depth, rev_depth=rev,
     )
 
 
 def node_features(ga: GraphArrays, num_stages: int) -> np.ndarray:
     """(n, NUM_FEATURES) float32 features of every op for a ``num_stages``-stage plan."""
     spec, n, K = ga.spec, ga.n, float(num_stages)
-    c, p = ga.compute_s, ga.param_bytes
+    c, p = ga.op_s, ga.param_bytes
     C = max(float(c.sum()), 1e-12)
     P = max(ga.total_param_bytes, float(p.sum()), 1.0)
     cache = max(float(spec.cache_bytes), 1.0)

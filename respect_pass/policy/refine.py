@@ -10,7 +10,7 @@ plus cuts):
   keeps the map monotone when every successor is in a later stage (forward)
   or every predecessor in an earlier one (backward, never for ops pinned to
   the last stage). Moves are scored on the map itself with
-  :func:`map_stage_times` (O(n) per move, no range matrices), applied greedily
+  :func:`hardware.kernel.map_stage_times` (O(n) per move, no range matrices), applied greedily
   while they lower (bottleneck, latency), and the result joins the
   re-orderings as one more order for ``dp``.
 
@@ -22,37 +22,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..orders import split_order
-from ..range_costs import RangeCosts
+from hardware.kernel import RangeCosts, map_stage_times, range_costs
+
 from .decode import greedy_order
 from .features import GraphArrays
-from .split import best_split, order_range_costs
+from .split import best_split
 
-__all__ = ["map_stage_times", "range_stage_times", "movable_ops", "improve_by_moves", "refine"]
+__all__ = ["range_stage_times", "movable_ops", "improve_by_moves", "refine"]
 
 _REL = 1e-9
-
-
-def map_stage_times(ga: GraphArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:
-    """(K,) seconds of each stage of the monotone map ``stages``, as :func:`hardware.stage_costs` computes them."""
-    K, spec = num_stages, ga.spec
-    compute = np.bincount(stages, weights=ga.compute_s, minlength=K)
-    params = np.zeros(K)
-    if len(ga.pb_op):  # distinct (buffer, stage) pairs
-        key, first = np.unique(ga.pb_buf * K + stages[ga.pb_op], return_index=True)
-        params = np.bincount(key % K, weights=ga.pb_bytes[first], minlength=K)
-    io = np.zeros(K)
-    if len(ga.in_reader):
-        r_stage = stages[ga.in_reader]
-        crossing = (ga.in_producer < 0) | (stages[np.maximum(ga.in_producer, 0)] != r_stage)
-        key, first = np.unique(ga.in_tensor[crossing] * K + r_stage[crossing], return_index=True)
-        io += np.bincount(key % K, weights=ga.in_bytes_pair[crossing][first], minlength=K)
-        produced = crossing & (ga.in_entry >= 0)
-        leaves = np.zeros(len(ga.out_producer), dtype=bool)
-        leaves[ga.in_entry[produced]] = True
-        io += np.bincount(stages[ga.out_producer[leaves]], weights=ga.out_bytes_t[leaves], minlength=K)
-    io[K - 1] += ga.model_out_bytes
-    return (spec.t_invoke_s + compute + np.maximum(params - spec.cache_bytes, 0.0) / spec.stream_bytes_per_s
-            + io / spec.io_bytes_per_s)
 
 
 def range_stage_times(rc: RangeCosts, cuts: list[int], num_stages: int) -> np.ndarray:
@@ -87,7 +65,7 @@ def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit
     """Greedy descent: at most ``steps`` times, apply the best of at most ``limit`` moves out of the
     slowest stage (ops with the most own work first) if it lowers (bottleneck, latency); the map and
     the number of moves applied. The first stage must keep an op that reads every model input."""
-    own = ga.compute_s + ga.param_bytes / ga.spec.stream_bytes_per_s
+    own = ga.op_s + ga.param_bytes / ga.spec.stream_bytes_per_s
     stages = stages.copy()
     times = map_stage_times(ga, stages, num_stages)
     done = 0
@@ -139,7 +117,7 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
         if not uniq:
             break
         try:
-            best, new_cuts, b, lat = best_split([order_range_costs(ga, v) for v in uniq], num_stages)
+            best, new_cuts, b, lat = best_split([range_costs(ga, v) for v in uniq], num_stages)
         except ValueError:
             break  # no variant has a valid split
         if _better((b, lat), key):

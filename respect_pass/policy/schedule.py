@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from hardware import USB, EdgeTpuSpec
+from hardware.kernel import lower_bound_s, range_costs
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
@@ -48,9 +49,9 @@ from .decode import greedy_order, perturbed_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .model import PolicyNet, make_batch
 from .refine import refine
-from .split import best_split, bottleneck_value, order_range_costs
+from .split import best_split, bottleneck_value
 
-__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "lower_bound_s",
+__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders",
            "single_thread"]
 
 _REL = 1e-9
@@ -73,15 +74,6 @@ def policy_scores(model: PolicyNet, ga: GraphArrays, num_stages: int) -> np.ndar
     x = node_features(ga, num_stages)
     with torch.inference_mode(), single_thread():
         return model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
-
-
-def lower_bound_s(ga: GraphArrays, num_stages: int) -> float:
-    """A bound no plan's bottleneck can beat: one op alone on a TPU, or all the work spread over K TPUs."""
-    spec, K = ga.spec, num_stages
-    own = spec.t_invoke_s + ga.compute_s + np.maximum(0.0, ga.param_bytes - spec.cache_bytes) / spec.stream_bytes_per_s
-    spread = (K * spec.t_invoke_s + ga.compute_s.sum()
-              + max(0.0, ga.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s) / K
-    return float(max(own.max(initial=0.0), spread))
 
 
 def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, samples: int, seed: int,
@@ -152,7 +144,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
     if objective == "latency":
         greedy = greedy_order(scores, ga)
         t4 = time.perf_counter()
-        rc0 = order_range_costs(ga, greedy)
+        rc0 = range_costs(ga, greedy)
         b0 = bottleneck_value(rc0, num_stages)
         bound = lower_bound_s(ga, num_stages)
         if b0 <= bound * (1 + _REL):  # nothing can beat it
@@ -161,7 +153,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
             t = time.perf_counter()
             cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
             t4 += time.perf_counter() - t
-            rcs = [rc0] + [order_range_costs(ga, o) for _, o in cands[1:]]
+            rcs = [rc0] + [range_costs(ga, o) for _, o in cands[1:]]
         try:
             best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
         except ValueError:

@@ -39,13 +39,14 @@ import numpy as np
 import torch
 
 from hardware import USB
+from hardware.kernel import range_costs
 
 from .checkpoint import save_checkpoint
 from .decode import DecodeTensors, decode_tensors, greedy_order, order_log_probs, perturbed_orders, sample_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .labels import Label, choose_ks, label_instances, make_graphs, stage_major_order
 from .model import ModelConfig, PolicyNet, make_batch
-from .split import bottleneck_value, order_range_costs
+from .split import bottleneck_value
 
 __all__ = ["TrainConfig", "QUICK", "train", "Prepared", "prepare", "evaluate"]
 
@@ -140,7 +141,7 @@ def _scores(model: PolicyNet, items: list[Prepared]) -> tuple[torch.Tensor, tupl
 
 
 def _bottleneck_ms(p: Prepared, order: np.ndarray) -> float:
-    return bottleneck_value(order_range_costs(p.ga, order), p.label.num_stages) * 1e3
+    return bottleneck_value(range_costs(p.ga, order), p.label.num_stages) * 1e3
 
 
 def evaluate(model: PolicyNet, items: list[Prepared], samples: int = 0, temperature: float = 1.0,

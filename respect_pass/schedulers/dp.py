@@ -1,6 +1,6 @@
 """The ``dp`` scheduler: the optimal contiguous K-split of one topological order.
 
-With the range cost matrices of :mod:`respect_pass.range_costs`, the best
+With the range cost matrices of :func:`hardware.kernel.range_costs`, the best
 split for the bottleneck objective is the min-max dynamic program
 
     f_1(b) = T[0, b],   f_k(b) = min_{a<b} max(f_{k-1}(a), T[a, b]),
@@ -28,11 +28,11 @@ import numpy as np
 from tflite_io import OpGraph, StageMapError
 
 from hardware import USB, EdgeTpuSpec
+from hardware.kernel import CostArrays, RangeCosts, cost_arrays, range_costs
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import split_order
 from ..plan import Plan
-from ..range_costs import RangeCosts, range_costs
 
 __all__ = ["dp_schedule", "best_cuts", "cuts_under", "capped", "min_crossing_cuts", "range_dp"]
 
@@ -141,13 +141,15 @@ def _memory_cuts(rc: RangeCosts, num_stages: int, alpha: float) -> tuple[list[in
 
 
 def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, objective: str = "latency",
-                alpha: float = DEFAULT_ALPHA, order: Sequence[int] | None = None) -> Plan:
-    """Optimal contiguous split of ``order`` (default: the model's execution order) into ``num_stages``."""
+                alpha: float = DEFAULT_ALPHA, order: Sequence[int] | None = None,
+                arrays: CostArrays | None = None) -> Plan:
+    """Optimal contiguous split of ``order`` (default: the model's execution order) into ``num_stages``
+    (``arrays``: the graph's :func:`~hardware.kernel.cost_arrays` under ``cost``, when the caller has them)."""
     t0 = time.perf_counter()
     check_objective(objective)
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
     order = tuple(range(graph.num_ops)) if order is None else tuple(order)
-    rc = range_costs(graph, order, spec)
+    rc = range_costs(arrays if arrays is not None else cost_arrays(graph, spec), order)
     if objective == "latency":
         cuts, bottleneck, latency = best_cuts(rc, num_stages)
         stats: tuple[tuple[str, int | float], ...] = (("bottleneck_ms", float(bottleneck) * 1e3),

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from tflite_io import OpGraph, StageMapError
 
 from hardware import USB, EdgeTpuSpec
+from hardware.kernel import cost_arrays
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import depth_first_order, depth_order, libcoral_topological_order, random_topological_order
@@ -56,12 +57,13 @@ def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | Non
     if time_budget_s is not None and not time_budget_s >= 0:
         raise ValueError(f"time_budget_s must be >= 0, got {time_budget_s}")
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    arrays = cost_arrays(graph, spec)
     best: tuple[tuple[float, ...], str, Plan] | None = None
     tried = 0
     for name, order in _orders(graph, num_random, seed, time_budget_s, t0):
         tried += 1
         try:
-            plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order)
+            plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order, arrays=arrays)
         except StageMapError:
             continue  # this order has no K-split (e.g. an output op too early)
         stats = dict(plan.stats)

@@ -54,10 +54,10 @@ from collections.abc import Callable, Sequence
 from tflite_io import OpGraph, StageMapError
 
 from hardware import USB, EdgeTpuSpec, stage_costs
+from hardware.kernel import cost_arrays, range_costs
 
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan
-from ..range_costs import range_costs
 from .compiler import compiler_split, libcoral_strategy_check
 
 __all__ = ["INT64_MAX", "LibcoralAbort", "ProfilingPartitioner", "bisect_partition", "profiling_schedule"]
@@ -226,7 +226,7 @@ def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -
     first segment not reading every model input or missing an op pinned first) fails,
     as a segment that does not compile fails in libcoral.
     """
-    rc = range_costs(graph, order, spec)
+    rc = range_costs(cost_arrays(graph, spec), order)
 
     def measure(num_ops: list[int]) -> list[int] | set[int]:
         starts = [sum(num_ops[:i]) for i in range(len(num_ops))]

@@ -1,4 +1,4 @@
-"""The range cost matrices equal the cost model on every contiguous split."""
+"""The device model's kernel (hardware.kernel) equals the reference (hardware.cost) on every split and map."""
 import itertools
 import random
 
@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware import PCIE, USB, stage_costs
-from respect_pass.orders import random_topological_order, split_order
-from respect_pass.range_costs import range_costs
+from respect_pass.orders import random_stage_map, random_topological_order, split_order
+from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
 from strategies import BRANCHY, placed_dags, random_dags
 from tflite_io import StageMapError, read, validate_stage_map
 
@@ -19,7 +19,7 @@ def split_values(rc, cuts):
 
 
 def check_all_splits(graph, order, spec, k):
-    rc = range_costs(graph, order, spec)
+    rc = range_costs(cost_arrays(graph, spec), order)
     for cuts in itertools.combinations(range(1, graph.num_ops), k - 1):
         stages = split_order(order, cuts, graph.num_ops)
         values = split_values(rc, cuts)
@@ -57,7 +57,7 @@ def test_branchy_model_random_orders_both_specs():
 def test_crossings_and_params():
     g = read(BRANCHY)
     order = list(range(g.num_ops))
-    rc = range_costs(g, order, USB)
+    rc = range_costs(cost_arrays(g, USB), order)
     for b in range(1, g.num_ops):
         expected = sum(1 for t, src in g.producer.items() if g.consumers.get(t) and src < b <= max(g.consumers[t]))
         assert rc.crossings[b] == expected
@@ -68,8 +68,21 @@ def test_crossings_and_params():
 def test_order_must_be_a_permutation():
     g = read(BRANCHY)
     try:
-        range_costs(g, [0, 0, 1], USB)
+        range_costs(cost_arrays(g, USB), [0, 0, 1])
     except StageMapError as exc:
         assert "each of the" in str(exc)
     else:
         raise AssertionError("accepted a bad order")
+
+
+@settings(max_examples=80, deadline=None)
+@given(placed_dags(max_ops=12), st.integers(1, 4), st.integers(0, 2**16))
+def test_map_stage_times_equal_the_reference(graph, k, seed):
+    """Any monotone map (not only contiguous splits), host ops included; the lower bound is below it."""
+    stages = random_stage_map(graph, k, random.Random(seed))
+    if stages is None:
+        return
+    ca = cost_arrays(graph, USB)
+    want = [c.total_s for c in stage_costs(graph, stages, k, USB)]
+    assert np.allclose(map_stage_times(ca, np.asarray(stages), k), want, rtol=1e-12)
+    assert lower_bound_s(ca, k) <= max(want) * (1 + 1e-12)

@@ -1,0 +1,260 @@
+"""The device model's vectorised kernel: stage times of every contiguous range of an order, and of
+every stage of a stage map, as numpy arrays, from one precomputation per (graph, spec).
+
+:func:`cost_arrays` flattens a graph into index arrays once: per-op time (:func:`hardware.cost.op_seconds`),
+(constant buffer, reader) pairs, (activation tensor, reader, producer) pairs, the ops pinned to the
+last stage and the op sets of which stage 0 must hold one. From them:
+
+* :func:`range_costs`: ``T[a, b]``, the time of a non-last stage made of ``order[a:b]``, and
+  ``T_last[a]``, that of the last stage ``order[a:]``, for every a < b, in O(n^2) numpy work:
+  per-op times by prefix sums; parameter bytes by difference arrays (a buffer read at position p
+  counts for ranges starting after its previous reader); activation bytes entering a range once
+  (for ranges starting after both the producer and the previous reader) and leaving it (produced at
+  q, last read at L: every range with a <= q < b <= L); infinite where a pipeline cannot run the range
+  (a non-last range holding an op pinned to the last stage);
+* :func:`map_stage_times`: the K stage times of a monotone stage map in O(n);
+* :func:`lower_bound_s`: a bound no K-stage plan's bottleneck can beat.
+
+Each equals :func:`hardware.cost.stage_cost`, the reference, on every split and map (tests), and every
+scheduler, the policy's split, refinement and features, and the lower bound call these: the formula's
+terms are written here and in :mod:`hardware.cost` only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from tflite_io import OpGraph, StageMapError
+from tflite_io.graph import distinct_constants
+
+from .cost import op_seconds
+from .spec import EdgeTpuSpec
+
+__all__ = ["CostArrays", "cost_arrays", "RangeCosts", "range_costs", "range_sum", "empty_ranges",
+           "map_stage_times", "lower_bound_s"]
+
+
+@dataclass(frozen=True)
+class CostArrays:
+    """Index arrays of one graph under one spec (see the module docstring)."""
+
+    n: int
+    spec: EdgeTpuSpec
+    op_s: np.ndarray           # (n,) per-op time, :func:`hardware.cost.op_seconds`
+    param_bytes: np.ndarray    # (n,) distinct constant bytes of each op
+    pb_buf: np.ndarray         # (buffer, reader op, bytes) of every distinct constant read
+    pb_op: np.ndarray
+    pb_bytes: np.ndarray
+    in_tensor: np.ndarray      # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
+    in_reader: np.ndarray
+    in_producer: np.ndarray
+    in_bytes_pair: np.ndarray
+    in_entry: np.ndarray       # per pair: index into the out_* arrays of its tensor, -1 for a model input
+    out_producer: np.ndarray   # (producer op, bytes) of every produced tensor that has readers
+    out_bytes_t: np.ndarray
+    model_out_bytes: float
+    input_readers: tuple[np.ndarray, ...]  # op sets of which stage 0 must hold one (model inputs' readers, ops pinned first)
+    last_ops: np.ndarray       # (n,) bool: pinned to the last stage (model-output producers, host-op tail)
+    total_param_bytes: float
+
+
+def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
+    """Build the :class:`CostArrays` of ``graph`` under ``spec`` (linear in the graph's size)."""
+    n, tensors = graph.num_ops, graph.tensors
+    pb_buf, pb_op, pb_bytes = [], [], []
+    for op in graph.ops:
+        for buf, t in distinct_constants(tensors, op.inputs).items():
+            pb_buf.append(buf)
+            pb_op.append(op.index)
+            pb_bytes.append(t.nbytes)
+    param = np.zeros(n)
+    np.add.at(param, np.asarray(pb_op, dtype=np.int64), np.asarray(pb_bytes, dtype=np.float64))
+    producer, model_inputs = graph.producer, set(graph.inputs)
+    in_t, in_r, in_p, in_b, in_e = [], [], [], [], []
+    out_p, out_b = [], []
+    for t, readers in graph.consumers.items():
+        if t in producer:
+            q = producer[t]
+        elif t in model_inputs:
+            q = -1
+        else:
+            continue
+        nb = tensors[t].nbytes
+        entry = len(out_p) if q >= 0 else -1
+        for r in readers:
+            in_t.append(t)
+            in_r.append(r)
+            in_p.append(q)
+            in_b.append(nb)
+            in_e.append(entry)
+        if q >= 0:
+            out_p.append(q)
+            out_b.append(nb)
+    consumers = graph.consumers
+    input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
+        np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops))
+    last_ops = np.zeros(n, dtype=bool)
+    last_ops[list(graph.last_stage_ops)] = True
+    i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    return CostArrays(
+        n=n, spec=spec, op_s=op_seconds(graph, spec), param_bytes=param,
+        pb_buf=i64(pb_buf), pb_op=i64(pb_op), pb_bytes=f64(pb_bytes),
+        in_tensor=i64(in_t), in_reader=i64(in_r), in_producer=i64(in_p), in_bytes_pair=f64(in_b),
+        in_entry=i64(in_e), out_producer=i64(out_p), out_bytes_t=f64(out_b),
+        model_out_bytes=float(sum(tensors[t].nbytes for t in graph.outputs)),
+        input_readers=input_readers, last_ops=last_ops,
+        total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
+    )
+
+
+@dataclass(frozen=True)
+class RangeCosts:
+    """Per-range stage times and parameter bytes of one order (``inf`` where a range is not runnable)."""
+
+    order: tuple[int, ...]
+    time: np.ndarray        # (n+1, n+1): T[a, b] for a non-last stage order[a:b], a < b
+    time_last: np.ndarray   # (n+1,): T_last[a] for the last stage order[a:]
+    params: np.ndarray      # (n+1, n+1): parameter bytes of order[a:b]
+    crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
+    max_end: int            # a non-last stage must end at b <= max_end (before the first op pinned last)
+    min_first_end: int      # the first stage must end at b >= min_first_end (every model input, ops pinned first)
+
+
+@lru_cache(maxsize=8)
+def empty_ranges(size: int) -> np.ndarray:
+    """Boolean mask of the lower triangle with the diagonal (ranges a >= b, which are empty); shared, read-only."""
+    mask = np.tri(size, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b."""
+    w = n + 1
+    idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
+    diff = np.bincount(idx, weights=np.concatenate([values, -values]), minlength=(n + 2) * w).reshape(n + 2, w)
+    np.cumsum(diff, axis=0, out=diff)  # in place: half the time of allocating cumsums
+    out = diff[:w]
+    np.cumsum(out, axis=1, out=out)
+    return out
+
+
+def _prev_in_group(groups: np.ndarray, positions: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort pairs by (group, position); return the sort key and each pair's previous position in its group
+    (``first[i]`` for the first pair of a group)."""
+    key = np.lexsort((positions, groups))
+    g, p = groups[key], positions[key]
+    prev = np.empty_like(p)
+    if len(p):
+        prev[1:] = p[:-1]
+        new = np.ones(len(p), dtype=bool)
+        new[1:] = g[1:] != g[:-1]
+        prev[new] = first[key][new]
+    return key, prev
+
+
+def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts:
+    """The range cost matrices of ``order``, a topological order of the graph behind ``ca``."""
+    n, spec = ca.n, ca.spec
+    if sorted(np.asarray(order).tolist()) != list(range(n)):
+        raise StageMapError(f"order must list each of the {n} ops once", 0)
+    order = np.asarray(order, dtype=np.int64)
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    cum = np.concatenate([[0.0], np.cumsum(ca.op_s[order])])
+
+    if len(ca.pb_op):
+        p = pos[ca.pb_op]
+        key, prev = _prev_in_group(ca.pb_buf, p, np.full(len(p), -1, dtype=np.int64))
+        ps = p[key]
+        params = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key])
+    else:
+        params = np.zeros((n + 1, n + 1))
+
+    # activation bytes entering (ins) and leaving (outs) each range, summed into one difference array:
+    # outs = reverse-cumsum over a of cumsum over b of out_diff, rewritten as a forward cumsum over a.
+    st, sp, cl, vl = [], [], [], []
+    last = np.zeros(0, dtype=np.int64)
+    if len(ca.in_reader):
+        r = pos[ca.in_reader]
+        q = np.where(ca.in_producer >= 0, pos[np.maximum(ca.in_producer, 0)], -1)
+        key, prev = _prev_in_group(ca.in_tensor, r, q)
+        rs = r[key]
+        st.append(prev + 1), sp.append(rs + 1), cl.append(rs), vl.append(ca.in_bytes_pair[key])
+        produced = ca.in_entry >= 0
+        last = np.full(len(ca.out_producer), -1, dtype=np.int64)
+        np.maximum.at(last, ca.in_entry[produced], r[produced])
+    if len(last):
+        qo = pos[ca.out_producer]
+        keep = last < n  # a tensor read by the last op of the order leaves no range ending before n
+        b_out = ca.out_bytes_t
+        # +b on rows [0, q], columns [q+1, last+1): start 0, stop q+1, column q+1 minus column last+1
+        st += [np.zeros_like(qo), np.zeros_like(qo[keep])]
+        sp += [qo + 1, qo[keep] + 1]
+        cl += [qo, last[keep]]
+        vl += [b_out, -b_out[keep]]
+        cross = np.bincount(np.concatenate([qo + 1, last + 1]),
+                            weights=np.concatenate([np.ones(len(qo)), -np.ones(len(qo))]), minlength=n + 2)
+    else:
+        cross = np.zeros(n + 2)
+    if st:
+        io = range_sum(n, np.concatenate(st), np.concatenate(sp), np.concatenate(cl), np.concatenate(vl))
+    else:
+        io = np.zeros((n + 1, n + 1))
+    crossings = np.cumsum(cross)[: n + 1]
+
+    time = np.subtract.outer(-cum, -cum)  # cum[b] - cum[a]
+    time += spec.t_invoke_s
+    params_over = params - spec.cache_bytes
+    np.maximum(params_over, 0.0, out=params_over)
+    params_over *= 1.0 / spec.stream_bytes_per_s
+    time += params_over
+    io *= 1.0 / spec.io_bytes_per_s
+    time += io
+    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
+    time_last = time[:, n] + ca.model_out_bytes / spec.io_bytes_per_s
+
+    max_end = int(pos[ca.last_ops].min()) if ca.last_ops.any() else n - 1
+    first_reads = [int(pos[r].min()) for r in ca.input_readers]
+    min_first_end = max(first_reads, default=0) + 1
+    time[empty_ranges(n + 1)] = np.inf
+    time[:, max_end + 1:] = np.inf
+    time_last[max_end + 1:] = np.inf
+    time_last[n] = np.inf
+    return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end)
+
+
+def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:
+    """(K,) seconds of each stage of the monotone map ``stages``, as :func:`hardware.stage_costs` computes them."""
+    K, spec = num_stages, ca.spec
+    compute = np.bincount(stages, weights=ca.op_s, minlength=K)
+    params = np.zeros(K)
+    if len(ca.pb_op):  # distinct (buffer, stage) pairs
+        key, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
+        params = np.bincount(key % K, weights=ca.pb_bytes[first], minlength=K)
+    io = np.zeros(K)
+    if len(ca.in_reader):
+        r_stage = stages[ca.in_reader]
+        crossing = (ca.in_producer < 0) | (stages[np.maximum(ca.in_producer, 0)] != r_stage)
+        key, first = np.unique(ca.in_tensor[crossing] * K + r_stage[crossing], return_index=True)
+        io += np.bincount(key % K, weights=ca.in_bytes_pair[crossing][first], minlength=K)
+        produced = crossing & (ca.in_entry >= 0)
+        leaves = np.zeros(len(ca.out_producer), dtype=bool)
+        leaves[ca.in_entry[produced]] = True
+        io += np.bincount(stages[ca.out_producer[leaves]], weights=ca.out_bytes_t[leaves], minlength=K)
+    io[K - 1] += ca.model_out_bytes
+    return (spec.t_invoke_s + compute + np.maximum(params - spec.cache_bytes, 0.0) / spec.stream_bytes_per_s
+            + io / spec.io_bytes_per_s)
+
+
+def lower_bound_s(ca: CostArrays, num_stages: int) -> float:
+    """A bound no plan's bottleneck can beat: one op alone on a TPU, or all the work spread over K TPUs."""
+    spec, K = ca.spec, num_stages
+    own = spec.t_invoke_s + ca.op_s + np.maximum(0.0, ca.param_bytes - spec.cache_bytes) / spec.stream_bytes_per_s
+    spread = (K * spec.t_invoke_s + ca.op_s.sum()
+              + max(0.0, ca.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s) / K
+    return float(max(own.max(initial=0.0), spread))
