@@ -17,8 +17,9 @@ This module is the one authority on placement. It follows Coral's public documen
 * The one-subgraph rule, https://coral.ai/docs/edgetpu/models-intro ("Compiling"): "the Edge TPU compiler
   cannot partition the model more than once, so as soon as an unsupported operation occurs, that
   operation and everything after it executes on the CPU, even if supported operations occur later"
-  (:func:`place_ops`); ops ahead of the first mappable op (a float pre-processing head) stay on the CPU
-  in front of the Edge TPU subgraph (e.g. a CAST / float QUANTIZE input head, as in MoveNet).
+  (:func:`place_ops`, read along the data flow: what depends on the first unmapped op); ops ahead of
+  every Edge TPU op (a float pre-processing head) stay on the CPU in front of the Edge TPU subgraph
+  (e.g. a CAST / float QUANTIZE input head, as in MoveNet).
 
 RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: the table says only "Depending on input/output size, this
 operation might not be mapped to the Edge TPU to avoid loss in precision" and gives no number. Public
@@ -179,21 +180,37 @@ def op_support(graph: OpGraph, op: Op) -> str | None:
 def place_ops(graph: OpGraph) -> tuple[OpPlacement, ...]:
     """Whole-model placement, as ``edgetpu_compiler`` v16 builds its one Edge TPU subgraph.
 
-    Ops before the first op that can map stay on the CPU (their own reason); the subgraph runs, in
-    execution order, from that op up to the first op that cannot map; that op and every later op run
-    on the CPU ("as soon as an unsupported operation occurs, that operation and everything after it
-    executes on the CPU", coral.ai/docs/edgetpu/models-intro, "Compiling").
+    "As soon as an unsupported operation occurs, that operation and everything after it executes on the
+    CPU" (coral.ai/docs/edgetpu/models-intro, "Compiling"), read on the graph: an op that cannot map, once
+    some op before it (an ancestor) is on the Edge TPU, starts the CPU tail, and every op that depends on
+    the tail runs on the CPU too. Ops that cannot map ahead of any Edge TPU op (a float pre-processing head)
+    stay on the CPU in front of the subgraph. Mappable ops that do not depend on the tail map even when the
+    converter listed them after a tail op: Google's own SSD pipelines keep every conv head on the Edge TPU
+    and only DEQUANTIZE + TFLite_Detection_PostProcess on the CPU (the converter may list a DEQUANTIZE
+    before the last box-branch ops).
     """
     support = [op_support(graph, op) for op in graph.ops]
-    n = len(support)
-    start = next((i for i, s in enumerate(support) if s is None), n)
-    stop = next((i for i in range(start, n) if support[i] is not None), n)
-    tail = ""
-    if stop < n:
-        tail = (f"after the first unmapped op {stop} ({graph.ops[stop].label}): the compiler builds one TPU "
-                'subgraph (compiler log: "More than one subgraph is not supported")')
-    return tuple(OpPlacement(i, "tpu", "mapped") if start <= i < stop else OpPlacement(i, "cpu", why or tail)
-                 for i, why in enumerate(support))
+    devices: list[str] = []
+    reasons: list[str] = []
+    after_tpu = [False] * graph.num_ops  # the op has an ancestor on the Edge TPU
+    tail_root: list[int | None] = [None] * graph.num_ops  # the CPU-tail op it depends on (itself included)
+    for op in graph.ops:
+        v, preds = op.index, graph.preds[op.index]
+        after_tpu[v] = any(after_tpu[u] or devices[u] == "tpu" for u in preds)
+        root = next((tail_root[u] for u in preds if tail_root[u] is not None), None)
+        if support[v] is not None:
+            devices.append("cpu")
+            reasons.append(support[v])  # type: ignore[arg-type]
+            tail_root[v] = v if after_tpu[v] and root is None else root
+        elif root is not None:
+            devices.append("cpu")
+            reasons.append(f"depends on op {root} ({graph.ops[root].label}), which runs on the CPU: the compiler "
+                           'builds one TPU subgraph (compiler log: "More than one subgraph is not supported")')
+            tail_root[v] = root
+        else:
+            devices.append("tpu")
+            reasons.append("mapped")
+    return tuple(OpPlacement(i, d, r) for i, (d, r) in enumerate(zip(devices, reasons)))
 
 
 def placed(graph: OpGraph) -> OpGraph:

@@ -56,14 +56,15 @@ def split_order(order: Sequence[int], cuts: Sequence[int], num_ops: int) -> tupl
 def random_stage_map(graph: OpGraph, num_stages: int, rng: random.Random) -> tuple[int, ...] | None:
     """A random valid K-stage map: a random topological order cut at K-1 random places.
 
-    The first cut falls after every op that reads a model input and the last
-    before the first op producing a model output. None when the drawn order
+    The first cut falls after every op that reads a model input or is pinned to the
+    first stage, and the last before the first op pinned to the last stage. None when the drawn order
     has no such K-split.
     """
     order = random_topological_order(graph, rng)
     pos = {v: i for i, v in enumerate(order)}
     inputs = set(graph.inputs)
-    lo = max((pos[v] + 1 for v in range(graph.num_ops) if inputs & set(graph.ops[v].inputs)), default=1)
+    lo = max((pos[v] + 1 for v in range(graph.num_ops) if inputs & set(graph.ops[v].inputs) or v in graph.first_stage_ops),
+             default=1)
     hi = min((pos[v] for v in graph.last_stage_ops), default=graph.num_ops - 1)
     candidates = range(max(lo, 1), hi + 1)
     if len(candidates) < num_stages - 1:

@@ -275,7 +275,23 @@ def test_everything_after_the_first_unmapped_op_runs_on_the_cpu():
     assert [p.device for p in placement] == ["tpu", "cpu", "cpu"]
     assert placement[0] == OpPlacement(0, "tpu", "mapped")
     assert "LEAKY_RELU is not in" in placement[1].reason
-    assert placement[2].reason.startswith("after the first unmapped op 1 (LEAKY_RELU): the compiler builds one TPU")
+    assert placement[2].reason.startswith("depends on op 1 (LEAKY_RELU), which runs on the CPU: the compiler builds one")
+
+
+def test_ops_not_depending_on_the_cpu_tail_still_map():
+    # The same rule read along the data flow: the converter may list an SSD's score DEQUANTIZE before the last
+    # box-branch ops, which do not depend on it; Google's own SSD pipelines keep every conv head on the Edge TPU
+    # (only DEQUANTIZE + TFLite_Detection_PostProcess run on the CPU), so those ops map.
+    b = Builder()
+    x = b.t(1, 8, 8, 3)
+    feat = b.conv(x, 1, 8, 8, 16)
+    scores = b.unary("DEQUANTIZE", b.conv(feat, 1, 8, 8, 4), 1, 8, 8, 4, dtype="float32")  # ops 1, 2
+    boxes = b.unary("DEQUANTIZE", b.conv(feat, 1, 8, 8, 4), 1, 8, 8, 4, dtype="float32")   # ops 3, 4
+    out = b.t(1, 8, 8, 4, dtype="float32")
+    b.op("CUSTOM", [scores, boxes], [out], "Post")
+    g = b.graph([x], [out])
+    assert devices(g) == ["tpu", "tpu", "cpu", "tpu", "cpu", "cpu"]
+    assert placed(g).last_stage_ops == frozenset({2, 4, 5})
 
 
 def deeplab_graph() -> OpGraph:
@@ -321,7 +337,7 @@ def test_float_head_runs_on_the_cpu_before_the_tpu_subgraph():
     assert devices(g) == ["cpu", "cpu", "tpu", "tpu"]
     p = placed(g)
     assert p.host_ops == p.first_stage_ops == frozenset({0, 1})
-    assert p.first_tpu_op == 2 and p.tpu_ops == (2, 3) and p.last_stage_ops == frozenset({3})
+    assert p.tpu_ops == (2, 3) and p.last_stage_ops == frozenset({3})
 
 
 def test_posenet_leaves_only_its_decoder_on_the_cpu():
@@ -366,7 +382,7 @@ def test_nothing_maps_in_a_float_model():
     g = b.graph([x], [y])
     placement = place_ops(g)
     assert devices(g) == ["cpu", "cpu"] and all("float32" in p.reason for p in placement)
-    assert placed(g).tpu_ops == () and placed(g).first_tpu_op == 2
+    assert placed(g).tpu_ops == () and placed(g).first_stage_ops == frozenset({0})  # op 1 makes the output
 
 
 def test_placed_sets_host_ops_and_keeps_the_graph():

@@ -97,8 +97,8 @@ class OpGraph:
 
     ``host_ops`` are the ops that run on the host CPU rather than the Edge TPU
     (set by ``hardware.placement``; empty for a graph nobody placed). Host ops
-    before the first TPU op in execution order go with the first pipeline
-    stage, those after it with the last (:attr:`first_stage_ops`,
+    ahead of every TPU op go with the first pipeline stage, those after a TPU
+    op (the CPU tail) with the last (:attr:`first_stage_ops`,
     :attr:`last_stage_ops`), as in Google's own pipelined SSD segments.
     """
 
@@ -175,19 +175,23 @@ class OpGraph:
         return frozenset(self.producer[t] for t in self.outputs if t in self.producer)
 
     @cached_property
-    def first_tpu_op(self) -> int:
-        """Index of the first op in execution order that runs on the Edge TPU (``num_ops`` if none)."""
-        return next((i for i in range(self.num_ops) if i not in self.host_ops), self.num_ops)
+    def _host_after_tpu(self) -> frozenset[int]:
+        """Host ops with an Edge TPU op among their ancestors."""
+        after = [False] * self.num_ops
+        for v in range(self.num_ops):
+            after[v] = any(after[u] or u not in self.host_ops for u in self.preds[v])
+        return frozenset(v for v in self.host_ops if after[v])
 
     @cached_property
     def first_stage_ops(self) -> frozenset[int]:
-        """Ops pinned to the first pipeline stage: host ops before the first TPU op."""
-        return frozenset(v for v in self.host_ops if v < self.first_tpu_op)
+        """Ops pinned to the first pipeline stage: host ops ahead of every Edge TPU op (no TPU ancestor)
+        that do not produce a model output (those go last)."""
+        return self.host_ops - self._host_after_tpu - self.output_ops
 
     @cached_property
     def last_stage_ops(self) -> frozenset[int]:
-        """Ops pinned to the last pipeline stage: model-output producers and host ops after the first TPU op."""
-        return self.output_ops | frozenset(v for v in self.host_ops if v > self.first_tpu_op)
+        """Ops pinned to the last pipeline stage: model-output producers and host ops after Edge TPU ops."""
+        return self.output_ops | self._host_after_tpu
 
     @property
     def tpu_ops(self) -> tuple[int, ...]:
