@@ -15,6 +15,7 @@ the CPU is not decided here but by ``hardware.placement``.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,18 +172,20 @@ def _prepare(interpreter: Any, model: Any, graph: OpGraph, shown: str) -> frozen
     while True:
         try:
             interpreter.allocate_tensors()
+            if not no_kernel:
+                _check_shapes(interpreter, graph, shown)
             return frozenset(no_kernel)
         except (RuntimeError, ValueError) as exc:
             msg = " ".join(str(exc).split())
         unresolved = _UNRESOLVED.search(msg)
         if unresolved is None:
             node = _NODE.search(msg)
-            where = ""
+            where = "the model"
             if node and int(node.group(1)) < len(kept):
                 v = kept[int(node.group(1))]
-                where = f"op {v} ({graph.ops[v].label}) "
-            detail = _short(msg.split(" Node number")[0], 160)
-            raise ModelFormatError(shown, f"LiteRT cannot prepare {where or 'the model'}: {detail}") from None
+                where = f"op {v} ({graph.ops[v].label})"
+            detail = _short(msg.split("Node number")[0].strip(), 160)
+            raise ModelFormatError(shown, f"LiteRT cannot prepare {where}: {detail}") from None
         name = unresolved.group(1)
         found = {v for v in kept if graph.ops[v].op_type == "CUSTOM" and graph.ops[v].custom_code == name}
         if not found:
@@ -193,6 +196,33 @@ def _prepare(interpreter: Any, model: Any, graph: OpGraph, shown: str) -> frozen
         if not kept:
             return frozenset(no_kernel)
         interpreter = _verify_flatbuffer(submodel(model, runnable_interface(graph, kept)), shown)
+
+
+def _check_shapes(interpreter: Any, graph: OpGraph, shown: str) -> None:
+    """The shapes LiteRT inferred while preparing must be the ones the file states (a corrupt input shape
+    would otherwise propagate through the model: a batch of 3841 where every later tensor says 1)."""
+    for d in interpreter.get_tensor_details():
+        i = d["index"]
+        if i < len(graph.tensors) and graph.tensors[i].shape and tuple(int(x) for x in d["shape"]) != graph.tensors[i].shape:
+            raise ModelFormatError(shown, f"tensor {i} '{_short(graph.tensors[i].name)}' is {list(graph.tensors[i].shape)} "
+                                   f"in the file but {[int(x) for x in d['shape']]} when LiteRT prepares the model")
+
+
+def _check_quantization(t: TensorInfo, shown: str) -> None:
+    """Quantization LiteRT aborts on (instead of reporting): scales must be finite and positive, zero
+    points inside the type's range."""
+    q = t.quantization
+    if q is None or t.dtype not in _ZERO_POINT_RANGE:
+        return
+    if not all(math.isfinite(x) and x > 0 for x in q.scale):
+        raise ModelFormatError(shown, f"tensor {t.index} '{_short(t.name)}' has a quantization scale that is not a "
+                               f"positive number ({list(q.scale)[:4]})")
+    lo, hi = _ZERO_POINT_RANGE[t.dtype]
+    if not all(lo <= z <= hi for z in q.zero_point):
+        raise ModelFormatError(shown, f"tensor {t.index} '{_short(t.name)}' has a zero point outside the {t.dtype} range")
+
+
+_ZERO_POINT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
 def descendants(graph: OpGraph, roots: set[int] | frozenset[int]) -> set[int]:
@@ -246,6 +276,13 @@ def _build_graph(model: Any, name: str, shown: str, fixed: list[str] | None) -> 
     outputs = tuple(int(t) for t in (sg.outputs if sg.outputs is not None else ()))
     if not ops:
         raise UnsupportedModelError(shown, "model has no operators")
+    produced = {t for op in ops for t in op.outputs} | set(inputs)
+    variables = {i for i, t in enumerate(sg.tensors or []) if getattr(t, "isVariable", False)}
+    for op in ops:
+        for t in op.inputs:
+            if t >= 0 and t not in produced and not tensors[t].is_constant and t not in variables:
+                raise ModelFormatError(shown, f"op {op.index} ({op.label}) reads tensor {t} '{_short(tensors[t].name)}', "
+                                       "which has no data, no producer and is not a model input")
     if not inputs or not outputs:
         raise UnsupportedModelError(shown, "model has no inputs or no outputs")
     return OpGraph(name, tuple(ops), tensors, inputs, outputs)
@@ -254,7 +291,10 @@ def _build_graph(model: Any, name: str, shown: str, fixed: list[str] | None) -> 
 def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str, fixed: list[str] | None) -> TensorInfo:
     """One tensor; with ``fixed`` (a list, for ``--fix-batch``) a dynamic batch dimension becomes 1 in the
     in-memory model (which the segments are built from) and the tensor's name is appended to ``fixed``."""
-    name = (t.name or b"").decode("utf-8", "replace")
+    try:
+        name = (t.name or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFormatError(shown, f"tensor {index} has a name that is not UTF-8") from None
     shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
     sig = tuple(int(d) for d in (t.shapeSignature if t.shapeSignature is not None else shape))
     if any(d < 0 for d in shape + sig):
@@ -285,4 +325,6 @@ def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str, fixed: list
     if q is not None and q.scale is not None and len(q.scale) > 0:
         zp = q.zeroPoint if q.zeroPoint is not None else ()
         quant = Quantization(tuple(float(x) for x in q.scale), tuple(int(x) for x in zp), int(q.quantizedDimension))
-    return TensorInfo(index, name, dtype, shape, nbytes, int(t.buffer) if is_const else -1, quant)
+    info = TensorInfo(index, name, dtype, shape, nbytes, int(t.buffer) if is_const else -1, quant)
+    _check_quantization(info, shown)
+    return info
