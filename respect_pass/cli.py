@@ -23,6 +23,7 @@ from tflite_io import OpGraph, RespectPassError
 from . import __version__
 from .partition import PartitionResult, load_model, partition
 from .schedulers import SCHEDULERS, get_scheduler
+from .schedulers.given import parse_stages
 
 __all__ = ["main", "OneLineParser", "run_cli"]
 
@@ -46,8 +47,11 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--scheduler", default="respect", choices=sorted(SCHEDULERS),
+    p.add_argument("--scheduler", default=None, choices=sorted(set(SCHEDULERS) - {"given"}),
                    help="scheduling algorithm (default: respect, the learned scheduler)")
+    p.add_argument("--stages", metavar="S0,S1,...", default=None,
+                   help="use this stage map instead of a scheduler: one stage index per op, in the model's op "
+                        "order (checked against the pipeline rules; plan.json says scheduler 'given')")
     prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
     prof.add_argument("--diff_threshold_ns", type=int, default=None, metavar="NS",
                       help="stop bisecting when the latency bounds are this close (default 1000000)")
@@ -225,7 +229,11 @@ def _partition(argv: Sequence[str]) -> int:
     args = _partition_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     spec = load_spec(args.spec)
-    options = scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS})
+    if args.stages is not None and args.scheduler is not None:
+        raise RespectPassError("--stages gives the plan itself; it does not combine with --scheduler")
+    given = {"stages": parse_stages(args.stages)} if args.stages is not None else {}
+    args.scheduler = "given" if given else args.scheduler or "respect"
+    options = {**scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS}), **given}
     if args.scheduler in ("exact", "respect+exact") and sys.stderr.isatty():  # the one scheduler that may run for many seconds
         print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,

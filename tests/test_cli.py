@@ -1,6 +1,7 @@
 """End-to-end tests of the console scripts, run as subprocesses."""
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import crafting
+from strategies import BRANCHY
 
 STEM = "mobilenet_v2_0.35_96_int8"
 
@@ -242,3 +244,27 @@ def test_bad_respect_flags_are_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
     r = run("train", "--bogus")
     assert r.returncode == 2 and r.stderr == "respect-pass train: error: unrecognized arguments: --bogus\n"
+
+
+def test_given_stage_map_is_written_verified_and_predicted(tmp_path):
+    """--stages: a user's map (here: ops 0-10, then the rest from the first output op on) goes through the usual checks."""
+    stages = ",".join(["0"] * 11 + ["1"] * 23)
+    out = tmp_path / "given"
+    r = run(str(BRANCHY), "-n", "2", "-o", str(out), "--stages", stages, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["scheduler"] == "given"
+    assert [s["ops"] for s in doc["segments"]] == [list(range(11)), list(range(11, 34))]
+    assert doc["predicted_bottleneck_ms"] > 0
+
+
+@pytest.mark.parametrize("stages,match", [
+    ("0,x", "entry 1 is 'x'"),
+    ("0,1", "stage map has 2 entries for 34 ops"),
+    (",".join(["0"] * 12 + ["1"] * 22), r"op 11 \(FULLY_CONNECTED\) produces a model output but is in stage 0"),
+])
+def test_given_stage_map_errors_name_the_problem(tmp_path, stages, match):
+    r = run(str(BRANCHY), "-n", "2", "-o", str(tmp_path / "o"), "--stages", stages)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert re.search(match, r.stderr), r.stderr
+    assert not (tmp_path / "o").exists()

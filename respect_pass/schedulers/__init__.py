@@ -10,6 +10,7 @@ from ..plan import Plan
 from .compiler import compiler_schedule
 from .dp import dp_schedule
 from .exact import exact_schedule
+from .given import given_schedule
 from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
 
@@ -51,6 +52,7 @@ SCHEDULERS: dict[str, Scheduler] = {
     "exact": exact_schedule,
     "respect": respect_schedule,
     "respect+exact": respect_exact_schedule,
+    "given": given_schedule,
 }
 
 
