@@ -1,35 +1,54 @@
-"""The Edge TPU stage-time model: a pure function of (OpGraph, stage map, EdgeTpuSpec).
+"""The Edge TPU device model's reference: a pure function of (OpGraph, stage map, EdgeTpuSpec).
 
-For stage k with ops V_k, parameter bytes P_k (distinct constant buffers),
-and In_k / Out_k the bytes of distinct activation tensors entering / leaving
-it (model inputs and outputs included)::
+For stage k with ops V_k (in execution order), In_k / Out_k the bytes of the
+distinct activation tensors entering / leaving it over the TPU's host link
+(model inputs and outputs included; :func:`link_bytes`: not a tensor only host
+ops read, nor one a host op made)::
 
-    T_k = t_invoke + sum_{v in V_k} op_seconds(v)
-          + max(0, P_k - cache) / stream_bandwidth + (In_k + Out_k) / io_bandwidth
+    T_k = t_invoke + sum_{v in V_k} op_seconds(v) + stream_k + (In_k + Out_k) / io_bandwidth
 
-where :func:`op_seconds` is, for an op on the Edge TPU, ``macs_v / (peak *
-eff(class_v)) + t_op`` and, for a host (CPU) op (``graph.host_ops``, set by
-:mod:`hardware.placement`), ``cpu_op + macs_v / cpu_rate + handoff_v /
-io_bandwidth``: its host time plus the bytes it exchanges with TPU ops
-(activations it reads from them and writes to them), which cross the host
-link. Every scheduler, the range-cost matrices and the policy's features take
-per-op times from :func:`op_seconds`, so this is the one place they are defined.
+* :func:`op_seconds`: a conv or fully connected op costs ``macs * ceil64(Cout) / Cout / (peak *
+  eff_conv)`` (the MAC array works on output channels in groups of 64), a depthwise op the same with
+  ``eff_depthwise``, any other op on the Edge TPU ``output bytes * elementwise_s_per_byte``, a host
+  (CPU) op (``graph.host_ops``, set by :mod:`hardware.placement`) ``cpu_op + macs / cpu_rate +
+  handoff / io_bandwidth`` (the bytes it exchanges with TPU ops cross the host link);
+* parameters (:func:`device_param_bytes`: the compiler's padded layer sizes, ``ceil64(Cout) *
+  (kh * kw * ceil4(Cin) + 8)`` for a conv, ``ceil64(Cout) * ceil4(Cin)`` for a fully connected layer,
+  ``ceil64(C) * (kh * kw + 8)`` for a depthwise one, raw bytes otherwise; a buffer read by several ops
+  of the stage counts once) are cached whole layers in execution order until the usable cache
+  ``cache_bytes - cache_io_share * (In_k + Out_k)`` is full; every later layer streams every inference,
+  ``bytes * tiles / stream_bandwidth``, ``tiles = ceil(H * W / stream_tile_positions)`` of the
+  conv's output for a conv, 1 otherwise (:func:`stream_tiles`);
 
-The pipeline period (1 / throughput) is max_k T_k; the latency of one request
-through an empty pipeline is sum_k T_k.
+The pipeline period (1 / throughput) is :func:`pipeline_period_ms`: the slowest stage and, with
+``shared_link_bytes_per_s`` > 0, at least ``sum_k (In_k + Out_k) / shared_link_bytes_per_s``; the
+latency of one request through an idle pipeline is the sum of the stage times.
+:mod:`hardware.kernel` computes the same for every range of an order and every map at once.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from tflite_io import OpGraph, SegmentInterface, segment_interfaces
+from tflite_io import Op, OpGraph, SegmentInterface, segment_interfaces
+from tflite_io.graph import distinct_constants
 
 from .spec import EdgeTpuSpec, op_class
 
-__all__ = ["StageCost", "op_seconds", "host_handoff_bytes", "stage_cost", "stage_costs", "bottleneck_ms", "latency_ms"]
+__all__ = ["StageCost", "op_seconds", "host_handoff_bytes", "link_bytes", "device_param_bytes", "stream_tiles", "stage_cost",
+           "stage_costs", "pipeline_period_ms", "shared_link_ms", "bottleneck_ms", "latency_ms", "CHANNEL_GROUP"]
+
+#: The MAC array's width: output channels are padded to multiples of this (compiler memory reports, conv sweep).
+CHANNEL_GROUP = 64
+_WEIGHTED = frozenset({"CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"})
+_TILED = frozenset({"CONV_2D", "TRANSPOSE_CONV"})
+
+
+def _up(x: int, m: int) -> int:
+    return -(-x // m) * m
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,7 @@ class StageCost:
     def ms(self) -> float:
         return self.total_s * 1e3
 
-    def as_json(self) -> dict[str, float | int]:
+    def as_json(self) -> dict[str, object]:
         """The per-stage record of ``run_pipeline --json`` (without measured fields)."""
         return {
             "index": self.index, "ms": self.ms, "compute_ms": self.compute_s * 1e3,
@@ -77,15 +96,69 @@ def host_handoff_bytes(graph: OpGraph, v: int) -> int:
     return tpu_made + tpu_read
 
 
+def link_bytes(graph: OpGraph, t: int, entering: bool) -> int:
+    """Bytes activation ``t`` moves over a TPU's host link where it enters (``entering``) or leaves a stage:
+    none when only host ops read it (it stays in host memory) or, leaving, when a host op made it."""
+    if entering:
+        readers = graph.consumers.get(t, ())
+        return 0 if readers and all(r in graph.host_ops for r in readers) else graph.tensors[t].nbytes
+    return 0 if graph.producer.get(t) in graph.host_ops else graph.tensors[t].nbytes
+
+
+def _channels(graph: OpGraph, op: Op) -> int:
+    """Output channels of a conv / FC / depthwise op (the last dimension of its output)."""
+    shape = graph.tensors[op.outputs[0]].shape if op.outputs else ()
+    return max(int(shape[-1]), 1) if shape else 1
+
+
+def device_param_bytes(graph: OpGraph, op: Op) -> dict[int, int]:
+    """Buffer -> bytes the compiler lays out for it: the padded layer size on the weights' buffer of a
+    conv, FC, depthwise or transpose conv (bias included, so its own buffer counts 0), raw bytes otherwise;
+    nothing for a host (CPU) op."""
+    if op.index in graph.host_ops:  # a CPU op's constants stay in host memory
+        return {}
+    consts = distinct_constants(graph.tensors, op.inputs)
+    if op.op_type not in _WEIGHTED or len(op.inputs) < 2:
+        return {b: t.nbytes for b, t in consts.items()}
+    w_index = 1
+    w = graph.tensors[op.inputs[w_index]] if op.inputs[w_index] >= 0 else None
+    if w is None or not w.is_constant or len(w.shape) < 2:
+        return {b: t.nbytes for b, t in consts.items()}
+    if op.op_type == "FULLY_CONNECTED":
+        cout, cin = w.shape[0], w.shape[-1]
+        padded = _up(cout, CHANNEL_GROUP) * _up(cin, 4)
+    elif op.op_type == "DEPTHWISE_CONV_2D":
+        c = _channels(graph, op)
+        padded = _up(c, CHANNEL_GROUP) * (math.prod(w.shape[1:-1]) + 8)
+    else:  # CONV_2D, TRANSPOSE_CONV: [Cout, kh, kw, Cin]
+        padded = _up(w.shape[0], CHANNEL_GROUP) * (math.prod(w.shape[1:-1]) * _up(w.shape[-1], 4) + 8)
+    return {b: (padded if b == w.buffer else 0) for b in consts}
+
+
+def stream_tiles(graph: OpGraph, op: Op, spec: EdgeTpuSpec) -> int:
+    """How often a streamed layer's weights cross the link per inference: once per spatial tile of a conv."""
+    if op.op_type not in _TILED or not op.outputs:
+        return 1
+    shape = graph.tensors[op.outputs[0]].shape
+    positions = math.prod(shape[1:-1]) if len(shape) >= 3 else 1
+    return max(1, -(-positions // spec.stream_tile_positions))
+
+
 def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
-    """Per-op time in seconds: Edge TPU compute + ``t_op``, or host time + hand-off bytes for host ops."""
+    """Per-op time in seconds (see the module docstring): Edge TPU compute + ``t_op``, or host time."""
     out = np.empty(graph.num_ops)
     for op in graph.ops:
         if op.index in graph.host_ops:
             out[op.index] = (spec.cpu_op_s + op.macs / spec.cpu_macs_per_s
                              + host_handoff_bytes(graph, op.index) / spec.io_bytes_per_s)
+            continue
+        kind = op_class(op.op_type)
+        if kind == "elementwise":
+            work = sum(graph.tensors[t].nbytes for t in op.outputs) * spec.elementwise_s_per_byte
         else:
-            out[op.index] = op.macs / (spec.peak_macs_per_s * spec.efficiency[op_class(op.op_type)]) + spec.t_op_s
+            c = _channels(graph, op)
+            work = op.macs * (_up(c, CHANNEL_GROUP) / c) / (spec.peak_macs_per_s * spec.efficiency[kind])
+        out[op.index] = work + spec.t_op_s
     return out
 
 
@@ -94,19 +167,30 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
     op_s = op_seconds(graph, spec) if op_s is None else op_s
     tpu = [v for v in seg.ops if v not in graph.host_ops]
     cpu = tuple(v for v in seg.ops if v in graph.host_ops)
-    compute = float(sum(op_s[v] for v in tpu)) - len(tpu) * spec.t_op_s
-    params = seg.param_bytes
-    on_chip = min(params, spec.cache_bytes)
-    off_chip = params - on_chip
-    in_bytes = sum(graph.tensors[t].nbytes for t in seg.inputs)
-    out_bytes = sum(graph.tensors[t].nbytes for t in seg.outputs)
+    in_bytes = sum(link_bytes(graph, t, True) for t in seg.inputs)
+    out_bytes = sum(link_bytes(graph, t, False) for t in seg.outputs)
+    usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_bytes + out_bytes))
+    seen: set[int] = set()
+    on_chip = off_chip = 0
+    stream = 0.0
+    for v in sorted(seg.ops):  # whole layers in execution order until the usable cache is full
+        op = graph.ops[v]
+        for buf, nbytes in device_param_bytes(graph, op).items():
+            if buf in seen or nbytes == 0:
+                continue
+            seen.add(buf)
+            if off_chip == 0 and on_chip + nbytes <= usable:
+                on_chip += nbytes
+            else:
+                off_chip += nbytes
+                stream += nbytes * stream_tiles(graph, op, spec) / spec.stream_bytes_per_s
     return StageCost(
         index=seg.index,
-        compute_s=compute,
+        compute_s=float(sum(op_s[v] for v in tpu)) - len(tpu) * spec.t_op_s,
         overhead_s=spec.t_invoke_s + len(tpu) * spec.t_op_s,
-        stream_s=off_chip / spec.stream_bytes_per_s,
+        stream_s=stream,
         io_s=(in_bytes + out_bytes) / spec.io_bytes_per_s,
-        param_bytes=params,
+        param_bytes=on_chip + off_chip,
         on_chip_bytes=on_chip,
         off_chip_bytes=off_chip,
         in_bytes=in_bytes,
@@ -122,8 +206,20 @@ def stage_costs(graph: OpGraph, stages: Sequence[int], num_stages: int, spec: Ed
     return tuple(stage_cost(graph, seg, spec, op_s) for seg in segment_interfaces(graph, stages, num_stages))
 
 
+def pipeline_period_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
+    """Steady-state period in ms (1000 / throughput): the slowest stage, or the shared host link."""
+    return max(bottleneck_ms(costs), shared_link_ms(costs, spec))
+
+
+def shared_link_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
+    """The bytes all stages move per request over a shared host link, in ms (0 for separate links)."""
+    if spec.shared_link_bytes_per_s <= 0:
+        return 0.0
+    return sum(c.in_bytes + c.out_bytes for c in costs) / spec.shared_link_bytes_per_s * 1e3
+
+
 def bottleneck_ms(costs: Sequence[StageCost]) -> float:
-    """Steady-state pipeline period in ms (1000 / throughput)."""
+    """The slowest stage's time in ms."""
     return max(c.ms for c in costs)
 
 

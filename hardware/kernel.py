@@ -28,9 +28,8 @@ from functools import lru_cache
 import numpy as np
 
 from tflite_io import OpGraph, StageMapError
-from tflite_io.graph import distinct_constants
 
-from .cost import op_seconds
+from .cost import device_param_bytes, link_bytes, op_seconds, stream_tiles
 from .spec import EdgeTpuSpec
 
 __all__ = ["CostArrays", "cost_arrays", "RangeCosts", "range_costs", "range_sum", "empty_ranges",
@@ -45,9 +44,10 @@ class CostArrays:
     spec: EdgeTpuSpec
     op_s: np.ndarray           # (n,) per-op time, :func:`hardware.cost.op_seconds`
     param_bytes: np.ndarray    # (n,) distinct constant bytes of each op
-    pb_buf: np.ndarray         # (buffer, reader op, bytes) of every distinct constant read
-    pb_op: np.ndarray
+    pb_buf: np.ndarray         # (buffer, reader op, device bytes, streamed s/byte) of every distinct constant read,
+    pb_op: np.ndarray          # in execution order (:func:`hardware.cost.device_param_bytes`, ``stream_tiles``)
     pb_bytes: np.ndarray
+    pb_stream_s: np.ndarray
     in_tensor: np.ndarray      # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
     in_reader: np.ndarray
     in_producer: np.ndarray
@@ -63,13 +63,17 @@ class CostArrays:
 
 def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
     """Build the :class:`CostArrays` of ``graph`` under ``spec`` (linear in the graph's size)."""
-    n, tensors = graph.num_ops, graph.tensors
-    pb_buf, pb_op, pb_bytes = [], [], []
+    n = graph.num_ops
+    pb_buf, pb_op, pb_bytes, pb_w = [], [], [], []
     for op in graph.ops:
-        for buf, t in distinct_constants(tensors, op.inputs).items():
+        per_byte = stream_tiles(graph, op, spec) / spec.stream_bytes_per_s
+        for buf, nbytes in device_param_bytes(graph, op).items():
+            if nbytes == 0:  # a conv's bias, counted with its weights; host ops' constants
+                continue
             pb_buf.append(buf)
             pb_op.append(op.index)
-            pb_bytes.append(t.nbytes)
+            pb_bytes.append(nbytes)
+            pb_w.append(per_byte)
     param = np.zeros(n)
     np.add.at(param, np.asarray(pb_op, dtype=np.int64), np.asarray(pb_bytes, dtype=np.float64))
     producer, model_inputs = graph.producer, set(graph.inputs)
@@ -82,17 +86,17 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
             q = -1
         else:
             continue
-        nb = tensors[t].nbytes
+        nb_in, nb_out = link_bytes(graph, t, True), link_bytes(graph, t, False)
         entry = len(out_p) if q >= 0 else -1
         for r in readers:
             in_t.append(t)
             in_r.append(r)
             in_p.append(q)
-            in_b.append(nb)
+            in_b.append(nb_in)
             in_e.append(entry)
         if q >= 0:
             out_p.append(q)
-            out_b.append(nb)
+            out_b.append(nb_out)
     consumers = graph.consumers
     input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
         np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops))
@@ -102,10 +106,10 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
     f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     return CostArrays(
         n=n, spec=spec, op_s=op_seconds(graph, spec), param_bytes=param,
-        pb_buf=i64(pb_buf), pb_op=i64(pb_op), pb_bytes=f64(pb_bytes),
+        pb_buf=i64(pb_buf), pb_op=i64(pb_op), pb_bytes=f64(pb_bytes), pb_stream_s=f64(pb_w),
         in_tensor=i64(in_t), in_reader=i64(in_r), in_producer=i64(in_p), in_bytes_pair=f64(in_b),
         in_entry=i64(in_e), out_producer=i64(out_p), out_bytes_t=f64(out_b),
-        model_out_bytes=float(sum(tensors[t].nbytes for t in graph.outputs)),
+        model_out_bytes=float(sum(link_bytes(graph, t, False) for t in graph.outputs)),
         input_readers=input_readers, last_ops=last_ops,
         total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
     )
@@ -122,6 +126,8 @@ class RangeCosts:
     crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
     max_end: int            # a non-last stage must end at b <= max_end (before the first op pinned last)
     min_first_end: int      # the first stage must end at b >= min_first_end (every model input, ops pinned first)
+    io: np.ndarray          # (n+1, n+1): activation bytes into and out of order[a:b] (non-last stage)
+    io_last: np.ndarray     # (n+1,): the same for the last stage order[a:]
 
 
 @lru_cache(maxsize=8)
@@ -172,8 +178,10 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         key, prev = _prev_in_group(ca.pb_buf, p, np.full(len(p), -1, dtype=np.int64))
         ps = p[key]
         params = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key])
+        stream_if = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key] * ca.pb_stream_s[key]).copy()
     else:
         params = np.zeros((n + 1, n + 1))
+        stream_if = np.zeros((n + 1, n + 1))
 
     # activation bytes entering (ins) and leaving (outs) each range, summed into one difference array:
     # outs = reverse-cumsum over a of cumsum over b of out_diff, rewritten as a forward cumsum over a.
@@ -207,16 +215,14 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         io = np.zeros((n + 1, n + 1))
     crossings = np.cumsum(cross)[: n + 1]
 
+    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
+    io_last = io[:, n] + ca.model_out_bytes
+    stream, stream_last = _streamed(params, stream_if, io, io_last, spec)
     time = np.subtract.outer(-cum, -cum)  # cum[b] - cum[a]
     time += spec.t_invoke_s
-    params_over = params - spec.cache_bytes
-    np.maximum(params_over, 0.0, out=params_over)
-    params_over *= 1.0 / spec.stream_bytes_per_s
-    time += params_over
-    io *= 1.0 / spec.io_bytes_per_s
-    time += io
-    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
-    time_last = time[:, n] + ca.model_out_bytes / spec.io_bytes_per_s
+    time_last = time[:, n] + stream_last + io_last / spec.io_bytes_per_s
+    time += stream
+    time += io * (1.0 / spec.io_bytes_per_s)
 
     max_end = int(pos[ca.last_ops].min()) if ca.last_ops.any() else n - 1
     first_reads = [int(pos[r].min()) for r in ca.input_readers]
@@ -225,17 +231,56 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
     time[:, max_end + 1:] = np.inf
     time_last[max_end + 1:] = np.inf
     time_last[n] = np.inf
-    return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end)
+    return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end,
+                      io, io_last)
+
+
+def _streamed(params: np.ndarray, stream_if: np.ndarray, io: np.ndarray, io_last: np.ndarray,
+              spec: EdgeTpuSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Streaming time of every range (non-last and last): whole layers in the order's sequence are cached
+    until the usable cache ``cache - share * io`` is full, the rest cost ``stream_if`` from there on.
+
+    ``params[a, j]`` (bytes of positions a..j-1) grows with j, so the cached prefix of range [a, b) ends
+    at j* = the last j <= b with ``params[a, j] <= usable[a, b]`` (one searchsorted per row), and the
+    range streams ``stream_if[a, b] - stream_if[a, j*]``.
+    """
+    n1 = params.shape[0]
+    usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
+    usable_last = np.maximum(spec.cache_bytes - spec.cache_io_share * io_last, 0.0)
+    stream = np.zeros_like(params)
+    stream_last = np.zeros(n1)
+    upper = ~empty_ranges(n1)
+    if not len(params) or params[upper].max(initial=0.0) <= min(usable[upper].min(initial=np.inf), usable_last.min()):
+        return stream, stream_last  # everything fits everywhere
+    cols = np.arange(n1)
+    for a in range(n1 - 1):
+        row = np.maximum.accumulate(params[a, a:])
+        if row[-1] <= min(usable[a, a + 1:].min(), usable_last[a]):
+            continue
+        j = a + np.searchsorted(row, usable[a, a:], side="right") - 1
+        np.minimum(j, cols[a:], out=j)
+        stream[a, a:] = stream_if[a, a:] - stream_if[a, j]
+        j_last = min(a + int(np.searchsorted(row, usable_last[a], side="right")) - 1, n1 - 1)
+        stream_last[a] = stream_if[a, n1 - 1] - stream_if[a, j_last]
+    return stream, stream_last
 
 
 def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:
     """(K,) seconds of each stage of the monotone map ``stages``, as :func:`hardware.stage_costs` computes them."""
+    return _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)[0]
+
+
+def map_period_s(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[float, float]:
+    """(period, latency) in seconds of a monotone map: :func:`hardware.cost.pipeline_period_ms`, in s."""
+    times, io = _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)
+    link = io.sum() / ca.spec.shared_link_bytes_per_s if ca.spec.shared_link_bytes_per_s > 0 else 0.0
+    return max(float(times.max()), float(link)), float(times.sum())
+
+
+def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage times (s) and host-link bytes of every stage of a monotone map."""
     K, spec = num_stages, ca.spec
     compute = np.bincount(stages, weights=ca.op_s, minlength=K)
-    params = np.zeros(K)
-    if len(ca.pb_op):  # distinct (buffer, stage) pairs
-        key, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
-        params = np.bincount(key % K, weights=ca.pb_bytes[first], minlength=K)
     io = np.zeros(K)
     if len(ca.in_reader):
         r_stage = stages[ca.in_reader]
@@ -247,14 +292,27 @@ def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.n
         leaves[ca.in_entry[produced]] = True
         io += np.bincount(stages[ca.out_producer[leaves]], weights=ca.out_bytes_t[leaves], minlength=K)
     io[K - 1] += ca.model_out_bytes
-    return (spec.t_invoke_s + compute + np.maximum(params - spec.cache_bytes, 0.0) / spec.stream_bytes_per_s
-            + io / spec.io_bytes_per_s)
+    stream = np.zeros(K)
+    if len(ca.pb_op):  # the first reader of each (buffer, stage), then whole layers in execution order per stage
+        _, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
+        first = first[np.lexsort((first, stages[ca.pb_op[first]]))]  # by stage, then execution order
+        st, nbytes = stages[ca.pb_op[first]], ca.pb_bytes[first]
+        cum = np.cumsum(nbytes)
+        before = np.concatenate([[0.0], cum])[np.searchsorted(st, np.arange(K))]  # bytes of earlier stages
+        usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
+        streamed = cum - before[st] > usable[st]
+        stream = np.bincount(st[streamed], weights=(nbytes * ca.pb_stream_s[first])[streamed], minlength=K)
+    return spec.t_invoke_s + compute + stream + io / spec.io_bytes_per_s, io
 
 
 def lower_bound_s(ca: CostArrays, num_stages: int) -> float:
-    """A bound no plan's bottleneck can beat: one op alone on a TPU, or all the work spread over K TPUs."""
+    """A bound no plan's stage maximum can beat: one op alone on a TPU, or all the work spread over K TPUs
+    (every stage streams at least what exceeds ``cache_bytes``, each byte at least once)."""
     spec, K = ca.spec, num_stages
-    own = spec.t_invoke_s + ca.op_s + np.maximum(0.0, ca.param_bytes - spec.cache_bytes) / spec.stream_bytes_per_s
+    # an op's own parameters stream whole (at least once each) where they exceed the largest possible cache
+    too_big = ca.pb_bytes > spec.cache_bytes
+    own_stream = np.bincount(ca.pb_op[too_big], weights=(ca.pb_bytes * ca.pb_stream_s)[too_big], minlength=ca.n)
+    own = spec.t_invoke_s + ca.op_s + own_stream
     spread = (K * spec.t_invoke_s + ca.op_s.sum()
               + max(0.0, ca.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s) / K
     return float(max(own.max(initial=0.0), spread))

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from tflite_io import OpGraph, RespectPassError
 
-from hardware import EdgeTpuSpec, stage_costs
+from hardware import EdgeTpuSpec, pipeline_period_ms, stage_costs
 
 __all__ = ["OBJECTIVES", "DEFAULT_ALPHA", "check_objective", "latency_key", "memory_objective", "crossing_count"]
 
@@ -39,8 +39,8 @@ def check_objective(objective: str) -> str:
 
 def latency_key(graph: OpGraph, stages: Sequence[int], num_stages: int, spec: EdgeTpuSpec) -> tuple[float, float]:
     """(bottleneck ms, latency ms) of a valid stage map under the cost model; compare lexicographically."""
-    ms = [c.ms for c in stage_costs(graph, stages, num_stages, spec)]
-    return max(ms), sum(ms)
+    costs = stage_costs(graph, stages, num_stages, spec)
+    return pipeline_period_ms(costs, spec), sum(c.ms for c in costs)
 
 
 def crossing_count(graph: OpGraph, stages: Sequence[int], num_stages: int) -> int:

@@ -24,6 +24,7 @@ from tflite_io import (
 
 from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
 from hardware.compiler import find_compiler
+from hardware.cost import shared_link_ms
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 
@@ -117,15 +118,14 @@ def partition(
     largest = max_stages(graph)
     if not 1 <= num_segments <= largest:
         why = ("the model's ops" if largest == graph.num_ops else
-               f"{graph.num_ops} ops, of which {len(graph.last_stage_ops)} go with the last segment and "
-               f"{len(graph.first_stage_ops)} with the first")
+               f"the largest K that works: of the {graph.num_ops} ops, {len(graph.last_stage_ops)} go with the "
+               "last segment" + (f" and {len(graph.first_stage_ops)} with the first" if graph.first_stage_ops else ""))
         raise RespectPassError(f"number of segments must be between 1 and {largest} ({why}), got {num_segments}")
     plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     op_s = op_seconds(graph, spec)
     costs = [stage_cost(graph, seg, spec, op_s) for seg in interfaces]
-    if plan.stage_ms is None:
-        plan = replace(plan, stage_ms=tuple(c.ms for c in costs))
+    plan = replace(plan, stage_ms=tuple(c.ms for c in costs), link_ms=shared_link_ms(costs, spec))
     breakdown = tuple(c.as_json() for c in costs)
     report = None
     if verify:

@@ -29,10 +29,13 @@ class Plan:
     lower_bound_ms: float | None = None
     solve_seconds: float = 0.0
     stats: tuple[tuple[str, int | float | str], ...] = ()
+    #: the shared host link's bound on the period (:func:`hardware.cost.shared_link_ms`; 0 for separate links)
+    link_ms: float = 0.0
 
     @property
     def predicted_bottleneck_ms(self) -> float | None:
-        return max(self.stage_ms) if self.stage_ms else None
+        """The predicted period: the slowest stage, or the shared host link."""
+        return max(max(self.stage_ms), self.link_ms) if self.stage_ms else None
 
     @property
     def predicted_latency_ms(self) -> float | None:
@@ -66,6 +69,7 @@ def plan_json(
         "predicted_latency_ms": plan.predicted_latency_ms,
         "optimal": plan.optimal,
         "lower_bound_ms": plan.lower_bound_ms,
+        "shared_link_ms": plan.link_ms,
         "solve_seconds": round(plan.solve_seconds, 6),
         "scheduler_stats": dict(plan.stats),
         "segments": [

@@ -56,3 +56,11 @@ def placed_dags(draw, min_ops: int = 3, max_ops: int = 14) -> OpGraph:
     head = draw(st.integers(0, 1))
     tail = draw(st.integers(head + 1, g.num_ops))
     return dataclasses.replace(g, host_ops=frozenset(range(head)) | frozenset(range(tail, g.num_ops)))
+
+
+def relabel(graph: OpGraph, order) -> OpGraph:
+    """The same graph with op ``order[i]`` as op i, so that its execution order is ``order``: the device model
+    costs a range of an order as a segment whose ops run in that sequence (its caching rule walks them so)."""
+    pos = {v: i for i, v in enumerate(order)}
+    ops = tuple(dataclasses.replace(graph.ops[v], index=i) for i, v in enumerate(order))
+    return OpGraph(graph.name, ops, graph.tensors, graph.inputs, graph.outputs, frozenset(pos[v] for v in graph.host_ops))

@@ -15,7 +15,7 @@ from tflite_io import Op, OpGraph, StageMapError, TensorInfo, read, validate_sta
 from crafting import EMBEDDED
 
 #: Unequal link bandwidths, a per-op overhead and a small cache (streaming on most random graphs).
-ODD = EdgeTpuSpec("odd", efficiency={"conv": 0.3, "depthwise": 0.1, "elementwise": 0.02}, t_invoke_s=5e-5,
+ODD = EdgeTpuSpec("odd", efficiency={"conv": 0.3, "depthwise": 0.1}, elementwise_s_per_byte=1e-9, t_invoke_s=5e-5,
                   t_op_s=2e-6, cache_bytes=2_000_000, stream_bytes_per_s=3e8, io_bytes_per_s=7e8)
 SPECS = st.sampled_from([USB, PCIE, ODD])
 QUICK = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -27,19 +27,26 @@ def check_plan(g, k, plan, spec):
     assert plan.stage_ms == tuple(c.ms for c in stage_costs(g, plan.stages, k, spec))
 
 
-@settings(max_examples=300, **QUICK)
+@settings(max_examples=150, **QUICK)
 @given(random_dags(max_ops=9), st.integers(2, 3), SPECS)
 def test_latency_matches_oracle(g, k, spec):
-    value, best = best_map(g, k, spec)
-    assume(best is not None)
-    plan = exact_schedule(g, k, spec)
-    check_plan(g, k, plan, spec)
-    assert plan.optimal is True and plan.objective == "latency"
-    bottleneck, latency = latency_key(g, plan.stages, k, spec)
-    assert bottleneck == pytest.approx(value[0], rel=1e-6)
-    assert latency == pytest.approx(value[1], rel=1e-6)
-    assert plan.lower_bound_ms == pytest.approx(bottleneck, rel=1e-6) and plan.lower_bound_ms <= bottleneck
-    assert dict(plan.stats)["latency_optimal"] == 1
+    """Where nothing streams the CP-SAT model is exact: the oracle's optimum, proven. Where parameters
+    stream it is a relaxation: its bound never exceeds the oracle's optimum, and a plan it calls optimal is."""
+    fits = spec.with_(cache_bytes=10**12)
+    for s, exact_model in ((fits, True), (spec, False)):
+        value, best = best_map(g, k, s)
+        assume(best is not None)
+        plan = exact_schedule(g, k, s)
+        check_plan(g, k, plan, s)
+        assert plan.objective == "latency"
+        bottleneck, latency = latency_key(g, plan.stages, k, s)
+        assert plan.lower_bound_ms <= value[0] * (1 + 1e-6) and bottleneck >= value[0] * (1 - 1e-9)
+        if exact_model:
+            assert plan.optimal is True and dict(plan.stats)["latency_optimal"] == 1
+        if plan.optimal:
+            assert bottleneck == pytest.approx(value[0], rel=1e-6)
+            assert latency == pytest.approx(value[1], rel=1e-6)
+            assert plan.lower_bound_ms == pytest.approx(bottleneck, rel=1e-6)
 
 
 @settings(max_examples=120, **QUICK)

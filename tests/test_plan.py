@@ -5,7 +5,7 @@ from respect_pass.plan import Plan, plan_json
 from tflite_io import segment_interfaces
 
 KEYS = {"model", "num_segments", "scheduler", "objective", "predicted_bottleneck_ms", "predicted_latency_ms",
-        "optimal", "lower_bound_ms", "solve_seconds", "segments", "scheduler_stats"}
+        "optimal", "lower_bound_ms", "shared_link_ms", "solve_seconds", "segments", "scheduler_stats"}
 SEGMENT_KEYS = {"index", "file", "ops", "param_bytes", "predicted_ms", "inputs", "outputs"}
 
 

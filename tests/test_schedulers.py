@@ -53,7 +53,11 @@ def test_all_schedulers_on_small_dags_against_the_oracle(graph, k):
     assume(value is not None)
     found = plans(graph, k)
     check(graph, k, found)
-    assert latency_key(graph, found["exact"].stages, k, USB)[0] == pytest.approx(value[0], rel=1e-9)
+    exact = found["exact"]
+    got = latency_key(graph, exact.stages, k, USB)[0]
+    assert exact.lower_bound_ms <= value[0] * (1 + 1e-6) and got >= value[0] * (1 - 1e-9)
+    if exact.optimal:  # proven for the device model, not only for its relaxation
+        assert got == pytest.approx(value[0], rel=1e-9)
 
 
 @settings(max_examples=25, deadline=None)
@@ -67,7 +71,11 @@ def test_all_schedulers_with_host_ops_against_the_oracle(graph, k):
     assume(value is not None)
     found = plans(graph, k)
     check(graph, k, found)
-    assert latency_key(graph, found["exact"].stages, k, USB)[0] == pytest.approx(value[0], rel=1e-9)
+    exact = found["exact"]
+    got = latency_key(graph, exact.stages, k, USB)[0]
+    assert exact.lower_bound_ms <= value[0] * (1 + 1e-6) and got >= value[0] * (1 - 1e-9)
+    if exact.optimal:  # proven for the device model, not only for its relaxation
+        assert got == pytest.approx(value[0], rel=1e-9)
 
 
 @pytest.mark.parametrize("family", ["nas_cell", "layered", "inception"])

@@ -2,13 +2,16 @@ import json
 
 import pytest
 
-from hardware import PCIE, USB, EdgeTpuSpec, SpecError, load_spec
+from hardware import PCIE, USB, USB_SEPARATE, EdgeTpuSpec, SpecError, load_spec
 
 
 def test_presets_and_round_trip(tmp_path):
-    assert load_spec("usb") is USB and load_spec("pcie") is PCIE
+    assert load_spec("usb") is USB and load_spec("pcie") is PCIE and load_spec("usb-separate") is USB_SEPARATE
     assert USB.peak_macs_per_s == 2e12
-    assert 6.5 * 2**20 < USB.cache_bytes < 7.5 * 2**20
+    # the compiler's reports: ~7.77 MiB with nothing on the host link, less as activations cross it
+    assert 7.5 * 2**20 < USB.cache_bytes < 8 * 2**20 and 0 < USB.cache_io_share < 1
+    # topology: one shared USB host controller, or separate links
+    assert USB.shared_link_bytes_per_s > 0 and USB_SEPARATE.shared_link_bytes_per_s == 0 == PCIE.shared_link_bytes_per_s
     p = tmp_path / "mine.json"
     p.write_text(USB.with_(name="mine", io_bytes_per_s=1e8).to_json())
     spec = load_spec(str(p))
@@ -30,6 +33,8 @@ def test_partial_file_falls_back_to_usb(tmp_path):
     ('{"io_bytes_per_s": -5}', "must be a positive number"),
     ('{"efficiency": {"conv": 2}}', r"efficiency\[conv\] must be in \(0, 1\]"),
     ('{"cache_bytes": "big"}', "non-negative number"),
+    ('{"shared_link_bytes_per_s": -1}', "non-negative number"),
+    ('{"stream_tile_positions": 0}', "must be a positive number"),
 ])
 def test_bad_spec_files(tmp_path, content, match):
     p = tmp_path / "bad.json"
@@ -46,3 +51,5 @@ def test_missing_spec():
 def test_efficiency_needs_all_classes():
     with pytest.raises(SpecError, match="exactly the classes"):
         EdgeTpuSpec(name="x", efficiency={"conv": 0.5})
+    with pytest.raises(SpecError, match="exactly the classes"):
+        EdgeTpuSpec(name="x", efficiency={"conv": 0.5, "depthwise": 0.1, "elementwise": 0.1})

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..orders import split_order
-from hardware.kernel import RangeCosts, map_stage_times, range_costs
+from hardware.kernel import RangeCosts, map_period_s, map_stage_times, range_costs
 
 from .decode import greedy_order
 from .features import GraphArrays
@@ -96,7 +96,8 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
     """Improve a split order while it helps (at most ``rounds`` times); see the module docstring.
 
     ``moves`` caps the moves tried per step (default 4000 / n, between 4 and 32; 0 turns moves off).
-    Returns the order, cuts, (bottleneck, latency) and the rounds that helped.
+    ``key`` and the returned (period, latency) are the device model's figures of the stage map
+    (:func:`hardware.kernel.map_period_s`). Returns the order, cuts, that key and the rounds that helped.
     """
     limit = moves if moves is not None else max(4, min(32, 4000 // max(ga.n, 1)))
     improved = 0
@@ -117,11 +118,13 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
         if not uniq:
             break
         try:
-            best, new_cuts, b, lat = best_split([range_costs(ga, v) for v in uniq], num_stages)
+            best, new_cuts, _, _ = best_split([range_costs(ga, v) for v in uniq], num_stages)
         except ValueError:
             break  # no variant has a valid split
-        if _better((b, lat), key):
-            order, cuts, key = uniq[best], new_cuts, (b, lat)
+        # judged as the written segments are costed (the ranges of an order cost its ops in that sequence)
+        new_key = map_period_s(ga, np.asarray(split_order(uniq[best].tolist(), new_cuts, ga.n)), num_stages)
+        if _better(new_key, key):
+            order, cuts, key = uniq[best], new_cuts, new_key
             improved += 1
         else:
             break

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from hardware import USB, EdgeTpuSpec
-from hardware.kernel import lower_bound_s, range_costs
+from hardware.kernel import lower_bound_s, map_period_s, range_costs
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
@@ -160,11 +160,23 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
             raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
         name, order = cands[best]
         improved = 0
+        # as the device model costs the written segments (ops in execution order, shared link)
+        bottleneck, latency = map_period_s(ga, np.asarray(split_order(order.tolist(), cuts, graph.num_ops)), num_stages)
         if refine_rounds > 0 and bottleneck > bound * (1 + _REL):
             rng = np.random.default_rng((seed, 1))
             order, cuts, (bottleneck, latency), improved = refine(ga, scores, order, cuts, (bottleneck, latency),
                                                                   num_stages, refine_rounds, rng)
         stages = split_order(order.tolist(), cuts, graph.num_ops)
+        # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
+        # written segments, shared link included) is a floor the plan must not be worse than
+        try:
+            floor = dp_schedule(graph, num_stages, spec, arrays=ga)
+        except StageMapError:
+            floor = None  # the execution order has no K-split
+        if floor is not None:
+            floor_key = tuple(dict(floor.stats)[k] / 1e3 for k in ("bottleneck_ms", "latency_ms"))
+            if floor_key < (bottleneck * (1 - _REL), latency):
+                stages, (bottleneck, latency), name = floor.stages, floor_key, "execution"
         stats += [("bottleneck_ms", bottleneck * 1e3), ("latency_ms", latency * 1e3), ("bound_ms", bound * 1e3),
                   ("refined_rounds", improved)]
         lower_bound_ms = bound * 1e3

@@ -28,7 +28,7 @@ import numpy as np
 from tflite_io import OpGraph, StageMapError
 
 from hardware import USB, EdgeTpuSpec
-from hardware.kernel import CostArrays, RangeCosts, cost_arrays, range_costs
+from hardware.kernel import CostArrays, RangeCosts, cost_arrays, map_period_s, range_costs
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import split_order
@@ -93,15 +93,56 @@ def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list
     return cuts, latency
 
 
-def best_cuts(rc: RangeCosts, num_stages: int) -> tuple[list[int], float, float]:
-    """Cut positions of the best split of ``rc.order`` for (bottleneck, latency); and those two values (s)."""
+def best_cuts(rc: RangeCosts, num_stages: int, link_s_per_byte: float = 0.0) -> tuple[list[int], float, float]:
+    """Cut positions of the best split of ``rc.order`` for (period, latency); and those two values (s).
+
+    The period is the slowest stage and, with ``link_s_per_byte`` > 0 (a shared host link), at least the
+    host-link bytes of all stages times that. Where that bound binds, the best split is found by bisection
+    over the stage-time caps v: the split with the fewest link bytes among those with every stage <= v.
+    """
     _check_feasible(rc, num_stages)
     if num_stages == 1:
         t = float(rc.time_last[0])
-        return [], t, t
+        return [], max(t, float(rc.io_last[0]) * link_s_per_byte), t
     bottleneck, _ = range_dp(rc.time, rc.time_last, num_stages, rc.min_first_end, want_cuts=False)
     cuts, latency = cuts_under(rc, num_stages, bottleneck)
-    return cuts, bottleneck, latency
+    if link_s_per_byte <= 0 or _link_bytes(rc, cuts) * link_s_per_byte <= bottleneck:
+        return cuts, bottleneck, latency
+    return _shared_link_cuts(rc, num_stages, link_s_per_byte, bottleneck)
+
+
+def _link_bytes(rc: RangeCosts, cuts: list[int]) -> float:
+    b = [0, *cuts]
+    return float(sum(rc.io[b[i], b[i + 1]] for i in range(len(b) - 1)) + rc.io_last[b[-1]])
+
+
+def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float) -> tuple[list[int], float, float]:
+    """min over splits of max(slowest stage, link bytes * ``link``), by bisection on the stage cap."""
+    caps = np.unique(np.concatenate([rc.time[np.isfinite(rc.time)], rc.time_last[np.isfinite(rc.time_last)]]))
+    caps = caps[caps >= floor * (1 - 1e-12)]
+
+    def fewest_bytes(cap: float) -> tuple[float, list[int]]:
+        t, t_last = capped(rc, cap)
+        return range_dp(np.where(np.isfinite(t), rc.io, np.inf), np.where(np.isfinite(t_last), rc.io_last, np.inf),
+                        num_stages, rc.min_first_end, combine=np.add)
+
+    lo, hi = 0, len(caps) - 1  # the smallest cap whose fewest link bytes fit under it
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fewest_bytes(caps[mid])[0] * link <= caps[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    options = [fewest_bytes(caps[lo])[1]] + ([fewest_bytes(caps[lo - 1])[1]] if lo > 0 else [])
+    best: tuple[float, float, list[int]] | None = None
+    for cuts in options:
+        b = [0, *cuts, len(rc.order)]
+        times = [rc.time[b[i], b[i + 1]] for i in range(num_stages - 1)] + [rc.time_last[b[-2]]]
+        key = (max(max(times), _link_bytes(rc, cuts) * link), float(sum(times)))
+        if best is None or key < best[:2]:
+            best = (*key, cuts)
+    assert best is not None
+    return best[2], best[0], best[1]
 
 
 def min_crossing_cuts(rc: RangeCosts, num_stages: int, cap: float) -> tuple[float, list[int]]:
@@ -149,9 +190,13 @@ def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None
     check_objective(objective)
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
     order = tuple(range(graph.num_ops)) if order is None else tuple(order)
-    rc = range_costs(arrays if arrays is not None else cost_arrays(graph, spec), order)
+    ca = arrays if arrays is not None else cost_arrays(graph, spec)
+    rc = range_costs(ca, order)
     if objective == "latency":
-        cuts, bottleneck, latency = best_cuts(rc, num_stages)
+        link = 1.0 / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0
+        cuts, bottleneck, latency = best_cuts(rc, num_stages, link)
+        # reported as the device model costs the written segments (ops in execution order within each)
+        bottleneck, latency = map_period_s(ca, np.asarray(split_order(order, cuts, graph.num_ops)), num_stages)
         stats: tuple[tuple[str, int | float], ...] = (("bottleneck_ms", float(bottleneck) * 1e3),
                                                       ("latency_ms", float(latency) * 1e3))
     else:

@@ -17,9 +17,10 @@ from ortools.sat.python import cp_model
 
 from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_map
 
-from hardware import USB, EdgeTpuSpec, stage_costs
+from hardware import USB, EdgeTpuSpec, pipeline_period_ms, stage_costs
+from hardware.cost import shared_link_ms
 
-from ..objectives import DEFAULT_ALPHA, check_objective, memory_objective
+from ..objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
 from ..plan import Plan
 from .exact_model import ExactModel, stage_ranges
 
@@ -28,6 +29,8 @@ __all__ = ["exact_schedule", "default_hint", "stage_ranges"]
 log = logging.getLogger(__name__)
 
 _TIE_REL = 1e-9
+#: integer time units round each per-op time and the stream rate; a plan within this of the bound meets it
+_BOUND_REL = 1e-6
 
 
 def default_hint(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str = "latency",
@@ -165,12 +168,19 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
         stages, branches, wall = second.stages, branches + second.branches, wall + second.wall_s
         stats.append(("latency_optimal", int(second.optimal)))
     stages = validate_stage_map(graph, stages, K)
-    stage_ms = tuple(c.ms for c in stage_costs(graph, stages, K, spec))
+    if latency and hint is not None and latency_key(graph, hint, K, spec) < latency_key(graph, stages, K, spec):
+        stages = tuple(hint)  # the relaxation preferred a plan the device model costs higher: keep the better one
+    costs = stage_costs(graph, stages, K, spec)
+    stage_ms = tuple(c.ms for c in costs)
     lower_bound_ms = None
-    if latency:
+    optimal = first.optimal
+    if latency:  # re-costed by the device model; optimal only where the plan meets the relaxation's bound
+        period = pipeline_period_ms(costs, spec)
         if math.isfinite(first.bound):
-            lower_bound_ms = min(first.bound * model.unit_s * 1e3, max(stage_ms))
-        stats.append(("objective_value", max(stage_ms)))
+            lower_bound_ms = min(first.bound * model.unit_s * 1e3, period)
+        optimal = optimal and lower_bound_ms is not None and period <= lower_bound_ms * (1 + _BOUND_REL)
+        stats.append(("objective_value", period))
+        stats.append(("relaxation_optimal", int(first.optimal)))
     else:
         stats.append(("objective_value", memory_objective(graph, stages, K, alpha)))
         if math.isfinite(first.bound):
@@ -178,7 +188,8 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     seconds = time.perf_counter() - t0
     stats += [("branches", branches), ("wall_s", wall)]
     log.info("exact: K=%d %s objective, %s in %.2f s, bottleneck %.4f ms", K, objective,
-             "optimal" if first.optimal else "not proven optimal", seconds, max(stage_ms))
-    return Plan(stages, K, "exact", objective=objective, stage_ms=stage_ms, optimal=first.optimal,
+             "optimal" if optimal else "not proven optimal", seconds, max(stage_ms))
+    return Plan(stages, K, "exact", objective=objective, stage_ms=stage_ms, link_ms=shared_link_ms(costs, spec),
+                optimal=optimal,
                 lower_bound_ms=lower_bound_ms, solve_seconds=seconds, stats=tuple(stats))
 

@@ -5,13 +5,20 @@ Downset encoding (DESIGN.md): Booleans ``y[v][k] = [stage(v) <= k]`` for k < K-1
 membership ``x[v][k] = y[v][k] - y[v][k-1]``; every stage non-empty, model-output
 producers in the last stage, every model input read in stage 0. ``y`` is a constant
 where :func:`stage_ranges` fixes it. Stage times follow :func:`hardware.stage_cost`
-term by term: compute (+ ``t_op``) per op, ``t_invoke``, streamed ``max(0, P_k - cache)``
-with ``P_k`` counting a constant buffer once per stage (``z[b][k] >= x[v][k]`` per
-reader v), and the bytes of distinct tensors entering (``in[t][k] >= x[c][k] +
+term by term where it is linear: per-op time (:func:`hardware.op_seconds`), ``t_invoke``,
+and the bytes of distinct tensors entering (``in[t][k] >= x[c][k] +
 y[u][k-1] - 1``, reader c, producer u; model inputs always enter stage 0 and enter
 k > 0 iff read there) and leaving (``out[t][k] >= x[u][k] - y[c][k]``; the last
 stage's outputs are the model outputs). Indicators have lower bounds only: they can
-only raise a stage's time, so at an optimum they are exact.
+only raise a stage's time, so at an optimum they are exact. Streaming is not linear
+(whole layers are cached in execution order until a usable cache that shrinks with the
+stage's host-link bytes is full; a conv re-streams per spatial tile), so it is relaxed
+to a lower bound: at least ``P_k - cache + share * io_k`` bytes (``P_k`` the padded
+parameter bytes, a buffer once per stage: ``z[b][k] >= x[v][k]`` per reader v), each
+streamed once. The shared host link adds ``B >= sum_k io_k / shared``. The relaxed
+optimum is therefore a valid lower bound of the true one; :func:`exact_schedule`
+re-costs every plan with the device model and claims optimality only when the plan
+meets that bound.
 
 Integers: one time unit is ``1 / (io_bytes_per_s * M)`` s, M the largest power of two
 <= 2**20 keeping every sum of stage times below 2**53, so activation bytes (and
@@ -30,10 +37,11 @@ from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
-from tflite_io import OpGraph, segment_interfaces
+from tflite_io import OpGraph, SegmentInterface, segment_interfaces
 from tflite_io.graph import distinct_constants
 
 from hardware import EdgeTpuSpec, op_seconds
+from hardware.cost import device_param_bytes, link_bytes, stream_tiles
 
 from ..objectives import crossing_count
 
@@ -102,12 +110,16 @@ class ExactModel:
             m.add(sum(self.x(v, k) for v in range(n)) >= 1)
         for t in g.inputs:
             m.add(sum(self.x(r, 0) for r in g.consumers.get(t, ())) >= 1)
-        self.buffers: dict[int, tuple[int, list[int]]] = {}  # buffer -> (bytes, reader ops)
+        # buffer -> (bytes, reader ops): the device's padded layer bytes for latency, raw bytes for RESPECT's memory objective
+        self.buffers: dict[int, tuple[int, list[int]]] = {}
         for op in g.ops:
-            for b, info in distinct_constants(g.tensors, op.inputs).items():
-                self.buffers.setdefault(b, (info.nbytes, []))[1].append(op.index)
+            sizes = ({b: t.nbytes for b, t in distinct_constants(g.tensors, op.inputs).items()} if objective == "memory"
+                     else device_param_bytes(g, op))
+            for b, nbytes in sizes.items():
+                if nbytes:
+                    self.buffers.setdefault(b, (nbytes, []))[1].append(op.index)
         self.total_params = sum(nbytes for nbytes, _ in self.buffers.values())
-        if objective == "memory" or self.total_params > spec.cache_bytes:
+        if objective == "memory" or self.total_params > 0:
             self.params = [self._params(k) for k in range(K)]
         if objective == "memory":
             self._memory(alpha)
@@ -141,47 +153,72 @@ class ExactModel:
         return sum(terms)
 
     def _latency(self) -> None:
+        """Stage times as the kernel's, with the streaming term relaxed to a linear lower bound: a stage
+        streams at least ``P_k - usable_k = P_k - cache + share * io_k`` bytes (whole layers stream past that),
+        each at least once. The shared host link adds ``B >= sum_k io_k / shared``."""
         g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
         op_s = op_seconds(g, spec)
+        max_tiles = max((stream_tiles(g, op, spec) for op in g.ops), default=1)
         upper_s = (K * spec.t_invoke_s + float(op_s.sum())
-                   + K * total_params / spec.stream_bytes_per_s + 2 * K * act / spec.io_bytes_per_s)
+                   + K * total_params * max_tiles / spec.stream_bytes_per_s + 2 * K * act / spec.io_bytes_per_s
+                   + (2 * K * act / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0))
         mult = _MAX_M
         while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
             mult //= 2
         self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
         self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
+        self.link_c = (round(mult * spec.io_bytes_per_s / spec.shared_link_bytes_per_s)
+                       if spec.shared_link_bytes_per_s > 0 else 0)
+        self.share = Fraction(spec.cache_io_share).limit_denominator(1000)
         self.invoke = round(spec.t_invoke_s / self.unit_s)
         self.op_c = [round(float(t) / self.unit_s) for t in op_s]
         bound = round(upper_s / self.unit_s) + 1
         self.times = []
+        io = [self._io_bytes(k) for k in range(K)]
         for k in range(K):
-            expr = self.invoke + sum(c * self.x(v, k) for v, c in enumerate(self.op_c)) + self.io_c * self._io_bytes(k)
-            if total_params > spec.cache_bytes:  # else nothing ever streams
+            expr = self.invoke + sum(c * self.x(v, k) for v, c in enumerate(self.op_c)) + self.io_c * io[k]
+            if total_params > 0:
+                q, sq = self.share.denominator, self.share.numerator
                 excess = m.new_int_var(0, total_params, f"excess{k}")
-                m.add(excess >= self.params[k] - spec.cache_bytes)
-                self.defs.append((excess, lambda s, k=k: max(0, self._stage_params(s, k) - spec.cache_bytes)))
+                m.add(q * excess >= q * self.params[k] - q * spec.cache_bytes + sq * io[k])
+                self.defs.append((excess, lambda s, k=k: self._excess(s, k)))
                 expr += self.stream_c * excess
             self.times.append(expr)
-        # Redundant bound: the stage of op v costs at least its invoke, compute and own streamed parameters.
-        lower = max(self.invoke + self.op_c[v] + self.stream_c * max(0, g.param_bytes_of([v]) - spec.cache_bytes)
-                    for v in range(g.num_ops))
+        # Redundant bound: the stage of op v costs at least its invoke and compute.
+        lower = max(self.invoke + self.op_c[v] for v in range(g.num_ops))
         self.bottleneck = m.new_int_var(min(lower, bound), bound, "B")
-        self.defs.append((self.bottleneck, lambda s: max(self.scaled_times(s))))
+        self.defs.append((self.bottleneck, lambda s: self.scaled_period(s)))
         for expr in self.times:
             m.add(expr <= self.bottleneck)
+        if self.link_c:
+            m.add(self.link_c * sum(io) <= self.bottleneck)
         self.total = sum(self.times)
 
+    def _stage_io(self, stages: Sequence[int], k: int) -> int:
+        return self._seg_io(segment_interfaces(self.graph, stages, self.K)[k])
+
+    def _seg_io(self, seg: SegmentInterface) -> int:
+        """Host-link bytes of a segment, as :func:`hardware.stage_cost` counts them."""
+        return (sum(link_bytes(self.graph, t, True) for t in seg.inputs)
+                + sum(link_bytes(self.graph, t, False) for t in seg.outputs))
+
+    def _excess(self, stages: Sequence[int], k: int) -> int:
+        """The relaxation's streamed bytes of stage k: ``max(0, ceil(P_k - cache + share * io_k))``."""
+        q, sq = self.share.denominator, self.share.numerator
+        need = q * self._stage_params(stages, k) - q * self.spec.cache_bytes + sq * self._stage_io(stages, k)
+        return max(0, -(-need // q))
+
     def _stage_params(self, stages: Sequence[int], k: int) -> int:
-        return self.graph.param_bytes_of(v for v, s in enumerate(stages) if s == k)
+        return sum(nbytes for nbytes, readers in self.buffers.values() if any(stages[v] == k for v in readers))
 
     def _io_bytes(self, k: int):
         """In_k + Out_k in bytes, as a linear expression of indicators (constants for the model's I/O)."""
         g, K, y, x, inputs = self.graph, self.K, self.y, self.x, set(self.graph.inputs)
-        terms = [sum(g.tensors[t].nbytes for t in g.inputs) if k == 0 else 0,
-                 sum(g.tensors[t].nbytes for t in g.outputs) if k == K - 1 else 0]
+        terms = [sum(link_bytes(g, t, True) for t in g.inputs) if k == 0 else 0,
+                 sum(link_bytes(g, t, False) for t in g.outputs) if k == K - 1 else 0]
         for t, rs in g.consumers.items():
-            nbytes, u = g.tensors[t].nbytes, g.producer.get(t)
+            nbytes, u = link_bytes(g, t, True), g.producer.get(t)
             if t in inputs:  # always enters stage 0 (a pipeline rule); enters k > 0 iff read there
                 if k > 0:
                     terms.append(nbytes * self._indicator(f"in{t}_{k}", [x(c, k) for c in rs],
@@ -194,7 +231,7 @@ class ExactModel:
                     f"in{t}_{k}", [x(c, k) + y[u][k - 1] - 1 for c in rs],
                     lambda s, u=u, rs=rs, k=k: int(s[u] < k and any(s[c] == k for c in rs))))
             if k < K - 1:
-                terms.append(nbytes * self._indicator(
+                terms.append(link_bytes(g, t, False) * self._indicator(
                     f"out{t}_{k}", [x(u, k) - y[c][k] for c in rs],
                     lambda s, u=u, rs=rs, k=k: int(s[u] == k and any(s[c] > k for c in rs))))
         return sum(terms)
@@ -242,11 +279,14 @@ class ExactModel:
 
     def scaled_times(self, stages: Sequence[int]) -> list[int]:
         """Integer stage times of a valid map, term by term as the encoding counts them at an optimum."""
-        g = self.graph
-        return [self.invoke + sum(self.op_c[v] for v in seg.ops)
-                + self.io_c * sum(g.tensors[x].nbytes for x in seg.inputs + seg.outputs)
-                + self.stream_c * max(0, seg.param_bytes - self.spec.cache_bytes)
-                for seg in segment_interfaces(g, stages, self.K)]
+        return [self.invoke + sum(self.op_c[v] for v in seg.ops) + self.io_c * self._seg_io(seg)
+                + (self.stream_c * self._excess(stages, seg.index) if self.total_params > 0 else 0)
+                for seg in segment_interfaces(self.graph, stages, self.K)]
+
+    def scaled_period(self, stages: Sequence[int]) -> int:
+        """The encoding's bottleneck of a valid map: the slowest stage, or the shared host link."""
+        link = self.link_c * sum(self._stage_io(stages, k) for k in range(self.K)) if self.link_c else 0
+        return max(max(self.scaled_times(stages)), link)
 
     def minimize(self, kind: str) -> None:
         """Set the objective: ``bottleneck``, ``total`` (latency) or ``memory``."""
@@ -256,7 +296,7 @@ class ExactModel:
     def value(self, stages: Sequence[int]) -> int:
         """The exact integer value of the current objective on a valid map."""
         if self.kind != "memory":
-            return (max if self.kind == "bottleneck" else sum)(self.scaled_times(stages))
+            return self.scaled_period(stages) if self.kind == "bottleneck" else sum(self.scaled_times(stages))
         p, q = self.alpha_pq
         pmax = max(self._stage_params(stages, k) for k in range(self.K))
         return p * pmax + q * crossing_count(self.graph, stages, self.K)

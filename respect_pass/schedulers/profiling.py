@@ -53,8 +53,10 @@ from collections.abc import Callable, Sequence
 
 from tflite_io import OpGraph, StageMapError
 
+import numpy as np
+
 from hardware import USB, EdgeTpuSpec, stage_costs
-from hardware.kernel import cost_arrays, range_costs
+from hardware.kernel import cost_arrays, map_stage_times, range_costs
 
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan
@@ -226,15 +228,21 @@ def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -
     first segment not reading every model input or missing an op pinned first) fails,
     as a segment that does not compile fails in libcoral.
     """
-    rc = range_costs(cost_arrays(graph, spec), order)
+    ca = cost_arrays(graph, spec)
+    rc = range_costs(ca, order)  # only for which ranges a pipeline can run
+    positions = np.asarray(order, dtype=np.int64)
 
     def measure(num_ops: list[int]) -> list[int] | set[int]:
         starts = [sum(num_ops[:i]) for i in range(len(num_ops))]
-        times = [rc.time[s, s + n] for s, n in zip(starts[:-1], num_ops[:-1])] + [rc.time_last[starts[-1]]]
-        failed = {i for i, t in enumerate(times) if not math.isfinite(t)}
+        runnable = [rc.time[s, s + n] for s, n in zip(starts[:-1], num_ops[:-1])] + [rc.time_last[starts[-1]]]
+        failed = {i for i, t in enumerate(runnable) if not math.isfinite(t)}
         if len(num_ops) > 1 and num_ops[0] < rc.min_first_end:
             failed.add(0)
-        return failed if failed else [round(t * 1e9) for t in times]
+        if failed:
+            return failed
+        stages = np.empty(len(positions), dtype=np.int64)  # the segments as written: ops in execution order
+        stages[positions] = np.repeat(np.arange(len(num_ops)), num_ops)
+        return [round(float(t) * 1e9) for t in map_stage_times(ca, stages, len(num_ops))]
 
     return measure
 
