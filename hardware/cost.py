@@ -38,7 +38,7 @@ from tflite_io.graph import distinct_constants
 
 from .spec import EdgeTpuSpec, op_class
 
-__all__ = ["StageCost", "op_seconds", "host_handoff_bytes", "link_bytes", "device_param_bytes", "stream_tiles", "stage_cost",
+__all__ = ["StageCost", "op_seconds", "host_handoff_bytes", "link_bytes", "cache_layers", "device_param_bytes", "stream_tiles", "stage_cost",
            "stage_costs", "pipeline_period_ms", "shared_link_ms", "bottleneck_ms", "latency_ms", "CHANNEL_GROUP"]
 
 #: The MAC array's width: output channels are padded to multiples of this (compiler memory reports, conv sweep).
@@ -144,6 +144,25 @@ def stream_tiles(graph: OpGraph, op: Op, spec: EdgeTpuSpec) -> int:
     return max(1, -(-positions // spec.stream_tile_positions))
 
 
+def cache_layers(graph: OpGraph, ops: Sequence[int], usable: float) -> tuple[int, list[tuple[Op, int]]]:
+    """The compiler's caching of a segment's parameters: whole layers in execution order while they fit
+    ``usable`` bytes; from the first that does not, every later one streams. Returns the cached bytes and
+    the streamed (op, bytes) pairs (each constant buffer once, at its first reader)."""
+    seen: set[int] = set()
+    on_chip, streamed = 0, []
+    for v in sorted(ops):
+        op = graph.ops[v]
+        for buf, nbytes in device_param_bytes(graph, op).items():
+            if buf in seen or nbytes == 0:
+                continue
+            seen.add(buf)
+            if not streamed and on_chip + nbytes <= usable:
+                on_chip += nbytes
+            else:
+                streamed.append((op, nbytes))
+    return on_chip, streamed
+
+
 def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
     """Per-op time in seconds (see the module docstring): Edge TPU compute + ``t_op``, or host time."""
     out = np.empty(graph.num_ops)
@@ -170,20 +189,9 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
     in_bytes = sum(link_bytes(graph, t, True) for t in seg.inputs)
     out_bytes = sum(link_bytes(graph, t, False) for t in seg.outputs)
     usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_bytes + out_bytes))
-    seen: set[int] = set()
-    on_chip = off_chip = 0
-    stream = 0.0
-    for v in sorted(seg.ops):  # whole layers in execution order until the usable cache is full
-        op = graph.ops[v]
-        for buf, nbytes in device_param_bytes(graph, op).items():
-            if buf in seen or nbytes == 0:
-                continue
-            seen.add(buf)
-            if off_chip == 0 and on_chip + nbytes <= usable:
-                on_chip += nbytes
-            else:
-                off_chip += nbytes
-                stream += nbytes * stream_tiles(graph, op, spec) / spec.stream_bytes_per_s
+    on_chip, streamed = cache_layers(graph, seg.ops, usable)
+    off_chip = sum(nbytes for _, nbytes in streamed)
+    stream = sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed) / spec.stream_bytes_per_s
     return StageCost(
         index=seg.index,
         compute_s=float(sum(op_s[v] for v in tpu)) - len(tpu) * spec.t_op_s,

@@ -90,18 +90,9 @@ TYPE_NAMES = {v: k.lower() for k, v in vars(S.TensorType).items() if not k.start
 NP_TYPES = {"int8": S.TensorType.INT8, "uint8": S.TensorType.UINT8, "int32": S.TensorType.INT32,
             "float32": S.TensorType.FLOAT32, "int64": S.TensorType.INT64}
 
-#: Builtin ops in Coral's "Supported operations" table (coral.ai/docs/edgetpu/models-intro).
-CORAL_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
-    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
-    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT",
-    "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
-    "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
-#: A RESIZE_* with an input or output side above this is left on the CPU (Coral: "Depending on
-#: input/output size, this operation may not be mapped"; DeepLab's final upsampling is not mapped).
-RESIZE_MAX_SIDE = 128
+# The op table and the resize limit are the project's own (hardware.placement), so the README's expected
+# placements use the same rules the tests check.
+from hardware.placement import EDGETPU_OPS as CORAL_OPS, RESIZE_MAX_SIDE  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ import calibration_data as cd
 
 from hardware import USB, EdgeTpuSpec, op_class
 from hardware.cost import (
+    cache_layers,
     link_bytes,
     CHANNEL_GROUP,
     device_param_bytes,
@@ -239,21 +240,10 @@ def stage_features(graph: OpGraph, stages: Sequence[int], k: int, spec: EdgeTpuS
                 lin[1 if kind == "conv" else 2] += op.macs * (padded / c) / spec.peak_macs_per_s
         lin[5] += n_tpu * spec.t_op_s
         usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_b + out_b))
-        seen: set[int] = set()
-        on = off = 0
         streamed: dict[int, float] = {}
-        for v in sorted(seg.ops):  # the prefix rule of hardware.cost.stage_cost
-            op = graph.ops[v]
-            for buf, nbytes in device_param_bytes(graph, op).items():
-                if buf in seen or nbytes == 0:
-                    continue
-                seen.add(buf)
-                if off == 0 and on + nbytes <= usable:
-                    on += nbytes
-                else:
-                    off += nbytes
-                    p = stream_tiles(graph, op, pos_spec)
-                    streamed[p] = streamed.get(p, 0.0) + nbytes
+        for op, nbytes in cache_layers(graph, seg.ops, usable)[1]:  # the caching rule of hardware.cost
+            p = stream_tiles(graph, op, pos_spec)
+            streamed[p] = streamed.get(p, 0.0) + nbytes
         rows.append((lin, streamed, in_b + out_b))
     return rows
 
