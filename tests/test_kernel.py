@@ -18,7 +18,7 @@ from respect_pass.generator import generate
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
 from strategies import BRANCHY, placed_dags, random_dags, relabel
-from tflite_io import OpGraph, StageMapError, contiguous_stage_map, read, validate_stage_map
+from tflite_io import StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
 def split_values(rc, cuts):
