@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hardware import load_spec
+from hardware import PRESETS, load_spec
 from hardware.placement import place_ops
 from tflite_io import OpGraph, RespectPassError
 
@@ -42,7 +42,7 @@ def _partition_parser() -> OneLineParser:
         prog="respect-pass",
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
-        "Other commands: 'respect-pass inspect MODEL', 'respect-pass train'.",
+        "Other commands: 'respect-pass inspect MODEL', 'respect-pass spec NAME', 'respect-pass train'.",
     )
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
@@ -200,6 +200,14 @@ def run_cli(prog: str, body, argv: Sequence[str]) -> int:
         return 130
 
 
+def _spec(argv: Sequence[str]) -> int:
+    p = OneLineParser(prog="respect-pass spec", description="Print a device-model preset as the JSON that "
+                      "--spec FILE.json reads (edit it, or refit it with tools/calibrate.py).")
+    p.add_argument("name", choices=sorted(PRESETS), help="preset name")
+    print(PRESETS[p.parse_args(argv).name].to_json(), end="")
+    return 0
+
+
 def _inspect(argv: Sequence[str]) -> int:
     args = _inspect_parser().parse_args(argv)
     graph = load_model(args.model, args.fix_batch).graph
@@ -248,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return run_cli("respect-pass inspect", _inspect, argv[1:])
+    if argv and argv[0] == "spec":
+        return run_cli("respect-pass spec", _spec, argv[1:])
     if argv and argv[0] == "train":
         from .policy import train_main
 

@@ -268,3 +268,15 @@ def test_given_stage_map_errors_name_the_problem(tmp_path, stages, match):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert re.search(match, r.stderr), r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_spec_prints_a_preset_that_spec_file_reads_back(tmp_path):
+    r = run("spec", "usb-separate")
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "mine.json"
+    path.write_text(r.stdout)
+    from hardware import USB_SEPARATE, load_spec
+
+    assert load_spec(str(path)) == USB_SEPARATE
+    r = run("spec", "nope")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "invalid choice" in r.stderr
