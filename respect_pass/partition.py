@@ -78,9 +78,10 @@ def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
                 "quantization (int8, with a representative dataset)")
         first = place_ops(graph)[0]
         raise UnsupportedModelError(shown, f"no op maps to the Edge TPU (op 0, {graph.ops[0].label}: {first.reason})")
-    for op in place_ops(graph):
-        if op.device == "cpu":
-            log.info("op %d (%s) runs on the CPU: %s", op.index, graph.ops[op.index].label, op.reason)
+    if log.isEnabledFor(logging.INFO):  # placing again only to say why
+        for op in place_ops(graph):
+            if op.device == "cpu":
+                log.info("op %d (%s) runs on the CPU: %s", op.index, graph.ops[op.index].label, op.reason)
     return replace(model, graph=graph)
 
 

@@ -19,12 +19,12 @@ from ai_edge_litert import schema_py_generated as schema
 
 from .stages import SegmentInterface
 
-__all__ = ["submodel"]
+__all__ = ["submodel", "AlignedBufferT"]
 
 _ALIGN = 16
 
 
-class _AlignedBufferT(schema.BufferT):
+class AlignedBufferT(schema.BufferT):
     """A BufferT whose data vector is 16-byte aligned in the output file."""
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
@@ -62,7 +62,7 @@ def submodel(src: Any, seg: SegmentInterface) -> bytes:
         if data is not None and len(data):
             if t.buffer not in bmap:
                 bmap[t.buffer] = len(buffers)
-                buffers.append(_AlignedBufferT(data=data))
+                buffers.append(AlignedBufferT(data=data))
             t.buffer = bmap[t.buffer]
         else:
             t.buffer = 0
@@ -93,7 +93,7 @@ def submodel(src: Any, seg: SegmentInterface) -> bytes:
         if 0 < md.buffer < len(src.buffers):
             entry = copy.copy(md)
             entry.buffer = len(buffers)
-            buffers.append(_AlignedBufferT(data=src.buffers[md.buffer].data))
+            buffers.append(AlignedBufferT(data=src.buffers[md.buffer].data))
             metadata.append(entry)
     m.metadata = metadata or None
     m.buffers = buffers

@@ -175,22 +175,8 @@ def keras_int8(model, rep, input_type="int8", output_type="int8", builtins=False
 # Flatbuffer object-API editing
 # --------------------------------------------------------------------------------------------
 
-class _AlignedBufferT(S.BufferT):
-    """A BufferT whose data vector is 16-byte aligned (as the converter writes constants)."""
-
-    def Pack(self, builder):
-        data = None
-        if self.data is not None and len(self.data):
-            payload = np.asarray(self.data, dtype=np.uint8).tobytes()
-            builder.StartVector(1, len(payload), 16)
-            builder.head = builder.head - len(payload)
-            builder.Bytes[builder.head: builder.head + len(payload)] = payload
-            builder.vectorNumElems = len(payload)
-            data = builder.EndVector()
-        S.BufferStart(builder)
-        if data is not None:
-            S.BufferAddData(builder, data)
-        return S.BufferEnd(builder)
+# constants 16-byte aligned, as the converter (and the segment writer) lays them out
+from tflite_io.submodel import AlignedBufferT as _AlignedBufferT  # noqa: E402
 
 
 class Editor:
