@@ -17,11 +17,13 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hardware import USB, EdgeTpuSpec, load_spec, pipeline_period_ms, simulate_pipeline, stage_costs
+from hardware import USB, EdgeTpuSpec, load_spec, stage_costs
+from hardware.cost import shared_link_ms
+from hardware.simulate import measure_pipeline
 from hardware.coral import run_coral
 from hardware.progress import ProgressFactory, no_progress
 from hardware.placement import placed
@@ -128,17 +130,13 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     # each segment is compiled on its own, so its ops are placed on its own
     costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in (placed(m.graph) for m in models)]
     stages = [{**replace(c, index=i).as_json(), "file": str(p)} for i, (c, p) in enumerate(zip(costs, segments.paths))]
-    run = simulate_pipeline([c.ms for c in costs], count=count)
+    figures = measure_pipeline([c.ms for c in costs], count=count, min_period_ms=shared_link_ms(costs, spec))
     return {
         "backend": "sim",
         "spec": spec.name,
         "num_segments": len(models),
         "count": count,
-        "bottleneck_ms": pipeline_period_ms(costs, spec),
-        "latency_ms": sum(c.ms for c in costs),
-        "latency_p50_ms": run.latency_p50_ms,
-        "latency_p99_ms": run.latency_p99_ms,
-        "throughput_ips": run.throughput_ips,
+        **asdict(figures),
         "verified": verified,
         "verified_up_to": list(stopped_before),
         "stages": stages,
@@ -179,9 +177,7 @@ def _body(argv: Sequence[str]) -> int:
         for s in report["stages"]:
             print(f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
                   f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}")
-        print(f"simulated ({report['spec']} spec, {report['count']} requests): bottleneck {report['bottleneck_ms']:.3f} ms, "
-              f"throughput {report['throughput_ips']:.1f} inferences/s, latency {report['latency_ms']:.3f} ms "
-              f"(p50 {report['latency_p50_ms']:.2f}, p99 {report['latency_p99_ms']:.2f} ms with all requests queued at once)")
+        print(f"simulated ({report['spec']} spec): {figures_line(report)}")
         v = report["verified"]
         upto = report["verified_up_to"]
         print("verified: " + ("not checked (no plan.json naming the model)" if not v else
@@ -201,15 +197,21 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def figures_line(report: dict[str, Any]) -> str:
+    """Period, throughput and idle latency first; latency under load labelled as such."""
+    return (f"period {report['bottleneck_ms']:.3f} ms ({report['throughput_ips']:.1f} inferences/s), "
+            f"latency {report['latency_ms']:.3f} ms idle; under load ({report['num_segments']} requests in flight, "
+            f"{report['count']} requests) p50 {report['latency_loaded_p50_ms']:.2f} ms, "
+            f"p99 {report['latency_loaded_p99_ms']:.2f} ms")
+
+
 def format_coral(report: dict[str, Any]) -> str:
     """The table of a coral (real Edge TPU) run."""
     rows = [f"{'seg':>3}  {'ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  device  file"]
     for s, dev in zip(report["stages"], report["devices"]):
         rows.append(f"{s['index']:>3}  {s['ms']:>8.3f}  {_num(s['param_bytes']):>11}  {_num(s['on_chip_bytes']):>11}  "
                     f"{_num(s['off_chip_bytes']):>11}  {dev.get('type', '?')}:{s['index']}  {s['file']}")
-    rows.append(f"measured on {report['num_segments']} Edge TPU(s), {report['count']} requests: slowest stage "
-                f"{report['bottleneck_ms']:.3f} ms, throughput {report['throughput_ips']:.1f} inferences/s, end-to-end "
-                f"p50 {report['latency_p50_ms']:.2f} ms, p99 {report['latency_p99_ms']:.2f} ms")
+    rows.append(f"measured on {report['num_segments']} Edge TPU(s) ({report['runner']} runner): {figures_line(report)}")
     return "\n".join(rows)
 
 

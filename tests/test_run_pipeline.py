@@ -30,11 +30,16 @@ def test_sim_chains_and_verifies(tmp_path):
     ms = [s["ms"] for s in doc["stages"]]
     assert doc["bottleneck_ms"] == pytest.approx(max(ms)) and doc["latency_ms"] == pytest.approx(sum(ms))
     assert doc["throughput_ips"] == pytest.approx(1000 / max(ms))
+    # loaded latency is measured with K requests in flight, never as queueing behind all requests at once
+    assert doc["latency_loaded_p50_ms"] == pytest.approx(3 * max(ms), rel=1e-6)
+    assert not {"latency_p50_ms", "latency_p99_ms"} & set(doc)
     # the segments' predicted times match the plan's, computed on the full model's graph
     plan = json.loads(next(tmp_path.glob("*_plan.json")).read_text())
     assert ms == pytest.approx([s["predicted_ms"] for s in plan["segments"]])
     r = run_pipeline("--tpus", "3", str(tmp_path))
     assert r.returncode == 0 and "bit-exact" in r.stdout
+    summary = next(line for line in r.stdout.splitlines() if line.startswith("simulated"))
+    assert summary.index("period") < summary.index("idle") < summary.index("under load")
 
 
 def test_sim_without_plan_does_not_claim_verification(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from hardware import simulate_pipeline
+from hardware.simulate import measure_pipeline, simulate_pipeline
 
 
 @pytest.mark.parametrize("stages", [[2.0, 5.0, 3.0], [4.0], [1.0, 1.0, 1.0, 1.0], [7.0, 1.0]])
@@ -33,3 +33,36 @@ def test_jitter_is_seeded_and_spreads_latency():
 def test_count_must_be_positive():
     with pytest.raises(ValueError):
         simulate_pipeline([1.0], count=0)
+
+
+@pytest.mark.parametrize("stages", [[2.0, 5.0, 3.0], [1.0, 10.0, 1.0], [4.0], [3.0, 3.0]])
+def test_closed_loop_with_k_in_flight_reaches_the_slowest_stage(stages):
+    run = simulate_pipeline(stages, count=100, in_flight=len(stages))
+    assert run.throughput_ips == pytest.approx(1000.0 / max(stages))
+    # Little's law: K requests in flight at one per period
+    assert run.latency_p50_ms == pytest.approx(len(stages) * max(stages))
+
+
+def test_one_request_in_flight_is_the_idle_latency():
+    run = simulate_pipeline([2.0, 5.0, 3.0], count=20, in_flight=1)
+    assert run.latency_p50_ms == pytest.approx(10.0) and run.throughput_ips == pytest.approx(100.0)
+
+
+def test_measured_figures_separate_idle_latency_from_load():
+    fig = measure_pipeline([2.0, 5.0, 3.0], count=50)
+    assert fig.latency_ms == pytest.approx(10.0)
+    assert fig.bottleneck_ms == pytest.approx(5.0) and fig.throughput_ips == pytest.approx(200.0)
+    assert fig.latency_loaded_p50_ms == pytest.approx(15.0)
+    # pushing everything at once would have reported queueing as latency
+    assert simulate_pipeline([2.0, 5.0, 3.0], count=50).latency_p50_ms > 100
+
+
+def test_a_shared_link_sets_the_period_when_it_is_slower_than_every_stage():
+    fig = measure_pipeline([2.0, 5.0, 3.0], count=50, min_period_ms=8.0)
+    assert fig.bottleneck_ms == pytest.approx(8.0) and fig.latency_ms == pytest.approx(10.0)
+    assert measure_pipeline([2.0, 5.0, 3.0], count=50, min_period_ms=4.0).bottleneck_ms == pytest.approx(5.0)
+
+
+def test_in_flight_must_be_positive():
+    with pytest.raises(ValueError, match="in_flight"):
+        simulate_pipeline([1.0], count=3, in_flight=0)
