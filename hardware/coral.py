@@ -1,23 +1,35 @@
-"""Run compiled segments on real Edge TPUs with Google's pycoral ``PipelinedModelRunner``.
+"""Run compiled segments on K Edge TPUs and measure the pipeline honestly.
 
-pycoral cannot be installed from PyPI (the PyPI name ``pycoral`` belongs to an
-unrelated Allen Coral Atlas tool), so it is imported lazily and every way it
-can be missing ends in one :class:`CoralError` that says what to install.
+Two runners do the pipelining:
 
-The adapter follows pycoral 2.x: ``list_edge_tpus()``,
-``make_interpreter(path, device=':i')`` and
-``PipelinedModelRunner(interpreters)`` whose ``push`` takes and ``pop``
-returns dicts keyed by tensor name; pushing ``{}`` ends the stream and
-``pop`` then returns ``None`` once every result has been drained.
+* ``litert``: :class:`hardware.runner.LiteRtPipelinedRunner`, which needs only
+  LiteRT and the Edge TPU runtime ``libedgetpu.so.1`` (:mod:`hardware.devices`
+  finds the TPUs and opens them);
+* ``pycoral``: Google's ``PipelinedModelRunner`` (pycoral 2.x, wheels for
+  Python 3.6-3.9 only), imported lazily; ``auto`` picks it when it imports.
+
+pycoral's ``PipelinedModelRunner.__del__`` pushes ``{}`` again and then, in the
+2022 sources (pycoral PR #80), ``print``s "Push empty request to stop the
+pipeline..." and "The pipeline has already been closed successfully." to stdout;
+the pycoral 2.0.0 release instead lets that second push raise ``RuntimeError``
+("Pipeline was turned off before.") out of ``__del__`` (an "Exception ignored"
+on stderr), and both print a WARNING for unconsumed results. The runner is
+therefore made from a subclass whose ``__del__`` runs pycoral's with stdout sent
+to ``logging`` and exceptions swallowed, so ``--json`` output stays clean.
+
+The figures (see :func:`run_coral`) come from three phases after warm-up:
+each segment alone, single requests through the idle pipeline, and a closed
+loop that keeps K requests in flight.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import logging
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,12 +37,28 @@ from typing import Any
 
 import numpy as np
 
-from tflite_io import EDGETPU_CUSTOM_OP, RespectPassError, custom_op_codes
+from tflite_io import EDGETPU_CUSTOM_OP, custom_op_codes
 from tflite_io.verify import random_inputs
 
+from .devices import (
+    CoralError,
+    make_edgetpu_interpreter,
+    require_edgetpu_runtime,
+    select_devices,
+)
 from .progress import ProgressFactory, no_progress
+from .runner import LiteRtPipelinedRunner
 
-__all__ = ["CoralError", "Pycoral", "import_pycoral", "run_coral", "PYCORAL_HINT"]
+__all__ = [
+    "PYCORAL_HINT",
+    "RUNNERS",
+    "CoralError",
+    "InterpreterFactory",
+    "Pycoral",
+    "import_pycoral",
+    "pycoral_available",
+    "run_coral",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +66,9 @@ PYCORAL_HINT = ("install Google's pycoral 2.x and the Edge TPU runtime from Cora
                 "'python3 -m pip install --extra-index-url https://google-coral.github.io/py-repo/ pycoral~=2.0' "
                 "(wheels for Python 3.6-3.9) or 'apt-get install python3-pycoral libedgetpu1-std' "
                 "(see coral.ai/software)")
-
-
-class CoralError(RespectPassError):
-    """pycoral is missing or wrong, there are too few Edge TPUs, or the pipeline misbehaved."""
+RUNNERS = ("auto", "litert", "pycoral")
+#: ``factory(segment_path, device) -> interpreter`` (tflite Interpreter API); run_coral allocates its tensors.
+InterpreterFactory = Callable[[Path, str], Any]
 
 
 @dataclass(frozen=True)
@@ -71,6 +98,15 @@ def import_pycoral() -> Pycoral:
         raise CoralError(f"pycoral is installed but does not load ({exc}); {PYCORAL_HINT}") from None
 
 
+def pycoral_available() -> Pycoral | None:
+    """Google's pycoral when it imports, else None (the reason is logged)."""
+    try:
+        return import_pycoral()
+    except CoralError as exc:
+        log.info("not using pycoral: %s", exc)
+        return None
+
+
 def _check_compiled(paths: Sequence[Path]) -> None:
     for p in paths:
         if EDGETPU_CUSTOM_OP not in custom_op_codes(p.read_bytes(), str(p)):
@@ -78,8 +114,65 @@ def _check_compiled(paths: Sequence[Path]) -> None:
                              "'respect-pass ... --compile' or edgetpu_compiler on the segments first")
 
 
-def _names(details: Sequence[dict]) -> list[str]:
-    return [d["name"] for d in details]
+class _LogStream(io.TextIOBase):
+    """A text stream that sends each line written to it to the log (stdout stand-in)."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                log.info("pycoral: %s", line.strip())
+        return len(text)
+
+
+_QUIET: dict[type, type] = {}
+
+
+def _quiet_runner_class(cls: type) -> type:
+    """``cls`` (pycoral's PipelinedModelRunner) with a ``__del__`` that neither prints nor raises."""
+    if cls not in _QUIET:
+        def __del__(self: Any) -> None:
+            parent = getattr(cls, "__del__", None)
+            if parent is None:
+                return
+            try:
+                with contextlib.redirect_stdout(_LogStream()):
+                    parent(self)
+            except Exception as exc:  # pycoral 2.0.0 pushes {} again and lets the RuntimeError out
+                log.debug("pycoral's PipelinedModelRunner.__del__: %s", exc)
+
+        _QUIET[cls] = type(f"Quiet{cls.__name__}", (cls,), {"__del__": __del__, "__module__": __name__})
+    return _QUIET[cls]
+
+
+def _pycoral_devices(pc: Pycoral, num_segments: int, devices: str | Sequence[str] | None) -> list[str]:
+    """Device strings (``usb:0``) from an explicit list or pycoral's ``list_edge_tpus()``."""
+    if devices is not None:
+        return select_devices(num_segments, devices)
+    counts: dict[str, int] = {}
+    found = []
+    for tpu in pc.edgetpu.list_edge_tpus():
+        kind = str(tpu.get("type", "usb"))
+        found.append(f"{kind}:{counts.get(kind, 0)}")
+        counts[kind] = counts.get(kind, 0) + 1
+    if len(found) < num_segments:
+        raise CoralError(f"found {len(found)} Edge TPU(s) but the pipeline has {num_segments} segments; "
+                         "connect more TPUs or partition with a smaller -n")
+    return found[:num_segments]
+
+
+def _open(paths: Sequence[Path], devices: Sequence[str], factory: InterpreterFactory) -> list[Any]:
+    interpreters = []
+    for p, dev in zip(paths, devices):
+        try:
+            it = factory(p, dev)
+            it.allocate_tensors()
+        except CoralError:
+            raise
+        except (ValueError, RuntimeError, OSError) as exc:
+            reason = " ".join(str(exc).split())
+            raise CoralError(f"{p.name} does not load on the Edge TPU {dev} ({reason})") from None
+        interpreters.append(it)
+    return interpreters
 
 
 def _run_sequential(interpreters: Sequence[Any], feeds: dict[str, np.ndarray],
@@ -88,107 +181,184 @@ def _run_sequential(interpreters: Sequence[Any], feeds: dict[str, np.ndarray],
     env = dict(feeds)
     for k, it in enumerate(interpreters):
         for d in it.get_input_details():
-            it.set_tensor(d["index"], env[d["name"]])
+            it.set_tensor(d["index"], env[d["name"]].reshape(d["shape"]))
         t0 = time.perf_counter()
         it.invoke()
         if stage_s is not None:
             stage_s[k].append(time.perf_counter() - t0)
         for d in it.get_output_details():
-            env[d["name"]] = it.get_tensor(d["index"]).copy()
+            env[d["name"]] = np.array(it.get_tensor(d["index"]), copy=True)
     return env
 
 
-def _stream(runner: Any, inputs: Sequence[dict[str, np.ndarray]],
-            progress: ProgressFactory = no_progress) -> tuple[list[float], list[float], list[dict]]:
-    """Push ``inputs`` from a producer thread, then ``{}``; pop on this thread until ``None``."""
-    pushed: list[float] = []
-    errors: list[BaseException] = []
+def _check(out: dict | None, want: dict[str, np.ndarray], what: str) -> None:
+    if out is None:
+        raise CoralError(f"the pipeline ended before {what}")
+    for name, expected in want.items():
+        got = out.get(name)
+        if got is None or np.asarray(got).size != expected.size or \
+                not np.array_equal(np.asarray(got).reshape(expected.shape), expected):
+            raise CoralError(f"pipeline output '{name}' of {what} differs from running the segments one by one")
 
-    def produce() -> None:
-        try:
-            for feed in inputs:
-                pushed.append(time.perf_counter())
-                runner.push(feed)
-        except BaseException as exc:  # reported on the main thread
-            errors.append(exc)
-        finally:
-            runner.push({})
 
-    producer = threading.Thread(target=produce, name="respect-pass-push", daemon=True)
-    producer.start()
-    popped: list[float] = []
-    results: list[dict] = []
-    with progress(total=len(inputs), desc="pipeline") as bar:
-        while (out := runner.pop()) is not None:
-            popped.append(time.perf_counter())
-            results.append(out)
+def _nbytes(details: Sequence[dict]) -> int:
+    return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details)
+
+
+def _measure(runner: Any, feeds: list[dict], expected: list[dict], k: int, count: int, warmup: int,
+             progress: ProgressFactory) -> dict[str, Any]:
+    """Warm up, time single requests through the idle pipeline, then a closed loop with K in flight; end the stream."""
+    n = len(feeds)
+    for i in range(warmup):
+        runner.push(feeds[i % n])
+        _check(runner.pop(), expected[i % n], f"warm-up request {i}")
+    idle = []
+    with progress(total=count, desc="latency") as bar:
+        for i in range(count):
+            t0 = time.perf_counter()
+            runner.push(feeds[i % n])
+            out = runner.pop()
+            idle.append(time.perf_counter() - t0)
+            _check(out, expected[i % n], f"request {i}")
             bar.update(1)
-    producer.join()
-    if errors:
-        raise CoralError(f"pushing to the pipeline failed: {errors[0]}")
-    return pushed, popped, results
+    if hasattr(runner, "reset_stage_times"):
+        runner.reset_stage_times()
+    # closed loop: K-1 untimed requests fill the pipeline and K-1 more keep it full while the timed ones leave
+    pad, total = k - 1, count + 2 * (k - 1)
+    pushed: list[float] = []
+    popped: list[float] = []
+
+    def push_next() -> None:
+        pushed.append(time.perf_counter())
+        runner.push(feeds[(len(pushed) - 1) % n])
+
+    with progress(total=count, desc="pipeline") as bar:
+        for _ in range(min(k, total)):
+            push_next()
+        for j in range(total):
+            out = runner.pop()
+            popped.append(time.perf_counter())
+            _check(out, expected[j % n], f"request {j} of the loaded pipeline")
+            if len(pushed) < total:
+                push_next()
+            if pad <= j < pad + count:
+                bar.update(1)
+    runner.push({})
+    if runner.pop() is not None:
+        raise CoralError(f"the pipeline returned more results than the {total} requests pushed")
+    anchor = popped[pad - 1] if pad else pushed[0]
+    period = (popped[pad + count - 1] - anchor) / count
+    loaded = np.array(popped[pad:pad + count]) - np.array(pushed[pad:pad + count])
+    return {
+        "latency_ms": float(np.median(idle)) * 1e3,
+        "bottleneck_ms": period * 1e3,
+        "throughput_ips": 1.0 / period,
+        "latency_loaded_p50_ms": float(np.percentile(loaded, 50)) * 1e3,
+        "latency_loaded_p99_ms": float(np.percentile(loaded, 99)) * 1e3,
+    }
 
 
-def run_coral(paths: Sequence[Path], count: int = 100, warmup: int = 10, seed: int = 0,
-              pycoral: Pycoral | None = None, progress: ProgressFactory = no_progress) -> dict[str, Any]:
-    """Run the K compiled segments on K Edge TPUs; report per-stage and end-to-end wall times.
+def _stop_pycoral(runner: Any) -> None:
+    """End and drain a pycoral runner that did not finish normally (bounded, quiet)."""
+    with contextlib.redirect_stdout(_LogStream()):
+        try:
+            runner.push({})
+        except Exception as exc:  # already ended
+            log.debug("pycoral push({}) while stopping: %s", exc)
+        try:
+            for _ in range(10_000):
+                if runner.pop() is None:
+                    break
+        except Exception as exc:
+            log.debug("pycoral pop() while stopping: %s", exc)
 
-    Per-stage times are medians of each segment invoked alone on its TPU
-    (pycoral's runner exposes no per-segment timers); throughput and
-    end-to-end latencies come from ``count`` requests streamed through
-    ``PipelinedModelRunner``. The pipeline's outputs for the first request
-    must equal those of the segments run one by one, or a CoralError is raised.
+
+def run_coral(paths: Sequence[str | Path], count: int = 100, warmup: int = 10, seed: int = 0, runner: str = "auto",
+              devices: str | Sequence[str] | None = None, progress: ProgressFactory = no_progress,
+              interpreter_factory: InterpreterFactory | None = None, pycoral: Pycoral | None = None) -> dict[str, Any]:
+    """Run the K compiled segments on K Edge TPUs as a pipeline and report what was measured.
+
+    ``runner``: ``litert`` (:class:`LiteRtPipelinedRunner`), ``pycoral`` (Google's
+    ``PipelinedModelRunner``; ``pycoral`` injects its modules) or ``auto`` (pycoral
+    when it imports, else litert). ``devices``: ``"usb:0,usb:1"`` or a list, segment i
+    on the i-th; default: the TPUs found. ``interpreter_factory(path, device)`` replaces
+    the Edge TPU interpreter (tests run LiteRT CPU interpreters through it); the check that
+    the segments are compiled and the runtime-library check are skipped only then.
+
+    Returned keys: ``latency_ms`` (median of ``count`` single requests through the idle
+    pipeline, each pushed after the previous one was popped), ``bottleneck_ms`` and
+    ``throughput_ips`` (steady-state period of a closed loop keeping K requests in flight),
+    ``latency_loaded_p50_ms``/``_p99_ms`` (push-to-pop time in that loop), and per stage
+    ``ms`` (median invoke of the segment alone) and ``ms_in_pipeline`` (median invoke in the
+    loop; None with pycoral, which has no timers). Every result must equal running the
+    segments one by one, in order, or a CoralError is raised.
     """
     paths = [Path(p) for p in paths]
-    _check_compiled(paths)
-    pc = pycoral or import_pycoral()
-    tpus = pc.edgetpu.list_edge_tpus()
-    if len(tpus) < len(paths):
-        raise CoralError(f"found {len(tpus)} Edge TPU(s) but the pipeline has {len(paths)} segments; "
-                         "connect more TPUs or partition with a smaller -n")
-    interpreters = []
-    for i, p in enumerate(paths):
-        it = pc.edgetpu.make_interpreter(str(p), device=f":{i}")
-        it.allocate_tensors()
-        interpreters.append(it)
+    if not paths:
+        raise CoralError("no segments to run")
+    if count < 1 or warmup < 0:
+        raise CoralError(f"count must be at least 1 and warmup at least 0, got {count} and {warmup}")
+    if runner not in RUNNERS:
+        raise CoralError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+    if interpreter_factory is None:
+        _check_compiled(paths)
+    pc = pycoral
+    if runner == "pycoral" and pc is None:
+        pc = import_pycoral()
+    elif runner == "auto" and pc is None:
+        pc = pycoral_available()
+    kind = "litert" if runner == "litert" or pc is None else "pycoral"
+    k = len(paths)
+    if kind == "pycoral":
+        assert pc is not None
+        chosen = _pycoral_devices(pc, k, devices)
+        factory = interpreter_factory or (lambda p, d: pc.edgetpu.make_interpreter(str(p), device=d))
+    else:
+        if interpreter_factory is None:
+            require_edgetpu_runtime()
+        chosen = select_devices(k, devices)
+        factory = interpreter_factory or make_edgetpu_interpreter
+    log.info("running %d segments on %s with the %s runner", k, chosen, kind)
+    interpreters = _open(paths, chosen, factory)
     rng = np.random.default_rng(seed)
-    in_details = interpreters[0].get_input_details()
-    feeds = [random_inputs(in_details, rng) for _ in range(min(count, 8))]
-    stage_s: list[list[float]] = [[] for _ in paths]
+    feeds = [random_inputs(interpreters[0].get_input_details(), rng) for _ in range(min(count, 8))]
+    out_names = [d["name"] for d in interpreters[-1].get_output_details()]
+    expected = []
+    for feed in feeds:
+        env = _run_sequential(interpreters, feed)
+        expected.append({name: env[name] for name in out_names})
+    alone: list[list[float]] = [[] for _ in paths]
     for i in range(warmup + max(count // 5, 5)):
-        env = _run_sequential(interpreters, feeds[i % len(feeds)], stage_s if i >= warmup else None)
-        if i == 0:
-            expected = {n: env[n] for n in _names(interpreters[-1].get_output_details())}
-    runner = pc.pipeline.PipelinedModelRunner(interpreters)
-    for i in range(warmup):  # one request at a time; the stream is ended only after the timed run
-        runner.push(feeds[i % len(feeds)])
-        if runner.pop() is None:
-            raise CoralError("the pipeline stopped during warm-up")
-    requests = [feeds[i % len(feeds)] for i in range(count)]
-    pushed, popped, results = _stream(runner, requests, progress)
-    if len(results) != count:
-        raise CoralError(f"pushed {count} requests but popped {len(results)} results")
-    for name, want in expected.items():
-        got = results[0].get(name)
-        if got is None or not np.array_equal(np.asarray(got).reshape(want.shape), want):
-            raise CoralError(f"pipeline output '{name}' differs from running the segments one by one")
-    latencies = np.array(popped) - np.array(pushed)
-    stage_ms = [float(np.median(s)) * 1e3 for s in stage_s]
+        _run_sequential(interpreters, feeds[i % len(feeds)], alone if i >= warmup else None)
+    names = [f"segment {i} ({p.name})" for i, p in enumerate(paths)]
+    in_pipeline: list[float | None] = [None] * k
+    if kind == "litert":
+        with LiteRtPipelinedRunner(interpreters, names) as ours:
+            figures = _measure(ours, feeds, expected, k, count, warmup, progress)
+            in_pipeline = [float(np.median(t)) * 1e3 if t else None for t in ours.stage_times_s()]
+    else:
+        try:
+            theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)(interpreters)
+        except ValueError as exc:
+            raise CoralError(f"pycoral's PipelinedModelRunner rejects the segments ({exc})") from None
+        try:
+            figures = _measure(theirs, feeds, expected, k, count, warmup, progress)
+        except BaseException:
+            _stop_pycoral(theirs)
+            raise
+        finally:
+            del theirs
     return {
         "backend": "coral",
-        "devices": [dict(t) for t in tpus[: len(paths)]],
-        "num_segments": len(paths),
+        "runner": kind,
+        "devices": list(chosen),
+        "num_segments": k,
         "count": count,
-        "bottleneck_ms": max(stage_ms),
-        "latency_ms": sum(stage_ms),
-        "latency_p50_ms": float(np.percentile(latencies, 50)) * 1e3,
-        "latency_p99_ms": float(np.percentile(latencies, 99)) * 1e3,
-        "throughput_ips": count / (popped[-1] - pushed[0]),
+        **figures,
         "verified": None,
         "stages": [
-            {"index": i, "ms": ms, "file": str(p),
-             "in_bytes": sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in it.get_input_details()),
-             "out_bytes": sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in it.get_output_details())}
-            for i, (ms, p, it) in enumerate(zip(stage_ms, paths, interpreters))
+            {"index": i, "ms": float(np.median(alone[i])) * 1e3, "ms_in_pipeline": in_pipeline[i], "file": str(p),
+             "in_bytes": _nbytes(it.get_input_details()), "out_bytes": _nbytes(it.get_output_details())}
+            for i, (p, it) in enumerate(zip(paths, interpreters))
         ],
     }

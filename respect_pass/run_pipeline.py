@@ -1,6 +1,7 @@
 """``run_pipeline``: find the K segment files in a directory and run them as a pipeline.
 
-    run_pipeline --tpus K DIR [--backend sim|coral] [--count N] [--spec usb|pcie|FILE.json] [--json]
+    run_pipeline --tpus K DIR [--backend sim|coral] [--runner auto|litert|pycoral] [--devices usb:0,...]
+                 [--count N] [--spec usb|pcie|FILE.json] [--json]
 
 The ``sim`` backend chains the segments through the LiteRT interpreter and,
 when ``<stem>_plan.json`` names the original model, checks that every
@@ -9,7 +10,9 @@ come from the Edge TPU cost model and N requests go through a discrete-event
 model of PipelinedModelRunner (queues of size 1 between segments).
 
 The ``coral`` backend runs the compiled ``*_edgetpu.tflite`` segments on K
-Edge TPUs with Google's pycoral (see :mod:`hardware.coral`).
+Edge TPUs (see :mod:`hardware.coral`): through LiteRT and the Edge TPU runtime
+(``libedgetpu.so.1``), or Google's pycoral where it is installed. Segments
+``edgetpu_compiler --num_segments`` made (no plan.json) run as well.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from hardware import USB, EdgeTpuSpec, load_spec, stage_costs
 from hardware.cost import shared_link_ms
 from hardware.simulate import measure_pipeline
 from hardware.coral import run_coral
+from hardware.devices import parse_devices
 from hardware.progress import ProgressFactory, no_progress
 from hardware.placement import placed
 from tflite_io import RespectPassError, read_model, verify_model_segments, write_files
@@ -93,10 +97,11 @@ def read_plan(segments: SegmentSet) -> dict[str, Any] | None:
         raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
 
 
-def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10,
-                 progress: ProgressFactory = no_progress) -> dict[str, Any]:
-    """Run compiled segments on Edge TPUs (pycoral) and add what plan.json knows of each segment."""
-    report = run_coral(segments.paths, count=count, warmup=warmup, progress=progress)
+def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10, runner: str = "auto",
+                 devices: Sequence[str] | None = None, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    """Run compiled segments on Edge TPUs and add what plan.json knows of each segment (if there is one:
+    segments ``edgetpu_compiler --num_segments`` wrote have none)."""
+    report = run_coral(segments.paths, count=count, warmup=warmup, runner=runner, devices=devices, progress=progress)
     plan = read_plan(segments)
     for stage in report["stages"]:
         seg = plan["segments"][stage["index"]] if plan else {}
@@ -148,7 +153,12 @@ def _body(argv: Sequence[str]) -> int:
     p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<K>.tflite")
     p.add_argument("--tpus", type=int, required=True, metavar="K", help="number of segments / Edge TPUs")
     p.add_argument("--backend", choices=["sim", "coral"], default="sim",
-                   help="sim: LiteRT chaining and the cost model (default); coral: K Edge TPUs through pycoral")
+                   help="sim: LiteRT chaining and the cost model (default); coral: K Edge TPUs (Edge TPU runtime)")
+    p.add_argument("--runner", choices=["auto", "litert", "pycoral"], default="auto",
+                   help="coral: LiteRT + libedgetpu threads (litert), Google's PipelinedModelRunner (pycoral), "
+                        "or pycoral when it is importable (auto)")
+    p.add_argument("--devices", default=None, metavar="usb:0,usb:1,pci:0",
+                   help="coral: the Edge TPU of each segment, in order (default: as enumerated)")
     p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
@@ -159,9 +169,12 @@ def _body(argv: Sequence[str]) -> int:
         raise RespectPassError(f"--count must be at least 1, got {args.count}")
     plot = _check_plot(args.plot) if args.plot else None
     if args.backend == "coral":
+        devices = parse_devices(args.devices) if args.devices else None
         report = run_hardware(find_segments(args.dir, args.tpus, compiled=True), args.count, max(args.warmup, 0),
-                              terminal_progress)
-    else:
+                              args.runner, devices, terminal_progress)
+    elif args.devices is not None or args.runner != "auto":
+        raise RespectPassError("--runner and --devices apply to --backend coral only")
+    if args.backend == "sim":
         report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
     if plot is not None:
         cache = load_spec(args.spec).cache_bytes if args.backend == "sim" else None
@@ -206,11 +219,13 @@ def figures_line(report: dict[str, Any]) -> str:
 
 
 def format_coral(report: dict[str, Any]) -> str:
-    """The table of a coral (real Edge TPU) run."""
-    rows = [f"{'seg':>3}  {'ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  device  file"]
+    """The table of a coral (real Edge TPU) run: each segment alone and in the pipeline, then the figures."""
+    rows = [f"{'seg':>3}  {'alone ms':>8}  {'pipe ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  "
+            f"{'device':<6}  file"]
     for s, dev in zip(report["stages"], report["devices"]):
-        rows.append(f"{s['index']:>3}  {s['ms']:>8.3f}  {_num(s['param_bytes']):>11}  {_num(s['on_chip_bytes']):>11}  "
-                    f"{_num(s['off_chip_bytes']):>11}  {dev.get('type', '?')}:{s['index']}  {s['file']}")
+        pipe = "-" if s["ms_in_pipeline"] is None else f"{s['ms_in_pipeline']:.3f}"
+        rows.append(f"{s['index']:>3}  {s['ms']:>8.3f}  {pipe:>8}  {_num(s.get('param_bytes')):>11}  "
+                    f"{_num(s.get('on_chip_bytes')):>11}  {_num(s.get('off_chip_bytes')):>11}  {dev:<6}  {s['file']}")
     rows.append(f"measured on {report['num_segments']} Edge TPU(s) ({report['runner']} runner): {figures_line(report)}")
     return "\n".join(rows)
 

@@ -1,20 +1,41 @@
-"""The pycoral adapter (hardware/coral.py) against the test double in tests/fake_pycoral."""
+"""hardware/coral.py: run_coral with our LiteRT runner (CPU interpreters) and with the pycoral double."""
+import ctypes
+import gc
 import importlib
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import crafting
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-import crafting
+import hardware.devices
 from hardware.coral import CoralError, import_pycoral, run_coral
 from respect_pass.partition import partition
 
 FAKE = Path(__file__).parent / "fake_pycoral"
 STEM = "mobilenet_v2_0.35_96_int8"
+KEYS = {"backend", "runner", "devices", "num_segments", "count", "latency_ms", "bottleneck_ms", "throughput_ips",
+        "latency_loaded_p50_ms", "latency_loaded_p99_ms", "verified", "stages"}
+STAGE_KEYS = {"index", "ms", "ms_in_pipeline", "file", "in_bytes", "out_bytes"}
+
+
+def cpu_factory(path, device):
+    """LiteRT on the CPU in place of an Edge TPU (the fake compiler's segments still run there)."""
+    return Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def libedgetpu_installed():
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+        return True
+    except OSError:
+        return False
 
 
 def forget_pycoral():
@@ -38,28 +59,121 @@ def fake_pycoral(monkeypatch):
     return import_pycoral()
 
 
-@pytest.fixture
-def compiled(tmp_path, fake_compiler):
-    """The embedded model in 3 segments, "compiled" by the fake edgetpu_compiler."""
-    out = tmp_path / "seg"
-    result = partition(crafting.EMBEDDED, 3, out, compile=True)
-    return out, list(result.compiled_paths)
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The embedded model in 3 segments, "compiled" once by the fake edgetpu_compiler (tests only read them)."""
+    import fake_edgetpu
+
+    root = tmp_path_factory.mktemp("coral")
+    script = fake_edgetpu.install(root / "fakebin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+        result = partition(crafting.EMBEDDED, 3, root / "seg", compile=True)
+    return root / "seg", list(result.compiled_paths)
 
 
-def test_runs_the_pipeline_on_distinct_devices_and_drains(compiled, fake_pycoral):
+def check_figures(report, runner, devices):
+    assert set(report) == KEYS and all(set(s) == STAGE_KEYS for s in report["stages"])
+    assert report["backend"] == "coral" and report["runner"] == runner and report["devices"] == devices
+    assert report["num_segments"] == 3 and report["verified"] is None
+    assert report["bottleneck_ms"] == pytest.approx(1000 / report["throughput_ips"])
+    assert report["latency_ms"] > 0 and report["latency_loaded_p99_ms"] >= report["latency_loaded_p50_ms"] > 0
+    assert [s["index"] for s in report["stages"]] == [0, 1, 2] and all(s["ms"] > 0 for s in report["stages"])
+    assert report["stages"][0]["in_bytes"] == 96 * 96 * 3 and report["stages"][-1]["out_bytes"] == 100
+
+
+def test_pycoral_runner_on_distinct_devices_and_drains(compiled, fake_pycoral):
     _, paths = compiled
-    report = run_coral(paths, count=12, warmup=2)
-    assert report["backend"] == "coral" and report["num_segments"] == 3 and report["count"] == 12
-    assert [d for d, _ in fake_pycoral.edgetpu.OPENED] == [":0", ":1", ":2"]
+    report = run_coral(paths, count=12, warmup=2)  # auto: pycoral imports, so pycoral it is
+    check_figures(report, "pycoral", ["usb:0", "usb:1", "usb:2"])
+    assert report["count"] == 12 and all(s["ms_in_pipeline"] is None for s in report["stages"])
+    assert [d for d, _ in fake_pycoral.edgetpu.OPENED] == ["usb:0", "usb:1", "usb:2"]
     assert [p for _, p in fake_pycoral.edgetpu.OPENED] == [str(p) for p in paths]
     runners = fake_pycoral.pipeline.RUNNERS
-    assert len(runners) == 1 and runners[0].drained and runners[0].pushed == 14
-    assert report["bottleneck_ms"] == max(s["ms"] for s in report["stages"]) > 0
-    assert report["throughput_ips"] > 0 and report["latency_p99_ms"] >= report["latency_p50_ms"] > 0
-    assert report["stages"][0]["in_bytes"] == 96 * 96 * 3
+    # warm-up 2, idle 12, loaded 12 plus 2 x (K-1) to fill and keep the pipeline full
+    assert len(runners) == 1 and runners[0].drained and runners[0].pushed == 2 + 12 + 12 + 4
 
 
-def test_fewer_tpus_than_segments(compiled, fake_pycoral, monkeypatch):
+def test_litert_runner_with_cpu_interpreters(compiled):
+    _, paths = compiled
+    report = run_coral(paths, count=10, warmup=1, runner="litert", devices="usb:0,pci:0,usb:1",
+                       interpreter_factory=cpu_factory)
+    check_figures(report, "litert", ["usb:0", "pci:0", "usb:1"])
+    assert all(s["ms_in_pipeline"] > 0 for s in report["stages"])
+    assert [s["file"] for s in report["stages"]] == [str(p) for p in paths]
+
+
+def test_uncompiled_segments_run_through_an_injected_factory(compiled):
+    plain = sorted(compiled[0].glob(f"{STEM}_segment_?_of_3.tflite"))
+    report = run_coral(plain, count=3, warmup=0, runner="litert", devices=["usb:0", "usb:1", "usb:2"],
+                       interpreter_factory=cpu_factory)
+    assert report["runner"] == "litert" and report["count"] == 3
+
+
+def test_litert_device_enumeration(compiled, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware.devices, "SYS_ROOT", tmp_path / "sys")
+    monkeypatch.setattr(hardware.devices, "DEV_ROOT", tmp_path / "dev")
+    (tmp_path / "dev").mkdir()
+    with pytest.raises(CoralError, match="no Edge TPU found"):
+        run_coral(compiled[1], runner="litert", interpreter_factory=cpu_factory)
+    for i in range(2):
+        (tmp_path / "dev" / f"apex_{i}").write_text("")
+    with pytest.raises(CoralError, match=r"found 2 Edge TPU\(s\) but the pipeline has 3 segments"):
+        run_coral(compiled[1], runner="litert", interpreter_factory=cpu_factory)
+    (tmp_path / "dev" / "apex_2").write_text("")
+    report = run_coral(compiled[1], count=2, warmup=0, runner="litert", interpreter_factory=cpu_factory)
+    assert report["devices"] == ["pci:0", "pci:1", "pci:2"]
+
+
+def test_litert_fewer_devices_named(compiled):
+    with pytest.raises(CoralError, match=r"--devices names 2 Edge TPU\(s\) but the pipeline has 3 segments"):
+        run_coral(compiled[1], runner="litert", devices="usb:0,usb:1", interpreter_factory=cpu_factory)
+
+
+@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+def test_litert_without_the_runtime_for_real(compiled, monkeypatch):
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "fake_pycoral" not in p])
+    with pytest.raises(CoralError, match=r"libedgetpu.so.1 cannot be loaded .*libedgetpu1-std"):
+        run_coral(compiled[1])  # auto without pycoral: litert, which needs the runtime
+
+
+def test_pycoral_runner_without_pycoral(compiled, monkeypatch):
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "fake_pycoral" not in p])
+    with pytest.raises(CoralError, match="Google's pycoral is not installed"):
+        run_coral(compiled[1], runner="pycoral")
+
+
+def test_unknown_runner(compiled):
+    with pytest.raises(CoralError, match="unknown runner 'tpu'; use one of auto, litert, pycoral"):
+        run_coral(compiled[1], runner="tpu")
+
+
+@pytest.mark.parametrize("style", ["2022", "2.0.0"])
+def test_nothing_reaches_stdout_when_pycoral_s_runner_is_deleted(compiled, fake_pycoral, monkeypatch, capfd, style):
+    monkeypatch.setattr(fake_pycoral.pipeline, "DEL_STYLE", style)
+    ignored = []  # exceptions escaping a __del__ ("Exception ignored in ..." on stderr outside pytest)
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+    run_coral(compiled[1], count=3, warmup=1)
+    gc.collect()
+    assert fake_pycoral.pipeline.RUNNERS[-1].deleted  # pycoral's __del__ did run
+    out, err = capfd.readouterr()
+    assert out == "" and "Exception ignored" not in err and ignored == []
+
+
+def test_the_double_s_del_does_print(compiled, fake_pycoral, capfd):
+    """Control for the test above: pycoral's own class prints when deleted after our end-of-stream push."""
+    its = [fake_pycoral.edgetpu.make_interpreter(str(p), device=f"usb:{i}") for i, p in enumerate(compiled[1])]
+    for it in its:
+        it.allocate_tensors()
+    runner = fake_pycoral.pipeline.PipelinedModelRunner(its)
+    runner.push({})
+    assert runner.pop() is None
+    del runner
+    gc.collect()
+    assert "The pipeline has already been closed successfully." in capfd.readouterr().out
+
+
+def test_fewer_tpus_than_segments_pycoral(compiled, fake_pycoral, monkeypatch):
     monkeypatch.setenv("FAKE_CORAL_TPUS", "2")
     with pytest.raises(CoralError, match=r"found 2 Edge TPU\(s\) but the pipeline has 3 segments"):
         run_coral(compiled[1])
@@ -85,21 +199,45 @@ def test_unrelated_pypi_pycoral_is_detected(tmp_path, monkeypatch):
         import_pycoral()
 
 
-def test_pipeline_output_mismatch_is_an_error(compiled, fake_pycoral, monkeypatch):
-    """Results coming back in the wrong order must not pass as a working pipeline."""
+def test_pipeline_output_mismatch_is_an_error(compiled, fake_pycoral, monkeypatch, capfd):
+    """A pipeline that hands back a stale result must not pass as a working one (and is still shut down quietly)."""
     cls = fake_pycoral.pipeline.PipelinedModelRunner
     pop = cls.pop
 
-    def reversed_pop(self):  # hand the results back last-in first-out
-        if not hasattr(self, "buffer"):
-            self.buffer = []
-            while (out := pop(self)) is not None:
-                self.buffer.append(out)
-        return self.buffer.pop() if self.buffer else None
+    def stale_pop(self):  # every result is the first one
+        out = pop(self)
+        if out is not None and not hasattr(self, "first"):
+            self.first = out
+        return None if out is None else self.first
 
-    monkeypatch.setattr(cls, "pop", reversed_pop)
-    with pytest.raises(CoralError, match="differs from running the segments one by one"):
+    monkeypatch.setattr(cls, "pop", stale_pop)
+    with pytest.raises(CoralError, match="output '.*' of request 1 differs from running the segments one by one"):
         run_coral(compiled[1], count=4, warmup=0)
+    gc.collect()
+    assert fake_pycoral.pipeline.RUNNERS[-1].closed and capfd.readouterr().out == ""
+
+
+def test_litert_output_mismatch_is_an_error(compiled):
+    class CorruptInThePipeline:
+        """The last segment's output is off by one, but only when read by a pipeline stage thread."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def get_tensor(self, index):
+            stage = threading.current_thread().name.startswith("respect-pass-stage-")
+            return self.inner.get_tensor(index) + (1 if stage else 0)
+
+    def factory(path, device):
+        it = cpu_factory(path, device)
+        return CorruptInThePipeline(it) if device == "usb:2" else it
+
+    with pytest.raises(CoralError, match="output '.*' of request 0 differs from running the segments one by one"):
+        run_coral(compiled[1], count=2, warmup=0, runner="litert", devices="usb:0,usb:1,usb:2",
+                  interpreter_factory=factory)
 
 
 class TestTheDoubleCatchesMisuse:
@@ -147,18 +285,44 @@ def run_pipeline(*args, pythonpath=None):
 
 
 def test_cli_coral_backend_with_the_double(compiled):
+    """--json stdout must be JSON alone, although pycoral's runner prints when it is deleted."""
     out, _ = compiled
     r = run_pipeline("--tpus", "3", str(out), "--backend", "coral", "--count", "6", "--json", pythonpath=str(FAKE))
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["backend"] == "coral" and len(report["stages"]) == 3
+    assert report["backend"] == "coral" and report["runner"] == "pycoral" and len(report["stages"]) == 3
     assert report["stages"][1]["on_chip_bytes"] == round(6.28 * 2**20)  # from the compile log in plan.json
+
+
+def test_cli_coral_table_with_the_double(compiled):
+    out, _ = compiled
     table = run_pipeline("--tpus", "3", str(out), "--backend", "coral", "--count", "4", pythonpath=str(FAKE))
-    assert table.returncode == 0 and "measured on 3 Edge TPU(s)" in table.stdout
+    assert table.returncode == 0, table.stderr
+    summary = table.stdout.splitlines()[-1]
+    assert summary.startswith("measured on 3 Edge TPU(s) (pycoral runner)")
+    assert summary.index("period") < summary.index("idle") < summary.index("under load")
 
 
-def test_cli_coral_without_pycoral(compiled):
+def test_cli_coral_runs_segments_without_a_plan(compiled):
+    """Segments edgetpu_compiler --num_segments made have no plan.json: they run all the same."""
+    out, _ = compiled
+    for plan in out.glob("*_plan.json"):
+        plan.unlink()
+    r = run_pipeline("--tpus", "3", str(out), "--backend", "coral", "--count", "4", "--json", pythonpath=str(FAKE))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert len(report["stages"]) == 3 and report["stages"][1]["on_chip_bytes"] is None
+
+
+def test_cli_runner_and_devices_apply_to_coral_only(compiled):
+    out, _ = compiled
+    r = run_pipeline("--tpus", "3", str(out), "--runner", "litert")
+    assert r.returncode == 2 and "--backend coral only" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+def test_cli_coral_without_pycoral_or_runtime(compiled):
     out, _ = compiled
     r = run_pipeline("--tpus", "3", str(out), "--backend", "coral")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "Google's pycoral is not installed" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stdout == ""
+    assert "libedgetpu.so.1 cannot be loaded" in r.stderr and "libedgetpu1-std" in r.stderr

@@ -1,0 +1,269 @@
+"""hardware/runner.py: LiteRtPipelinedRunner on LiteRT CPU interpreters and on pure-Python interpreter doubles."""
+import gc
+import threading
+import time
+
+import crafting
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from hardware.devices import CoralError
+from hardware.runner import INTERNAL_QUEUE_SIZE, LiteRtPipelinedRunner
+from respect_pass.partition import partition
+from tflite_io.verify import random_inputs
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory):
+    """The embedded model's 3 (uncompiled) segment files, partitioned once for the module."""
+    return list(partition(crafting.EMBEDDED, 3, tmp_path_factory.mktemp("seg")).segment_paths)
+
+
+def cpu(path):
+    it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    return it
+
+
+def feeds(interpreter, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [random_inputs(interpreter.get_input_details(), rng) for _ in range(n)]
+
+
+def chain(paths, feed):
+    """Reference: fresh interpreters invoked one after the other, inputs bound by name."""
+    env = dict(feed)
+    for it in map(cpu, paths):
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], env[d["name"]])
+        it.invoke()
+        for d in it.get_output_details():
+            env[d["name"]] = it.get_tensor(d["index"])
+    return env
+
+
+class Proxy:
+    """An interpreter whose invoke() can be counted, held at a gate, or made to fail on its n-th call."""
+
+    def __init__(self, inner, gate=None, fail_on=None):
+        self.inner, self.gate, self.fail_on, self.calls = inner, gate, fail_on, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def invoke(self):
+        self.calls += 1
+        if self.fail_on == self.calls:
+            raise RuntimeError("boom")
+        if self.gate is not None:
+            self.gate.wait()
+        self.inner.invoke()
+
+
+def settle(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+    time.sleep(0.1)  # and give a wrong implementation time to overshoot
+
+
+def test_bit_exact_with_sequential_chaining_and_in_order(segments):
+    its = [cpu(p) for p in segments]
+    requests = feeds(its[0], 12)
+    out_name = its[-1].get_output_details()[0]["name"]
+    with LiteRtPipelinedRunner(its) as runner:
+        for r in requests:
+            runner.push(r)
+        runner.push({})
+        results = []
+        while (out := runner.pop(timeout_s=30)) is not None:
+            results.append(out)
+        assert runner.pop() is None
+    assert len(results) == 12
+    for r, out in zip(requests, results):
+        assert set(out) == {out_name}
+        assert np.array_equal(out[out_name], chain(segments, r)[out_name])
+    assert not np.array_equal(results[0][out_name], results[1][out_name])  # the requests really differ
+
+
+def test_internal_queues_hold_one_request(segments):
+    gate = threading.Event()
+    first = Proxy(cpu(segments[0]))
+    middle = Proxy(cpu(segments[1]), gate=gate)
+    runner = LiteRtPipelinedRunner([first, middle, cpu(segments[2])])
+    try:
+        requests = feeds(first, 10)
+        for r in requests:
+            runner.push(r)  # the input queue is unbounded: never blocks
+        # segment 1 holds request 0, queue 1 holds request 1, segment 0 holds request 2 and waits
+        settle(lambda: first.calls >= 3)
+        assert (first.calls, middle.calls) == (3, 1)
+        assert INTERNAL_QUEUE_SIZE == 1 and runner.queue_peaks()[1] == 1
+        assert runner.queue_peaks()[0] >= 7
+        gate.set()
+        outs = [runner.pop(timeout_s=30) for _ in requests]
+        name = next(iter(outs[0]))
+        assert all(np.array_equal(o[name], chain(segments, r)[name]) for o, r in zip(outs, requests))
+        assert max(runner.queue_peaks()[1:-1]) == 1
+    finally:
+        gate.set()
+        runner.close()
+
+
+def test_input_queue_can_be_bounded(segments):
+    gate = threading.Event()
+    first = Proxy(cpu(segments[0]))
+    runner = LiteRtPipelinedRunner([first, Proxy(cpu(segments[1]), gate=gate), cpu(segments[2])])
+    runner.set_input_queue_size(1)
+    requests = feeds(first, 8)
+    done = []
+
+    def produce():
+        for r in requests:
+            runner.push(r)
+            done.append(1)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    try:
+        settle(lambda: len(done) >= 4)
+        assert len(done) == 4  # stage 1, queue 1, stage 0 and the one-place input queue are full
+        gate.set()
+        assert all(runner.pop(timeout_s=30) is not None for _ in requests)
+        producer.join(5)
+        assert not producer.is_alive()
+    finally:
+        gate.set()
+        runner.close()
+
+
+def test_end_of_stream(segments):
+    its = [cpu(p) for p in segments]
+    runner = LiteRtPipelinedRunner(its)
+    for r in feeds(its[0], 3):
+        runner.push(r)
+    runner.push({})
+    with pytest.raises(CoralError, match=r"after push\(\{\}\) ended the stream"):
+        runner.push(feeds(its[0], 1)[0])
+    assert [runner.pop(timeout_s=30) is not None for _ in range(3)] == [True] * 3
+    assert runner.pop(timeout_s=5) is None and runner.pop(timeout_s=5) is None
+    settle(lambda: not runner.running)  # the stages end by themselves once drained
+    runner.close()
+
+
+@pytest.mark.parametrize("failing", [1, 2])
+def test_error_in_a_stage_surfaces_and_stops_everything(segments, failing):
+    its = [Proxy(cpu(p)) for p in segments]
+    its[failing].fail_on = 2
+    runner = LiteRtPipelinedRunner(its, names=[f"segment {i} ({p.name})" for i, p in enumerate(segments)])
+    for r in feeds(its[0], 10):
+        runner.push(r)
+    with pytest.raises(CoralError) as info:
+        for _ in range(10):
+            runner.pop(timeout_s=30)
+    message = str(info.value)
+    assert f"segment {failing} ({segments[failing].name}) failed in the pipeline (RuntimeError: boom)" in message
+    assert "\n" not in message
+    assert not runner.running  # every stage thread joined, none left blocked on a full queue
+    with pytest.raises(CoralError, match=f"segment {failing}"):
+        runner.push(feeds(its[0], 1)[0])
+
+
+def test_close_is_idempotent_and_drops_what_is_in_flight(segments, caplog, capfd):
+    its = [cpu(p) for p in segments]
+    with LiteRtPipelinedRunner(its) as runner:
+        for r in feeds(its[0], 4):
+            runner.push(r)
+    assert not runner.running
+    runner.close()
+    runner.close()
+    assert runner.pop() is None
+    with pytest.raises(CoralError, match="closed pipeline"):
+        runner.push(feeds(its[0], 1)[0])
+    assert capfd.readouterr().out == ""
+
+
+def test_deleting_a_running_runner_stops_its_threads(segments):
+    its = [cpu(p) for p in segments]
+    runner = LiteRtPipelinedRunner(its)
+    runner.push(feeds(its[0], 1)[0])
+    threads = [t for t in threading.enumerate() if t.name.startswith("respect-pass-stage-")]
+    assert len(threads) == 3
+    del runner
+    gc.collect()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_records_invoke_times_per_stage(segments):
+    its = [cpu(p) for p in segments]
+    with LiteRtPipelinedRunner(its) as runner:
+        for r in feeds(its[0], 5):
+            runner.push(r)
+            runner.pop(timeout_s=30)
+        times = runner.stage_times_s()
+        assert [len(t) for t in times] == [5, 5, 5] and all(s > 0 for t in times for s in t)
+        runner.reset_stage_times()
+        assert runner.stage_times_s() == [[], [], []]
+
+
+class Fake:
+    """A pure-Python interpreter: named int32 tensors, ``fn(inputs) -> outputs`` on invoke()."""
+
+    def __init__(self, inputs, outputs, fn):
+        self.ins, self.outs, self.fn, self.tensors = inputs, outputs, fn, {}
+        self.index = {n: i for i, n in enumerate(inputs + outputs)}
+
+    def _details(self, names):
+        return [{"name": n, "index": self.index[n], "shape": np.array([2]), "dtype": np.int32} for n in names]
+
+    def get_input_details(self):
+        return self._details(self.ins)
+
+    def get_output_details(self):
+        return self._details(self.outs)
+
+    def set_tensor(self, index, value):
+        self.tensors[index] = np.array(value)
+
+    def invoke(self):
+        got = self.fn(*(self.tensors[self.index[n]] for n in self.ins))
+        for n, v in zip(self.outs, got if isinstance(got, tuple) else (got,)):
+            self.tensors[self.index[n]] = v
+
+    def get_tensor(self, index):
+        return self.tensors[index]
+
+
+def test_binding_by_name_forwards_model_inputs_and_returns_the_last_outputs():
+    segs = [Fake(["x"], ["a"], lambda x: x + 1),
+            Fake(["a"], ["b"], lambda a: a * 10),
+            Fake(["b", "x"], ["y"], lambda b, x: b - x)]  # x skips two segments
+    with LiteRtPipelinedRunner(segs) as runner:
+        runner.push({"x": np.array([1, 2], np.int32)})
+        out = runner.pop(timeout_s=10)
+    assert set(out) == {"y"} and out["y"].tolist() == [19, 28]
+
+
+def test_binding_rules_are_libcoral_s():
+    with pytest.raises(CoralError, match="segment 1 reads 'b', which is neither a model input nor an output"):
+        LiteRtPipelinedRunner([Fake(["x"], ["a"], None), Fake(["b"], ["y"], None), Fake(["a"], ["b"], None)])
+    with pytest.raises(CoralError, match="segment 0 outputs 'c', which no later segment reads"):
+        LiteRtPipelinedRunner([Fake(["x"], ["a", "c"], None), Fake(["a"], ["y"], None)])
+    with pytest.raises(CoralError, match="at least one segment"):
+        LiteRtPipelinedRunner([])
+
+
+def test_push_checks_names_and_types():
+    with LiteRtPipelinedRunner([Fake(["x"], ["y"], lambda x: x)]) as runner:
+        with pytest.raises(CoralError, match=r"got tensors \['z'\] but the model inputs are \['x'\]"):
+            runner.push({"z": np.zeros(2, np.int32)})
+        with pytest.raises(CoralError, match="must be int32 with 2 elements, got float32"):
+            runner.push({"x": np.zeros(2, np.float32)})
+        with pytest.raises(CoralError, match="takes a dict"):
+            runner.push([np.zeros(2, np.int32)])
+        with pytest.raises(CoralError, match="no pipeline result within"):
+            runner.pop(timeout_s=0.05)
