@@ -42,7 +42,7 @@ def _partition_parser() -> OneLineParser:
         prog="respect-pass",
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
-        "Other commands: 'respect-pass inspect MODEL', 'respect-pass spec NAME', 'respect-pass train'.",
+        "Other commands: 'respect-pass inspect MODEL', 'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass train'.",
     )
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
@@ -258,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli("respect-pass inspect", _inspect, argv[1:])
     if argv and argv[0] == "spec":
         return run_cli("respect-pass spec", _spec, argv[1:])
+    if argv and argv[0] == "calibrate":
+        from .calibrate_cli import calibrate_main
+
+        return run_cli("respect-pass calibrate", calibrate_main, argv[1:])
     if argv and argv[0] == "train":
         from .policy import train_main
 

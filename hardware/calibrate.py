@@ -1,0 +1,253 @@
+"""Calibrate the device model on a device: a designed set of micro-models, measured and fitted.
+
+The design (:func:`design`) isolates each term of :mod:`hardware.cost`:
+
+* ``invoke``: a tiny dense layer (the per-invoke cost);
+* ``conv-*`` / ``depthwise`` / ``add``: compute-heavy chains whose parameters
+  are cached on any plausible cache, with small inputs and outputs;
+* ``io-*``: large inputs and outputs around a cheap layer (the host link);
+* ``stream-dense``: one dense layer larger than any plausible cache (streamed
+  weights, one pass per inference);
+* ``tile-<s>``: one 7x7 conv larger than any cache at s x s output positions,
+  for the streamed conv's tile size;
+* two bisections on whole-layer caching: a dense layer of growing size with
+  almost nothing crossing the link gives ``cache_bytes``; a 1x1 conv whose
+  input and output grow with it gives ``cache_io_share``;
+* ``link-8``: eight copy-like segments in an 8-TPU pipeline: whether the TPUs
+  share one host link (the period exceeds every stage) and at what rate.
+
+Each run of a model or of a pipeline counts as one measurement. A
+:class:`Device` is anything that times models; :class:`SimDevice` plays a
+device whose true constants are a hidden spec (only measured times reach the
+fit), so the whole loop is testable without a TPU.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tflite_io.reader import parse_model
+from tflite_io.synth import Conv2D, Dense, DepthwiseConv2D, Add, synth_model
+from tflite_io.writer import build_segments
+
+from .cost import shared_link_ms, stage_costs
+from .fit import Sample, fit_tile, predict_ms
+from .placement import placed
+from .simulate import measure_pipeline
+from .spec import USB, EdgeTpuSpec
+
+__all__ = ["Device", "SimDevice", "PipelineTiming", "Probe", "design", "calibrate", "Calibration", "graph_of"]
+
+log = logging.getLogger(__name__)
+
+#: The largest cache a device may have (2x the preset); single layers above it always stream.
+MAX_CACHE = 2 * USB.cache_bytes
+TILE_SIDES = (8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 75)
+LINK_STAGES = 8
+
+
+@dataclass(frozen=True)
+class PipelineTiming:
+    """A pipeline run: each segment's time alone and the steady-state period (ms)."""
+
+    stage_ms: tuple[float, ...]
+    period_ms: float
+
+
+class Device(Protocol):
+    """Something that times models on Edge TPUs; ``runs`` counts the measurements made."""
+
+    name: str
+    runs: int
+
+    def time_model(self, data: bytes, label: str) -> float:
+        """ms of one invoke of ``data`` (one segment, one TPU)."""
+
+    def time_pipeline(self, segments: Sequence[bytes], label: str) -> PipelineTiming:
+        """Run ``segments`` as a pipeline, one TPU each."""
+
+
+def graph_of(data: bytes, label: str = "model"):
+    """The placed OpGraph of model bytes."""
+    return placed(parse_model(data, Path(f"{label}.tflite")).graph)
+
+
+@dataclass
+class SimDevice:
+    """A simulated device whose constants are ``truth``; ``jitter`` is the relative noise of a timing."""
+
+    truth: EdgeTpuSpec
+    jitter: float = 0.0
+    seed: int = 0
+    name: str = "sim"
+    runs: int = 0
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def _noise(self) -> float:
+        return float(self._rng.lognormal(0.0, self.jitter)) if self.jitter > 0 else 1.0
+
+    def time_model(self, data: bytes, label: str) -> float:
+        self.runs += 1
+        g = graph_of(data, label)
+        return stage_costs(g, (0,) * g.num_ops, 1, self.truth)[0].ms * self._noise()
+
+    def time_pipeline(self, segments: Sequence[bytes], label: str) -> PipelineTiming:
+        self.runs += 1
+        costs = [stage_costs(g, (0,) * g.num_ops, 1, self.truth)[0]
+                 for g in (graph_of(s, f"{label}_{i}") for i, s in enumerate(segments))]
+        stage = [c.ms * self._noise() for c in costs]
+        fig = measure_pipeline(stage, count=50, min_period_ms=shared_link_ms(costs, self.truth))
+        return PipelineTiming(tuple(stage), fig.bottleneck_ms)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One micro-model of the design."""
+
+    name: str
+    data: bytes
+    term: str
+
+
+def _probe(name: str, term: str, shape: tuple[int, ...], layers: Sequence[object], seed: int) -> Probe:
+    return Probe(name, synth_model(shape, layers, seed=seed, name=name), term)
+
+
+def design(seed: int = 0) -> list[Probe]:
+    """The fixed part of the design (the bisections and the pipeline are built as they run)."""
+    conv3 = [Conv2D(256, 3) for _ in range(4)]
+    return [
+        _probe("invoke", "t_invoke", (1, 64), [Dense(64)], seed),
+        _probe("conv-32", "conv", (1, 32, 32, 16), [*conv3, Conv2D(16, 1)], seed),
+        _probe("conv-16", "conv", (1, 16, 16, 64), [Conv2D(512, 3), Conv2D(512, 3), Conv2D(64, 1)], seed),
+        _probe("depthwise", "depthwise", (1, 64, 64, 16),
+               [Conv2D(256, 1), *[DepthwiseConv2D(3) for _ in range(4)], Conv2D(16, 1)], seed),
+        _probe("add", "elementwise", (1, 32, 32, 16),
+               [Conv2D(256, 1), Conv2D(256, 1), *[Add(back=1) for _ in range(6)], Conv2D(16, 1)], seed),
+        _probe("io-in", "io", (1, 128, 128, 64), [Conv2D(16, 1)], seed),
+        _probe("io-out", "io", (1, 64, 64, 16), [Conv2D(256, 1)], seed),
+        _probe("stream-dense", "stream", (1, 4160), [Dense(4096), Dense(16)], seed),
+        *[_probe(f"tile-{s}", "stream tile", (1, s, s, 600), [Conv2D(600, 7)], seed) for s in TILE_SIDES],
+    ]
+
+
+def _dense_filler(n_in: int, seed: int) -> Probe:
+    """A dense layer of ``1024 * n_in`` bytes on a vector input: almost nothing crosses the link."""
+    return _probe(f"cache-dense-{n_in}", "cache_bytes", (1, n_in), [Dense(1024), Dense(16)], seed)
+
+
+def _conv_filler(filters: int, seed: int) -> Probe:
+    """A 1x1 conv of ``filters * 1032`` bytes on a 32x32x1024 input: its output grows with it."""
+    return _probe(f"cache-conv-{filters}", "cache_io_share", (1, 32, 32, 1024), [Conv2D(filters, 1)], seed)
+
+
+def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample]) -> tuple[bool, float]:
+    """Measure ``probe``; decide whether its big layer streamed by the closer of the two predictions."""
+    ms = device.time_model(probe.data, probe.name)
+    g = graph_of(probe.data, probe.name)
+    samples.append(Sample(g, ms, probe.name))
+    cached = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=10 * MAX_CACHE, cache_io_share=0.0))[0]
+    streamed = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=0))[0]
+    return abs(np.log(ms / streamed)) < abs(np.log(ms / cached)), ms
+
+
+def _bisect(device: Device, make: Callable[[int], Probe], lo: int, hi: int, step: int, spec: EdgeTpuSpec,
+            samples: list[Sample]) -> tuple[int, int]:
+    """The largest size known to be cached and the smallest known to stream (multiples of ``step``)."""
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        streamed, _ = _is_streamed(device, make(mid), spec, samples)
+        lo, hi = (lo, mid) if streamed else (mid, hi)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The fitted spec, every measured sample with its prediction, and how many device runs it took."""
+
+    spec: EdgeTpuSpec
+    rows: tuple[tuple[str, float, float], ...]  # (label, measured ms, predicted ms)
+    measurements: int
+    shared_link: str
+
+
+def calibrate(device: Device, prior: EdgeTpuSpec = USB, seed: int = 0, name: str = "fitted") -> Calibration:
+    """Run the design on ``device`` and fit every constant but the peak rate and the host-CPU ones."""
+    start = device.runs
+    samples = [Sample(graph_of(p.data, p.name), device.time_model(p.data, p.name), p.name) for p in design(seed)]
+    spec = fit_tile(samples, prior)
+    log.info("linear constants fitted on %d probes", len(samples))
+    # cache_bytes: a dense layer (1024 * n_in bytes), with almost nothing crossing the link
+    lo, hi = _bisect(device, lambda n: _dense_filler(n, seed), 256, MAX_CACHE // 1024 + 64, 16, spec, samples)
+    dense_bytes, dense_io = 1024 * (lo + hi) / 2, (lo + hi) / 2 + 16
+    # cache_io_share: a 1x1 conv (1032 * F bytes) whose output (1024 * F bytes) crosses the link
+    lo, hi = _bisect(device, lambda f: _conv_filler(f, seed), 64, MAX_CACHE // 1032 + 128, 16, spec, samples)
+    conv_bytes, conv_io = 1032 * (lo + hi) / 2, 32 * 32 * 1024 + 1024 * (lo + hi) / 2
+    share = max(0.0, (dense_bytes - conv_bytes) / (conv_io - dense_io))
+    cache = dense_bytes + share * dense_io
+    spec = fit_tile(samples, spec.with_(cache_bytes=int(cache), cache_io_share=round(share, 4)))
+    shared, how = _fit_shared_link(device, spec, seed)
+    spec = spec.with_(name=name, shared_link_bytes_per_s=shared)
+    rows = tuple((s.label, s.measured_ms, p) for s, p in zip(samples, predict_ms(samples, spec)))
+    return Calibration(spec, rows, device.runs - start, how)
+
+
+def _fit_shared_link(device: Device, spec: EdgeTpuSpec, seed: int) -> tuple[float, str]:
+    """Eight copy-like stages: a shared host link shows as a period above every stage's own time."""
+    probe = synth_model((1, 64, 64, 64), [Conv2D(64, 1) for _ in range(LINK_STAGES)], seed=seed, name="link")
+    model = parse_model(probe, Path("link.tflite"))
+    _, segments = build_segments(model, list(range(LINK_STAGES)), LINK_STAGES)
+    timing = device.time_pipeline(segments, "link")
+    graphs = [graph_of(s, f"link_{i}") for i, s in enumerate(segments)]
+    link_bytes = sum(c.in_bytes + c.out_bytes for g in graphs
+                     for c in stage_costs(g, (0,) * g.num_ops, 1, spec))
+    slowest = max(timing.stage_ms)
+    if timing.period_ms <= 1.03 * slowest:
+        return 0.0, (f"not shared: {LINK_STAGES} copy stages ran at the slowest stage's pace "
+                     f"({timing.period_ms:.3f} vs {slowest:.3f} ms)")
+    rate = link_bytes / (timing.period_ms / 1e3)
+    return rate, (f"shared: {LINK_STAGES} copy stages moving {link_bytes / 1e6:.2f} MB per request ran at "
+                  f"{timing.period_ms:.3f} ms, above the slowest stage's {slowest:.3f} ms: {rate / 1e6:.0f} MB/s")
+
+
+
+@dataclass
+class CoralDevice:
+    """Real Edge TPUs: each model is compiled with ``edgetpu_compiler`` and run with :func:`hardware.coral.run_coral`."""
+
+    devices: Sequence[str] | None = None
+    runner: str = "auto"
+    count: int = 30
+    name: str = "coral"
+    runs: int = 0
+
+    def _run(self, models: Sequence[bytes], label: str) -> dict:
+        import tempfile
+
+        from .compiler import compile_segments
+        from .coral import run_coral
+
+        names = {f"{label}_segment_{i}_of_{len(models)}.tflite": m for i, m in enumerate(models)}
+        compiled = compile_segments(names)
+        with tempfile.TemporaryDirectory(prefix="respect-pass-calibrate-") as tmp:
+            paths = []
+            for c in compiled:
+                paths.append(Path(tmp) / c.file)
+                paths[-1].write_bytes(c.data)
+            self.runs += 1
+            return run_coral(paths, count=self.count, warmup=3, runner=self.runner, devices=self.devices)
+
+    def time_model(self, data: bytes, label: str) -> float:
+        return float(self._run([data], label)["stages"][0]["ms"])
+
+    def time_pipeline(self, segments: Sequence[bytes], label: str) -> PipelineTiming:
+        report = self._run(segments, label)
+        return PipelineTiming(tuple(float(s["ms"]) for s in report["stages"]), float(report["bottleneck_ms"]))
