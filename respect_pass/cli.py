@@ -76,6 +76,16 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
     p.add_argument("--fix-batch", action="store_true",
                    help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)")
+    dev = p.add_argument_group("measuring on a device (--refine-on-device)")
+    dev.add_argument("--refine-on-device", type=int, default=0, metavar="N",
+                     help="schedule, run the segments on the device, refit the device model, reschedule: at most N "
+                          "rounds, stopping when the measured period stops improving; plan.json records each round")
+    dev.add_argument("--backend", choices=["coral", "sim"], default=None,
+                     help="coral: Edge TPUs (needs edgetpu_compiler and the runtime; default); sim: a simulated device")
+    dev.add_argument("--device-spec", default=None, metavar="TRUTH.json|PRESET",
+                     help="sim: the constants the simulated device really has (default: the usb preset)")
+    dev.add_argument("--devices", default=None, metavar="usb:0,...", help="coral: the Edge TPU of each segment")
+    dev.add_argument("--runner", choices=["auto", "litert", "pycoral"], default=None, help="coral: pipelined runner")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
@@ -169,6 +179,13 @@ def format_result(result: PartitionResult) -> str:
     cpu = [(seg["index"], seg["cpu_ops"], seg["predicted_host_ms"]) for seg in doc["segments"] if seg.get("cpu_ops")]
     for k, ops, ms in cpu:
         rows.append(f"segment {k}: ops {_ranges(ops)} run on the CPU (predicted {ms:.3f} ms of host time)")
+    refined = doc.get("device_refinement")
+    if refined:
+        for r in refined["rounds"]:
+            rows.append(f"round {r['round']} on the {refined['backend']} device: predicted "
+                        f"{r['predicted_bottleneck_ms']:.3f} ms, measured {r['measured_bottleneck_ms']:.3f} ms")
+        rows.append(f"refined on the device in {refined['device_runs']} pipeline run(s); the plan with the best "
+                    "measured period is written, predicted with the refitted device model")
     if result.verify is not None:
         rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
                     f"over {result.verify.trials} random inputs")
@@ -244,11 +261,39 @@ def _partition(argv: Sequence[str]) -> int:
     options = {**scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS}), **given}
     if args.scheduler in ("exact", "respect+exact") and sys.stderr.isatty():  # the one scheduler that may run for many seconds
         print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
+    device = _device(args)
     result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
                        compile=args.compile, scheduler_options=options, plot=args.plot,
-                       progress=terminal_progress, fix_batch=args.fix_batch)
+                       progress=terminal_progress, fix_batch=args.fix_batch,
+                       refine_rounds=args.refine_on_device, device=device)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     return 0
+
+
+def _device(args: Any) -> Any:
+    """The device ``--refine-on-device`` measures on, from --backend / --device-spec / --devices / --runner."""
+    from hardware.calibrate import CoralDevice, SimDevice
+    from hardware.compiler import find_compiler
+    from hardware.devices import parse_devices
+
+    given = [f for f, v in (("--backend", args.backend), ("--device-spec", args.device_spec),
+                            ("--devices", args.devices), ("--runner", args.runner)) if v is not None]
+    if not args.refine_on_device:
+        if given:
+            raise RespectPassError(f"{given[0]} applies only with --refine-on-device N")
+        return None
+    if args.refine_on_device < 1:
+        raise RespectPassError(f"--refine-on-device needs at least 1 round, got {args.refine_on_device}")
+    if args.stages is not None:
+        raise RespectPassError("--stages gives the plan itself; it does not combine with --refine-on-device")
+    if (args.backend or "coral") == "sim":
+        if args.devices or args.runner:
+            raise RespectPassError("--devices and --runner apply to --backend coral only")
+        return SimDevice(load_spec(args.device_spec or "usb"))
+    if args.device_spec is not None:
+        raise RespectPassError("--device-spec applies to --backend sim only (a real device has its own constants)")
+    find_compiler()  # fail before scheduling
+    return CoralDevice(devices=parse_devices(args.devices) if args.devices else None, runner=args.runner or "auto")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

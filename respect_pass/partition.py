@@ -23,6 +23,7 @@ from tflite_io import (
 )
 
 from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
+from hardware.calibrate import Device
 from hardware.compiler import find_compiler
 from hardware.cost import shared_link_ms
 from hardware.placement import place_ops, placed
@@ -30,6 +31,7 @@ from hardware.progress import ProgressFactory, no_progress
 
 from .plan import Plan, plan_json
 from .plot import stage_plot_png
+from .refine_device import refine_on_device
 from .schedulers import get_scheduler
 
 __all__ = ["PartitionResult", "load_model", "partition", "plan_file_name"]
@@ -98,6 +100,8 @@ def partition(
     plot: str | Path | None = None,
     progress: ProgressFactory = no_progress,
     fix_batch: bool = False,
+    refine_rounds: int = 0,
+    device: Device | None = None,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -110,6 +114,9 @@ def partition(
     an op left on the CPU writes nothing. ``plot`` names a PNG of the
     predicted per-stage breakdown, rendered before anything is written.
     ``fix_batch`` sets a dynamic batch dimension to 1 in the segments.
+    ``refine_rounds`` > 0 measures each plan on ``device`` and reschedules from
+    the refitted model (:mod:`respect_pass.refine_device`); the plan with the best
+    measured period is written, predicted with the last refitted spec.
     """
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
@@ -122,7 +129,14 @@ def partition(
                f"the largest K that works: of the {graph.num_ops} ops, {len(graph.last_stage_ops)} go with the "
                "last segment" + (f" and {len(graph.first_stage_ops)} with the first" if graph.first_stage_ops else ""))
         raise RespectPassError(f"number of segments must be between 1 and {largest} ({why}), got {num_segments}")
-    plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
+    refinement = None
+    if refine_rounds:
+        if device is None:
+            raise RespectPassError("refining on a device needs a device")
+        refinement = refine_on_device(model, num_segments, spec, device, refine_rounds, scheduler, scheduler_options)
+        plan, spec = refinement.plan, refinement.spec
+    else:
+        plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     op_s = op_seconds(graph, spec)
     costs = [stage_cost(graph, seg, spec, op_s) for seg in interfaces]
@@ -139,6 +153,9 @@ def partition(
     doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()), costs)
     if model.fixed_batch:
         doc["fixed_batch"] = list(model.fixed_batch)
+    if refinement is not None:
+        doc["device_refinement"] = {"backend": device.name, "device_runs": refinement.device_runs,
+                                    "rounds": list(refinement.rounds), "spec": json.loads(spec.to_json())}
     files = dict(zip(names, blobs))
     expected_cpu = {name: len(c.cpu_ops) for name, c in zip(names, costs)}
     compiled = compile_segments(files, progress=progress, expected_cpu_ops=expected_cpu) if compile else []
