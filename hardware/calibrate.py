@@ -35,13 +35,14 @@ from tflite_io.reader import parse_model
 from tflite_io.synth import Conv2D, Dense, DepthwiseConv2D, Add, synth_model
 from tflite_io.writer import build_segments
 
-from .cost import shared_link_ms, stage_costs
+from .cost import device_param_bytes, shared_link_ms, stage_costs
 from .fit import Sample, fit_tile, predict_ms
 from .placement import placed
 from .simulate import measure_pipeline
 from .spec import USB, EdgeTpuSpec
 
-__all__ = ["Device", "SimDevice", "PipelineTiming", "Probe", "design", "calibrate", "Calibration", "graph_of"]
+__all__ = ["Device", "SimDevice", "CoralDevice", "PipelineTiming", "Probe", "design", "calibrate", "cache_from", "Calibration",
+           "graph_of"]
 
 log = logging.getLogger(__name__)
 
@@ -149,24 +150,57 @@ def _conv_filler(filters: int, seed: int) -> Probe:
     return _probe(f"cache-conv-{filters}", "cache_io_share", (1, 32, 32, 1024), [Conv2D(filters, 1)], seed)
 
 
-def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample]) -> tuple[bool, float]:
-    """Measure ``probe``; decide whether its big layer streamed by the closer of the two predictions."""
+#: (parameter bytes of the probe's big layer, bytes crossing the link, whether it streamed)
+Observation = tuple[int, int, bool]
+
+
+def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample],
+                 seen: list[Observation]) -> bool:
+    """Measure ``probe``; decide whether its big (first) layer streamed by the closer of the two predictions."""
     ms = device.time_model(probe.data, probe.name)
     g = graph_of(probe.data, probe.name)
     samples.append(Sample(g, ms, probe.name))
     cached = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=10 * MAX_CACHE, cache_io_share=0.0))[0]
     streamed = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=0))[0]
-    return abs(np.log(ms / streamed)) < abs(np.log(ms / cached)), ms
+    verdict = bool(abs(np.log(ms / streamed)) < abs(np.log(ms / cached)))
+    big = next(max(b.values()) for b in (device_param_bytes(g, op) for op in g.ops) if b and max(b.values()) > 0)
+    cost = stage_costs(g, (0,) * g.num_ops, 1, spec)[0]
+    seen.append((big, cost.in_bytes + cost.out_bytes, verdict))
+    return verdict
 
 
 def _bisect(device: Device, make: Callable[[int], Probe], lo: int, hi: int, step: int, spec: EdgeTpuSpec,
-            samples: list[Sample]) -> tuple[int, int]:
-    """The largest size known to be cached and the smallest known to stream (multiples of ``step``)."""
+            samples: list[Sample], seen: list[Observation]) -> None:
+    """Bisect the size at which ``make(size)``'s big layer stops fitting (multiples of ``step``)."""
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
-        streamed, _ = _is_streamed(device, make(mid), spec, samples)
-        lo, hi = (lo, mid) if streamed else (mid, hi)
-    return lo, hi
+        if _is_streamed(device, make(mid), spec, samples, seen):
+            hi = mid
+        else:
+            lo = mid
+
+
+def cache_from(seen: Sequence[Observation]) -> tuple[float, float]:
+    """``(cache_bytes, cache_io_share)`` in the middle of the region where every observation holds:
+    a cached layer has ``param <= cache - share * io``, a streamed one ``param > cache - share * io``."""
+    shares = np.linspace(0.0, 1.5, 3001)
+    par = np.array([o[0] for o in seen], float)
+    io = np.array([o[1] for o in seen], float)
+    streamed = np.array([o[2] for o in seen])
+    need = par[None, :] + shares[:, None] * io[None, :]  # the cache each observation bounds, per share
+    lower = np.where(~streamed, need, -np.inf).max(axis=1)
+    upper = np.where(streamed, need, np.inf).min(axis=1)
+    gap = upper - lower
+    ok = np.flatnonzero(gap > 0)
+    if len(ok) == 0:  # noisy verdicts: the share that contradicts them least
+        i = int(np.argmax(gap))
+    else:  # the middle of the longest run of feasible shares
+        runs = np.split(ok, np.flatnonzero(np.diff(ok) > 1) + 1)
+        best = max(runs, key=len)
+        i = int(best[len(best) // 2])
+    lo, hi = lower[i], upper[i]
+    cache = (lo + hi) / 2 if np.isfinite(lo) and np.isfinite(hi) else (hi if np.isfinite(hi) else lo)
+    return float(cache), float(shares[i])
 
 
 @dataclass(frozen=True)
@@ -185,15 +219,13 @@ def calibrate(device: Device, prior: EdgeTpuSpec = USB, seed: int = 0, name: str
     samples = [Sample(graph_of(p.data, p.name), device.time_model(p.data, p.name), p.name) for p in design(seed)]
     spec = fit_tile(samples, prior)
     log.info("linear constants fitted on %d probes", len(samples))
+    seen: list[Observation] = []
     # cache_bytes: a dense layer (1024 * n_in bytes), with almost nothing crossing the link
-    lo, hi = _bisect(device, lambda n: _dense_filler(n, seed), 256, MAX_CACHE // 1024 + 64, 16, spec, samples)
-    dense_bytes, dense_io = 1024 * (lo + hi) / 2, (lo + hi) / 2 + 16
+    _bisect(device, lambda n: _dense_filler(n, seed), 256, MAX_CACHE // 1024 + 64, 16, spec, samples, seen)
     # cache_io_share: a 1x1 conv (1032 * F bytes) whose output (1024 * F bytes) crosses the link
-    lo, hi = _bisect(device, lambda f: _conv_filler(f, seed), 64, MAX_CACHE // 1032 + 128, 16, spec, samples)
-    conv_bytes, conv_io = 1032 * (lo + hi) / 2, 32 * 32 * 1024 + 1024 * (lo + hi) / 2
-    share = max(0.0, (dense_bytes - conv_bytes) / (conv_io - dense_io))
-    cache = dense_bytes + share * dense_io
-    spec = fit_tile(samples, spec.with_(cache_bytes=int(cache), cache_io_share=round(share, 4)))
+    _bisect(device, lambda f: _conv_filler(f, seed), 64, MAX_CACHE // 1032 + 128, 16, spec, samples, seen)
+    cache, share = cache_from(seen)
+    spec = fit_tile(samples, spec.with_(cache_bytes=int(cache), cache_io_share=share))
     shared, how = _fit_shared_link(device, spec, seed)
     spec = spec.with_(name=name, shared_link_bytes_per_s=shared)
     rows = tuple((s.label, s.measured_ms, p) for s, p in zip(samples, predict_ms(samples, spec)))

@@ -11,7 +11,7 @@ import pytest
 
 import crafting
 from hardware import USB, load_spec, pipeline_period_ms, stage_costs
-from hardware.calibrate import MAX_CACHE, CoralDevice, SimDevice, calibrate, design
+from hardware.calibrate import MAX_CACHE, CoralDevice, SimDevice, cache_from, calibrate, design
 from hardware.compiler import CompilerError
 from hardware.placement import placed
 from respect_pass.generator import generate
@@ -140,3 +140,16 @@ def test_cli_coral_without_the_compiler_is_one_line(tmp_path):
                         "-o", str(tmp_path / "f.json")], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "edgetpu_compiler" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "f.json").exists()
+
+
+def test_cache_from_finds_a_cache_and_share_every_observation_agrees_with():
+    c0, share = 9_000_000, 0.4
+    seen = []
+    for n in range(8000, 9500, 16):  # the dense family: 1024 * n bytes, n + 16 bytes over the link
+        seen.append((1024 * n, n + 16, 1024 * n > c0 - share * (n + 16)))
+    for f in range(3000, 6000, 16):  # the conv family: 1032 * F bytes, 1 MiB + 1024 * F bytes over the link
+        io = 2**20 + 1024 * f
+        seen.append((1032 * f, io, 1032 * f > c0 - share * io))
+    cache, s = cache_from(seen)
+    assert all((p > cache - s * io) == streamed for p, io, streamed in seen)
+    assert cache == pytest.approx(c0, rel=0.002) and s == pytest.approx(share, rel=0.02)
