@@ -1,4 +1,4 @@
-"""hardware: the Edge TPU cost model, the simulated pipeline, the compiler driver and the pycoral runner.
+"""hardware: the Edge TPU cost model and its calibration, the simulated pipeline, the compiler driver, the runners.
 
 Imports only ``tflite_io`` below it; ``respect_pass`` builds on it.
 """
