@@ -28,16 +28,16 @@ test: $(VENV)/.full
 	$(BIN)/python -m pytest -q
 
 zoo: $(VENV)/.full
-	$(BIN)/python tools/build_zoo.py
+	$(BIN)/python -m tools.build_zoo
 
 bench-io: zoo
-	$(BIN)/python tools/bench_io.py --ks 2-8
+	$(BIN)/python -m tools.bench_io --ks 2-8
 
 bench: zoo
-	$(BIN)/python tools/bench.py
+	$(BIN)/python -m tools.bench
 
 bench-quick: $(VENV)/.full
-	$(BIN)/python tools/bench.py --quick
+	$(BIN)/python -m tools.bench --quick
 
 clean:
 	rm -rf out .pytest_cache .hypothesis

@@ -62,8 +62,7 @@ def zoo_model(name: str) -> Path:
     """Path of a zoo model, built with tools/build_zoo.py (tensorflow-cpu) if not cached."""
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tensorflow-cpu (the zoo extra) is not installed")
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_zoo
+    from tools import build_zoo
 
     return build_zoo.build(build_zoo.BY_NAME[name.lower()], ZOO_CACHE)
 

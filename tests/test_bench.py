@@ -8,9 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_bench(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--quick", "--out", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path),
                         "--schedulers", "compiler,profiling,dp,multiorder,exact", "--synthetic", "2"],
-                       capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
     graphs = {row["graph"] for row in rows}
@@ -32,9 +32,9 @@ def test_quick_bench(tmp_path):
 
 def test_quick_bench_derived_runs_and_tables(tmp_path):
     """multiorder@t gets respect's time; respect+exact runs on every case with --hard-s 0; tables re-render from CSV."""
-    r = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--quick", "--out", str(tmp_path), "--ks", "3",
+    r = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path), "--ks", "3",
                         "--schedulers", "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net", "--synthetic", "1",
-                        "--hard-s", "0"], capture_output=True, text=True, timeout=600)
+                        "--hard-s", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
     by_case: dict = {}
@@ -59,8 +59,8 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     assert text.count("| real | mobilenet_v2_0.35_96_int8 | 3 |") == 1  # the warm-start table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- tools/bench.py: begin -->\nold table\n<!-- tools/bench.py: end -->\n\ntail\n")
-    again = subprocess.run([sys.executable, str(ROOT / "tools/bench.py"), "--from-csv", str(tmp_path / "bench_quick.csv"),
-                            "--out", str(tmp_path / "again"), "--readme", str(readme)], capture_output=True, text=True,
+    again = subprocess.run([sys.executable, "-m", "tools.bench", "--from-csv", str(tmp_path / "bench_quick.csv"),
+                            "--out", str(tmp_path / "again"), "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again/bench.md").read_text() == text  # same title: the run's metadata travels with the CSV

@@ -16,9 +16,9 @@ several times the policy's largest training graph). Writes
 synthetic families, warm-start ratios and the three headline comparisons of
 the RESPECT paper) and ``results/bench_speedup.png``.
 
-    python tools/bench.py                       # zoo + 12 synthetic + 6 large graphs, K = 2..8
-    python tools/bench.py --quick               # CI: embedded + test model + 4 small synthetic graphs, K = 2,4
-    python tools/bench.py --schedulers dp,exact --ks 4 --models resnet50_224_int8
+    python -m tools.bench                       # zoo + 12 synthetic + 6 large graphs, K = 2..8
+    python -m tools.bench --quick               # CI: embedded + test model + 4 small synthetic graphs, K = 2,4
+    python -m tools.bench --schedulers dp,exact --ks 4 --models resnet50_224_int8
 
 The three headline comparisons (paper: Yin et al., DAC 2023):
 1. pipeline speedup over the compiler's segmentation (paper: up to ~2.5x on device);
@@ -43,12 +43,12 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from hardware import USB, stage_costs  # noqa: E402
-from respect_pass.orders import has_unique_order  # noqa: E402
-from respect_pass.schedulers import SCHEDULERS  # noqa: E402
-from tflite_io import OpGraph, RespectPassError, read  # noqa: E402
+from hardware import USB, stage_costs
+from respect_pass.orders import has_unique_order
+from respect_pass.schedulers import SCHEDULERS
+from tflite_io import OpGraph, RespectPassError, read
+from tools.common import commit, machine, parse_ks
 
 DEFAULT_SCHEDULERS = ("compiler", "profiling", "dp", "multiorder", "exact", "respect", "multiorder@t", "respect+exact",
                       "respect-net")
@@ -58,11 +58,6 @@ FIELDS = ["suite", "graph", "ops", "params_mib", "K", "scheduler", "bottleneck_m
 SUITES = ("real", "synthetic", "large")
 
 
-def parse_ks(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in text.split(",")]
 
 
 def graphs(quick: bool, synthetic: int, large: int, models: list[str] | None) -> list[tuple[str, OpGraph]]:
@@ -439,21 +434,8 @@ def update_readme(path: Path, text: str) -> None:
     path.write_text(doc[:a] + "\n" + text + doc[b:])
 
 
-def machine() -> str:
-    """CPU, core count and Python version of this machine."""
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def commit() -> str:
-    """The checked-out commit, with ``-dirty`` when the tree has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
@@ -492,7 +474,7 @@ def main() -> int:
                        args.models.split(",") if args.models else None)
         rows = bench(pairs, ks, names, options, args.hard_s)
         meta = {"date": str(date.today()), "machine": machine(), "commit": commit(),
-                "command": " ".join(["python tools/bench.py", *sys.argv[1:]]),
+                "command": " ".join(["python -m tools.bench", *sys.argv[1:]]),
                 "wall_min": round((time.perf_counter() - t0) / 60, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

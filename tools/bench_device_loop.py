@@ -16,7 +16,7 @@ only measured times. Reported per trial:
   The loop sees noisy timings (``--jitter``); the profiling partitioner gets
   TRUTH's exact times, which favours it.
 
-    python tools/bench_device_loop.py --trials 3 --out results/device_loop
+    python -m tools.bench_device_loop --trials 3 --out results/device_loop
 """
 from __future__ import annotations
 
@@ -31,17 +31,16 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from hardware import USB, EdgeTpuSpec  # noqa: E402
-from hardware.calibrate import SimDevice, calibrate  # noqa: E402
-from hardware.kernel import cost_arrays, map_period_s  # noqa: E402
-from hardware.placement import placed  # noqa: E402
-from respect_pass.generator import generate  # noqa: E402
-from respect_pass.partition import load_model  # noqa: E402
-from respect_pass.refine_device import refine_on_device  # noqa: E402
-from respect_pass.schedulers import get_scheduler  # noqa: E402
-from tflite_io import read  # noqa: E402
+from hardware import USB, EdgeTpuSpec
+from hardware.calibrate import SimDevice, calibrate
+from hardware.kernel import cost_arrays, map_period_s
+from hardware.placement import placed
+from respect_pass.generator import generate
+from respect_pass.partition import load_model
+from respect_pass.refine_device import refine_on_device
+from respect_pass.schedulers import get_scheduler
+from tflite_io import read
 
 EMBEDDED = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
 BRANCHY = ROOT / "tests" / "data" / "tiny_inception_int8.tflite"

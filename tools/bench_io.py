@@ -9,8 +9,8 @@ full model (every boundary tensor, two random inputs). It also verifies
 non-contiguous wherever the graph branches). Prints a markdown table and saves
 CSV.
 
-    python tools/bench_io.py                 # K = 4 and 8
-    python tools/bench_io.py --ks 2-8        # every K from 2 to 8
+    python -m tools.bench_io                 # K = 4 and 8
+    python -m tools.bench_io --ks 2-8        # every K from 2 to 8
 """
 from __future__ import annotations
 
@@ -25,20 +25,14 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
 
-from build_zoo import ZOO  # noqa: E402
-from respect_pass.orders import random_stage_map  # noqa: E402
-from respect_pass.schedulers.compiler import compiler_schedule  # noqa: E402
-from tflite_io import build_segments, read_model, segment_file_name, verify_segments, write_files  # noqa: E402
+from tools.build_zoo import ZOO
+from respect_pass.orders import random_stage_map
+from respect_pass.schedulers.compiler import compiler_schedule
+from tflite_io import build_segments, read_model, segment_file_name, verify_segments, write_files
+from tools.common import parse_ks
 
 
-def parse_ks(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in text.split(",")]
 
 
 def random_maps_exact(model, k: int, count: int, seed: int) -> str:

@@ -61,8 +61,8 @@ expected on the CPU under Coral's rules, and whether it runs in LiteRT.
 
 Usage::
 
-    .venv/bin/python tools/build_evidence.py                 # into tests/data/evidence/
-    .venv/bin/python tools/build_evidence.py --out /tmp/ev   # elsewhere
+    .venv/bin/python -m tools.build_evidence                 # into tests/data/evidence/
+    .venv/bin/python -m tools.build_evidence --out /tmp/ev   # elsewhere
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ NP_TYPES = {"int8": S.TensorType.INT8, "uint8": S.TensorType.UINT8, "int32": S.T
 
 # The op table and the resize limit are the project's own (hardware.placement), so the README's expected
 # placements use the same rules the tests check.
-from hardware.placement import EDGETPU_OPS as CORAL_OPS, RESIZE_MAX_SIDE  # noqa: E402
+from hardware.placement import EDGETPU_OPS as CORAL_OPS, RESIZE_MAX_SIDE
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def keras_int8(model, rep, input_type="int8", output_type="int8", builtins=False
 # --------------------------------------------------------------------------------------------
 
 # constants 16-byte aligned, as the converter (and the segment writer) lays them out
-from tflite_io.submodel import AlignedBufferT as _AlignedBufferT  # noqa: E402
+from tflite_io.submodel import AlignedBufferT as _AlignedBufferT
 
 
 class Editor:
@@ -713,7 +713,6 @@ def check(b: Built) -> None:
 def _project_placement(path: Path) -> str:
     """Cross-check with the project's own placement rules (hardware.placement), when importable."""
     try:
-        sys.path.insert(0, str(ROOT))
         from hardware.placement import place_ops
         from tflite_io import read_model
 
@@ -739,7 +738,7 @@ def report(built: list[Built], out: Path) -> str:
     lines = ["# Evidence models", "",
              "Small deterministic models that reproduce real Coral model shapes-of-problem, built by",
              "`tools/build_evidence.py` (see its docstring for what each mimics). Rebuild with:", "",
-             "    .venv/bin/python tools/build_evidence.py", "",
+             "    .venv/bin/python -m tools.build_evidence", "",
              "\"CPU (strict)\": every op from the first unmappable op on (Coral: \"as soon as an unsupported",
              "operation occurs, that operation and everything after it executes on the CPU\"); custom ops,",
              "ops outside Coral's op table and ops with non-8-bit activations never map; a RESIZE_* with a side",

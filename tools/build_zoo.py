@@ -8,10 +8,10 @@ representative dataset. Results are cached in ``--out`` and never committed.
 
 Usage::
 
-    python tools/build_zoo.py                    # the whole zoo into zoo/
-    python tools/build_zoo.py MobileNetV2 VGG16  # a few models
-    python tools/build_zoo.py --embedded         # the small model shipped in the package
-    python tools/build_zoo.py --test-models      # the tiny branchy model under tests/data
+    python -m tools.build_zoo                    # the whole zoo into zoo/
+    python -m tools.build_zoo MobileNetV2 VGG16  # a few models
+    python -m tools.build_zoo --embedded         # the small model shipped in the package
+    python -m tools.build_zoo --test-models      # the tiny branchy model under tests/data
 """
 from __future__ import annotations
 

@@ -37,12 +37,12 @@ OpGraphs: hand-built sweep models, placed; the zoo's ``.tflite`` files). A pipel
 of 100 requests / 100, so it is compared with ``period + latency / 100``. The fit uses linear per-stage
 features of the same formula (checked equal to the reference on every figure).
 
-    python tools/calibrate.py --no-fit            # evaluate the current USB preset (seconds; writes nothing
+    python -m tools.calibrate --no-fit            # evaluate the current USB preset (seconds; writes nothing
                                                   # unless --out DIR is given)
-    python tools/calibrate.py --loo               # fit + leave-one-out; writes results/calibration.csv,
+    python -m tools.calibrate --loo               # fit + leave-one-out; writes results/calibration.csv,
                                                   # results/calibration.md, results/usb_fitted.json
-    python tools/calibrate.py --check-tf          # also build two sweep models through TF and compare the OpGraphs
-    python tools/calibrate.py --build-missing     # build missing zoo files (tools/build_zoo.py, minutes each)
+    python -m tools.calibrate --check-tf          # also build two sweep models through TF and compare the OpGraphs
+    python -m tools.calibrate --build-missing     # build missing zoo files (tools/build_zoo.py, minutes each)
 """
 from __future__ import annotations
 
@@ -65,11 +65,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
-for p in (str(ROOT), str(TOOLS)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-import calibration_data as cd
+from tools import calibration_data as cd
 
 from hardware import USB, EdgeTpuSpec, op_class
 from hardware.cost import (
@@ -723,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     emit(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     emit(f"- machine: {platform.node()} ({platform.platform()}, {platform.processor() or platform.machine()}, "
          f"Python {platform.python_version()})")
-    emit(f"- command: `python tools/calibrate.py {shlex.join(sys.argv[1:] if argv is None else argv)}`")
+    emit(f"- command: `python -m tools.calibrate {shlex.join(sys.argv[1:] if argv is None else argv)}`")
     emit(f"- reference data: {args.ref}; zoo: {args.zoo}")
     for line in fit_info:
         emit(f"- {line}")

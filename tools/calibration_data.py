@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from hardware.placement import placed
 from tflite_io import Op, OpGraph, Quantization, TensorInfo

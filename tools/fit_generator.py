@@ -23,8 +23,8 @@ parameters vs op count) and derives the constants of
   histogram mixed half and half with uniform 1..6 (RESPECT's random DAGs draw
   1-6 predecessors); NUM_CLASSES and HEAD_STYLES from the zoo's classifier heads.
 
-    python tools/fit_generator.py --write   # fit, rewrite fitted.py, then compare
-    python tools/fit_generator.py           # compare with the constants already in fitted.py
+    python -m tools.fit_generator --write   # fit, rewrite fitted.py, then compare
+    python -m tools.fit_generator           # compare with the constants already in fitted.py
 
 Writes results/generator_fit.csv (one row per zoo model and per generated
 graph) and results/generator_stats.md (the comparison tables), and prints the tables.
@@ -45,9 +45,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from tflite_io import OpGraph, read  # noqa: E402
+from tflite_io import OpGraph, read
 
 FITTED = ROOT / "respect_pass" / "generator" / "fitted.py"
 GROUPS = {"resnet": "resnet", "densenet": "dense", "inception": "inception", "mobilenet": "mobile", "vgg": "vgg"}
@@ -238,7 +237,7 @@ def render(constants: dict[str, object], zoo: list[str]) -> str:
         "",
         f"Written by tools/fit_generator.py on {datetime.date.today().isoformat()} from {len(zoo)} zoo models:",
         *[f"    {n}" for n in zoo],
-        "Do not edit by hand: rerun ``python tools/fit_generator.py --write`` (see its docstring for each constant).",
+        "Do not edit by hand: rerun ``python -m tools.fit_generator --write`` (see its docstring for each constant).",
         '"""',
         f'FIT_DATE = "{datetime.date.today().isoformat()}"',
     ]
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     cols = ["model", "source", "ops", *RATIO_STATS, "max_fanin", "frac_concat"]
     md = [f"# Synthetic graph generator vs model zoo ({datetime.date.today().isoformat()})", "",
-          "Produced by `python tools/fit_generator.py` (constants in `respect_pass/generator/fitted.py`, "
+          "Produced by `python -m tools.fit_generator` (constants in `respect_pass/generator/fitted.py`, "
           f"fitted on {datetime.date.today().isoformat()}). Generated rows: median over seeds 0..{args.seeds - 1} "
           "of the family at the zoo model's op count. Per-op statistics over all ops (param bytes and MACs as the "
           "reader computes them), edge bytes over activation edges. `worst_ratio`: the largest zoo/generated "

@@ -46,10 +46,10 @@ success must exit 0 in both. Writes ``<out>/fuzz.csv`` (one row per mutant),
 ``<out>/fuzz.md`` (the tables, date, machine, command and run time) and, with
 ``--cli``, ``<out>/fuzz_cli.csv``.
 
-    python tools/fuzz.py                          # 10,000 mutants, K = 2, 2 workers
-    python tools/fuzz.py --count 300 --out /tmp/f # quick check
-    python tools/fuzz.py --count 3000 --cli 100 --keep-crashes results/fuzz_crashes
-    python tools/fuzz.py --ids 17,254 --keep-crashes /tmp/c   # replay mutants of a run (same --seed)
+    python -m tools.fuzz                          # 10,000 mutants, K = 2, 2 workers
+    python -m tools.fuzz --count 300 --out /tmp/f # quick check
+    python -m tools.fuzz --count 3000 --cli 100 --keep-crashes results/fuzz_crashes
+    python -m tools.fuzz --ids 17,254 --keep-crashes /tmp/c   # replay mutants of a run (same --seed)
 """
 from __future__ import annotations
 
@@ -81,7 +81,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # Imported once in the parent so that every forked worker starts with the library loaded.
 from ai_edge_litert import schema_py_generated as schema
@@ -90,6 +89,7 @@ from hardware import load_spec
 from respect_pass.partition import partition
 from respect_pass.run_pipeline import find_segments, run_sim
 from tflite_io import RespectPassError, segment_file_name
+from tools.common import commit, machine
 
 DEFAULT_MODEL = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
 OPERATORS = ("flip", "truncate", "zero", "insert", "duplicate", "head_tail", "struct_flip", "int_field")
@@ -566,19 +566,8 @@ def clean_error_table(rows: list[dict[str, Any]], top: int = 15) -> list[str]:
     return out
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=False).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 # ------------------------------------------------------------------------------------------------------------- main
@@ -614,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.count < 1 or args.jobs < 1 or args.timeout <= 0 or args.K < 1:
         ap.error("--count, --jobs, --timeout and --K must be positive")
-    command = " ".join(["python tools/fuzz.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m tools.fuzz", *(sys.argv[1:] if argv is None else argv)])
     data = args.model.read_bytes()
     model_sha = hashlib.sha256(data).hexdigest()
     lay = layout(data)
