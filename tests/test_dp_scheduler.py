@@ -36,11 +36,11 @@ def close(a, b):
 
 
 @settings(max_examples=120, deadline=None)
-@given(random_dags(max_ops=10), st.integers(2, 4), st.integers(0, 2**16))
-def test_dp_equals_brute_force_latency(graph, k, seed):
+@given(random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False))
+def test_dp_equals_brute_force_latency(graph, k, rng):
     """Optimal for the order: its segments costed with their ops in that sequence (the graph relabelled so);
     the figures it reports are those of the written segments (ops in execution order)."""
-    order = random_topological_order(graph, random.Random(seed))
+    order = random_topological_order(graph, rng)
     rel = relabel(graph, order)
     best = brute_force(rel, list(range(graph.num_ops)), k, lambda s: latency_key(rel, s, k, USB))
     assume(best is not None)
@@ -53,9 +53,9 @@ def test_dp_equals_brute_force_latency(graph, k, seed):
 
 
 @settings(max_examples=80, deadline=None)
-@given(random_dags(max_ops=10), st.integers(2, 4), st.integers(0, 2**16), st.sampled_from([1 / 2**20, 1e-5, 1e-7]))
-def test_dp_equals_brute_force_memory(graph, k, seed, alpha):
-    order = random_topological_order(graph, random.Random(seed))
+@given(random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False), st.sampled_from([1 / 2**20, 1e-5, 1e-7]))
+def test_dp_equals_brute_force_memory(graph, k, rng, alpha):
+    order = random_topological_order(graph, rng)
     best = brute_force(graph, order, k, lambda s: memory_objective(graph, s, k, alpha))
     assume(best is not None)
     plan = dp_schedule(graph, k, USB, objective="memory", alpha=alpha, order=order)
@@ -96,7 +96,7 @@ def test_multiorder_time_budget_sets_the_number_of_random_orders():
     none = multiorder_schedule(g, 3, USB, time_budget_s=0.0)
     assert dict(none.stats)["orders"] == 4  # the heuristic orders always run
     some = multiorder_schedule(g, 3, USB, time_budget_s=0.2)
-    assert dict(some.stats)["orders"] > 4 and some.solve_seconds >= 0.2
+    assert dict(some.stats)["orders"] > 4  # a budget buys random orders besides the heuristic ones
     validate_stage_map(g, some.stages, 3)
     assert latency_key(g, some.stages, 3, USB) <= latency_key(g, none.stages, 3, USB)
     with pytest.raises(ValueError, match="time_budget_s must be >= 0, got -1"):
