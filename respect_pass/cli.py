@@ -2,6 +2,7 @@
 
     respect-pass MODEL.tflite -n K -o DIR [--scheduler S] [--spec S] [--verify] [--compile] [--json]
     respect-pass inspect MODEL.tflite [--json]
+    respect-pass sweep MODEL.tflite --max-tpus N [--json] [--plot F.png] [--spec S] [--scheduler S]
 
 Every user error ends as one line on stderr and exit status 2, no traceback.
 """
@@ -18,12 +19,13 @@ from typing import Any, NoReturn
 
 from hardware import PRESETS, load_spec
 from hardware.placement import place_ops
-from tflite_io import OpGraph, RespectPassError
+from tflite_io import OpGraph, RespectPassError, write_files
 
 from . import __version__
 from .partition import PartitionResult, load_model, partition
 from .schedulers import SCHEDULERS, get_scheduler
 from .schedulers.given import parse_stages
+from .sweep import check_plot_path, format_sweep, idle_stage, sweep
 
 __all__ = ["main", "OneLineParser", "run_cli"]
 
@@ -42,7 +44,8 @@ def _partition_parser() -> OneLineParser:
         prog="respect-pass",
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
-        "Other commands: 'respect-pass inspect MODEL', 'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass train'.",
+        "Other commands: 'respect-pass inspect MODEL', 'respect-pass sweep MODEL --max-tpus N', "
+        "'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass train'.",
     )
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
@@ -267,6 +270,47 @@ def _partition(argv: Sequence[str]) -> int:
                        progress=terminal_progress, fix_batch=args.fix_batch,
                        refine_rounds=args.refine_on_device, device=device)
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
+    if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
+        idle = idle_stage(load_model(args.model, args.fix_batch).graph, result.plan, spec, options)
+        if idle is not None:
+            print(f"respect-pass: warning: {idle.message}", file=sys.stderr)
+    return 0
+
+
+def _sweep_parser() -> OneLineParser:
+    p = OneLineParser(prog="respect-pass sweep", description="Plan a model for K = 1..N Edge TPUs (nothing is "
+                      "written) and print each K's predicted period, latency and throughput, the speedup over one "
+                      "TPU and over the compiler's split, and the recommended K: the smallest within 2% of the "
+                      "best throughput.")
+    p.add_argument("model", metavar="MODEL.tflite")
+    p.add_argument("--max-tpus", type=int, required=True, metavar="N",
+                   help="largest K to plan (capped at the largest K the model allows)")
+    p.add_argument("--scheduler", default="respect", choices=sorted(set(SCHEDULERS) - {"given"}),
+                   help="scheduling algorithm (default: respect)")
+    p.add_argument("--spec", default="usb", metavar="usb|usb-separate|pcie|FILE.json",
+                   help="Edge TPU cost-model constants (default: usb)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw throughput and speedup against K")
+    p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p
+
+
+def _sweep(argv: Sequence[str]) -> int:
+    args = _sweep_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.max_tpus < 1:
+        raise RespectPassError(f"--max-tpus must be at least 1, got {args.max_tpus}")
+    spec = load_spec(args.spec)
+    plot = check_plot_path(args.plot) if args.plot is not None else None
+    result = sweep(args.model, args.max_tpus, spec, args.scheduler, fix_batch=args.fix_batch)
+    if plot is not None:
+        from .plot import sweep_plot_png
+
+        write_files(plot.parent, {plot.name: sweep_plot_png(result)})
+    print(json.dumps(result.as_json(), indent=2) if args.json else format_sweep(result))
+    if plot is not None and not args.json:
+        print(f"plot: {plot}")
     return 0
 
 
@@ -301,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return run_cli("respect-pass inspect", _inspect, argv[1:])
+    if argv and argv[0] == "sweep":
+        return run_cli("respect-pass sweep", _sweep, argv[1:])
     if argv and argv[0] == "spec":
         return run_cli("respect-pass spec", _spec, argv[1:])
     if argv and argv[0] == "calibrate":

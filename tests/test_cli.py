@@ -280,3 +280,29 @@ def test_spec_prints_a_preset_that_spec_file_reads_back(tmp_path):
     assert load_spec(str(path)) == USB_SEPARATE
     r = run("spec", "nope")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "invalid choice" in r.stderr
+
+
+def _spec_file(tmp: Path, **changes) -> Path:
+    """A spec JSON: the usb preset with ``changes``."""
+    doc = json.loads(run("spec", "usb").stdout)
+    doc.update(changes, name="crafted")
+    path = tmp / "crafted_spec.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_idle_stage_warning_is_one_stderr_line(tmp_path):
+    """Without a per-invoke cost the embedded model is input-bound: a third TPU idles and K=2 does as well."""
+    spec = _spec_file(tmp_path, t_invoke_s=0.0)
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--spec", str(spec), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["num_segments"] == 3  # stdout is the plan JSON only
+    assert r.stderr.count("\n") == 1
+    assert re.fullmatch(r"respect-pass: warning: stage \d is idle \d+% of the period \([\d.]+ of [\d.]+ ms\); "
+                        r"K=2 gives (the same|a shorter) period \([\d.]+ ms\)\n", r.stderr), r.stderr
+
+
+def test_no_idle_warning_where_every_stage_works_or_fewer_tpus_are_slower(tmp_path):
+    for n, spec in (("1", "usb"), ("4", "usb"), ("4", str(_spec_file(tmp_path, t_invoke_s=0.0, peak_macs_per_s=1e10)))):
+        r = run(str(crafting.EMBEDDED), "-n", n, "-o", str(tmp_path / f"o{n}"), "--spec", spec)
+        assert r.returncode == 0 and "warning" not in r.stderr, (n, spec, r.stderr)

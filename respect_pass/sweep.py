@@ -1,0 +1,284 @@
+"""How many Edge TPUs does a model need? ``respect-pass sweep`` and the idle-stage warning.
+
+:func:`sweep` plans a model for K = 1..N TPUs (no segment files are built or written) and predicts
+each plan's pipeline period (the slowest stage or the shared host link,
+:func:`hardware.kernel.map_period_s`, the same figure ``partition`` reports as
+``predicted_bottleneck_ms``), its latency and throughput, and the same for the ``compiler`` split
+(``edgetpu_compiler --num_segments``) at every K. The recommended K is the smallest whose throughput
+is within :data:`SAME_PERIOD` (2%) of the best.
+
+:func:`idle_stage` is the check behind the warning of a normal run: a stage busy less than
+:data:`IDLE_BELOW` (25%) of the period while K - 1 TPUs give the same period (within 2%).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hardware import USB, EdgeTpuSpec
+from hardware.kernel import cost_arrays, map_period_s, map_stage_times
+from tflite_io import OpGraph, OutputError, RespectPassError, TfliteModel, max_stages, validate_stage_map
+
+from .plan import Plan
+from .schedulers import get_scheduler
+
+__all__ = ["IDLE_BELOW", "SAME_PERIOD", "IdleStage", "SweepResult", "SweepRow", "check_plot_path", "format_sweep",
+           "idle_stage", "recommend", "sweep"]
+
+log = logging.getLogger(__name__)
+
+#: Two periods within this fraction count as the same (and a throughput within it of the best as the best).
+SAME_PERIOD = 0.02
+#: A stage busy less than this fraction of the period is nearly idle.
+IDLE_BELOW = 0.25
+#: Schedulers too slow (or not schedulers at all) to run again for the K - 1 check: use this one instead.
+_RECHECK_WITH = {"exact": "respect", "respect+exact": "respect", "given": "respect"}
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One K of a sweep; the plan's figures are None where the scheduler found no plan for this K."""
+
+    k: int
+    bottleneck_ms: float | None
+    latency_ms: float | None
+    throughput_ips: float | None
+    speedup_vs_1: float | None
+    speedup_vs_compiler: float | None
+    compiler_bottleneck_ms: float | None
+    idle_stages: tuple[int, ...] = ()
+    stage_ms: tuple[float, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The row of ``respect-pass sweep --json``."""
+        return {"k": self.k, "bottleneck_ms": self.bottleneck_ms, "latency_ms": self.latency_ms,
+                "throughput_ips": self.throughput_ips, "speedup_vs_1": self.speedup_vs_1,
+                "speedup_vs_compiler": self.speedup_vs_compiler,
+                "compiler_bottleneck_ms": self.compiler_bottleneck_ms, "idle_stages": list(self.idle_stages)}
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Predicted period, latency and throughput of a model on K = 1..N Edge TPUs."""
+
+    model: str
+    spec: str
+    scheduler: str
+    rows: tuple[SweepRow, ...]
+    recommended: int | None
+    notes: tuple[str, ...] = field(default=())
+
+    def as_json(self) -> dict[str, Any]:
+        """The document ``respect-pass sweep --json`` prints."""
+        return {"model": self.model, "spec": self.spec, "scheduler": self.scheduler,
+                "rows": [r.as_json() for r in self.rows], "recommended": self.recommended, "notes": list(self.notes)}
+
+
+@dataclass(frozen=True)
+class IdleStage:
+    """A nearly idle stage of a K-stage plan whose period K - 1 TPUs match (see :func:`idle_stage`)."""
+
+    stage: int
+    stage_ms: float
+    period_ms: float
+    fewer_k: int
+    fewer_period_ms: float
+    fewer_scheduler: str | None = None  # set when the K - 1 plan came from another scheduler
+
+    @property
+    def message(self) -> str:
+        """One line: which stage idles, how much, and what K - 1 TPUs give."""
+        idle = 100 * (1 - self.stage_ms / self.period_ms)
+        same = "a shorter" if self.fewer_period_ms < self.period_ms * (1 - SAME_PERIOD) else "the same"
+        by = f", {self.fewer_scheduler} scheduler" if self.fewer_scheduler else ""
+        return (f"stage {self.stage} is idle {idle:.0f}% of the period ({_ms(self.stage_ms)} of "
+                f"{_ms(self.period_ms)} ms); K={self.fewer_k} gives {same} period "
+                f"({_ms(self.fewer_period_ms)} ms{by})")
+
+
+def _ms(value: float) -> str:
+    """Three significant digits, never in exponent form."""
+    digits = 2 - math.floor(math.log10(abs(value))) if value else 2
+    return f"{value:.{max(0, digits)}f}"
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[2, 3, 4, 7]`` -> ``'2..4, 7'``."""
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and runs[-1][1] == v - 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
+
+
+def _graph(model: str | Path | TfliteModel | OpGraph, fix_batch: bool) -> tuple[OpGraph, str]:
+    if isinstance(model, OpGraph):
+        return model, model.name
+    if not isinstance(model, TfliteModel):
+        from .partition import load_model
+
+        model = load_model(model, fix_batch)
+    return model.graph, str(model.path.resolve())
+
+
+def _period(graph: OpGraph, plan: Plan, spec: EdgeTpuSpec) -> tuple[float, float, np.ndarray]:
+    """(period ms, latency ms, stage ms) of ``plan``, the shared host link included in the period."""
+    stages = np.asarray(validate_stage_map(graph, plan.stages, plan.num_stages), dtype=np.int64)
+    ca = cost_arrays(graph, spec)
+    period_s, latency_s = map_period_s(ca, stages, plan.num_stages)
+    return period_s * 1e3, latency_s * 1e3, map_stage_times(ca, stages, plan.num_stages) * 1e3
+
+
+def _plan(graph: OpGraph, k: int, spec: EdgeTpuSpec, scheduler: str,
+          options: Mapping[str, Any]) -> tuple[Plan | None, str | None]:
+    """The scheduler's plan, or None and the reason when it has none for this K."""
+    try:
+        return get_scheduler(scheduler)(graph, k, spec, **options), None
+    except RespectPassError as exc:
+        return None, str(exc)
+
+
+def recommend(rows: Sequence[SweepRow]) -> int | None:
+    """The smallest K whose throughput is within :data:`SAME_PERIOD` of the best (None without plans)."""
+    planned = [(r.k, r.throughput_ips) for r in rows if r.throughput_ips is not None]
+    if not planned:
+        return None
+    best = max(ips for _, ips in planned)
+    return min(k for k, ips in planned if ips >= best * (1 - SAME_PERIOD))
+
+
+def sweep(
+    model: str | Path | TfliteModel | OpGraph,
+    max_tpus: int,
+    spec: EdgeTpuSpec = USB,
+    scheduler: str = "respect",
+    fix_batch: bool = False,
+    scheduler_options: Mapping[str, Any] | None = None,
+) -> SweepResult:
+    """Plan ``model`` for K = 1..``max_tpus`` Edge TPUs with ``scheduler`` and with the compiler's split.
+
+    ``max_tpus`` beyond the largest K the model allows (:func:`tflite_io.max_stages`) is capped, and a
+    note says so. Nothing is written. Raises :class:`RespectPassError` for a bad model or ``max_tpus`` < 1.
+    """
+    if max_tpus < 1:
+        raise RespectPassError(f"the number of TPUs to sweep must be at least 1, got {max_tpus}")
+    get_scheduler(scheduler)  # an unknown name fails before the model is read
+    graph, name = _graph(model, fix_batch)
+    notes: list[str] = []
+    largest = max_stages(graph)
+    if max_tpus > largest:
+        reason = ("one op per TPU" if largest == graph.num_ops else
+                  f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU")
+        notes.append(f"the model allows at most {largest} TPUs ({reason}); swept K = 1..{largest}")
+        max_tpus = largest
+    options = dict(scheduler_options or {})
+    ours: list[tuple[float, float, np.ndarray] | None] = []
+    theirs: list[float | None] = []
+    failed: dict[str, list[tuple[int, str]]] = {scheduler: [], "compiler": []}
+    for k in range(1, max_tpus + 1):
+        plan, why = _plan(graph, k, spec, scheduler, options)
+        if plan is None:
+            failed[scheduler].append((k, str(why)))
+        ours.append(_period(graph, plan, spec) if plan is not None else None)
+        base, why = (plan, None) if scheduler == "compiler" else _plan(graph, k, spec, "compiler", {})
+        if base is None and scheduler != "compiler":
+            failed["compiler"].append((k, str(why)))
+        theirs.append(_period(graph, base, spec)[0] if base is not None else None)
+        log.info("K=%d: period %s ms, compiler %s ms", k, ours[-1] and ours[-1][0], theirs[-1])
+    for who, misses in failed.items():
+        if misses:
+            notes.append(f"the {who} scheduler found no plan for K = {_ranges([k for k, _ in misses])} "
+                         f"(K={misses[0][0]}: {misses[0][1]})")
+    one = ours[0][0] if ours[0] is not None else None
+    rows = []
+    for k, (mine, compiler_ms) in enumerate(zip(ours, theirs), start=1):
+        if mine is None:
+            rows.append(SweepRow(k, None, None, None, None, None, compiler_ms))
+            continue
+        period, latency, times = mine
+        rows.append(SweepRow(
+            k=k, bottleneck_ms=period, latency_ms=latency, throughput_ips=1e3 / period,
+            speedup_vs_1=one / period if one is not None else None,
+            speedup_vs_compiler=compiler_ms / period if compiler_ms is not None else None,
+            compiler_bottleneck_ms=compiler_ms,
+            idle_stages=tuple(int(i) for i in np.flatnonzero(times < IDLE_BELOW * period)) if k > 1 else (),
+            stage_ms=tuple(float(t) for t in times)))
+    return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
+
+
+def format_sweep(result: SweepResult) -> str:
+    """The table ``respect-pass sweep`` prints."""
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"sweep of {Path(result.model).name}: {result.scheduler} scheduler vs the compiler's split, "
+             f"{result.spec} spec (predicted)",
+             f"{'K':>3}  {'period ms':>9}  {'latency ms':>10}  {'inf/s':>8}  {'vs 1 TPU':>8}  "
+             f"{'vs compiler':>11}  {'compiler ms':>11}  idle stages"]
+    for r in result.rows:
+        idle = ",".join(map(str, r.idle_stages)) or "-"
+        mark = "  <- recommended" if r.k == result.recommended else ""
+        lines.append(f"{r.k:>3}  {cell(r.bottleneck_ms, '9.3f')}  {cell(r.latency_ms, '10.3f')}  "
+                      f"{cell(r.throughput_ips, '8.1f')}  {cell(r.speedup_vs_1, '7.2f')}x  "
+                      f"{cell(r.speedup_vs_compiler, '10.2f')}x  {cell(r.compiler_bottleneck_ms, '11.3f')}  "
+                      f"{idle:<11}{mark}".rstrip())
+    if result.recommended is not None:
+        ips, k = max((r.throughput_ips, -r.k) for r in result.rows if r.throughput_ips is not None)
+        lines.append(f"recommended: K={result.recommended} (the smallest K within {SAME_PERIOD:.0%} of the best "
+                     f"throughput, {ips:.1f} inferences/s at K={-k})")
+    lines.append(f"idle stages: busy less than {IDLE_BELOW:.0%} of the period")
+    lines.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(lines)
+
+
+def idle_stage(
+    graph: OpGraph,
+    plan: Plan,
+    spec: EdgeTpuSpec,
+    scheduler_options: Mapping[str, Any] | None = None,
+) -> IdleStage | None:
+    """The least busy stage of ``plan`` (which must carry ``stage_ms``) if it is busy less than
+    :data:`IDLE_BELOW` of the period and the same scheduler's plan for K - 1 TPUs has the same period
+    (within :data:`SAME_PERIOD`) or a shorter one; None otherwise.
+
+    The K - 1 plan is costed like ``plan``'s. ``exact`` and ``respect+exact`` (which may run for their
+    whole time limit again) and ``given`` are replaced by ``respect`` for that plan.
+    """
+    k, period, times = plan.num_stages, plan.predicted_bottleneck_ms, plan.stage_ms
+    if k < 2 or period is None or times is None or period <= 0:
+        return None
+    stage = min(range(k), key=lambda i: times[i])
+    if times[stage] >= IDLE_BELOW * period:
+        return None
+    name = _RECHECK_WITH.get(plan.scheduler, plan.scheduler)
+    accepted = inspect.signature(get_scheduler(name)).parameters
+    options = {key: v for key, v in (scheduler_options or {}).items() if key in accepted and key != "stages"}
+    fewer, _ = _plan(graph, k - 1, spec, name, options)
+    if fewer is None:
+        return None
+    fewer_ms = _period(graph, fewer, spec)[0]
+    if fewer_ms > period * (1 + SAME_PERIOD):
+        return None
+    return IdleStage(stage, times[stage], period, k - 1, fewer_ms,
+                     name if name != plan.scheduler else None)
+
+
+def check_plot_path(plot: str | Path) -> Path:
+    """The path of a PNG to write: a ``.png`` name in an existing directory (checked before any work)."""
+    path = Path(plot)
+    if path.suffix.lower() != ".png":
+        raise OutputError(str(path), "the plot must be a .png file")
+    if path.is_dir():
+        raise OutputError(str(path), "is a directory")
+    if not path.parent.is_dir():
+        raise OutputError(str(path), "its directory does not exist")
+    return path
