@@ -111,43 +111,48 @@ class SimDevice:
 
 @dataclass(frozen=True)
 class Probe:
-    """One micro-model of the design."""
+    """One micro-model of the design; its bytes are built when it is measured (:meth:`build`)."""
 
     name: str
-    data: bytes
     term: str
+    input_shape: tuple[int, ...]
+    layers: tuple[object, ...]
+
+    def build(self, seed: int = 0) -> bytes:
+        """The probe as a full-integer .tflite model."""
+        return synth_model(self.input_shape, self.layers, seed=seed, name=self.name)
 
 
-def _probe(name: str, term: str, shape: tuple[int, ...], layers: Sequence[object], seed: int) -> Probe:
-    return Probe(name, synth_model(shape, layers, seed=seed, name=name), term)
+def _probe(name: str, term: str, shape: tuple[int, ...], layers: Sequence[object]) -> Probe:
+    return Probe(name, term, shape, tuple(layers))
 
 
-def design(seed: int = 0) -> list[Probe]:
+def design() -> list[Probe]:
     """The fixed part of the design (the bisections and the pipeline are built as they run)."""
     conv3 = [Conv2D(256, 3) for _ in range(4)]
     return [
-        _probe("invoke", "t_invoke", (1, 64), [Dense(64)], seed),
-        _probe("conv-32", "conv", (1, 32, 32, 16), [*conv3, Conv2D(16, 1)], seed),
-        _probe("conv-16", "conv", (1, 16, 16, 64), [Conv2D(512, 3), Conv2D(512, 3), Conv2D(64, 1)], seed),
+        _probe("invoke", "t_invoke", (1, 64), [Dense(64)]),
+        _probe("conv-32", "conv", (1, 32, 32, 16), [*conv3, Conv2D(16, 1)]),
+        _probe("conv-16", "conv", (1, 16, 16, 64), [Conv2D(512, 3), Conv2D(512, 3), Conv2D(64, 1)]),
         _probe("depthwise", "depthwise", (1, 64, 64, 16),
-               [Conv2D(256, 1), *[DepthwiseConv2D(3) for _ in range(4)], Conv2D(16, 1)], seed),
+               [Conv2D(256, 1), *[DepthwiseConv2D(3) for _ in range(4)], Conv2D(16, 1)]),
         _probe("add", "elementwise", (1, 32, 32, 16),
-               [Conv2D(256, 1), Conv2D(256, 1), *[Add(back=1) for _ in range(6)], Conv2D(16, 1)], seed),
-        _probe("io-in", "io", (1, 128, 128, 64), [Conv2D(16, 1)], seed),
-        _probe("io-out", "io", (1, 64, 64, 16), [Conv2D(256, 1)], seed),
-        _probe("stream-dense", "stream", (1, 4160), [Dense(4096), Dense(16)], seed),
-        *[_probe(f"tile-{s}", "stream tile", (1, s, s, 600), [Conv2D(600, 7)], seed) for s in TILE_SIDES],
+               [Conv2D(256, 1), Conv2D(256, 1), *[Add(back=1) for _ in range(6)], Conv2D(16, 1)]),
+        _probe("io-in", "io", (1, 128, 128, 64), [Conv2D(16, 1)]),
+        _probe("io-out", "io", (1, 64, 64, 16), [Conv2D(256, 1)]),
+        _probe("stream-dense", "stream", (1, 4160), [Dense(4096), Dense(16)]),
+        *[_probe(f"tile-{s}", "stream tile", (1, s, s, 600), [Conv2D(600, 7)]) for s in TILE_SIDES],
     ]
 
 
-def _dense_filler(n_in: int, seed: int) -> Probe:
+def _dense_filler(n_in: int) -> Probe:
     """A dense layer of ``1024 * n_in`` bytes on a vector input: almost nothing crosses the link."""
-    return _probe(f"cache-dense-{n_in}", "cache_bytes", (1, n_in), [Dense(1024), Dense(16)], seed)
+    return _probe(f"cache-dense-{n_in}", "cache_bytes", (1, n_in), [Dense(1024), Dense(16)])
 
 
-def _conv_filler(filters: int, seed: int) -> Probe:
+def _conv_filler(filters: int) -> Probe:
     """A 1x1 conv of ``filters * 1032`` bytes on a 32x32x1024 input: its output grows with it."""
-    return _probe(f"cache-conv-{filters}", "cache_io_share", (1, 32, 32, 1024), [Conv2D(filters, 1)], seed)
+    return _probe(f"cache-conv-{filters}", "cache_io_share", (1, 32, 32, 1024), [Conv2D(filters, 1)])
 
 
 #: (parameter bytes of the probe's big layer, bytes crossing the link, whether it streamed)
@@ -155,10 +160,11 @@ Observation = tuple[int, int, bool]
 
 
 def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample],
-                 seen: list[Observation]) -> bool:
+                 seen: list[Observation], seed: int) -> bool:
     """Measure ``probe``; decide whether its big (first) layer streamed by the closer of the two predictions."""
-    ms = device.time_model(probe.data, probe.name)
-    g = graph_of(probe.data, probe.name)
+    data = probe.build(seed)
+    ms = device.time_model(data, probe.name)
+    g = graph_of(data, probe.name)
     samples.append(Sample(g, ms, probe.name))
     cached = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=10 * MAX_CACHE, cache_io_share=0.0))[0]
     streamed = predict_ms([Sample(g, ms)], spec.with_(cache_bytes=0))[0]
@@ -170,11 +176,11 @@ def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[
 
 
 def _bisect(device: Device, make: Callable[[int], Probe], lo: int, hi: int, step: int, spec: EdgeTpuSpec,
-            samples: list[Sample], seen: list[Observation]) -> None:
+            samples: list[Sample], seen: list[Observation], seed: int) -> None:
     """Bisect the size at which ``make(size)``'s big layer stops fitting (multiples of ``step``)."""
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
-        if _is_streamed(device, make(mid), spec, samples, seen):
+        if _is_streamed(device, make(mid), spec, samples, seen, seed):
             hi = mid
         else:
             lo = mid
@@ -216,14 +222,17 @@ class Calibration:
 def calibrate(device: Device, prior: EdgeTpuSpec = USB, seed: int = 0, name: str = "fitted") -> Calibration:
     """Run the design on ``device`` and fit every constant but the peak rate and the host-CPU ones."""
     start = device.runs
-    samples = [Sample(graph_of(p.data, p.name), device.time_model(p.data, p.name), p.name) for p in design(seed)]
+    samples = []
+    for probe in design():
+        data = probe.build(seed)
+        samples.append(Sample(graph_of(data, probe.name), device.time_model(data, probe.name), probe.name))
     spec = fit_tile(samples, prior)
     log.info("linear constants fitted on %d probes", len(samples))
     seen: list[Observation] = []
     # cache_bytes: a dense layer (1024 * n_in bytes), with almost nothing crossing the link
-    _bisect(device, lambda n: _dense_filler(n, seed), 256, MAX_CACHE // 1024 + 64, 16, spec, samples, seen)
+    _bisect(device, _dense_filler, 256, MAX_CACHE // 1024 + 64, 16, spec, samples, seen, seed)
     # cache_io_share: a 1x1 conv (1032 * F bytes) whose output (1024 * F bytes) crosses the link
-    _bisect(device, lambda f: _conv_filler(f, seed), 64, MAX_CACHE // 1032 + 128, 16, spec, samples, seen)
+    _bisect(device, _conv_filler, 64, MAX_CACHE // 1032 + 128, 16, spec, samples, seen, seed)
     cache, share = cache_from(seen)
     spec = fit_tile(samples, spec.with_(cache_bytes=int(cache), cache_io_share=share))
     shared, how = _fit_shared_link(device, spec, seed)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from hardware import load_spec
 from hardware.calibrate import Calibration, CoralDevice, Device, SimDevice, calibrate
+from hardware.compiler import find_compiler
+from hardware.devices import parse_devices
 from tflite_io import RespectPassError, write_files
 
 from .cli import OneLineParser
@@ -67,7 +69,8 @@ def calibrate_main(argv: Sequence[str]) -> int:
     else:
         if args.device_spec is not None:
             raise RespectPassError("--device-spec applies to --backend sim only (a real device has its own constants)")
-        device = CoralDevice(devices=args.devices.split(",") if args.devices else None, runner=args.runner)
+        find_compiler()  # before any probe is built
+        device = CoralDevice(devices=parse_devices(args.devices) if args.devices else None, runner=args.runner)
     cal = calibrate(device, prior, seed=args.seed, name=out.stem)
     write_files(out.parent if str(out.parent) else ".", {out.name: cal.spec.to_json().encode()})
     if args.json:

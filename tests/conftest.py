@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
+from crafting import EMBEDDED
 from tflite_io import Op, OpGraph, TensorInfo, read_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crafting import EMBEDDED  # noqa: E402
+#: ``HYPOTHESIS_PROFILE=dev`` (``make test-fast``): few examples; ``ci`` (default): hypothesis's defaults
+settings.register_profile("dev", max_examples=10)
+settings.register_profile("ci")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_CACHE = Path(os.environ.get("RESPECT_PASS_ZOO", ROOT / "zoo"))
@@ -75,3 +78,19 @@ def fake_compiler(tmp_path, monkeypatch):
     script = fake_edgetpu.install(tmp_path / "fakebin")
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
     return script
+
+
+#: Left out of ``make test-fast``: end-to-end runs through subprocesses, training, benchmarks, calibration loops.
+SLOW_MODULES = frozenset({"test_cli.py", "test_run_pipeline.py", "test_policy_train.py", "test_bench.py",
+                          "test_evidence.py", "test_calibrate.py"})
+SLOW_TESTS = ("test_cli_", "test_parameter_totals_grow", "test_suite_mixes_families", "test_fuzz_byte_flips",
+              "test_random_maps_of_the_embedded_model", "test_every_two_way_cut_of_the_embedded_model",
+              "test_random_non_contiguous_maps_chain")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests ``make test-fast`` leaves out (``-m "not slow"``)."""
+    for item in items:
+        if (item.path.name in SLOW_MODULES or item.name.startswith(SLOW_TESTS)
+                or item.get_closest_marker("zoo") is not None):
+            item.add_marker(pytest.mark.slow)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -10,6 +11,13 @@ from respect_pass.orders import random_stage_map
 from tflite_io import Op, OpGraph, TensorInfo
 
 BRANCHY = Path(__file__).resolve().parent / "data" / "tiny_inception_int8.tflite"
+#: ``HYPOTHESIS_PROFILE=dev`` (``make test-fast``): a tenth of the examples, at least 3
+DEV = os.environ.get("HYPOTHESIS_PROFILE") == "dev"
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples in the full suite, a tenth (at least 3) in the fast tier."""
+    return max(3, n // 10) if DEV else n
 
 
 @st.composite

@@ -37,7 +37,7 @@ def test_every_probe_isolates_a_term_and_fits_the_cache_bounds():
     assert {p.term for p in probes} >= {"t_invoke", "conv", "depthwise", "elementwise", "io", "stream", "stream tile"}
     assert len({p.name for p in probes}) == len(probes)
     # a streaming probe's one big layer is larger than any cache the bisections can find
-    big = read_graph(next(p for p in probes if p.name == "stream-dense").data)
+    big = read_graph(next(p for p in probes if p.name == "stream-dense").build())
     assert max(op.param_bytes for op in big.ops) > MAX_CACHE
 
 
@@ -92,7 +92,7 @@ def test_separate_links_are_recognised():
 def test_the_coral_device_needs_the_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(CompilerError, match="edgetpu_compiler"):
-        CoralDevice().time_model(design()[0].data, "invoke")
+        CoralDevice().time_model(design()[0].build(), "invoke")
 
 
 def cli(*args):

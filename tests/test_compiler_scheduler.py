@@ -16,7 +16,7 @@ from respect_pass.schedulers.compiler import (
     libcoral_parameter_sizes,
     param_balanced_sizes,
 )
-from strategies import BRANCHY, placed_dags, random_dags
+from strategies import BRANCHY, examples, placed_dags, random_dags
 from tflite_io import Op, OpGraph, RespectPassError, StageMapError, TensorInfo, read, validate_stage_map
 
 MOBILENET = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
@@ -208,7 +208,7 @@ def test_op_reading_only_constants_is_a_libcoral_abort():
     assert validate_stage_map(g, plan.stages, 2) and "num_non_weight_tensors" in stats(plan)["libcoral_outcome"]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(st.one_of(random_dags(), placed_dags()), st.integers(1, 6))
 def test_valid_wherever_a_split_exists_and_libcoral_where_it_is_valid(graph, k):
     try:

@@ -13,7 +13,7 @@ from respect_pass.orders import random_topological_order, split_order
 from respect_pass.schedulers import get_scheduler
 from respect_pass.schedulers.dp import dp_schedule
 from respect_pass.schedulers.multiorder import multiorder_schedule
-from strategies import relabel, BRANCHY, random_dags
+from strategies import BRANCHY, examples, random_dags, relabel
 from tflite_io import StageMapError, read, validate_stage_map
 
 
@@ -35,7 +35,7 @@ def close(a, b):
     return all(x == pytest.approx(y, rel=1e-9, abs=1e-15) for x, y in zip(a, b))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False))
 def test_dp_equals_brute_force_latency(graph, k, rng):
     """Optimal for the order: its segments costed with their ops in that sequence (the graph relabelled so);
@@ -52,7 +52,7 @@ def test_dp_equals_brute_force_latency(graph, k, rng):
     assert close((stats["bottleneck_ms"], stats["latency_ms"]), latency_key(graph, plan.stages, k, USB))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False), st.sampled_from([1 / 2**20, 1e-5, 1e-7]))
 def test_dp_equals_brute_force_memory(graph, k, rng, alpha):
     order = random_topological_order(graph, rng)

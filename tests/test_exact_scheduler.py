@@ -9,7 +9,7 @@ from respect_pass.objectives import DEFAULT_ALPHA, latency_key, memory_objective
 from respect_pass.oracle import all_monotone_maps, best_map
 from respect_pass.schedulers.compiler import compiler_schedule
 from respect_pass.schedulers.exact import exact_schedule, stage_ranges
-from strategies import random_dags
+from strategies import examples, random_dags
 from tflite_io import Op, OpGraph, StageMapError, TensorInfo, read, validate_stage_map
 
 from crafting import EMBEDDED
@@ -27,7 +27,7 @@ def check_plan(g, k, plan, spec):
     assert plan.stage_ms == tuple(c.ms for c in stage_costs(g, plan.stages, k, spec))
 
 
-@settings(max_examples=150, **QUICK)
+@settings(max_examples=examples(150), **QUICK)
 @given(random_dags(max_ops=9), st.integers(2, 3), SPECS)
 def test_latency_matches_oracle(g, k, spec):
     """Where nothing streams the CP-SAT model is exact: the oracle's optimum, proven. Where parameters
@@ -49,7 +49,7 @@ def test_latency_matches_oracle(g, k, spec):
             assert plan.lower_bound_ms == pytest.approx(bottleneck, rel=1e-6)
 
 
-@settings(max_examples=120, **QUICK)
+@settings(max_examples=examples(120), **QUICK)
 @given(random_dags(max_ops=9), st.integers(2, 3), st.sampled_from([DEFAULT_ALPHA, 1e-6, 0.0, 1.0]))
 def test_memory_matches_oracle(g, k, alpha):
     value, best = best_map(g, k, USB, objective="memory", alpha=alpha)
@@ -63,7 +63,7 @@ def test_memory_matches_oracle(g, k, alpha):
     assert stats["objective_bound"] == pytest.approx(value, rel=1e-6, abs=1e-9)
 
 
-@settings(max_examples=40, **QUICK)
+@settings(max_examples=examples(40), **QUICK)
 @given(random_dags(min_ops=10, max_ops=16), st.integers(2, 5), st.sampled_from(["latency", "memory"]))
 def test_never_worse_than_the_dp_hint(g, k, objective):
     dp = pytest.importorskip("respect_pass.schedulers.dp")
@@ -81,7 +81,7 @@ def test_never_worse_than_the_dp_hint(g, k, objective):
         assert dict(plan.stats)["objective_bound"] <= dict(plan.stats)["objective_value"] + 1e-9
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(max_ops=9), st.integers(2, 3))
 def test_infeasible_k_raises(g, k):
     if next(all_monotone_maps(g, k), None) is not None:
@@ -90,7 +90,7 @@ def test_infeasible_k_raises(g, k):
         exact_schedule(g, k, USB)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(max_ops=8), st.integers(1, 3))
 def test_stage_ranges_hold_every_valid_map(g, k):
     lo, hi = stage_ranges(g, k)

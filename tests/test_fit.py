@@ -8,7 +8,7 @@ from hardware import PCIE, USB, stage_costs
 from hardware.fit import Sample, fit_linear, fit_tile, predict_ms, stage_features, theta
 from hardware.placement import placed
 from respect_pass.generator import generate
-from strategies import BRANCHY, placed_dags
+from strategies import BRANCHY, examples, placed_dags
 from tflite_io import read
 
 SCALED = USB.with_(name="scaled", t_invoke_s=2e-4, efficiency={"conv": 0.5, "depthwise": 0.05},
@@ -20,7 +20,7 @@ def one_stage_ms(graph, spec):
     return stage_costs(graph, (0,) * graph.num_ops, 1, spec)[0].ms
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(placed_dags(), st.sampled_from([USB, PCIE, SCALED]))
 def test_features_times_theta_is_the_reference(graph, spec):
     assert stage_features(graph, spec) @ theta(spec) * 1e3 == pytest.approx(one_stage_ms(graph, spec), rel=1e-9)

@@ -17,7 +17,7 @@ from hardware.cost import device_param_bytes, stream_tiles
 from respect_pass.generator import generate
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
-from strategies import BRANCHY, placed_dags, random_dags, relabel
+from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 from tflite_io import StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
@@ -44,20 +44,20 @@ def check_all_splits(graph, order, spec, k):
             assert np.allclose(values, [c.total_s for c in stage_costs(graph, stages, k, spec)], rtol=1e-12), cuts
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(random_dags(max_ops=10), st.integers(2, 3), st.randoms(use_true_random=False))
 def test_every_split_of_random_dags(graph, k, rng):
     order = random_topological_order(graph, rng)
     check_all_splits(graph, order, USB, k)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=10), st.integers(2, 3))
 def test_every_split_of_the_execution_order(graph, k):
     check_all_splits(graph, list(range(graph.num_ops)), USB, k)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(placed_dags(max_ops=10), st.integers(2, 3), st.randoms(use_true_random=False))
 def test_every_split_with_host_ops(graph, k, rng):
     """Host ops (their time, hand-off bytes, and the first/last stage they are pinned to) in the matrices too."""
@@ -96,7 +96,7 @@ def test_order_must_be_a_permutation():
         raise AssertionError("accepted a bad order")
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(placed_dags(max_ops=12), st.integers(1, 4), st.randoms(use_true_random=False))
 def test_map_stage_times_equal_the_reference(graph, k, rng):
     """Any monotone map (not only contiguous splits), host ops included; the lower bound is below it."""

@@ -10,7 +10,7 @@ from hardware import USB
 from respect_pass.objectives import latency_key, memory_objective
 from respect_pass.oracle import all_monotone_maps, best_map, is_contiguous_split, key_better
 from respect_pass.orders import libcoral_topological_order
-from strategies import random_dags
+from strategies import examples, random_dags
 from tflite_io import Op, OpGraph, StageMapError, TensorInfo, validate_stage_map
 
 
@@ -48,7 +48,7 @@ def test_enumerates_exactly_the_valid_maps(make, k):
     assert maps == brute_force(g, k)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=7), st.integers(1, 3))
 def test_random_dags_match_brute_force(g, k):
     assert list(all_monotone_maps(g, k)) == brute_force(g, k)
@@ -72,7 +72,7 @@ def test_no_valid_map():
     assert best_map(chain_graph([1, 2]), 3, USB) == (None, None)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(random_dags(max_ops=8), st.integers(2, 3))
 def test_best_map_is_the_minimum(g, k):
     maps = list(all_monotone_maps(g, k))
@@ -87,7 +87,7 @@ def test_best_map_is_the_minimum(g, k):
     assert memory_objective(g, mbest, k, 1e-6) == mem
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(random_dags(max_ops=8), st.integers(2, 3))
 def test_contiguous_order_restricts_to_splits(g, k):
     order = libcoral_topological_order(g)

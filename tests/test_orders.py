@@ -5,7 +5,7 @@ from hypothesis import given, settings
 
 from conftest import chain_graph, diamond_graph
 from respect_pass.orders import has_unique_order, random_stage_map, random_topological_order, split_order
-from strategies import random_dags
+from strategies import examples, random_dags
 from tflite_io import validate_stage_map
 
 
@@ -42,7 +42,7 @@ def test_unique_order_is_detected_by_the_edges_between_neighbours():
     assert not has_unique_order(diamond_graph())  # its two branches can run in either order
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(max_ops=7))
 def test_unique_order_agrees_with_enumerating_topological_orders(graph):
     n = graph.num_ops

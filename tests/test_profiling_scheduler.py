@@ -16,7 +16,7 @@ from respect_pass.schedulers.profiling import (
     bisect_partition,
     profiling_schedule,
 )
-from strategies import BRANCHY, random_dags
+from strategies import BRANCHY, examples, random_dags
 from tflite_io import StageMapError, read, validate_stage_map
 
 
@@ -125,7 +125,7 @@ def test_libcoral_order_is_topological_with_sinks_last():
     assert sorted(pos[v] for v in sinks) == list(range(g.num_ops - len(sinks), g.num_ops))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(), st.integers(2, 4), st.sampled_from([1, 10_000, 1_000_000]))
 def test_valid_plans_never_worse_than_the_initial_upper_bound(graph, k, threshold):
     k = min(k, min(graph.output_ops) + 1)  # the compiler split (initial bounds) must exist
@@ -253,7 +253,7 @@ def test_compiler_abort_is_libcoral_initial_partition_failure():
     assert s["result"] == "search" and s["device_runs"] > 0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(random_dags(), st.integers(2, 7), st.sampled_from([1, 2, 3]), st.sampled_from([1, 1000, 100_000]))
 def test_random_dags_against_the_literal_port(graph, k, step, threshold):
     try:

@@ -8,6 +8,7 @@ import crafting
 from conftest import zoo_model
 from tflite_io import ModelFormatError, RespectPassError, UnsupportedModelError, read, read_model
 from tflite_io.reader import parse_model
+from strategies import examples
 
 DATA = crafting.EMBEDDED.read_bytes()
 
@@ -63,14 +64,14 @@ def test_missing_file_and_directory(tmp_path):
         read(tmp_path)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(cut=st.integers(0, len(DATA) - 1))
 def test_fuzz_truncation_only_raises_domain_errors(cut):
     with pytest.raises(RespectPassError):
         parse_model(DATA[:cut], Path("t.tflite"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(flips=st.lists(st.tuples(st.integers(0, len(DATA) - 1), st.integers(1, 255)), min_size=1, max_size=8))
 def test_fuzz_byte_flips_only_raise_domain_errors(flips):
     data = bytearray(DATA)

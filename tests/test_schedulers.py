@@ -8,7 +8,7 @@ from respect_pass.generator import generate
 from respect_pass.objectives import latency_key
 from respect_pass.oracle import best_map
 from respect_pass.schedulers import SCHEDULERS
-from strategies import placed_dags, random_dags
+from strategies import examples, placed_dags, random_dags
 from tflite_io import StageMapError, validate_stage_map
 
 NAMES = ("compiler", "profiling", "dp", "multiorder", "exact")
@@ -58,13 +58,13 @@ def check_against_the_oracle(graph, k):
         assert got == pytest.approx(value[0], rel=1e-9)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=9), st.integers(2, 3))
 def test_all_schedulers_on_small_dags_against_the_oracle(graph, k):
     check_against_the_oracle(graph, k)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(placed_dags(max_ops=9), st.integers(2, 3))
 def test_all_schedulers_with_host_ops_against_the_oracle(graph, k):
     """CPU ops pinned to the end stages: every scheduler respects the pins, nothing beats the optimum."""

@@ -6,7 +6,7 @@ from ai_edge_litert import schema_py_generated as schema
 from hypothesis import given, settings
 
 from crafting import EMBEDDED
-from strategies import BRANCHY, monotone_maps
+from strategies import BRANCHY, examples, monotone_maps
 from tflite_io import (
     OutputError,
     StageMapError,
@@ -38,14 +38,14 @@ BRANCHY_MODEL = read_model(BRANCHY)
 EMBEDDED_MODEL = read_model(EMBEDDED)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=monotone_maps(BRANCHY_MODEL.graph, 2, 6))
 def test_random_non_contiguous_maps_chain_bit_exactly(data):
     k, stages = data
     _assert_chains(BRANCHY_MODEL, stages, k)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(data=monotone_maps(EMBEDDED_MODEL.graph, 2, 6))
 def test_random_maps_of_the_embedded_model_chain_bit_exactly(data):
     k, stages = data

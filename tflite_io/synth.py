@@ -169,7 +169,7 @@ class _Plan:
         n = moved.shape[0]
         scales = (np.maximum(np.abs(moved).reshape(n, -1).max(axis=1), 1e-8) / 127).astype(np.float32)
         qm = np.clip(np.round(moved.reshape(n, -1) / scales[:, None]), -127, 127)
-        real = qm * scales[:, None].astype(np.float64)
+        real = qm * scales[:, None]
         q = np.moveaxis(qm.astype(np.int8).reshape(moved.shape), 0, axis)
         bias = self.rng.normal(0.0, 0.1, n)
         src = self.acts[x]
@@ -204,6 +204,11 @@ def _quant(lo: float, hi: float) -> tuple[float, int]:
     return scale, int(np.clip(round(-128 - lo / scale), -128, 127))
 
 
+def _he(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
+    """He-normal weights in float32 (multi-MiB layers are drawn and quantized fast)."""
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
+
+
 def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
     """Plan layer ``i`` on the current tensor ``outs[-1]``; return its output act."""
     x, src = outs[-1], plan.acts[outs[-1]]
@@ -220,10 +225,10 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
         geo = {"padding": schema.Padding.SAME if same else schema.Padding.VALID, "strideH": s, "strideW": s,
                "fusedActivationFunction": act}
         if isinstance(layer, Conv2D):
-            weights = plan.rng.normal(0.0, math.sqrt(2.0 / (k * k * c)), (layer.filters, k, k, c))
+            weights = _he(plan.rng, k * k * c, (layer.filters, k, k, c))
             return plan.weighted(name, _OPS.CONV_2D, x, weights, 0, (1, h, w, layer.filters), layer.relu,
                                  _obj(schema.Conv2DOptionsT, **geo))
-        weights = plan.rng.normal(0.0, math.sqrt(2.0 / (k * k)), (1, k, k, c))
+        weights = _he(plan.rng, k * k, (1, k, k, c))
         return plan.weighted(name, _OPS.DEPTHWISE_CONV_2D, x, weights, 3, (1, h, w, c), layer.relu,
                              _obj(schema.DepthwiseConv2DOptionsT, depthMultiplier=1, **geo))
     if isinstance(layer, Dense):
@@ -234,7 +239,7 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
             y = plan.act(f"{name}/flatten", flat, np.tile(src.mean, rep), np.tile(src.var, rep), src.lo, src.hi, x)
             plan.ops.append((_OPS.RESHAPE, [("a", x), shape], y, _obj(schema.ReshapeOptionsT, newShape=list(flat))))
             x = y
-        weights = plan.rng.normal(0.0, math.sqrt(2.0 / n), (layer.units, n))
+        weights = _he(plan.rng, n, (layer.units, n))
         return plan.weighted(name, _OPS.FULLY_CONNECTED, x, weights, 0, (1, layer.units), layer.relu,
                              _obj(schema.FullyConnectedOptionsT, fusedActivationFunction=act))
     if isinstance(layer, MaxPool):
