@@ -9,26 +9,24 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from crafting import EMBEDDED
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BRANCHY, random_dags, relabel
 
-from crafting import EMBEDDED
 from hardware import USB, stage_costs
+from hardware.kernel import map_stage_times, range_costs
 from respect_pass.objectives import latency_key
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from respect_pass.policy.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
-from respect_pass.policy.decode import (decode_tensors, greedy_order, order_log_probs, perturbed_orders,
-                                        sample_orders)
+from respect_pass.policy.decode import greedy_order, perturbed_orders, sample_orders
 from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
 from respect_pass.policy.labels import max_stages, stage_major_order
-from respect_pass.policy.model import ModelConfig, PolicyNet
-from hardware.kernel import map_stage_times, range_costs
-from respect_pass.policy.refine import (improve_by_moves, movable_ops, range_stage_times,
-                                       refine)
+from respect_pass.policy.model import ModelConfig, PolicyNet, decode_tensors, order_log_probs, torch_scores
+from respect_pass.policy.refine import improve_by_moves, movable_ops, range_stage_times, refine
 from respect_pass.policy.schedule import policy_scores, respect_exact_schedule, respect_schedule
 from respect_pass.policy.split import best_split
 from respect_pass.schedulers.dp import best_cuts, dp_schedule
-from strategies import BRANCHY, random_dags, relabel
 from tflite_io import RespectPassError, StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
@@ -232,7 +230,9 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
     loaded, doc = load_checkpoint(npz)
     assert doc["train_args"] == {"seed": 1} and doc["model"]["hidden"] == 8
     ga = graph_arrays(read(BRANCHY), USB)
-    assert np.allclose(policy_scores(model.eval(), ga, 3), policy_scores(loaded, ga, 3))
+    want = torch_scores(model.eval(), ga, 3)
+    assert np.allclose(want, torch_scores(loaded, ga, 3))
+    assert np.allclose(want, policy_scores(load_policy(npz)[0], ga, 3), rtol=1e-5, atol=1e-5)  # the numpy net
     # a pickled object array inside the npz is refused, not executed
     with zipfile.ZipFile(npz, "a") as z:
         np.save(tmp_path / "evil.npy", np.array([object()], dtype=object), allow_pickle=True)

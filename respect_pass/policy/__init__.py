@@ -1,14 +1,18 @@
-"""The learned ``respect`` scheduler (the only package that imports torch).
+"""The learned ``respect`` scheduler; torch only for training.
 
-Public API (imported lazily, so ``import respect_pass.policy`` is cheap and
-label workers never load torch):
+Inference (the ``respect`` schedulers) runs the network in numpy
+(:mod:`.numpy_net`) and never imports torch; only training (:mod:`.train`,
+:mod:`.model`) and :func:`load_checkpoint` (a torch ``PolicyNet``) do.
+
+Public API (imported lazily, so ``import respect_pass.policy`` is cheap):
 
 * :func:`respect_schedule` (scheduler ``respect``) and
   :func:`respect_exact_schedule` (``respect+exact``), from :mod:`.schedule`;
 * :func:`train` / :class:`TrainConfig` (:mod:`.train`) and :func:`train_main`
   (``respect-pass train``, :mod:`.train_cli`);
-* :func:`load_policy`, :func:`save_checkpoint`, :func:`load_checkpoint` and
-  :data:`DEFAULT_CHECKPOINT` (:mod:`.checkpoint`).
+* :func:`load_policy` (the numpy policy), :func:`save_checkpoint`,
+  :func:`load_checkpoint` and :data:`DEFAULT_CHECKPOINT` (:mod:`.checkpoint`);
+* :class:`NumpyPolicy` and :class:`ModelConfig` (:mod:`.numpy_net`).
 """
 from __future__ import annotations
 
@@ -16,12 +20,13 @@ import importlib
 from typing import Any
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "train", "TrainConfig", "train_main", "load_policy",
-           "load_checkpoint", "save_checkpoint", "DEFAULT_CHECKPOINT"]
+           "load_checkpoint", "save_checkpoint", "DEFAULT_CHECKPOINT", "NumpyPolicy", "ModelConfig"]
 
 _WHERE = {
     "respect_schedule": "schedule", "respect_exact_schedule": "schedule", "train": "train",
     "TrainConfig": "train", "train_main": "train_cli", "load_policy": "checkpoint",
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "DEFAULT_CHECKPOINT": "checkpoint",
+    "NumpyPolicy": "numpy_net", "ModelConfig": "numpy_net",
 }
 
 

@@ -4,27 +4,36 @@
 ``np.load(allow_pickle=False)``: loading a checkpoint never executes code.
 ``<stem>.json`` holds ``format``, ``model`` (:class:`ModelConfig`), the feature
 names the weights expect, ``train_args`` and ``metrics``. The shipped
-checkpoint is ``respect_pass/data/respect_policy.{npz,json}``; loads are cached
-per process.
+checkpoint is ``respect_pass/data/respect_policy.{npz,json}``.
+
+This module imports no torch. :func:`load_policy` (what the ``respect``
+scheduler calls; cached per process) gives the numpy
+:class:`~respect_pass.policy.numpy_net.NumpyPolicy`; :func:`load_checkpoint`
+gives the torch :class:`~respect_pass.policy.model.PolicyNet` (training, tests)
+and imports torch when called; :func:`save_checkpoint` takes a ``PolicyNet``.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tflite_io import RespectPassError
 
 from .features import CONTEXT_FEATURES, NODE_FEATURES
-from .model import ModelConfig, PolicyNet
+from .numpy_net import ModelConfig, NumpyPolicy
 
-__all__ = ["FORMAT", "DEFAULT_CHECKPOINT", "save_checkpoint", "load_checkpoint", "load_policy", "checkpoint_paths"]
+if TYPE_CHECKING:
+    from .model import PolicyNet
+
+__all__ = ["FORMAT", "DEFAULT_CHECKPOINT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "load_policy",
+           "numpy_policy", "checkpoint_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +64,8 @@ def save_checkpoint(model: PolicyNet, path: str | os.PathLike[str], train_args: 
     return npz, meta
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyNet, dict[str, Any]]:
-    """A fresh :class:`PolicyNet` (eval mode) with the checkpoint's weights, and its metadata. No pickle."""
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[ModelConfig, dict[str, np.ndarray], dict[str, Any]]:
+    """The checkpoint's model config, weight arrays (by ``state_dict`` name) and metadata; checked, no pickle."""
     npz, meta = checkpoint_paths(path)
     if not npz.is_file() or not meta.is_file():
         raise RespectPassError(f"policy checkpoint {npz} (+ .json) not found; train one with `respect-pass train`")
@@ -68,25 +77,49 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyNet, dict[str, 
         raise RespectPassError(f"policy checkpoint {meta}: format {doc.get('format')!r}, expected {FORMAT!r}")
     if doc.get("features") != list(NODE_FEATURES + CONTEXT_FEATURES):
         raise RespectPassError(f"policy checkpoint {meta}: trained on other features than this version computes")
-    model = PolicyNet(ModelConfig(**doc["model"]))
     try:
+        config = ModelConfig(**doc["model"])
         with np.load(npz, allow_pickle=False) as data:
-            state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
-        model.load_state_dict(state, strict=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            weights = {k: np.array(data[k]) for k in data.files}
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise RespectPassError(f"policy checkpoint {npz}: cannot load weights ({exc})") from None
+    return config, weights, doc
+
+
+def numpy_policy(path: str | os.PathLike[str]) -> tuple[NumpyPolicy, dict[str, Any]]:
+    """The checkpoint as a :class:`NumpyPolicy` (weights checked against the config), and its metadata."""
+    config, weights, doc = read_checkpoint(path)
+    try:
+        return NumpyPolicy(config, weights), doc
+    except ValueError as exc:
+        raise RespectPassError(f"policy checkpoint {checkpoint_paths(path)[0]}: cannot load weights ({exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[PolicyNet, dict[str, Any]]:
+    """A fresh torch :class:`PolicyNet` (eval mode) with the checkpoint's weights, and its metadata. No pickle.
+    Imports torch (training and tests); inference uses :func:`load_policy`."""
+    import torch
+
+    from .model import PolicyNet
+
+    config, weights, doc = read_checkpoint(path)
+    model = PolicyNet(config)
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise RespectPassError(f"policy checkpoint {checkpoint_paths(path)[0]}: cannot load weights ({exc})") from None
     model.eval()
     return model, doc
 
 
 @lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int) -> tuple[PolicyNet, dict[str, Any]]:
+def _cached(path: str, mtime_ns: int) -> tuple[NumpyPolicy, dict[str, Any]]:
     log.debug("loading policy checkpoint %s", path)
-    return load_checkpoint(path)
+    return numpy_policy(path)
 
 
-def load_policy(path: str | os.PathLike[str] | None = None) -> tuple[PolicyNet, dict[str, Any]]:
-    """The policy of ``path`` (default: the shipped checkpoint), loaded once per process and file version."""
+def load_policy(path: str | os.PathLike[str] | None = None) -> tuple[NumpyPolicy, dict[str, Any]]:
+    """The numpy policy of ``path`` (default: the shipped checkpoint), loaded once per process and file version."""
     npz, _ = checkpoint_paths(DEFAULT_CHECKPOINT if path is None else path)
     try:
         mtime = npz.stat().st_mtime_ns

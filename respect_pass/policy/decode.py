@@ -15,22 +15,32 @@ construction, with no repair step.
   (used by REINFORCE, where samples must come from the policy itself).
 * :func:`perturbed_orders`: Gumbel-perturbed greedy decoding, a cheaper way to
   draw diverse orders at inference time (one noise vector per order).
-* :func:`order_log_probs`: log-probability of given orders under the decoder,
-  vectorised over steps: op v is ready at step t iff
-  ``max(pos[preds(v)]) < t <= pos[v]``.
+* :func:`order_log_probs` (with :class:`DecodeTensors` and
+  :func:`decode_tensors`): log-probability of given orders under the decoder,
+  for training. These need torch, so they live in
+  :mod:`respect_pass.policy.model` and are re-exported here lazily: importing
+  this module (as the ``respect`` scheduler does) never imports torch.
 """
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+import importlib
+from typing import Any
 
 import numpy as np
-import torch
 
 from .features import GraphArrays
 
-__all__ = ["greedy_order", "perturbed_orders", "sample_orders", "DecodeTensors", "decode_tensors",
-           "order_log_probs"]
+__all__ = ["greedy_order", "perturbed_orders", "sample_orders"]
+
+#: torch-based names served from :mod:`respect_pass.policy.model` on first use
+_TORCH_NAMES = frozenset({"DecodeTensors", "decode_tensors", "order_log_probs"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        return getattr(importlib.import_module(".model", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def greedy_order(scores: np.ndarray, ga: GraphArrays, stages: np.ndarray | None = None) -> np.ndarray:
@@ -97,38 +107,3 @@ def sample_orders(scores: np.ndarray, ga: GraphArrays, num: int, rng: np.random.
         indeg -= adj[choice]
         unpinned_left -= ~pinned[choice]
     return out
-
-
-@dataclass(frozen=True)
-class DecodeTensors:
-    """What :func:`order_log_probs` needs of one graph, as torch tensors."""
-
-    n: int
-    src: torch.Tensor
-    dst: torch.Tensor
-    pinned: torch.Tensor     # (n,) bool
-    num_unpinned: int
-
-
-def decode_tensors(ga: GraphArrays) -> DecodeTensors:
-    """The :class:`DecodeTensors` of one graph."""
-    return DecodeTensors(ga.n, torch.from_numpy(ga.src), torch.from_numpy(ga.dst), torch.from_numpy(ga.pinned),
-                         int((~ga.pinned).sum()))
-
-
-def order_log_probs(scores: torch.Tensor, orders: torch.Tensor, dt: DecodeTensors,
-                    temperature: float = 1.0) -> torch.Tensor:
-    """(B,) log-probability of each order in ``orders`` (B, n) under the decoder with these (n,) scores."""
-    b, n = orders.shape
-    pos = torch.empty_like(orders)
-    pos.scatter_(1, orders, torch.arange(n).expand(b, n))
-    start = torch.zeros((b, n), dtype=torch.int64)
-    if dt.src.numel():
-        start.scatter_reduce_(1, dt.dst.expand(b, -1), pos[:, dt.src] + 1, reduce="amax", include_self=True)
-    steps = torch.arange(n)[None, :, None]                       # (1, T, 1)
-    ready = (start[:, None, :] <= steps) & (steps <= pos[:, None, :])  # (B, T, n)
-    ready &= ~(dt.pinned[None, None, :] & (steps < dt.num_unpinned))
-    z = scores / temperature
-    masked = torch.where(ready, z[None, None, :], torch.full((), -torch.inf))
-    lse = torch.logsumexp(masked, dim=2)                         # (B, T)
-    return (z[orders] - lse).sum(dim=1)

@@ -14,29 +14,30 @@ Encoder: node features (and the K-dependent context columns, see
 mixing an op's state with the mean of its predecessors', the mean of its
 successors' and the mean over its graph; then an MLP head to one score.
 Graphs are batched as one disjoint union (``batch`` gives each op's graph).
+
+This is the torch side of the policy, imported only by training
+(:mod:`respect_pass.policy.train`) and the tests: inference runs the same network
+in numpy (:mod:`respect_pass.policy.numpy_net`, which also holds
+:class:`ModelConfig`). Besides the network it holds the torch pieces of decoding
+that training needs (:func:`order_log_probs`, re-exported by
+:mod:`respect_pass.policy.decode`) and :func:`torch_scores`, the torch twin of
+:meth:`NumpyPolicy.scores <respect_pass.policy.numpy_net.NumpyPolicy.scores>`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from .features import NUM_FEATURES
+from .features import GraphArrays, node_features
+from .numpy_net import ModelConfig
 
-__all__ = ["ModelConfig", "PolicyNet", "GraphBatch", "make_batch"]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Hyperparameters of :class:`PolicyNet` (saved next to the weights)."""
-
-    in_dim: int = NUM_FEATURES
-    hidden: int = 64
-    layers: int = 4
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+__all__ = ["ModelConfig", "PolicyNet", "GraphBatch", "make_batch", "single_thread", "torch_scores",
+           "DecodeTensors", "decode_tensors", "order_log_probs"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,61 @@ class PolicyNet(nn.Module):
         for block in self.blocks:
             h = block(h, gb)
         return self.head(h).squeeze(1)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the caller's setting. The network is tiny: intra-op threads
+    only add synchronisation, which on a busy machine costs up to a thousand times the work itself."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_scores(model: PolicyNet, ga: GraphArrays, num_stages: int) -> np.ndarray:
+    """(n,) float64 scores of every op for a ``num_stages``-stage plan (no gradient, one thread)."""
+    x = node_features(ga, num_stages)
+    with torch.inference_mode(), single_thread():
+        return model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
+
+
+@dataclass(frozen=True)
+class DecodeTensors:
+    """What :func:`order_log_probs` needs of one graph, as torch tensors."""
+
+    n: int
+    src: torch.Tensor
+    dst: torch.Tensor
+    pinned: torch.Tensor     # (n,) bool
+    num_unpinned: int
+
+
+def decode_tensors(ga: GraphArrays) -> DecodeTensors:
+    """The :class:`DecodeTensors` of one graph."""
+    return DecodeTensors(ga.n, torch.from_numpy(ga.src), torch.from_numpy(ga.dst), torch.from_numpy(ga.pinned),
+                         int((~ga.pinned).sum()))
+
+
+def order_log_probs(scores: torch.Tensor, orders: torch.Tensor, dt: DecodeTensors,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """(B,) log-probability of each order in ``orders`` (B, n) under the decoder with these (n,) scores.
+
+    Vectorised over steps: op v is ready at step t iff ``max(pos[preds(v)]) < t <= pos[v]`` (and, when
+    pinned, t is past every unpinned op); see :mod:`respect_pass.policy.decode`.
+    """
+    b, n = orders.shape
+    pos = torch.empty_like(orders)
+    pos.scatter_(1, orders, torch.arange(n).expand(b, n))
+    start = torch.zeros((b, n), dtype=torch.int64)
+    if dt.src.numel():
+        start.scatter_reduce_(1, dt.dst.expand(b, -1), pos[:, dt.src] + 1, reduce="amax", include_self=True)
+    steps = torch.arange(n)[None, :, None]                       # (1, T, 1)
+    ready = (start[:, None, :] <= steps) & (steps <= pos[:, None, :])  # (B, T, n)
+    ready &= ~(dt.pinned[None, None, :] & (steps < dt.num_unpinned))
+    z = scores / temperature
+    masked = torch.where(ready, z[None, None, :], torch.full((), -torch.inf))
+    lse = torch.logsumexp(masked, dim=2)                         # (B, T)
+    return (z[orders] - lse).sum(dim=1)

@@ -3,7 +3,8 @@
 ``respect``: when the graph has only one topological order (VGG, MobileNet,
 DenseNet: every op feeds the next) every plan is a contiguous split of it, so
 the ``dp`` split is returned as proven optimal with no network call.
-Otherwise: features -> policy scores (one network call, K-conditioned) ->
+Otherwise: features -> policy scores (one call of the numpy network,
+:mod:`respect_pass.policy.numpy_net`, K-conditioned; no torch) ->
 candidate topological orders -> the ``dp`` split of each -> the best plan by
 (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
@@ -28,13 +29,10 @@ network), ``decode_ms`` (greedy, sampled and heuristic orders), ``split_ms``
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hardware import USB, EdgeTpuSpec
 from hardware.kernel import lower_bound_s, map_period_s, range_costs
@@ -47,33 +45,18 @@ from ..schedulers.dp import dp_schedule
 from .checkpoint import load_policy
 from .decode import greedy_order, perturbed_orders
 from .features import GraphArrays, graph_arrays, node_features
-from .model import PolicyNet, make_batch
+from .numpy_net import NumpyPolicy
 from .refine import refine
 from .split import best_split, bottleneck_value
 
-__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders",
-           "single_thread"]
+__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders"]
 
 _REL = 1e-9
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore the caller's setting. The network is tiny: intra-op threads
-    only add synchronisation, which on a busy machine costs up to a thousand times the work itself."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def policy_scores(model: PolicyNet, ga: GraphArrays, num_stages: int) -> np.ndarray:
-    """(n,) float64 scores of every op for a ``num_stages``-stage plan (no gradient, one thread)."""
-    x = node_features(ga, num_stages)
-    with torch.inference_mode(), single_thread():
-        return model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
+def policy_scores(net: NumpyPolicy, ga: GraphArrays, num_stages: int) -> np.ndarray:
+    """(n,) float64 scores of every op for a ``num_stages``-stage plan."""
+    return net.scores(ga, num_stages)
 
 
 def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, samples: int, seed: int,
@@ -129,15 +112,14 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
     spec = cost if isinstance(cost, EdgeTpuSpec) else USB
     if one_order_shortcut and has_unique_order(graph):
         return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, t0)
-    model, meta = load_policy(checkpoint)
+    net, meta = load_policy(checkpoint)
     if temperature is None:
         temperature = float(meta.get("metrics", {}).get("sample_temperature", 1.0))
     t1 = time.perf_counter()
     ga = graph_arrays(graph, spec)
     x = node_features(ga, num_stages)
     t2 = time.perf_counter()
-    with torch.inference_mode(), single_thread():
-        scores = model(make_batch([(x, ga.src, ga.dst)])).double().numpy()
+    scores = net(x, ga.src, ga.dst).astype(np.float64)
     t3 = time.perf_counter()
     stats: list[tuple[str, int | float | str]] = []
     optimal, lower_bound_ms = None, None

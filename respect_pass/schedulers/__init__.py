@@ -22,7 +22,7 @@ def _check_samples(samples: int) -> None:
 
 def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *, samples: int = 8,
                      seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
-    """The learned scheduler (``respect_pass.policy``; torch is imported only when it runs)."""
+    """The learned scheduler (``respect_pass.policy``, imported when it runs; numpy only, no torch)."""
     from ..policy import respect_schedule as run
 
     _check_samples(samples)
