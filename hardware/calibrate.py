@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from tflite_io.reader import parse_model
-from tflite_io.synth import Conv2D, Dense, DepthwiseConv2D, Add, synth_model
+from tflite_io.synth import Add, Conv2D, Dense, DepthwiseConv2D, Layer, synth_model
 from tflite_io.writer import build_segments
 
 from .cost import device_param_bytes, shared_link_ms, stage_costs
@@ -116,14 +116,14 @@ class Probe:
     name: str
     term: str
     input_shape: tuple[int, ...]
-    layers: tuple[object, ...]
+    layers: tuple[Layer, ...]
 
     def build(self, seed: int = 0) -> bytes:
         """The probe as a full-integer .tflite model."""
         return synth_model(self.input_shape, self.layers, seed=seed, name=self.name)
 
 
-def _probe(name: str, term: str, shape: tuple[int, ...], layers: Sequence[object]) -> Probe:
+def _probe(name: str, term: str, shape: tuple[int, ...], layers: Sequence[Layer]) -> Probe:
     return Probe(name, term, shape, tuple(layers))
 
 

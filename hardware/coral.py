@@ -88,7 +88,8 @@ def import_pycoral() -> Pycoral:
     except ImportError:
         has_utils = False
     if not has_utils:
-        where = importlib.util.find_spec("pycoral").origin
+        found = importlib.util.find_spec("pycoral")
+        where = found.origin if found is not None else "?"
         raise CoralError(f"the 'pycoral' package at {where} is not Google's Coral library (PyPI's 'pycoral' is an "
                          f"unrelated Allen Coral Atlas tool); 'pip uninstall pycoral', then {PYCORAL_HINT}")
     try:
@@ -273,7 +274,7 @@ def _stop_pycoral(runner: Any) -> None:
             log.debug("pycoral pop() while stopping: %s", exc)
 
 
-def run_coral(paths: Sequence[str | Path], count: int = 100, warmup: int = 10, seed: int = 0, runner: str = "auto",
+def run_coral(segment_paths: Sequence[str | Path], count: int = 100, warmup: int = 10, seed: int = 0, runner: str = "auto",
               devices: str | Sequence[str] | None = None, progress: ProgressFactory = no_progress,
               interpreter_factory: InterpreterFactory | None = None, pycoral: Pycoral | None = None) -> dict[str, Any]:
     """Run the K compiled segments on K Edge TPUs as a pipeline and report what was measured.
@@ -293,7 +294,7 @@ def run_coral(paths: Sequence[str | Path], count: int = 100, warmup: int = 10, s
     loop; None with pycoral, which has no timers). Every result must equal running the
     segments one by one, in order, or a CoralError is raised.
     """
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in segment_paths]
     if not paths:
         raise CoralError("no segments to run")
     if count < 1 or warmup < 0:
@@ -337,6 +338,7 @@ def run_coral(paths: Sequence[str | Path], count: int = 100, warmup: int = 10, s
             figures = _measure(ours, feeds, expected, k, count, warmup, progress)
             in_pipeline = [float(np.median(t)) * 1e3 if t else None for t in ours.stage_times_s()]
     else:
+        assert pc is not None
         try:
             theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)(interpreters)
         except ValueError as exc:

@@ -149,7 +149,7 @@ def cache_layers(graph: OpGraph, ops: Sequence[int], usable: float) -> tuple[int
     ``usable`` bytes; from the first that does not, every later one streams. Returns the cached bytes and
     the streamed (op, bytes) pairs (each constant buffer once, at its first reader)."""
     seen: set[int] = set()
-    on_chip, streamed = 0, []
+    on_chip, streamed = 0, []  # type: int, list[tuple[Op, int]]
     for v in sorted(ops):
         op = graph.ops[v]
         for buf, nbytes in device_param_bytes(graph, op).items():

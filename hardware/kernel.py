@@ -78,7 +78,8 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
     np.add.at(param, np.asarray(pb_op, dtype=np.int64), np.asarray(pb_bytes, dtype=np.float64))
     producer, model_inputs = graph.producer, set(graph.inputs)
     in_t, in_r, in_p, in_b, in_e = [], [], [], [], []
-    out_p, out_b = [], []
+    out_p: list[int] = []
+    out_b: list[int] = []
     for t, readers in graph.consumers.items():
         if t in producer:
             q = producer[t]
@@ -192,7 +193,10 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         q = np.where(ca.in_producer >= 0, pos[np.maximum(ca.in_producer, 0)], -1)
         key, prev = _prev_in_group(ca.in_tensor, r, q)
         rs = r[key]
-        st.append(prev + 1), sp.append(rs + 1), cl.append(rs), vl.append(ca.in_bytes_pair[key])
+        st.append(prev + 1)
+        sp.append(rs + 1)
+        cl.append(rs)
+        vl.append(ca.in_bytes_pair[key])
         produced = ca.in_entry >= 0
         last = np.full(len(ca.out_producer), -1, dtype=np.int64)
         np.maximum.at(last, ca.in_entry[produced], r[produced])
@@ -205,10 +209,10 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         sp += [qo + 1, qo[keep] + 1]
         cl += [qo, last[keep]]
         vl += [b_out, -b_out[keep]]
-        cross = np.bincount(np.concatenate([qo + 1, last + 1]),
+        cross: np.ndarray = np.bincount(np.concatenate([qo + 1, last + 1]),
                             weights=np.concatenate([np.ones(len(qo)), -np.ones(len(qo))]), minlength=n + 2)
     else:
-        cross = np.zeros(n + 2)
+        cross = np.zeros(n + 2, dtype=np.float64)
     if st:
         io = range_sum(n, np.concatenate(st), np.concatenate(sp), np.concatenate(cl), np.concatenate(vl))
     else:
@@ -292,16 +296,16 @@ def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.
         leaves[ca.in_entry[produced]] = True
         io += np.bincount(stages[ca.out_producer[leaves]], weights=ca.out_bytes_t[leaves], minlength=K)
     io[K - 1] += ca.model_out_bytes
-    stream = np.zeros(K)
+    stream: np.ndarray = np.zeros(K)
     if len(ca.pb_op):  # the first reader of each (buffer, stage), then whole layers in execution order per stage
         _, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
         first = first[np.lexsort((first, stages[ca.pb_op[first]]))]  # by stage, then execution order
-        st, nbytes = stages[ca.pb_op[first]], ca.pb_bytes[first]
+        owner, nbytes = stages[ca.pb_op[first]], ca.pb_bytes[first]
         cum = np.cumsum(nbytes)
-        before = np.concatenate([[0.0], cum])[np.searchsorted(st, np.arange(K))]  # bytes of earlier stages
+        before = np.concatenate([[0.0], cum])[np.searchsorted(owner, np.arange(K))]  # bytes of earlier stages
         usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
-        streamed = cum - before[st] > usable[st]
-        stream = np.bincount(st[streamed], weights=(nbytes * ca.pb_stream_s[first])[streamed], minlength=K)
+        streamed = cum - before[owner] > usable[owner]
+        stream = np.bincount(owner[streamed], weights=(nbytes * ca.pb_stream_s[first])[streamed], minlength=K)
     return spec.t_invoke_s + compute + stream + io / spec.io_bytes_per_s, io
 
 

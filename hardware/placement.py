@@ -151,7 +151,7 @@ def _op_limit(graph: OpGraph, op: Op) -> str | None:
             return f"MEAN: reduces a z-dimension of {x.shape[-1]} " + _cite(
                 table, "If a z-reduction, the z-dimension must be multiple of 4")
     resize = kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and bool(acts) and out is not None
-    if resize and any(d > RESIZE_MAX_SIDE for t in (acts[0], out) for d in t.shape[-3:-1]):
+    if resize and out is not None and any(d > RESIZE_MAX_SIDE for t in (acts[0], out) for d in t.shape[-3:-1]):
         return (f"{kind}: {_shape(acts[0].shape)} -> {_shape(out.shape)}, a side over {RESIZE_MAX_SIDE} " + _cite(
             table, "Depending on input/output size, this operation might not be mapped to the Edge TPU to avoid "
             "loss in precision") + f"; limit {RESIZE_MAX_SIDE} from google-coral/edgetpu issues #31, #187, #597")

@@ -180,7 +180,7 @@ class LiteRtPipelinedRunner:
                 raise CoralError(f"{self._names[i]} reads {missing[0]!r}, which is neither a model input nor an "
                                  "output of an earlier segment (segments out of order?)")
             available |= {n for n, _ in outs[i]}
-        later = [set() for _ in range(k)]  # later[i]: tensors read by segments after i
+        later: list[set[str]] = [set() for _ in range(k)]  # later[i]: tensors read by segments after i
         for i in range(k - 2, -1, -1):
             later[i] = later[i + 1] | {n for n, *_ in ins[i + 1]}
         for i in range(k - 1):

@@ -35,6 +35,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from tflite_io import RespectPassError
 
@@ -126,7 +127,8 @@ class EdgeTpuSpec:
             merged["efficiency"] = {**USB.efficiency, **data["efficiency"]}
         return cls(**merged)
 
-    def with_(self, **changes: object) -> "EdgeTpuSpec":
+    def with_(self, **changes: Any) -> "EdgeTpuSpec":
+        """A copy with ``changes`` (checked like any spec)."""
         return replace(self, **changes)
 
 

@@ -28,21 +28,28 @@ def op_macs(
     elements of its outputs (element-wise and pooling ops).
     """
     out_elems = sum(prod(s) for s in output_shapes)
+
+    def given(i: int) -> Shape:
+        shape = input_shapes[i]
+        if shape is None:
+            raise ValueError(f"{op_type}: input {i} has no shape")
+        return shape
+
     if op_type == "CONV_2D":
-        x, w = input_shapes[0], input_shapes[1]
+        x, w = given(0), given(1)
         groups = max(1, x[-1] // w[-1]) if x and w and w[-1] else 1
         return prod(output_shapes[0]) * w[1] * w[2] * (x[-1] // groups)
     if op_type == "DEPTHWISE_CONV_2D":
-        w = input_shapes[1]
+        w = given(1)
         return prod(output_shapes[0]) * w[1] * w[2]
     if op_type == "FULLY_CONNECTED":
-        w = input_shapes[1]
+        w = given(1)
         return prod(output_shapes[0]) * w[-1]
     if op_type == "TRANSPOSE_CONV":
-        w, x = input_shapes[1], input_shapes[2]
+        w, x = given(1), given(2)
         return prod(x) * w[0] * w[1] * w[2]
     if op_type == "BATCH_MATMUL":
-        x = input_shapes[0]
+        x = given(0)
         k = x[-2] if adj_x else x[-1]
         return prod(output_shapes[0]) * k
     return out_elems

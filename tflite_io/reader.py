@@ -315,7 +315,7 @@ def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str, fixed: list
         raise UnsupportedModelError(shown, f"tensor '{name}' keeps its data outside the flatbuffer (models over 2 GB are not supported)")
     data = getattr(buf, "data", None)
     is_const = data is not None and len(data) > 0
-    if is_const:
+    if data is not None and is_const:
         nbytes = len(data)
     else:
         itemsize = np.dtype(dtype).itemsize if type_name in _DTYPES else 1

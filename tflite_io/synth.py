@@ -171,7 +171,7 @@ class _Plan:
         qm = np.clip(np.round(moved.reshape(n, -1) / scales[:, None]), -127, 127)
         real = qm * scales[:, None]
         q = np.moveaxis(qm.astype(np.int8).reshape(moved.shape), 0, axis)
-        bias = self.rng.normal(0.0, 0.1, n)
+        bias = np.asarray(self.rng.normal(0.0, 0.1, n))
         src = self.acts[x]
         if code == _OPS.DEPTHWISE_CONV_2D:
             mean, var = real.sum(axis=1) * src.mean + bias, (real**2).sum(axis=1) * src.var
@@ -264,16 +264,16 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
         y = plan.act(name, src.shape, *_activation(src.mean + o.mean, src.var + o.var, False))
         plan.ops.append((_OPS.ADD, [("a", other), ("a", x)], y, schema.AddOptionsT()))
         return y
-    shape = src.shape[:-1] + (src.shape[-1] + o.shape[-1],)
-    y = plan.act(name, shape, np.concatenate([o.mean, src.mean]), np.concatenate([o.var, src.var]),
+    joined = src.shape[:-1] + (src.shape[-1] + o.shape[-1],)
+    y = plan.act(name, joined, np.concatenate([o.mean, src.mean]), np.concatenate([o.var, src.var]),
                  min(src.lo, o.lo), max(src.hi, o.hi), x)
     plan.parent[plan.group(other)] = plan.group(x)
     plan.ops.append((_OPS.CONCATENATION, [("a", other), ("a", x)], y,
-                     _obj(schema.ConcatenationOptionsT, axis=len(shape) - 1)))
+                     _obj(schema.ConcatenationOptionsT, axis=len(joined) - 1)))
     return y
 
 
-def _quantization(scales: Sequence[float], zero_points: Sequence[int], axis: int = 0) -> Any:
+def _quantization(scales: Sequence[float] | np.ndarray, zero_points: Sequence[int], axis: int = 0) -> Any:
     return _obj(schema.QuantizationParametersT, scale=np.asarray(scales, np.float32),
                 zeroPoint=np.asarray(zero_points, np.int64), quantizedDimension=axis)
 
