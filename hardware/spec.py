@@ -39,7 +39,8 @@ from typing import Any
 
 from tflite_io import RespectPassError
 
-__all__ = ["EdgeTpuSpec", "SpecError", "OP_CLASSES", "op_class", "USB", "USB_SEPARATE", "PCIE", "load_spec", "PRESETS"]
+__all__ = ["EdgeTpuSpec", "SpecError", "OP_CLASSES", "op_class", "USB", "USB_SEPARATE", "PCIE", "load_spec", "PRESETS",
+           "as_spec"]
 
 #: Op classes of the device model: conv and depthwise run at a share of the peak MAC rate (``efficiency``),
 #: everything else costs per output byte (``elementwise_s_per_byte``).
@@ -163,3 +164,12 @@ def load_spec(value: str) -> EdgeTpuSpec:
         return EdgeTpuSpec.from_dict(data, value)
     except TypeError as exc:
         raise SpecError(value, str(exc)) from None
+
+
+def as_spec(cost: object) -> EdgeTpuSpec:
+    """The device model a scheduler is given: ``None`` means the ``usb`` preset; anything but a spec is an error."""
+    if cost is None:
+        return USB
+    if not isinstance(cost, EdgeTpuSpec):
+        raise TypeError(f"cost must be an EdgeTpuSpec or None, got {type(cost).__name__}: {cost!r}")
+    return cost

@@ -21,6 +21,7 @@ from tflite_io import OpGraph
 from hardware import EdgeTpuSpec
 
 from .objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
+from .plan import REL_TOL, close
 
 __all__ = ["MAX_OPS", "MAX_STAGES", "REL_TOL", "all_monotone_maps", "best_map", "is_contiguous_split", "key_better"]
 
@@ -28,7 +29,6 @@ __all__ = ["MAX_OPS", "MAX_STAGES", "REL_TOL", "all_monotone_maps", "best_map", 
 MAX_OPS = 10
 MAX_STAGES = 3
 #: Values within this relative distance compare as equal.
-REL_TOL = 1e-9
 
 
 def _check_size(graph: OpGraph, num_stages: int) -> None:
@@ -81,14 +81,10 @@ def is_contiguous_split(stages: Sequence[int], order: Sequence[int]) -> bool:
     return all(stages[a] <= stages[b] for a, b in zip(order, order[1:]))
 
 
-def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-300)
-
-
 def key_better(a: Sequence[float], b: Sequence[float]) -> bool:
     """Lexicographic ``a < b`` where components within :data:`REL_TOL` relative count as equal."""
     for x, y in zip(a, b):
-        if _close(x, y):
+        if close(x, y):
             continue
         return x < y
     return False

@@ -1,15 +1,76 @@
 """The Plan every scheduler returns, and its ``<stem>_plan.json`` form."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tflite_io import OpGraph, SegmentInterface
 
 from hardware import StageCost
 
-__all__ = ["Plan", "plan_json"]
+__all__ = ["Plan", "PlanStats", "StatValue", "plan_json", "REL_TOL", "close"]
+
+#: Relative tolerance below which two costs count as equal (ties between plans, bounds met), everywhere.
+REL_TOL = 1e-9
+
+StatValue = int | float | str
+
+
+def close(a: float, b: float) -> bool:
+    """``a`` and ``b`` equal within :data:`REL_TOL` (relative)."""
+    return abs(a - b) <= REL_TOL * max(abs(a), abs(b), 1e-300)
+
+
+class PlanStats(Mapping[str, StatValue]):
+    """A scheduler's counters (``scheduler_stats`` in plan.json): an immutable mapping with typed reads.
+
+    ``stats.number("bottleneck_ms")`` is a float (a TypeError if the value is text), ``stats.text(k)`` a
+    string; ``stats.with_(orders=12)`` a copy with more counters. Built from a mapping or (key, value) pairs.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, StatValue] | Iterable[tuple[str, StatValue]] = (),
+                 **more: StatValue) -> None:
+        self._items: dict[str, StatValue] = {**dict(items), **more}
+
+    def __getitem__(self, key: str) -> StatValue:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"PlanStats({self._items!r})"
+
+    def number(self, key: str, default: float | None = None) -> float:
+        """The counter ``key`` as a float (``default`` when absent and given)."""
+        if key not in self._items and default is not None:
+            return default
+        value = self._items[key]
+        if isinstance(value, str):
+            raise TypeError(f"scheduler stat {key!r} is text ({value!r}), not a number")
+        return float(value)
+
+    def text(self, key: str, default: str | None = None) -> str:
+        """The counter ``key`` as a string (``default`` when absent and given)."""
+        if key not in self._items and default is not None:
+            return default
+        return str(self._items[key])
+
+    def with_(self, **more: StatValue) -> "PlanStats":
+        """A copy with the counters ``more`` added or replaced."""
+        return PlanStats({**self._items, **more})
 
 
 @dataclass(frozen=True)
@@ -28,9 +89,13 @@ class Plan:
     optimal: bool | None = None
     lower_bound_ms: float | None = None
     solve_seconds: float = 0.0
-    stats: tuple[tuple[str, int | float | str], ...] = ()
+    stats: PlanStats = field(default_factory=PlanStats)
     #: the shared host link's bound on the period (:func:`hardware.cost.shared_link_ms`; 0 for separate links)
     link_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stats, PlanStats):  # (key, value) pairs or a dict
+            object.__setattr__(self, "stats", PlanStats(self.stats))
 
     @property
     def predicted_bottleneck_ms(self) -> float | None:

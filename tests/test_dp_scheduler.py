@@ -61,7 +61,7 @@ def test_dp_equals_brute_force_memory(graph, k, rng, alpha):
     plan = dp_schedule(graph, k, USB, objective="memory", alpha=alpha, order=order)
     validate_stage_map(graph, plan.stages, k)
     got = memory_objective(graph, plan.stages, k, alpha)
-    assert got == pytest.approx(best, rel=1e-9) and dict(plan.stats)["objective_value"] == pytest.approx(got)
+    assert got == pytest.approx(best, rel=1e-9) and plan.stats["objective_value"] == pytest.approx(got)
 
 
 def test_dp_on_a_chain_by_hand():
@@ -86,7 +86,7 @@ def test_multiorder_never_worse_than_dp_and_valid():
         mo = multiorder_schedule(g, k, USB, num_random=8)
         validate_stage_map(g, mo.stages, k)
         assert latency_key(g, mo.stages, k, USB) <= latency_key(g, dp.stages, k, USB)
-        assert mo.scheduler == "multiorder" and dict(mo.stats)["orders"] == 12
+        assert mo.scheduler == "multiorder" and mo.stats["orders"] == 12
     mem = multiorder_schedule(g, 3, USB, objective="memory", num_random=4)
     assert memory_objective(g, mem.stages, 3) <= memory_objective(g, dp_schedule(g, 3, USB, objective="memory").stages, 3)
 
@@ -94,9 +94,9 @@ def test_multiorder_never_worse_than_dp_and_valid():
 def test_multiorder_time_budget_sets_the_number_of_random_orders():
     g = read(BRANCHY)
     none = multiorder_schedule(g, 3, USB, time_budget_s=0.0)
-    assert dict(none.stats)["orders"] == 4  # the heuristic orders always run
+    assert none.stats["orders"] == 4  # the heuristic orders always run
     some = multiorder_schedule(g, 3, USB, time_budget_s=0.2)
-    assert dict(some.stats)["orders"] > 4  # a budget buys random orders besides the heuristic ones
+    assert some.stats["orders"] > 4  # a budget buys random orders besides the heuristic ones
     validate_stage_map(g, some.stages, 3)
     assert latency_key(g, some.stages, 3, USB) <= latency_key(g, none.stages, 3, USB)
     with pytest.raises(ValueError, match="time_budget_s must be >= 0, got -1"):

@@ -42,7 +42,7 @@ def test_latency_matches_oracle(g, k, spec):
         bottleneck, latency = latency_key(g, plan.stages, k, s)
         assert plan.lower_bound_ms <= value[0] * (1 + 1e-6) and bottleneck >= value[0] * (1 - 1e-9)
         if exact_model:
-            assert plan.optimal is True and dict(plan.stats)["latency_optimal"] == 1
+            assert plan.optimal is True and plan.stats["latency_optimal"] == 1
         if plan.optimal:
             assert bottleneck == pytest.approx(value[0], rel=1e-6)
             assert latency == pytest.approx(value[1], rel=1e-6)
@@ -78,7 +78,7 @@ def test_never_worse_than_the_dp_hint(g, k, objective):
         assert plan.lower_bound_ms <= plan.predicted_bottleneck_ms
     else:
         assert memory_objective(g, plan.stages, k) <= memory_objective(g, start, k) + 1e-9
-        assert dict(plan.stats)["objective_bound"] <= dict(plan.stats)["objective_value"] + 1e-9
+        assert plan.stats["objective_bound"] <= plan.stats["objective_value"] + 1e-9
 
 
 @settings(max_examples=examples(60), deadline=None)

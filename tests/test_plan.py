@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from conftest import diamond_graph
 from respect_pass.plan import Plan, plan_json
 from tflite_io import segment_interfaces
@@ -26,3 +28,22 @@ def test_plan_without_predictions_has_nulls():
     plan = Plan((0, 0, 0, 0), 1, "compiler")
     assert plan.predicted_bottleneck_ms is None and plan.predicted_latency_ms is None
     assert plan.ops_of(0) == (0, 1, 2, 3)
+
+
+def test_plan_stats_is_an_immutable_mapping_with_typed_reads():
+    from respect_pass.plan import Plan, PlanStats
+
+    plan = Plan((0, 1), 2, "dp", stats=(("bottleneck_ms", 2.5), ("orders", 3), ("best_order", "bfs")))
+    assert isinstance(plan.stats, PlanStats) and dict(plan.stats) == {"bottleneck_ms": 2.5, "orders": 3,
+                                                                       "best_order": "bfs"}
+    assert plan.stats.number("orders") == 3.0 and plan.stats.text("best_order") == "bfs"
+    assert plan.stats.number("missing", 7.0) == 7.0
+    with pytest.raises(TypeError, match="'best_order' is text"):
+        plan.stats.number("best_order")
+    with pytest.raises(KeyError):
+        plan.stats.number("missing")
+    more = plan.stats.with_(orders=4)
+    assert more["orders"] == 4 and plan.stats["orders"] == 3  # a copy; the plan's stats never change
+    with pytest.raises(TypeError):
+        plan.stats["orders"] = 5  # type: ignore[index]
+    assert hash(plan) == hash(Plan((0, 1), 2, "dp", stats=dict(plan.stats)))

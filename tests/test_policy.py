@@ -122,7 +122,7 @@ def test_lower_bound_and_optimal_flag_agree_with_brute_force(random_checkpoint, 
     if best is None:
         return
     plan = respect_schedule(graph, k, USB, checkpoint=random_checkpoint)
-    bottleneck = dict(plan.stats)["bottleneck_ms"]
+    bottleneck = plan.stats["bottleneck_ms"]
     assert plan.lower_bound_ms <= best[0] * (1 + 1e-9)
     assert bottleneck >= best[0] * (1 - 1e-9)
     if plan.optimal:
@@ -263,7 +263,7 @@ def test_shipped_checkpoint_loads_without_pickle_and_schedules_the_embedded_mode
         plan = respect_schedule(graph, k, USB)
         validate_stage_map(graph, plan.stages, k)
         dp_b = dict(dp_schedule(graph, k, USB).stats)["bottleneck_ms"]
-        assert dict(plan.stats)["bottleneck_ms"] <= dp_b * (1 + 1e-9)
+        assert plan.stats["bottleneck_ms"] <= dp_b * (1 + 1e-9)
 
 
 def test_respect_exact_uses_the_policy_plan_as_hint(random_checkpoint):
@@ -279,7 +279,7 @@ def test_memory_objective_and_bad_k(random_checkpoint):
     graph = read(BRANCHY)
     plan = respect_schedule(graph, 3, USB, objective="memory", checkpoint=random_checkpoint)
     validate_stage_map(graph, plan.stages, 3)
-    assert math.isfinite(dict(plan.stats)["objective_value"])
+    assert math.isfinite(plan.stats["objective_value"])
     with pytest.raises(StageMapError):
         respect_schedule(graph, graph.num_ops + 1, USB, checkpoint=random_checkpoint)
     with pytest.raises(RespectPassError):
@@ -299,7 +299,7 @@ def test_a_graph_with_one_order_gets_the_dp_split_as_proven_optimal(random_check
     g = read(EMBEDDED)  # MobileNet v2: every op feeds the next, so every plan splits the execution order
     for k in (2, 4):
         plan = respect_schedule(g, k, USB, checkpoint=random_checkpoint)
-        assert plan.optimal is True and dict(plan.stats)["best_order"] == "unique"
+        assert plan.optimal is True and plan.stats["best_order"] == "unique"
         assert plan.stages == dp_schedule(g, k, USB).stages
         assert plan.lower_bound_ms == pytest.approx(latency_key(g, plan.stages, k, USB)[0], rel=1e-9)
         warm = respect_exact_schedule(g, k, USB, checkpoint=random_checkpoint)

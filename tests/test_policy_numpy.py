@@ -210,7 +210,7 @@ NO_TORCH = textwrap.dedent("""
         graph = read(model)
         plan = get_scheduler("respect")(graph, 3, USB)
         forced = respect_schedule(graph, 3, USB, one_order_shortcut=False)
-        assert dict(forced.stats)["policy_ms"] > 0, forced.stats
+        assert forced.stats["policy_ms"] > 0, forced.stats
     assert not NoTorch.tried and "torch" not in sys.modules, NoTorch.tried
     print("NO-TORCH-OK")
 """)

@@ -143,14 +143,14 @@ def test_branchy_model_improves_on_the_compiler_split():
     compiler = get_scheduler("compiler")(g, 3, USB)
     ms = lambda p: max(c.ms for c in stage_costs(g, p.stages, 3, USB))  # noqa: E731
     assert ms(plan) < ms(compiler)
-    assert dict(plan.stats)["device_runs"] > 0 and plan.scheduler == "profiling"
+    assert plan.stats["device_runs"] > 0 and plan.scheduler == "profiling"
 
 
 def test_one_segment_and_bad_options():
     g = chain_graph([10, 20, 30])
     plan = profiling_schedule(g, 1, USB)
     assert plan.stages == (0, 0, 0)
-    assert dict(plan.stats)["libcoral_outcome"] == "fatal: num_segments must be at least 2"
+    assert plan.stats["libcoral_outcome"] == "fatal: num_segments must be at least 2"
     with pytest.raises(StageMapError, match="partition_search_step and diff_threshold_ns must be >= 1"):
         profiling_schedule(g, 2, USB, partition_search_step=0)
     with pytest.raises(StageMapError, match="must be >= 1, got 1 and 0"):

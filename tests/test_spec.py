@@ -53,3 +53,18 @@ def test_efficiency_needs_all_classes():
         EdgeTpuSpec(name="x", efficiency={"conv": 0.5})
     with pytest.raises(SpecError, match="exactly the classes"):
         EdgeTpuSpec(name="x", efficiency={"conv": 0.5, "depthwise": 0.1, "elementwise": 0.1})
+
+
+def test_a_scheduler_given_something_that_is_not_a_spec_refuses_it():
+    from hardware import as_spec
+    from respect_pass.schedulers import SCHEDULERS
+    from strategies import BRANCHY
+    from tflite_io import read
+
+    assert as_spec(None) is USB and as_spec(PCIE) is PCIE
+    with pytest.raises(TypeError, match="cost must be an EdgeTpuSpec or None, got str"):
+        as_spec("usb")
+    graph = read(BRANCHY)
+    for name in ("dp", "multiorder", "exact", "profiling", "respect"):
+        with pytest.raises(TypeError, match="EdgeTpuSpec"):
+            SCHEDULERS[name](graph, 2, {"io_bytes_per_s": 1e8})

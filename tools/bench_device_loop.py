@@ -18,6 +18,7 @@ only measured times. Reported per trial:
 
     python -m tools.bench_device_loop --trials 3 --out results/device_loop
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from hardware import USB, EdgeTpuSpec
 from hardware.calibrate import SimDevice, calibrate
 from hardware.kernel import cost_arrays, map_period_s
@@ -42,6 +41,8 @@ from respect_pass.refine_device import refine_on_device
 from respect_pass.schedulers import get_scheduler
 from tflite_io import read
 
+ROOT = Path(__file__).resolve().parent.parent
+
 EMBEDDED = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
 BRANCHY = ROOT / "tests" / "data" / "tiny_inception_int8.tflite"
 LOOP_MODELS = ("densenet121_224", "inceptionv3_299", "inceptionresnetv2_299", "resnet50_224", "mobilenet_224")
@@ -51,14 +52,18 @@ def random_truth(rng: np.random.Generator) -> EdgeTpuSpec:
     def s() -> float:
         return float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
 
-    return USB.with_(name="truth", t_invoke_s=USB.t_invoke_s * s(),
-                     efficiency={"conv": min(1.0, USB.efficiency["conv"] * s()),
-                                 "depthwise": USB.efficiency["depthwise"] * s()},
-                     elementwise_s_per_byte=USB.elementwise_s_per_byte * s(), io_bytes_per_s=USB.io_bytes_per_s * s(),
-                     stream_bytes_per_s=USB.stream_bytes_per_s * s(),
-                     stream_tile_positions=int(USB.stream_tile_positions * s()),
-                     cache_bytes=int(USB.cache_bytes * s()), cache_io_share=USB.cache_io_share * s(),
-                     shared_link_bytes_per_s=USB.shared_link_bytes_per_s * s())
+    return USB.with_(
+        name="truth",
+        t_invoke_s=USB.t_invoke_s * s(),
+        efficiency={"conv": min(1.0, USB.efficiency["conv"] * s()), "depthwise": USB.efficiency["depthwise"] * s()},
+        elementwise_s_per_byte=USB.elementwise_s_per_byte * s(),
+        io_bytes_per_s=USB.io_bytes_per_s * s(),
+        stream_bytes_per_s=USB.stream_bytes_per_s * s(),
+        stream_tile_positions=int(USB.stream_tile_positions * s()),
+        cache_bytes=int(USB.cache_bytes * s()),
+        cache_io_share=USB.cache_io_share * s(),
+        shared_link_bytes_per_s=USB.shared_link_bytes_per_s * s(),
+    )
 
 
 def period_ms(graph, stages, k, spec) -> float:
@@ -91,11 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             for k in range(1, 9):
                 stages = dp(g, k, cal.spec).stages
                 errors.append(abs(period_ms(g, stages, k, cal.spec) / period_ms(g, stages, k, truth) - 1))
-        cal_rows.append({"trial": trial, "device_runs": cal.measurements, "cases": len(errors),
-                         "max_error_pct": 100 * max(errors), "mean_error_pct": 100 * float(np.mean(errors)),
-                         "within_5pct": sum(e < 0.05 for e in errors)})
-        print(f"trial {trial}: calibrate {cal.measurements} runs, held-out max error {100 * max(errors):.2f}%",
-              flush=True)
+        cal_rows.append(
+            {
+                "trial": trial,
+                "device_runs": cal.measurements,
+                "cases": len(errors),
+                "max_error_pct": 100 * max(errors),
+                "mean_error_pct": 100 * float(np.mean(errors)),
+                "within_5pct": sum(e < 0.05 for e in errors),
+            }
+        )
+        print(f"trial {trial}: calibrate {cal.measurements} runs, held-out max error {100 * max(errors):.2f}%", flush=True)
         for m in loop_models:
             for k in ks:
                 if k > m.graph.num_ops:
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"{label}_runs"] = ref.device_runs
                 p = prof(m.graph, k, truth)
                 row["profiling"] = period_ms(m.graph, p.stages, k, truth) / best
-                row["profiling_runs"] = dict(p.stats).get("device_runs", 0)
+                row["profiling_runs"] = p.stats.get("device_runs", 0)
                 loop_rows.append(row)
                 print("  " + " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
     out = Path(args.out)
@@ -128,14 +139,20 @@ def main(argv: list[str] | None = None) -> int:
 def summary(cal_rows: list[dict], loop_rows: list[dict], seconds: float, jitter: float) -> str:
     """The markdown report: calibration accuracy per trial, then the loop against libcoral's partitioner."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Device loop on a simulated device with hidden constants ({when}, {platform.node()}, "
-             f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, {seconds / 60:.1f} min). "
-             f"Timing noise: {100 * jitter:g}% (lognormal). Every figure is the cost model under TRUTH: no Edge TPU "
-             "was used.", "",
-             "| trial | calibrate device runs | held-out cases (K=1..8) | max error % | mean error % | within 5% |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['trial']} | {r['device_runs']} | {r['cases']} | {r['max_error_pct']:.2f} | {r['mean_error_pct']:.3f} "
-              f"| {r['within_5pct']}/{r['cases']} |" for r in cal_rows]
+    lines = [
+        f"Device loop on a simulated device with hidden constants ({when}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, {seconds / 60:.1f} min). "
+        f"Timing noise: {100 * jitter:g}% (lognormal). Every figure is the cost model under TRUTH: no Edge TPU "
+        "was used.",
+        "",
+        "| trial | calibrate device runs | held-out cases (K=1..8) | max error % | mean error % | within 5% |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['trial']} | {r['device_runs']} | {r['cases']} | {r['max_error_pct']:.2f} | {r['mean_error_pct']:.3f} "
+        f"| {r['within_5pct']}/{r['cases']} |"
+        for r in cal_rows
+    ]
     n = len(loop_rows)
 
     def within(key: str) -> int:
@@ -147,12 +164,18 @@ def summary(cal_rows: list[dict], loop_rows: list[dict], seconds: float, jitter:
     def worst(key: str) -> float:
         return float(np.max([r[key] for r in loop_rows]))
 
-    lines += ["", "| method | runs (period within 2% of the best plan for TRUTH) | mean period / best | worst | "
-              "mean device runs | max device runs |", "|---|---|---|---|---|---|"]
-    for label, key, runs in (("calibrated spec, no refinement", "calibrated_first", None),
-                             ("calibrated spec + --refine-on-device 3", "calibrated_refined", "calibrated_runs"),
-                             ("usb preset + --refine-on-device 3", "preset_refined", "preset_runs"),
-                             ("libcoral profiling partitioner (TRUTH as its device)", "profiling", "profiling_runs")):
+    lines += [
+        "",
+        "| method | runs (period within 2% of the best plan for TRUTH) | mean period / best | worst | "
+        "mean device runs | max device runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key, runs in (
+        ("calibrated spec, no refinement", "calibrated_first", None),
+        ("calibrated spec + --refine-on-device 3", "calibrated_refined", "calibrated_runs"),
+        ("usb preset + --refine-on-device 3", "preset_refined", "preset_runs"),
+        ("libcoral profiling partitioner (TRUTH as its device)", "profiling", "profiling_runs"),
+    ):
         r_mean = f"{mean(runs):.1f}" if runs else "0 (after calibrate)"
         r_max = f"{worst(runs):.0f}" if runs else "0"
         lines.append(f"| {label} | {within(key)}/{n} | {mean(key):.4f} | {worst(key):.4f} | {r_mean} | {r_max} |")

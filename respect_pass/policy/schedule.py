@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware import USB, EdgeTpuSpec
+from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import lower_bound_s, map_period_s, range_costs
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
 from ..orders import depth_first_order, depth_order, has_unique_order, libcoral_topological_order, split_order
-from ..plan import Plan
+from ..plan import REL_TOL, Plan, PlanStats
 from ..schedulers.dp import dp_schedule
 from .checkpoint import load_policy
 from .decode import greedy_order, perturbed_orders
@@ -51,7 +51,6 @@ from .split import best_split, bottleneck_value
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders"]
 
-_REL = 1e-9
 
 
 def policy_scores(net: NumpyPolicy, ga: GraphArrays, num_stages: int) -> np.ndarray:
@@ -91,13 +90,12 @@ def _unique_order_plan(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objec
                        samples: int, t0: float) -> Plan:
     """The ``dp`` split of a graph's only topological order: optimal, no network needed."""
     plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha)
-    stats = dict(plan.stats)
-    bound = stats.get("bottleneck_ms")
+    bound = plan.stats.number("bottleneck_ms") if "bottleneck_ms" in plan.stats else None
+    stats = plan.stats.with_(refined_rounds=0, samples=samples, candidates=1, best_order="unique")
     if bound is not None:
-        stats["bound_ms"] = bound
-    stats.update(refined_rounds=0, samples=samples, candidates=1, best_order="unique")
+        stats = stats.with_(bound_ms=bound)
     return Plan(plan.stages, num_stages, "respect", objective=objective, optimal=True, lower_bound_ms=bound,
-                solve_seconds=time.perf_counter() - t0, stats=tuple(stats.items()))
+                solve_seconds=time.perf_counter() - t0, stats=stats)
 
 
 def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
@@ -109,7 +107,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
     t0 = time.perf_counter()
     check_objective(objective)
     _check_k(graph, num_stages)
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     if one_order_shortcut and has_unique_order(graph):
         return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, t0)
     net, meta = load_policy(checkpoint)
@@ -129,7 +127,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
         rc0 = range_costs(ga, greedy)
         b0 = bottleneck_value(rc0, num_stages)
         bound = lower_bound_s(ga, num_stages)
-        if b0 <= bound * (1 + _REL):  # nothing can beat it
+        if b0 <= bound * (1 + REL_TOL):  # nothing can beat it
             cands, rcs = [("greedy", greedy)], [rc0]
         else:
             t = time.perf_counter()
@@ -144,7 +142,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
         improved = 0
         # as the device model costs the written segments (ops in execution order, shared link)
         bottleneck, latency = map_period_s(ga, np.asarray(split_order(order.tolist(), cuts, graph.num_ops)), num_stages)
-        if refine_rounds > 0 and bottleneck > bound * (1 + _REL):
+        if refine_rounds > 0 and bottleneck > bound * (1 + REL_TOL):
             rng = np.random.default_rng((seed, 1))
             order, cuts, (bottleneck, latency), improved = refine(ga, scores, order, cuts, (bottleneck, latency),
                                                                   num_stages, refine_rounds, rng)
@@ -156,13 +154,13 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
         except StageMapError:
             floor = None  # the execution order has no K-split
         if floor is not None:
-            floor_key = tuple(dict(floor.stats)[k] / 1e3 for k in ("bottleneck_ms", "latency_ms"))
-            if floor_key < (bottleneck * (1 - _REL), latency):
+            floor_key = tuple(floor.stats.number(k) / 1e3 for k in ("bottleneck_ms", "latency_ms"))
+            if floor_key < (bottleneck * (1 - REL_TOL), latency):
                 stages, (bottleneck, latency), name = floor.stages, floor_key, "execution"
         stats += [("bottleneck_ms", bottleneck * 1e3), ("latency_ms", latency * 1e3), ("bound_ms", bound * 1e3),
                   ("refined_rounds", improved)]
         lower_bound_ms = bound * 1e3
-        optimal = True if bottleneck <= bound * (1 + _REL) else None  # the bottleneck is proven optimal
+        optimal = True if bottleneck <= bound * (1 + REL_TOL) else None  # the bottleneck is proven optimal
     else:
         cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
         t4 = time.perf_counter()
@@ -172,7 +170,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
                 plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order.tolist())
             except StageMapError:
                 continue
-            value = float(dict(plan.stats)["objective_value"])
+            value = plan.stats.number("objective_value")
             if found is None or value < found[0]:
                 found = (value, name, plan)
         if found is None:
@@ -186,7 +184,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
               ("load_ms", (t1 - t0) * 1e3), ("features_ms", (t2 - t1) * 1e3), ("policy_ms", (t3 - t2) * 1e3),
               ("decode_ms", decode * 1e3), ("split_ms", (t5 - t3 - decode) * 1e3)]
     return Plan(tuple(stages), num_stages, "respect", objective=objective, optimal=optimal,
-                lower_bound_ms=lower_bound_ms, solve_seconds=t5 - t0, stats=tuple(stats))
+                lower_bound_ms=lower_bound_ms, solve_seconds=t5 - t0, stats=PlanStats(stats))
 
 
 def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
@@ -197,18 +195,18 @@ def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | 
     from ..schedulers.exact import exact_schedule  # OR-Tools only when asked for
 
     t0 = time.perf_counter()
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     hint = respect_schedule(graph, num_stages, spec, samples=samples, seed=seed, checkpoint=checkpoint,
                             objective=objective, alpha=alpha)
-    if dict(hint.stats).get("best_order") == "unique":  # already proven: nothing for CP-SAT to do
+    if hint.stats.get("best_order") == "unique":  # already proven: nothing for CP-SAT to do
         return replace(hint, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0)
     plan = exact_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, time_limit_s=time_limit_s,
                           workers=workers, hint=hint.stages, seed=seed)
     if objective == "latency":
         mine = latency_key(graph, hint.stages, num_stages, spec)
         theirs = latency_key(graph, plan.stages, num_stages, spec)
-        if mine[0] < theirs[0] * (1 - _REL):  # CP-SAT lost the hint: keep the policy's plan
+        if mine[0] < theirs[0] * (1 - REL_TOL):  # CP-SAT lost the hint: keep the policy's plan
             plan = replace(plan, stages=hint.stages, stage_ms=None, optimal=False)
-    stats = plan.stats + (("respect_ms", hint.solve_seconds * 1e3),
-                          ("respect_bottleneck_ms", float(dict(hint.stats).get("bottleneck_ms", float("nan")))))
+    stats = plan.stats.with_(respect_ms=hint.solve_seconds * 1e3,
+                             respect_bottleneck_ms=hint.stats.number("bottleneck_ms", float("nan")))
     return replace(plan, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0, stats=stats)

@@ -12,6 +12,8 @@ so the final split is what the ``dp`` scheduler returns for that order (tested).
 """
 from __future__ import annotations
 
+from ..plan import REL_TOL
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,7 +23,6 @@ from respect_pass.schedulers.dp import capped, cuts_under, range_dp
 
 __all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "feasible"]
 
-_REL = 1e-9
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
@@ -56,7 +57,7 @@ def split_values(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,
                     dtype=np.float64)
     lat = np.full(len(rcs), np.inf)
     if len(rcs) and np.isfinite(bott).any():
-        tied = np.flatnonzero(bott <= bott.min() * (1 + _REL))[:max_tied]
+        tied = np.flatnonzero(bott <= bott.min() * (1 + REL_TOL))[:max_tied]
         if len(tied) == 1:
             return bott, lat
         for i in tied:
@@ -77,7 +78,7 @@ def best_split(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,
         bott, lat = split_values(rcs, num_stages, max_tied, known)
         if not np.isfinite(bott).any():
             raise ValueError(f"no candidate order has a valid {num_stages}-stage split")
-        tied = bott <= bott.min() * (1 + _REL)
+        tied = bott <= bott.min() * (1 + REL_TOL)
         best = int(np.argmin(np.where(tied, lat, np.inf))) if np.isfinite(lat).any() else int(np.argmin(bott))
     b = float(bott[best]) if len(rcs) > 1 else (float(known[0]) if known else bottleneck_value(rcs[0], num_stages))
     if not np.isfinite(b):

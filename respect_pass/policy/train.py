@@ -174,7 +174,7 @@ def _baseline_gaps(items: list[Prepared]) -> dict[str, float]:
     for p in items:
         dp_r.append(_bottleneck_ms(p, np.arange(p.ga.n)) / p.label.bottleneck_ms)
         plan = multiorder_schedule(p.label.graph, p.label.num_stages, USB)
-        mo_r.append(dict(plan.stats)["bottleneck_ms"] / p.label.bottleneck_ms)
+        mo_r.append(plan.stats.number("bottleneck_ms") / p.label.bottleneck_ms)
     return {"dp_gap": float(np.exp(np.log(dp_r).mean()) - 1),
             "multiorder_gap": float(np.exp(np.log(mo_r).mean()) - 1)}
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from tflite_io import OpGraph, StageMapError
 
 from ..orders import libcoral_topological_order, split_order
-from ..plan import Plan
+from ..plan import Plan, PlanStats
 
 __all__ = ["CompilerSplit", "compiler_schedule", "compiler_split", "libcoral_num_ops_per_segment",
            "libcoral_parameter_sizes", "libcoral_split", "libcoral_strategy_check", "param_balanced_sizes",
@@ -277,4 +277,4 @@ def compiler_schedule(graph: OpGraph, num_stages: int, cost: object | None = Non
     ]
     if split.correction:
         stats.append(("correction", split.correction))
-    return Plan(split.stages(), num_stages, "compiler", solve_seconds=time.perf_counter() - t0, stats=tuple(stats))
+    return Plan(split.stages(), num_stages, "compiler", solve_seconds=time.perf_counter() - t0, stats=PlanStats(stats))

@@ -27,12 +27,12 @@ import numpy as np
 
 from tflite_io import OpGraph, StageMapError
 
-from hardware import USB, EdgeTpuSpec
+from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import CostArrays, RangeCosts, cost_arrays, map_period_s, range_costs
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import split_order
-from ..plan import Plan
+from ..plan import Plan, PlanStats
 
 __all__ = ["dp_schedule", "best_cuts", "cuts_under", "capped", "min_crossing_cuts", "range_dp"]
 
@@ -188,7 +188,7 @@ def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None
     (``arrays``: the graph's :func:`~hardware.kernel.cost_arrays` under ``cost``, when the caller has them)."""
     t0 = time.perf_counter()
     check_objective(objective)
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     order = tuple(range(graph.num_ops)) if order is None else tuple(order)
     ca = arrays if arrays is not None else cost_arrays(graph, spec)
     rc = range_costs(ca, order)
@@ -197,12 +197,11 @@ def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None
         cuts, bottleneck, latency = best_cuts(rc, num_stages, link)
         # reported as the device model costs the written segments (ops in execution order within each)
         bottleneck, latency = map_period_s(ca, np.asarray(split_order(order, cuts, graph.num_ops)), num_stages)
-        stats: tuple[tuple[str, int | float], ...] = (("bottleneck_ms", float(bottleneck) * 1e3),
-                                                      ("latency_ms", float(latency) * 1e3))
+        stats = PlanStats(bottleneck_ms=float(bottleneck) * 1e3, latency_ms=float(latency) * 1e3)
     else:
         _check_feasible(rc, num_stages)
         cuts, value = _memory_cuts(rc, num_stages, alpha) if num_stages > 1 else ([], alpha * float(rc.params[0, -1]))
-        stats = (("objective_value", float(value)),)
+        stats = PlanStats(objective_value=float(value))
     if num_stages > 1 and len(cuts) != num_stages - 1:
         raise StageMapError(f"no valid {num_stages}-stage split of this order", num_stages)
     stages = split_order(order, cuts, graph.num_ops)

@@ -17,18 +17,17 @@ from ortools.sat.python import cp_model
 
 from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_map
 
-from hardware import USB, EdgeTpuSpec, pipeline_period_ms, stage_costs
+from hardware import EdgeTpuSpec, as_spec, pipeline_period_ms, stage_costs
 from hardware.cost import shared_link_ms
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
-from ..plan import Plan
+from ..plan import REL_TOL, Plan, PlanStats
 from .exact_model import ExactModel, stage_ranges
 
 __all__ = ["exact_schedule", "default_hint", "stage_ranges"]
 
 log = logging.getLogger(__name__)
 
-_TIE_REL = 1e-9
 #: integer time units round each per-op time and the stream rate; a plan within this of the bound meets it
 _BOUND_REL = 1e-6
 
@@ -140,7 +139,7 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     """
     t0 = time.perf_counter()
     check_objective(objective)
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     n, K = graph.num_ops, num_stages
     if not 1 <= K <= max(n, 1):
         raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {K}", K)
@@ -162,7 +161,7 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     stages, branches, wall = first.stages, first.branches, first.wall_s
     stats: list[tuple[str, int | float]] = []
     if latency:  # tie-break: least latency among (near-)minimum bottlenecks
-        model.m.add(model.bottleneck <= first.value + math.ceil(first.value * _TIE_REL))
+        model.m.add(model.bottleneck <= first.value + math.ceil(first.value * REL_TOL))
         model.minimize("total")
         second = _optimise(model, time_limit_s - (time.perf_counter() - t0), workers, seed, 0.5, stages)
         stages, branches, wall = second.stages, branches + second.branches, wall + second.wall_s
@@ -191,5 +190,5 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
              "optimal" if optimal else "not proven optimal", seconds, max(stage_ms))
     return Plan(stages, K, "exact", objective=objective, stage_ms=stage_ms, link_ms=shared_link_ms(costs, spec),
                 optimal=optimal,
-                lower_bound_ms=lower_bound_ms, solve_seconds=seconds, stats=tuple(stats))
+                lower_bound_ms=lower_bound_ms, solve_seconds=seconds, stats=PlanStats(stats))
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from tflite_io import OpGraph, StageMapError
 
-from hardware import USB, EdgeTpuSpec
+from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import cost_arrays
 
 from ..objectives import DEFAULT_ALPHA, check_objective
@@ -56,7 +56,7 @@ def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | Non
     check_objective(objective)
     if time_budget_s is not None and not time_budget_s >= 0:
         raise ValueError(f"time_budget_s must be >= 0, got {time_budget_s}")
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     arrays = cost_arrays(graph, spec)
     best: tuple[tuple[float, ...], str, Plan] | None = None
     tried = 0
@@ -66,14 +66,13 @@ def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | Non
             plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order, arrays=arrays)
         except StageMapError:
             continue  # this order has no K-split (e.g. an output op too early)
-        stats = dict(plan.stats)
-        key = ((stats["bottleneck_ms"], stats["latency_ms"]) if objective == "latency"
-               else (stats["objective_value"],))
+        key = ((plan.stats.number("bottleneck_ms"), plan.stats.number("latency_ms")) if objective == "latency"
+               else (plan.stats.number("objective_value"),))
         if best is None or key < best[0]:
             best = (key, name, plan)
     if best is None:
         raise StageMapError(f"none of the candidate orders has a {num_stages}-stage split", num_stages)
     key, name, plan = best
-    stats = plan.stats + (("orders", tried), ("best_order", name))
+    stats = plan.stats.with_(orders=tried, best_order=name)
     return Plan(plan.stages, num_stages, "multiorder", objective=objective,
                 solve_seconds=time.perf_counter() - t0, stats=stats)

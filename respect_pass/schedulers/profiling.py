@@ -55,11 +55,11 @@ from tflite_io import OpGraph, StageMapError
 
 import numpy as np
 
-from hardware import USB, EdgeTpuSpec, stage_costs
+from hardware import EdgeTpuSpec, as_spec, stage_costs
 from hardware.kernel import cost_arrays, map_stage_times, range_costs
 
 from ..orders import libcoral_topological_order, split_order
-from ..plan import Plan
+from ..plan import Plan, PlanStats
 from .compiler import compiler_split, libcoral_strategy_check
 
 __all__ = ["INT64_MAX", "LibcoralAbort", "ProfilingPartitioner", "bisect_partition", "profiling_schedule"]
@@ -280,15 +280,15 @@ def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None
                        **options: object) -> Plan:
     """libcoral's profiling-based partition, with the cost model (``cost``, an EdgeTpuSpec) as the device."""
     t0 = time.perf_counter()
-    spec = cost if isinstance(cost, EdgeTpuSpec) else USB
+    spec = as_spec(cost)
     if partition_search_step < 1 or diff_threshold_ns < 1:  # libcoral: CHECK-fails at step 0, loops forever at 0 ns
         raise StageMapError(f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
                             f"{partition_search_step} and {diff_threshold_ns}", num_stages)
     baseline = compiler_split(graph, num_stages)
     if num_stages == 1:
         return Plan(baseline.stages(), 1, "profiling", solve_seconds=time.perf_counter() - t0,
-                    stats=(("libcoral_outcome", "fatal: num_segments must be at least 2"),
-                           ("libcoral_would_abort", True), ("result", "whole model")))
+                    stats=PlanStats(libcoral_outcome="fatal: num_segments must be at least 2",
+                                    libcoral_would_abort=True, result="whole model"))
     order = libcoral_topological_order(graph)
     measure = _simulated_device(graph, order, spec)
     base = measure(list(baseline.num_ops)) if baseline.order == tuple(order) else set()
@@ -327,4 +327,4 @@ def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None
         stats.append(("partition_search_step_used", step))
     if libcoral_best is not None and libcoral_best != best:
         stats.append(("libcoral_partition", ",".join(map(str, libcoral_best))))
-    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - t0, stats=tuple(stats))
+    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - t0, stats=PlanStats(stats))
