@@ -6,16 +6,30 @@ plus cuts):
 * *re-orderings*: stage-major orders of the same map with the ops inside each
   stage listed differently (by score, as soon as possible, as late as
   possible, perturbed scores); ``dp`` may then move any cut;
-* *moves*: one op of the slowest stage goes to a neighbouring stage, which
-  keeps the map monotone when every successor is in a later stage (forward)
-  or every predecessor in an earlier one (backward, never for ops pinned to
-  the last stage). Moves are scored on the map itself with
-  :func:`hardware.kernel.map_stage_times` (O(n) per move, no range matrices), applied greedily
-  while they lower (bottleneck, latency), and the result joins the
-  re-orderings as one more order for ``dp``.
+* *moves* out of the slowest stage to a neighbouring stage:
 
-Every candidate order's best split is never worse than the plan it came from,
-so :func:`refine` never makes a plan worse.
+  - *single-op moves*: one op, which keeps the map monotone when every successor is in a later
+    stage (forward) or every predecessor in an earlier one (backward, never for ops pinned to the
+    last stage);
+  - *block moves* (:func:`block_moves`): a branch or a whole cell at once, the op plus all its
+    descendants within the stage (forward) or plus all its ancestors within the stage (backward).
+    On a monotone map every path between two ops of one stage stays in that stage, so such a block
+    has no edge back into what it leaves: moving it keeps the map monotone. A block never takes
+    every op of its stage, backward never carries an op pinned to the last stage, and stage 0 keeps
+    an op reading every model input and the ops pinned first. Blocks are tried in order of how
+    close their own work is to half the gap between the slowest stage and the neighbour (the move
+    that would level the two), at most ``blocks`` of them per step. On NASNet-like graphs
+    (many parallel branches per cell) a single op can rarely leave the slowest stage alone: its
+    siblings in the branch hold it back.
+
+  Moves are scored on the map itself with :func:`hardware.kernel.map_stage_times` (O(n) per move, no
+  range matrices) and applied greedily while they lower (bottleneck, latency); the result joins the
+  re-orderings as one more order for ``dp`` and, with block moves on, also competes as it stands
+  (its stage-major order cut at its own stage boundaries, costed by :func:`hardware.kernel.map_period_s`).
+
+Every candidate is accepted only when its (period, latency) under the device model beats the
+plan's, so :func:`refine` never makes a plan worse. :data:`BLOCK_MOVES` (or ``refine(blocks=0)``)
+turns block moves, and the direct candidate, off: the refinement is then exactly the single-op one.
 """
 from __future__ import annotations
 
@@ -28,9 +42,13 @@ from .decode import greedy_order
 from .features import GraphArrays
 from .split import best_split
 
-__all__ = ["range_stage_times", "movable_ops", "improve_by_moves", "refine"]
+__all__ = ["BLOCK_MOVES", "range_stage_times", "movable_ops", "block_moves", "default_block_limit", "improve_by_moves",
+           "refine"]
 
 _REL = 1e-9
+
+#: Module-level switch for block moves in :func:`refine` (benchmarks compare before/after with it).
+BLOCK_MOVES = True
 
 
 def range_stage_times(rc: RangeCosts, cuts: list[int], num_stages: int) -> np.ndarray:
@@ -52,6 +70,45 @@ def movable_ops(ga: GraphArrays, stages: np.ndarray, stage: int, num_stages: int
     return [(v, +1) for v in fwd.tolist()] + [(v, -1) for v in bwd.tolist()]
 
 
+def _own_work(ga: GraphArrays) -> np.ndarray:
+    """(n,) seconds an op costs on its own: compute plus its parameters streamed once."""
+    return ga.op_s + ga.param_bytes / ga.spec.stream_bytes_per_s
+
+
+def block_moves(ga: GraphArrays, stages: np.ndarray, stage: int, num_stages: int,
+                own: np.ndarray | None = None) -> list[tuple[np.ndarray, int, float]]:
+    """(ops, +1 or -1, own work in s) of every block of >= 2 ops of ``stage`` that can move to a neighbouring
+    stage together keeping the map monotone: an op and its descendants in the stage (+1, unless ``stage`` is
+    the last) or an op and its ancestors in the stage (-1, unless ``stage`` is 0 or the block holds an op
+    pinned to the last stage). A block never takes the whole stage. ``stages`` must be a monotone map.
+    Whether stage 0 keeps its input readers and first-pinned ops is the caller's check."""
+    own = _own_work(ga) if own is None else own
+    here = np.flatnonzero(stages == stage)
+    m = len(here)
+    if m < 3:
+        return []  # a block of >= 2 ops would empty the stage
+    sub = ga.ancestors[np.ix_(here, here)]  # sub[i, j]: here[j] is a proper ancestor of here[i]
+    w = own[here]
+    out: list[tuple[np.ndarray, int, float]] = []
+    if stage < num_stages - 1:  # column j: the descendants of here[j] in the stage
+        size = sub.sum(axis=0) + 1
+        work = w @ sub + w
+        for j in np.flatnonzero((size >= 2) & (size < m)).tolist():
+            mask = sub[:, j].copy()
+            mask[j] = True
+            out.append((here[mask], +1, float(work[j])))
+    if stage > 0:  # row i: the ancestors of here[i] in the stage
+        size = sub.sum(axis=1) + 1
+        work = sub @ w + w
+        pinned = ga.pinned[here]
+        has_pin = pinned | (sub @ pinned.astype(np.int64) > 0)
+        for i in np.flatnonzero((size >= 2) & (size < m) & ~has_pin).tolist():
+            mask = sub[i].copy()
+            mask[i] = True
+            out.append((here[mask], -1, float(work[i])))
+    return out
+
+
 def _key(times: np.ndarray) -> tuple[float, float]:
     return float(times.max()), float(times.sum())
 
@@ -60,12 +117,23 @@ def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[0] * (1 - _REL) or (a[0] <= b[0] * (1 + _REL) and a[1] < b[1] * (1 - _REL))
 
 
-def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int
-                     ) -> tuple[np.ndarray, int]:
-    """Greedy descent: at most ``steps`` times, apply the best of at most ``limit`` moves out of the
-    slowest stage (ops with the most own work first) if it lowers (bottleneck, latency); the map and
-    the number of moves applied. The first stage must keep an op that reads every model input."""
-    own = ga.op_s + ga.param_bytes / ga.spec.stream_bytes_per_s
+def _ranked_blocks(ga: GraphArrays, stages: np.ndarray, worst: int, num_stages: int, times: np.ndarray,
+                   own: np.ndarray, limit: int) -> list[tuple[np.ndarray, int]]:
+    """The ``limit`` blocks of stage ``worst`` whose own work is closest to half its gap to the target stage."""
+    blocks = block_moves(ga, stages, worst, num_stages, own)
+    if len(blocks) > limit:
+        half = {s: 0.5 * (times[worst] - times[worst + s]) for s in (-1, 1) if 0 <= worst + s < num_stages}
+        blocks.sort(key=lambda b: abs(b[2] - half[b[1]]))
+    return [(ops, step) for ops, step, _ in blocks[:limit]]
+
+
+def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int,
+                     blocks: int = 0) -> tuple[np.ndarray, int]:
+    """Greedy descent: at most ``steps`` times, apply the best of at most ``limit`` single-op moves (ops
+    with the most own work first) and ``blocks`` block moves (:func:`block_moves`) out of the slowest stage
+    if it lowers (bottleneck, latency); the map and the number of moves applied. The first stage must keep
+    an op that reads every model input (and every op pinned to it)."""
+    own = _own_work(ga)
     stages = stages.copy()
     times = map_stage_times(ga, stages, num_stages)
     done = 0
@@ -73,58 +141,84 @@ def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit
         worst = int(np.argmax(times))
         if (stages == worst).sum() < 2:
             break  # a move would leave the stage empty
-        moves = sorted(movable_ops(ga, stages, worst, num_stages), key=lambda m: -own[m[0]])[:limit]
-        best: tuple[np.ndarray, int, int] | None = None
-        for v, step in moves:
-            stages[v] += step
+        singles = sorted(movable_ops(ga, stages, worst, num_stages), key=lambda m: -own[m[0]])[:limit]
+        cands: list[tuple[np.ndarray | int, int]] = list(singles)
+        if blocks > 0:
+            cands += _ranked_blocks(ga, stages, worst, num_stages, times, own, blocks)
+        best: tuple[np.ndarray, np.ndarray | int, int] | None = None
+        for ops, step in cands:
+            stages[ops] += step
             if all((stages[r] == 0).any() for r in ga.input_readers):
                 t = map_stage_times(ga, stages, num_stages)
                 if _better(_key(t), _key(times if best is None else best[0])):
-                    best = (t, v, step)
-            stages[v] -= step
+                    best = (t, ops, step)
+            stages[ops] -= step
         if best is None:
             break
-        times, v, step = best
-        stages[v] += step
+        times, ops, step = best
+        stages[ops] += step
         done += 1
     return stages, done
 
 
+def _stage_cuts(stages: np.ndarray, order: np.ndarray, num_stages: int) -> list[int]:
+    """Cuts of a stage-major ``order`` of the map ``stages`` at its stage boundaries."""
+    return [int(np.searchsorted(stages[order], s)) for s in range(1, num_stages)]
+
+
+def default_block_limit(n: int) -> int:
+    """Block moves tried per step by default: about 16000 / n, between 8 and 48."""
+    return max(8, min(48, 16000 // max(n, 1)))
+
+
 def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
-           num_stages: int, rounds: int, rng: np.random.Generator, moves: int | None = None
-           ) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
+           num_stages: int, rounds: int, rng: np.random.Generator, moves: int | None = None,
+           blocks: int | None = None) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
     """Improve a split order while it helps (at most ``rounds`` times); see the module docstring.
 
-    ``moves`` caps the moves tried per step (default 4000 / n, between 4 and 32; 0 turns moves off).
-    ``key`` and the returned (period, latency) are the device model's figures of the stage map
-    (:func:`hardware.kernel.map_period_s`). Returns the order, cuts, that key and the rounds that helped.
+    ``moves`` caps the single-op moves tried per step (default 4000 / n, between 4 and 32; 0 turns them
+    off); ``blocks`` the block moves (default :func:`default_block_limit` when :data:`BLOCK_MOVES` is
+    set, else 0; 0 turns them off). ``key`` and the returned (period, latency) are the device model's
+    figures of the stage map (:func:`hardware.kernel.map_period_s`). Returns the order, cuts, that key
+    and the rounds that helped.
     """
     limit = moves if moves is not None else max(4, min(32, 4000 // max(ga.n, 1)))
+    if blocks is None:
+        blocks = default_block_limit(ga.n) if BLOCK_MOVES else 0
     improved = 0
     for _ in range(rounds):
         stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
         variants = [greedy_order(scores, ga, stages), greedy_order(-ga.depth.astype(float), ga, stages),
                     greedy_order(ga.rev_depth.astype(float), ga, stages)]
         variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
-        if limit > 0 and num_stages > 1:
-            moved, applied = improve_by_moves(ga, stages, num_stages, limit, steps=4 * num_stages)
+        direct: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
+        if (limit > 0 or blocks > 0) and num_stages > 1:
+            moved, applied = improve_by_moves(ga, stages, num_stages, limit, steps=4 * num_stages, blocks=blocks)
             if applied:
-                variants.append(greedy_order(scores, ga, moved))
+                moved_order = greedy_order(scores, ga, moved)
+                variants.append(moved_order)
+                if blocks > 0:  # the moved map as it stands, cut at its own stage boundaries
+                    direct = (moved_order, _stage_cuts(moved, moved_order, num_stages),
+                              map_period_s(ga, moved, num_stages))
         seen, uniq = {order.tobytes()}, []
         for v in variants:
             if v.tobytes() not in seen:
                 seen.add(v.tobytes())
                 uniq.append(v)
-        if not uniq:
-            break
-        try:
-            best, new_cuts, _, _ = best_split([range_costs(ga, v) for v in uniq], num_stages)
-        except ValueError:
-            break  # no variant has a valid split
-        # judged as the written segments are costed (the ranges of an order cost its ops in that sequence)
-        new_key = map_period_s(ga, np.asarray(split_order(uniq[best].tolist(), new_cuts, ga.n)), num_stages)
-        if _better(new_key, key):
-            order, cuts, key = uniq[best], new_cuts, new_key
+        found: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
+        if uniq:
+            try:
+                best, new_cuts, _, _ = best_split([range_costs(ga, v) for v in uniq], num_stages)
+            except ValueError:
+                pass  # no variant has a valid split
+            else:
+                # judged as the written segments are costed (the ranges of an order cost its ops in that sequence)
+                new_key = map_period_s(ga, np.asarray(split_order(uniq[best].tolist(), new_cuts, ga.n)), num_stages)
+                found = (uniq[best], new_cuts, new_key)
+        if direct is not None and (found is None or _better(direct[2], found[2])):
+            found = direct
+        if found is not None and _better(found[2], key):
+            order, cuts, key = found
             improved += 1
         else:
             break
