@@ -22,9 +22,9 @@ from respect_pass.policy.decode import greedy_order, perturbed_orders, sample_or
 from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
 from respect_pass.policy.labels import max_stages, stage_major_order
 from respect_pass.policy.model import ModelConfig, PolicyNet, decode_tensors, order_log_probs, torch_scores
-from respect_pass.policy.refine import improve_by_moves, movable_ops, range_stage_times, refine
-from respect_pass.policy.schedule import policy_scores, respect_exact_schedule, respect_schedule
-from respect_pass.policy.split import best_split
+from respect_pass.schedulers.refine import improve_by_moves, movable_ops, range_stage_times, refine
+from respect_pass.schedulers.respect import policy_scores, respect_exact_schedule, respect_schedule
+from respect_pass.schedulers.split import best_split
 from respect_pass.schedulers.dp import best_cuts, dp_schedule
 from tflite_io import RespectPassError, StageMapError, contiguous_stage_map, read, validate_stage_map
 

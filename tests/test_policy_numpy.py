@@ -32,7 +32,7 @@ from respect_pass.policy.decode import greedy_order, perturbed_orders, sample_or
 from respect_pass.policy.features import graph_arrays
 from respect_pass.policy.model import ModelConfig, PolicyNet, torch_scores
 from respect_pass.policy.numpy_net import EdgeIndex, NumpyPolicy, blas_single_thread, parameter_shapes
-from respect_pass.policy.schedule import respect_schedule
+from respect_pass.schedulers.respect import respect_schedule
 from tflite_io import RespectPassError, read, validate_stage_map
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ NO_TORCH = textwrap.dedent("""
     sys.meta_path.insert(0, NoTorch())
     import respect_pass.cli, respect_pass.run_pipeline
     from respect_pass.schedulers import get_scheduler
-    from respect_pass.policy.schedule import respect_schedule
+    from respect_pass.schedulers.respect import respect_schedule
     from hardware import USB
     from tflite_io import read
 
@@ -224,7 +224,7 @@ def test_inference_path_never_imports_torch():
 
 
 def test_importing_the_cli_and_schedulers_loads_no_torch():
-    code = ("import sys, respect_pass.cli, respect_pass.run_pipeline, respect_pass.policy.schedule, "
+    code = ("import sys, respect_pass.cli, respect_pass.run_pipeline, respect_pass.schedulers.respect, "
             "respect_pass.policy.checkpoint, respect_pass.policy.decode; "
             "from respect_pass.schedulers import get_scheduler; get_scheduler('respect'); "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")

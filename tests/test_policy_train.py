@@ -8,7 +8,7 @@ import pytest
 
 from hardware import USB
 from respect_pass.policy.checkpoint import load_checkpoint
-from respect_pass.policy.schedule import respect_schedule
+from respect_pass.schedulers.respect import respect_schedule
 from respect_pass.policy.train_cli import build_parser, train_main
 from strategies import BRANCHY
 from tflite_io import read, validate_stage_map

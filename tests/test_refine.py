@@ -1,4 +1,4 @@
-"""Block moves in the ``respect`` refinement (respect_pass/policy/refine.py): monotone maps, pins kept,
+"""Block moves in the ``respect`` refinement (respect_pass/schedulers/refine.py): monotone maps, pins kept,
 never worse, and a branch that only moves as a whole."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import placed_dags, random_dags
 
-import respect_pass.policy.refine as refine_mod
+import respect_pass.schedulers.refine as refine_mod
 from hardware import USB
 from hardware.kernel import map_period_s, map_stage_times
 from respect_pass.objectives import latency_key
 from respect_pass.orders import random_stage_map, split_order
 from respect_pass.policy.decode import greedy_order
 from respect_pass.policy.features import graph_arrays
-from respect_pass.policy.refine import block_moves, improve_by_moves, refine
+from respect_pass.schedulers.refine import block_moves, improve_by_moves, refine
 from tflite_io import Op, OpGraph, TensorInfo, validate_stage_map
 
 dags = st.one_of(random_dags(max_ops=24), placed_dags(max_ops=24))

@@ -4,7 +4,7 @@ the block moves of its refinement, against ``multiorder`` given the same time an
 For each generator graph (family ``nas_cell`` by default, ~400/600/800 ops, 2 seeds) and K it runs
 
 * ``respect``: the default scheduler (``get_scheduler("respect")``), block moves on;
-* ``respect-noblock``: the same with :data:`respect_pass.policy.refine.BLOCK_MOVES` off (the refinement
+* ``respect-noblock``: the same with :data:`respect_pass.schedulers.refine.BLOCK_MOVES` off (the refinement
   as it was before block moves: single-op moves, re-orderings, ``dp`` re-cuts);
 * ``multiorder@t``: ``multiorder`` with ``time_budget_s`` = the time ``respect`` took on that (graph, K),
   as ``tools/bench.py`` does;
@@ -44,7 +44,7 @@ FIELDS = ["family", "graph", "ops", "seed", "gen_s", "K", "scheduler", "period_m
 
 def _run(name: str, graph, k: int, **kwargs) -> dict:
     """One scheduler run: period and latency (ms, device model), wall seconds and the plan's stats."""
-    import respect_pass.policy.refine as refine_mod
+    import respect_pass.schedulers.refine as refine_mod
 
     sched = get_scheduler("multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect")
                           else name)

@@ -1,13 +1,12 @@
-"""The learned ``respect`` scheduler; torch only for training.
+"""The learned parts of the ``respect`` scheduler: features, network, decoding, checkpoint, training.
 
-Inference (the ``respect`` schedulers) runs the network in numpy
-(:mod:`.numpy_net`) and never imports torch; only training (:mod:`.train`,
-:mod:`.model`) and :func:`load_checkpoint` (a torch ``PolicyNet``) do.
+The scheduler itself (``respect_pass.schedulers.respect``) and the search it shares with ``dp``
+(``schedulers.split``, ``schedulers.refine``) live with the other schedulers. Inference runs the network
+in numpy (:mod:`.numpy_net`) and never imports torch; only training (:mod:`.train`, :mod:`.model`) and
+:func:`load_checkpoint` (a torch ``PolicyNet``) do.
 
 Public API (imported lazily, so ``import respect_pass.policy`` is cheap):
 
-* :func:`respect_schedule` (scheduler ``respect``) and
-  :func:`respect_exact_schedule` (``respect+exact``), from :mod:`.schedule`;
 * :func:`train` / :class:`TrainConfig` (:mod:`.train`) and :func:`train_main`
   (``respect-pass train``, :mod:`.train_cli`);
 * :func:`load_policy` (the numpy policy), :func:`save_checkpoint`,
@@ -19,11 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["respect_schedule", "respect_exact_schedule", "train", "TrainConfig", "train_main", "load_policy",
+__all__ = ["train", "TrainConfig", "train_main", "load_policy",
            "load_checkpoint", "save_checkpoint", "DEFAULT_CHECKPOINT", "NumpyPolicy", "ModelConfig"]
 
 _WHERE = {
-    "respect_schedule": "schedule", "respect_exact_schedule": "schedule", "train": "train",
+    "train": "train",
     "TrainConfig": "train", "train_main": "train_cli", "load_policy": "checkpoint",
     "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "DEFAULT_CHECKPOINT": "checkpoint",
     "NumpyPolicy": "numpy_net", "ModelConfig": "numpy_net",

@@ -4,7 +4,7 @@
 :class:`~hardware.EdgeTpuSpec` into index arrays built once per graph: the
 distinct precedence pairs, per-op compute time, parameter and activation
 bytes, the (buffer, reader) and (tensor, reader) pairs the range-cost matrices
-need (:mod:`respect_pass.policy.split`), the pinned ops (model-output
+need (:mod:`respect_pass.schedulers.split`), the pinned ops (model-output
 producers and their descendants, which every plan puts in the last stage) and
 each op's ancestor set as a boolean matrix.
 

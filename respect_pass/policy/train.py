@@ -46,7 +46,7 @@ from .decode import DecodeTensors, decode_tensors, greedy_order, order_log_probs
 from .features import GraphArrays, graph_arrays, node_features
 from .labels import Label, choose_ks, label_instances, make_graphs, stage_major_order
 from .model import ModelConfig, PolicyNet, make_batch
-from .split import bottleneck_value
+from ..schedulers.split import bottleneck_value
 
 __all__ = ["TrainConfig", "QUICK", "train", "Prepared", "prepare", "evaluate"]
 

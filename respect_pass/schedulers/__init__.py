@@ -1,4 +1,11 @@
-"""Schedulers. Every one has the signature ``(graph, num_stages, cost) -> Plan``."""
+"""Schedulers. Every one has the signature ``(graph, num_stages, cost, **options) -> Plan``.
+
+``cost`` is an :class:`hardware.EdgeTpuSpec` (None: the ``usb`` preset). The search code the learned
+scheduler shares (``split``: the best cuts over candidate orders; ``refine``: local moves) lives here
+beside ``dp``; :mod:`respect_pass.policy` holds only the learned parts (features, network, decoding,
+checkpoint, training), so imports point one way: schedulers -> policy for inference, and only the
+training code (policy.labels, policy.train) reads schedulers, never the other way round at import time.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,6 +14,7 @@ from tflite_io import OpGraph, RespectPassError
 
 from ..objectives import DEFAULT_ALPHA
 from ..plan import Plan
+from . import respect as _respect
 from .compiler import compiler_schedule
 from .dp import dp_schedule
 from .exact import exact_schedule
@@ -22,26 +30,25 @@ def _check_samples(samples: int) -> None:
 
 def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *, samples: int = 8,
                      seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
-    """The learned scheduler (``respect_pass.policy``, imported when it runs; numpy only, no torch)."""
-    from ..policy import respect_schedule as run
-
+    """The learned scheduler with the options the command line offers (:func:`.respect.respect_schedule`)."""
     _check_samples(samples)
-    return run(graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha)
+    return _respect.respect_schedule(graph, num_stages, cost, samples=samples, seed=seed, objective=objective,
+                                     alpha=alpha)
 
 
 def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *,
                            time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
                            objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
     """CP-SAT warm-started from the learned scheduler's plan."""
-    from ..policy import respect_exact_schedule as run
-
     _check_samples(samples)
-    return run(graph, num_stages, cost, time_limit_s=time_limit_s, workers=workers, samples=samples, seed=seed,
-               objective=objective, alpha=alpha)
+    return _respect.respect_exact_schedule(graph, num_stages, cost, time_limit_s=time_limit_s, workers=workers,
+                                           samples=samples, seed=seed, objective=objective, alpha=alpha)
+
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]
 
-Scheduler = Callable[[OpGraph, int, object | None], Plan]
+#: ``(graph, num_stages, cost, **options) -> Plan``; each scheduler takes its own keyword options.
+Scheduler = Callable[..., Plan]
 
 #: Registered schedulers by command-line name.
 SCHEDULERS: dict[str, Scheduler] = {

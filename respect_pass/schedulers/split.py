@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hardware.kernel import RangeCosts
-from respect_pass.schedulers.dp import capped, cuts_under, range_dp
+from .dp import capped, cuts_under, range_dp
 
 __all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "feasible"]
 

@@ -38,8 +38,8 @@ import numpy as np
 from ..orders import split_order
 from hardware.kernel import RangeCosts, map_period_s, map_stage_times, range_costs
 
-from .decode import greedy_order
-from .features import GraphArrays
+from ..policy.decode import greedy_order
+from ..policy.features import GraphArrays
 from .split import best_split
 
 __all__ = ["BLOCK_MOVES", "range_stage_times", "movable_ops", "block_moves", "default_block_limit", "improve_by_moves",

@@ -41,11 +41,11 @@ from tflite_io import OpGraph, StageMapError
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
 from ..orders import depth_first_order, depth_order, has_unique_order, libcoral_topological_order, split_order
 from ..plan import REL_TOL, Plan, PlanStats
-from ..schedulers.dp import dp_schedule
-from .checkpoint import load_policy
-from .decode import greedy_order, perturbed_orders
-from .features import GraphArrays, graph_arrays, node_features
-from .numpy_net import NumpyPolicy
+from .dp import dp_schedule
+from ..policy.checkpoint import load_policy
+from ..policy.decode import greedy_order, perturbed_orders
+from ..policy.features import GraphArrays, graph_arrays, node_features
+from ..policy.numpy_net import NumpyPolicy
 from .refine import refine
 from .split import best_split, bottleneck_value
 
@@ -192,7 +192,7 @@ def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | 
                            objective: str = "latency", alpha: float = DEFAULT_ALPHA,
                            checkpoint: str | Path | None = None) -> Plan:
     """``exact`` (CP-SAT) warm-started from the ``respect`` plan; never worse than that plan."""
-    from ..schedulers.exact import exact_schedule  # OR-Tools only when asked for
+    from .exact import exact_schedule  # OR-Tools only when asked for
 
     t0 = time.perf_counter()
     spec = as_spec(cost)
