@@ -9,6 +9,7 @@ Every user error ends as one line on stderr and exit status 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import logging
@@ -354,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_cli("respect-pass calibrate", calibrate_main, argv[1:])
     if argv and argv[0] == "train":
+        if importlib.util.find_spec("torch") is None:
+            print("respect-pass train: error: training needs torch: pip install 'respect-pass[train]' "
+                  "(torch==2.13.0, a CPU wheel)", file=sys.stderr)
+            return EXIT_USER_ERROR
         from .policy import train_main
 
         return run_cli("respect-pass train", train_main, argv[1:])
