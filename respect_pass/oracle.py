@@ -124,6 +124,6 @@ def best_map(
             better = best_value is None or key_better((value,), (best_value,))  # type: ignore[arg-type]
         if better:
             best_value, best = value, m
-    if best is None:
+    if best is None or best_value is None:
         return None, None
     return best_value, best

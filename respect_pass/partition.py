@@ -81,9 +81,9 @@ def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
         first = place_ops(graph)[0]
         raise UnsupportedModelError(shown, f"no op maps to the Edge TPU (op 0, {graph.ops[0].label}: {first.reason})")
     if log.isEnabledFor(logging.INFO):  # placing again only to say why
-        for op in place_ops(graph):
-            if op.device == "cpu":
-                log.info("op %d (%s) runs on the CPU: %s", op.index, graph.ops[op.index].label, op.reason)
+        for where in place_ops(graph):
+            if where.device == "cpu":
+                log.info("op %d (%s) runs on the CPU: %s", where.index, graph.ops[where.index].label, where.reason)
     return replace(model, graph=graph)
 
 
@@ -153,7 +153,7 @@ def partition(
     doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()), costs)
     if model.fixed_batch:
         doc["fixed_batch"] = list(model.fixed_batch)
-    if refinement is not None:
+    if refinement is not None and device is not None:
         doc["device_refinement"] = {"backend": device.name, "device_runs": refinement.device_runs,
                                     "rounds": list(refinement.rounds), "spec": json.loads(spec.to_json())}
     files = dict(zip(names, blobs))

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from hardware import EdgeTpuSpec
 from hardware.calibrate import Device, graph_of
 from hardware.cost import stage_costs
@@ -52,7 +54,7 @@ class Refinement:
 
 
 def _period_ms(model: TfliteModel, stages: tuple[int, ...], k: int, spec: EdgeTpuSpec) -> float:
-    return map_period_s(cost_arrays(model.graph, spec), stages, k)[0] * 1e3
+    return map_period_s(cost_arrays(model.graph, spec), np.asarray(stages), k)[0] * 1e3
 
 
 def refine_on_device(model: TfliteModel, num_segments: int, spec: EdgeTpuSpec, device: Device, rounds: int,

@@ -115,7 +115,8 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     """Chain the segments through LiteRT, verify against the plan's model when it is available,
     and simulate ``count`` requests through the pipeline with cost-model stage times."""
     models = [read_model(p) for p in segments.paths]
-    verified, stopped_before = None, ()
+    verified: bool | None = None
+    stopped_before: tuple[str, ...] = ()
     plan = read_plan(segments)
     if plan is not None:
         source = Path(plan["model"])
@@ -134,7 +135,7 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
                 raise RespectPassError(f"segments are not bit-exact with {source}: {report.mismatches[0]}")
     # each segment is compiled on its own, so its ops are placed on its own
     costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in (placed(m.graph) for m in models)]
-    stages = [{**replace(c, index=i).as_json(), "file": str(p)} for i, (c, p) in enumerate(zip(costs, segments.paths))]
+    records = [{**replace(c, index=i).as_json(), "file": str(p)} for i, (c, p) in enumerate(zip(costs, segments.paths))]
     figures = measure_pipeline([c.ms for c in costs], count=count, min_period_ms=shared_link_ms(costs, spec))
     return {
         "backend": "sim",
@@ -144,7 +145,7 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
         **asdict(figures),
         "verified": verified,
         "verified_up_to": list(stopped_before),
-        "stages": stages,
+        "stages": records,
     }
 
 

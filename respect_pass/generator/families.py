@@ -10,7 +10,9 @@ multiplier. Budget left over that no block fits is spent on filler ops.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from typing import cast
+
+from collections.abc import Callable, Sequence, Sized
 
 import numpy as np
 
@@ -179,7 +181,7 @@ def inception(b: GraphBuilder, x: int, end: int) -> int:
             template, stride = (_RA if cur == 4 else _RB), 2
         else:
             template, stride = _BLOCKS[cur], 1
-        typical = sum(map(len, template)) + 1
+        typical = sum(len(cast(Sized, branch)) for branch in template) + 1
         s = _size(end - b.pos, typical, 3, typical + 3)
         x = _inception_block(b, x, template, _width(widths, cur), s, stride)
         b.checkpoints.append(x)
@@ -235,7 +237,7 @@ def _mbconv(b: GraphBuilder, x: int, cout: int, down: bool, s: int, act: str, ex
     add = int(not down and cin == cout)
     left = s - 2 - add
     se_ops = 5 + (a if act == "swish" else 0)
-    parts = {}
+    parts: dict[str, bool] = {}
     for name, n in (("se", se_ops), ("dw_act", a), ("expand", 1), ("exp_act", a)):
         parts[name] = n <= left and (name != "expand" or expand > 1) and (name != "exp_act" or parts["expand"])
         left -= n * parts[name]

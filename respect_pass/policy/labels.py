@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +153,7 @@ def label_instances(graphs: Sequence[OpGraph], tasks: Sequence[tuple[int, int]],
 
         jobs = [(graphs[tasks[j][0]], tasks[j][1], spec, time_limit, teacher) for j, _ in todo]
         bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
+        outs: Iterator[dict | None]
         if workers <= 1:
             outs = map(_solve, jobs)
             pool = None

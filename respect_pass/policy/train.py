@@ -238,13 +238,13 @@ def _rl_epoch(model, opt, items, cfg, rng: random.Random, nrng: np.random.Genera
     return total / max(count, 1) - 1
 
 
-def _data(cfg: TrainConfig) -> tuple[list[Prepared], list[Prepared], dict[str, float]]:
+def _data(cfg: TrainConfig) -> tuple[list[Prepared], list[Prepared], dict[str, Any]]:
     t0 = time.perf_counter()
     train_graphs = make_graphs(cfg.graphs, cfg.seed, cfg.min_ops, cfg.max_ops, cfg.families)
     val_graphs = make_graphs(cfg.val_graphs, cfg.seed + 10_007, cfg.min_ops, cfg.max_ops, cfg.families)
     tasks = choose_ks(train_graphs, cfg.ks_per_graph, cfg.k_min, cfg.k_max, cfg.seed)
     val_tasks = choose_ks(val_graphs, cfg.ks_per_graph, cfg.k_min, cfg.k_max, cfg.seed + 1)
-    common = dict(time_limit=cfg.time_limit, workers=cfg.workers, cache=cfg.cache, teacher=cfg.teacher,
+    common: dict[str, Any] = dict(time_limit=cfg.time_limit, workers=cfg.workers, cache=cfg.cache, teacher=cfg.teacher,
                   progress=cfg.progress)
     val = label_instances(val_graphs, val_tasks, USB, desc="validation labels", **common)
     train = label_instances(train_graphs, tasks, USB, desc="training labels", **common)
@@ -278,7 +278,7 @@ def train(cfg: TrainConfig) -> Path:
 
     model = PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
     rng, nrng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
     v0 = evaluate(model, val_items)
     history.append({"phase": "init", "epoch": 0, **v0})
     log.info("untrained: validation gap %.2f%%", 100 * v0["gap"])

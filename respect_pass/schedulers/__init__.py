@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hardware import EdgeTpuSpec
 from tflite_io import OpGraph, RespectPassError
 
 from ..objectives import DEFAULT_ALPHA
@@ -28,7 +29,7 @@ def _check_samples(samples: int) -> None:
         raise RespectPassError(f"--samples must be >= 0, got {samples}")
 
 
-def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *, samples: int = 8,
+def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
                      seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
     """The learned scheduler with the options the command line offers (:func:`.respect.respect_schedule`)."""
     _check_samples(samples)
@@ -36,7 +37,7 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: object | None = None
                                      alpha=alpha)
 
 
-def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: object | None = None, *,
+def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
                            time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
                            objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
     """CP-SAT warm-started from the learned scheduler's plan."""

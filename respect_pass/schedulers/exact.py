@@ -64,7 +64,7 @@ def _solve(model: ExactModel, limit: float, workers: int, seed: int, presolve: b
     status = solver.solve(model.m)
     if status == cp_model.MODEL_INVALID:
         raise RuntimeError(f"exact: CP-SAT rejected the model: {model.m.validate()}")
-    return solver, status
+    return solver, int(status)
 
 
 @dataclass
@@ -160,11 +160,11 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
         log.warning("exact: no solution within %.3g s; returning the hint plan", time_limit_s)
     stages, branches, wall = first.stages, first.branches, first.wall_s
     stats: list[tuple[str, int | float]] = []
-    if latency:  # tie-break: least latency among (near-)minimum bottlenecks
+    if latency and first.value is not None:  # tie-break: least latency among (near-)minimum bottlenecks
         model.m.add(model.bottleneck <= first.value + math.ceil(first.value * REL_TOL))
         model.minimize("total")
         second = _optimise(model, time_limit_s - (time.perf_counter() - t0), workers, seed, 0.5, stages)
-        stages, branches, wall = second.stages, branches + second.branches, wall + second.wall_s
+        stages, branches, wall = second.stages or stages, branches + second.branches, wall + second.wall_s
         stats.append(("latency_optimal", int(second.optimal)))
     stages = validate_stage_map(graph, stages, K)
     if latency and hint is not None and latency_key(graph, hint, K, spec) < latency_key(graph, stages, K, spec):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from functools import partial
 
 from ortools.sat.python import cp_model
 
@@ -49,6 +50,32 @@ __all__ = ["ExactModel", "stage_ranges"]
 
 _MAX_UNITS = 2**53
 _MAX_M = 2**20
+
+
+
+# Values of the model's auxiliary variables for a given stage map ``s`` (for hints and checks).
+def _at_most(v: int, k: int, s: Sequence[int]) -> int:
+    return int(s[v] <= k)
+
+
+def _any_at(rs: tuple[int, ...], k: int, s: Sequence[int]) -> int:
+    return int(any(s[c] == k for c in rs))
+
+
+def _enters_from_before(u: int, rs: tuple[int, ...], k: int, s: Sequence[int]) -> int:
+    return int(s[u] < k and any(s[c] == k for c in rs))
+
+
+def _leaves_to_later(u: int, rs: tuple[int, ...], k: int, s: Sequence[int]) -> int:
+    return int(s[u] == k and any(s[c] > k for c in rs))
+
+
+def _crosses_cut(u: int, rs: tuple[int, ...], k: int, s: Sequence[int]) -> int:
+    return int(s[u] <= k < max(s[r] for r in rs))
+
+
+def _flip(f: Callable[[Sequence[int], int], int], k: int, s: Sequence[int]) -> int:
+    return f(s, k)
 
 
 def stage_ranges(graph: OpGraph, num_stages: int) -> tuple[list[int], list[int]]:
@@ -100,7 +127,7 @@ class ExactModel:
         self.y: list[list] = [[int(k >= hi[v]) if k < lo[v] or k >= hi[v] else m.new_bool_var(f"y{v}_{k}")
                                for k in range(K - 1)] + [1] for v in range(n)]
         for v, k in ((v, k) for v in range(n) for k in range(K - 1) if not isinstance(self.y[v][k], int)):
-            self.defs.append((self.y[v][k], lambda s, v=v, k=k: int(s[v] <= k)))
+            self.defs.append((self.y[v][k], partial(_at_most, v, k)))
             if not isinstance(self.y[v][k + 1], int):
                 m.add(self.y[v][k] <= self.y[v][k + 1])
         for e, k in ((e, k) for e in g.edges for k in range(K - 1)):
@@ -149,7 +176,7 @@ class ExactModel:
                 terms.append(nbytes * self.x(readers[0], k))
             else:
                 terms.append(nbytes * self._indicator(f"z{b}_{k}", [self.x(v, k) for v in readers],
-                                                      lambda s, rs=readers, k=k: int(any(s[v] == k for v in rs))))
+                                                      partial(_any_at, tuple(readers), k)))
         return sum(terms)
 
     def _latency(self) -> None:
@@ -182,7 +209,7 @@ class ExactModel:
                 q, sq = self.share.denominator, self.share.numerator
                 excess = m.new_int_var(0, total_params, f"excess{k}")
                 m.add(q * excess >= q * self.params[k] - q * spec.cache_bytes + sq * io[k])
-                self.defs.append((excess, lambda s, k=k: self._excess(s, k)))
+                self.defs.append((excess, partial(_flip, self._excess, k)))
                 expr += self.stream_c * excess
             self.times.append(expr)
         # Redundant bound: the stage of op v costs at least its invoke and compute.
@@ -222,18 +249,18 @@ class ExactModel:
             if t in inputs:  # always enters stage 0 (a pipeline rule); enters k > 0 iff read there
                 if k > 0:
                     terms.append(nbytes * self._indicator(f"in{t}_{k}", [x(c, k) for c in rs],
-                                                          lambda s, rs=rs, k=k: int(any(s[c] == k for c in rs))))
+                                                          partial(_any_at, tuple(rs), k)))
                 continue
             if u is None:
                 continue
             if k > 0:
                 terms.append(nbytes * self._indicator(
                     f"in{t}_{k}", [x(c, k) + y[u][k - 1] - 1 for c in rs],
-                    lambda s, u=u, rs=rs, k=k: int(s[u] < k and any(s[c] == k for c in rs))))
+                    partial(_enters_from_before, u, tuple(rs), k)))
             if k < K - 1:
                 terms.append(link_bytes(g, t, False) * self._indicator(
                     f"out{t}_{k}", [x(u, k) - y[c][k] for c in rs],
-                    lambda s, u=u, rs=rs, k=k: int(s[u] == k and any(s[c] > k for c in rs))))
+                    partial(_leaves_to_later, u, tuple(rs), k)))
         return sum(terms)
 
     def _memory(self, alpha: float) -> None:
@@ -258,7 +285,7 @@ class ExactModel:
             u = g.producer[t]
             for k in range(K - 1):
                 crossings[k].append(self._indicator(f"cross{t}_{k}", [y[u][k] - y[r][k] for r in rs],
-                                                    lambda s, u=u, rs=rs, k=k: int(s[u] <= k < max(s[r] for r in rs))))
+                                                    partial(_crosses_cut, u, tuple(rs), k)))
         if all(self.hi[v] == 0 for v in range(g.num_ops) if not g.preds[v]):
             # Redundant: with every source op in stage 0, a path into stage k+1 crosses cut k.
             for cut in crossings:

@@ -66,7 +66,7 @@ def multiorder_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | Non
             plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order, arrays=arrays)
         except StageMapError:
             continue  # this order has no K-split (e.g. an output op too early)
-        key = ((plan.stats.number("bottleneck_ms"), plan.stats.number("latency_ms")) if objective == "latency"
+        key: tuple[float, ...] = ((plan.stats.number("bottleneck_ms"), plan.stats.number("latency_ms")) if objective == "latency"
                else (plan.stats.number("objective_value"),))
         if best is None or key < best[0]:
             best = (key, name, plan)

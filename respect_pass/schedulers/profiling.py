@@ -323,7 +323,7 @@ def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None
         ("targets", targets), ("device_runs", partitioner.measurements),
         ("libcoral_outcome", outcome), ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
         ("result", result)]
-    if targets and step != partition_search_step:
+    if targets and step is not None and step != partition_search_step:
         stats.append(("partition_search_step_used", step))
     if libcoral_best is not None and libcoral_best != best:
         stats.append(("libcoral_partition", ",".join(map(str, libcoral_best))))
