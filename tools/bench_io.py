@@ -12,6 +12,7 @@ CSV.
     python -m tools.bench_io                 # K = 4 and 8
     python -m tools.bench_io --ks 2-8        # every K from 2 to 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-from tools.build_zoo import ZOO
 from respect_pass.orders import random_stage_map
 from respect_pass.schedulers.compiler import compiler_schedule
 from tflite_io import build_segments, read_model, segment_file_name, verify_segments, write_files
+from tools.build_zoo import ZOO
 from tools.common import parse_ks
 
-
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def random_maps_exact(model, k: int, count: int, seed: int) -> str:
@@ -56,10 +55,17 @@ def bench(path: Path, k: int, random_maps: int = 0) -> dict:
     report = verify_segments(model.data, blobs)
     t4 = time.perf_counter()
     return {
-        "model": path.stem, "K": k, "ops": model.graph.num_ops, "MB": round(len(model.data) / 1e6, 1),
-        "read_s": round(t1 - t0, 3), "plan_s": round(t2 - t1, 4), "write_s": round(t3 - t2, 3),
-        "read_write_s": round(t1 - t0 + t3 - t2, 3), "verify_s": round(t4 - t3, 2),
-        "boundary_tensors": report.tensors_checked, "bit_exact": report.ok,
+        "model": path.stem,
+        "K": k,
+        "ops": model.graph.num_ops,
+        "MB": round(len(model.data) / 1e6, 1),
+        "read_s": round(t1 - t0, 3),
+        "plan_s": round(t2 - t1, 4),
+        "write_s": round(t3 - t2, 3),
+        "read_write_s": round(t1 - t0 + t3 - t2, 3),
+        "verify_s": round(t4 - t3, 2),
+        "boundary_tensors": report.tensors_checked,
+        "bit_exact": report.ok,
         "random_maps_exact": random_maps_exact(model, k, random_maps, seed=k) if random_maps else "-",
     }
 
@@ -78,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = [bench(m, k, args.random) for m in models for k in parse_ks(args.ks)]
     cols = list(rows[0])
-    print(f"bench_io {date.today()} on {platform.machine()} {platform.processor() or ''} "
-          f"({len(rows)} runs, python {platform.python_version()})")
+    print(
+        f"bench_io {date.today()} on {platform.machine()} {platform.processor() or ''} "
+        f"({len(rows)} runs, python {platform.python_version()})"
+    )
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -89,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    bad = [r for r in rows if not r["bit_exact"] or (r["random_maps_exact"] != "-" and
-                                                    r["random_maps_exact"].split("/")[0] != r["random_maps_exact"].split("/")[1])]
+    bad = [
+        r
+        for r in rows
+        if not r["bit_exact"]
+        or (r["random_maps_exact"] != "-" and r["random_maps_exact"].split("/")[0] != r["random_maps_exact"].split("/")[1])
+    ]
     print(f"{len(rows) - len(bad)}/{len(rows)} bit-exact; CSV: {args.csv}")
     return 1 if bad else 0
 

@@ -64,6 +64,7 @@ Usage::
     .venv/bin/python -m tools.build_evidence                 # into tests/data/evidence/
     .venv/bin/python -m tools.build_evidence --out /tmp/ev   # elsewhere
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,6 +74,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -81,23 +83,32 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 
+# The op table and the resize limit are the project's own (hardware.placement), so the README's expected
+# placements use the same rules the tests check.
+from hardware.placement import EDGETPU_OPS as CORAL_OPS
+from hardware.placement import RESIZE_MAX_SIDE
+
+# constants 16-byte aligned, as the converter (and the segment writer) lays them out
+from tflite_io.submodel import AlignedBufferT as _AlignedBufferT
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "tests" / "data" / "evidence"
 
 S = schema
 OP_NAMES = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
 TYPE_NAMES = {v: k.lower() for k, v in vars(S.TensorType).items() if not k.startswith("_")}
-NP_TYPES = {"int8": S.TensorType.INT8, "uint8": S.TensorType.UINT8, "int32": S.TensorType.INT32,
-            "float32": S.TensorType.FLOAT32, "int64": S.TensorType.INT64}
-
-# The op table and the resize limit are the project's own (hardware.placement), so the README's expected
-# placements use the same rules the tests check.
-from hardware.placement import EDGETPU_OPS as CORAL_OPS, RESIZE_MAX_SIDE
-
+NP_TYPES = {
+    "int8": S.TensorType.INT8,
+    "uint8": S.TensorType.UINT8,
+    "int32": S.TensorType.INT32,
+    "float32": S.TensorType.FLOAT32,
+    "int64": S.TensorType.INT64,
+}
 
 # --------------------------------------------------------------------------------------------
 # Keras / converter helpers
 # --------------------------------------------------------------------------------------------
+
 
 def he_reinit(model, seed: int) -> None:
     """Re-draw every kernel He-normal and every bias N(0, 0.1) from a seeded numpy generator."""
@@ -128,14 +139,18 @@ def centre_outputs(model, names, shape, seed: int, gain: float = 1.0) -> None:
         layer = model.get_layer(name)
         sub = tf.keras.Model(model.inputs, layer.output)
         key = model.inputs[0].name
-        mean = np.concatenate([np.asarray(sub({key: probe[i:i + 1]})) for i in range(len(probe))]).reshape(
-            -1, layer.bias.shape[0]).mean(axis=0)
+        mean = (
+            np.concatenate([np.asarray(sub({key: probe[i : i + 1]})) for i in range(len(probe))])
+            .reshape(-1, layer.bias.shape[0])
+            .mean(axis=0)
+        )
         layer.bias.assign((np.asarray(layer.bias) - mean) * gain)
         layer.kernel.assign(np.asarray(layer.kernel) * gain)
 
 
 def representative(shape, seed: int, samples: int = 8, dtype: str = "float32"):
     """A representative-dataset callable yielding seeded random inputs of ``shape``."""
+
     def gen():
         rng = np.random.default_rng(seed)
         for _ in range(samples):
@@ -143,6 +158,7 @@ def representative(shape, seed: int, samples: int = 8, dtype: str = "float32"):
                 yield [rng.integers(0, 256, shape).astype("uint8")]
             else:
                 yield [rng.uniform(-1.0, 1.0, shape).astype("float32")]
+
     return gen
 
 
@@ -167,16 +183,12 @@ def keras_int8(model, rep, input_type="int8", output_type="int8", builtins=False
     import tensorflow as tf
 
     types = {"int8": tf.int8, "uint8": tf.uint8, None: None}
-    return convert(tf.lite.TFLiteConverter.from_keras_model(model), rep, types[input_type], types[output_type],
-                   builtins)
+    return convert(tf.lite.TFLiteConverter.from_keras_model(model), rep, types[input_type], types[output_type], builtins)
 
 
 # --------------------------------------------------------------------------------------------
 # Flatbuffer object-API editing
 # --------------------------------------------------------------------------------------------
-
-# constants 16-byte aligned, as the converter (and the segment writer) lays them out
-from tflite_io.submodel import AlignedBufferT as _AlignedBufferT
 
 
 class Editor:
@@ -209,8 +221,9 @@ class Editor:
         self.m.operatorCodes.append(oc)
         return len(self.m.operatorCodes) - 1
 
-    def tensor(self, name: str, shape, dtype: str, data: np.ndarray | None = None,
-               scale: float | None = None, zero_point: int = 0) -> int:
+    def tensor(
+        self, name: str, shape, dtype: str, data: np.ndarray | None = None, scale: float | None = None, zero_point: int = 0
+    ) -> int:
         t = S.TensorT()
         t.name, t.shape, t.type = name.encode(), [int(d) for d in shape], NP_TYPES[dtype]
         t.buffer = 0
@@ -230,8 +243,9 @@ class Editor:
         arr = np.asarray(values, dtype=dtype)
         return self.tensor(name, arr.shape, dtype, data=arr)
 
-    def op(self, opcode: int, inputs, outputs, options_type: int = 0, options=None,
-           custom_options: bytes | None = None) -> int:
+    def op(
+        self, opcode: int, inputs, outputs, options_type: int = 0, options=None, custom_options: bytes | None = None
+    ) -> int:
         o = S.OperatorT()
         o.opcodeIndex, o.inputs, o.outputs = opcode, list(inputs), list(outputs)
         o.builtinOptionsType, o.builtinOptions = options_type, options
@@ -245,8 +259,7 @@ class Editor:
         return self.op(self.opcode(code), inputs, outputs, options_type, options)
 
     def custom(self, name: str, inputs, outputs, custom_options: bytes) -> int:
-        return self.op(self.opcode(S.BuiltinOperator.CUSTOM, name.encode()), inputs, outputs,
-                       custom_options=custom_options)
+        return self.op(self.opcode(S.BuiltinOperator.CUSTOM, name.encode()), inputs, outputs, custom_options=custom_options)
 
     # -- queries
     def shape(self, t: int) -> list[int]:
@@ -292,6 +305,7 @@ def flex(options: dict) -> bytes:
 # The models
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Built:
     name: str
@@ -316,8 +330,8 @@ def _dw_pw(L, x, c, stride=1):
     return L.Conv2D(c, 1, activation="relu6")(x)
 
 
-SSD_CLASSES = 5              # + 1 background column, as in Google's SSD models
-SSD_ANCHORS = 3              # per feature-map cell
+SSD_CLASSES = 5  # + 1 background column, as in Google's SSD models
+SSD_ANCHORS = 3  # per feature-map cell
 SSD_MAX_DET = 10
 
 
@@ -336,12 +350,13 @@ def build_ssd(seed: int = 1) -> Built:
     tf, L = _layers()
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((64, 64, 3), batch_size=1, name="normalized_input_image_tensor")
-    x = L.Conv2D(8, 3, 2, padding="same", activation="relu6")(inp)       # 32x32
+    x = L.Conv2D(8, 3, 2, padding="same", activation="relu6")(inp)  # 32x32
     x = _dw_pw(L, x, 16)
-    x = _dw_pw(L, x, 24, 2)                                               # 16x16
-    f1 = _dw_pw(L, x, 32, 2)                                              # 8x8
-    f2 = _dw_pw(L, f1, 32, 2)                                             # 4x4
-    boxes, classes = [], []
+    x = _dw_pw(L, x, 24, 2)  # 16x16
+    f1 = _dw_pw(L, x, 32, 2)  # 8x8
+    f2 = _dw_pw(L, f1, 32, 2)  # 4x4
+    boxes: list[Any] = []
+    classes: list[Any] = []
     for f in (f1, f2):
         boxes.append(L.Reshape((-1, 4))(L.Conv2D(SSD_ANCHORS * 4, 1)(f)))
         head = L.Conv2D(SSD_ANCHORS * (SSD_CLASSES + 1), 1, name=f"class_head_{len(classes)}")
@@ -362,15 +377,34 @@ def build_ssd(seed: int = 1) -> Built:
     anchors = ssd_anchors()
     assert anchors.shape[0] == e.shape(box_t)[1] == e.shape(cls_t)[1]
     a = e.tensor("anchors", anchors.shape, "float32", data=anchors)
-    names = ["TFLite_Detection_PostProcess", "TFLite_Detection_PostProcess:1",
-             "TFLite_Detection_PostProcess:2", "TFLite_Detection_PostProcess:3"]
+    names = [
+        "TFLite_Detection_PostProcess",
+        "TFLite_Detection_PostProcess:1",
+        "TFLite_Detection_PostProcess:2",
+        "TFLite_Detection_PostProcess:3",
+    ]
     shapes = [(1, SSD_MAX_DET, 4), (1, SSD_MAX_DET), (1, SSD_MAX_DET), (1,)]
     new = [e.tensor(n, s, "float32") for n, s in zip(names, shapes)]
-    e.custom("TFLite_Detection_PostProcess", [box_t, cls_t, a], new, flex({
-        "max_detections": SSD_MAX_DET, "max_classes_per_detection": 1, "detections_per_class": 100,
-        "use_regular_nms": False, "nms_score_threshold": 1e-8, "nms_iou_threshold": 0.6,
-        "num_classes": SSD_CLASSES, "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0,
-    }))
+    e.custom(
+        "TFLite_Detection_PostProcess",
+        [box_t, cls_t, a],
+        new,
+        flex(
+            {
+                "max_detections": SSD_MAX_DET,
+                "max_classes_per_detection": 1,
+                "detections_per_class": 100,
+                "use_regular_nms": False,
+                "nms_score_threshold": 1e-8,
+                "nms_iou_threshold": 0.6,
+                "num_classes": SSD_CLASSES,
+                "y_scale": 10.0,
+                "x_scale": 10.0,
+                "h_scale": 5.0,
+                "w_scale": 5.0,
+            }
+        ),
+    )
     e.set_outputs(new, ["detection_boxes", "detection_classes", "detection_scores", "num_detections"])
     return Built("ssd_head_int8.tflite", e.pack(), "SSD MobileNet + TFLite_Detection_PostProcess")
 
@@ -382,10 +416,10 @@ def build_posenet(seed: int = 2) -> Built:
     tf, L = _layers()
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((64, 64, 3), batch_size=1, name="sub_2")
-    x = L.Conv2D(8, 3, 2, padding="same", activation="relu6")(inp)       # 32x32
+    x = L.Conv2D(8, 3, 2, padding="same", activation="relu6")(inp)  # 32x32
     x = _dw_pw(L, x, 16)
-    x = _dw_pw(L, x, 24, 2)                                               # 16x16
-    x = _dw_pw(L, x, 32, 2)                                               # 8x8 (stride 8)
+    x = _dw_pw(L, x, 24, 2)  # 16x16
+    x = _dw_pw(L, x, 32, 2)  # 8x8 (stride 8)
     x = _dw_pw(L, x, 32)
     heat = L.Conv2D(POSE_KEYPOINTS, 1, name="heatmap")(x)
     short = L.Conv2D(2 * POSE_KEYPOINTS, 1, name="offset_2")(x)
@@ -402,9 +436,19 @@ def build_posenet(seed: int = 2) -> Built:
     names = ["poses", "poses:1", "poses:2", "poses:3"]
     shapes = [(1, POSE_MAX, POSE_KEYPOINTS, 2), (1, POSE_MAX, POSE_KEYPOINTS), (1, POSE_MAX), (1,)]
     new = [e.tensor(n, s, "float32") for n, s in zip(names, shapes)]
-    e.custom("PosenetDecoderOp", ins, new, flex({
-        "max_detections": POSE_MAX, "score_threshold": 0.2, "stride": POSE_STRIDE, "nms_radius": 10.0,
-    }))
+    e.custom(
+        "PosenetDecoderOp",
+        ins,
+        new,
+        flex(
+            {
+                "max_detections": POSE_MAX,
+                "score_threshold": 0.2,
+                "stride": POSE_STRIDE,
+                "nms_radius": 10.0,
+            }
+        ),
+    )
     e.set_outputs(new, ["poses", "keypoint_scores", "pose_scores", "num_poses"])
     return Built("posenet_like_int8.tflite", e.pack(), "Coral PoseNet + PosenetDecoderOp")
 
@@ -420,16 +464,17 @@ def build_movenet(seed: int = 3) -> Built:
     inp = tf.keras.Input((MOVENET_SIZE, MOVENET_SIZE, 3), batch_size=1, dtype="uint8", name="input")
     x = keras.ops.cast(inp, "float32")
     x = L.Rescaling(1 / 127.5, offset=-1.0)(x)
-    x = L.Conv2D(16, 3, 2, padding="same", activation="relu6")(x)        # 24x24
+    x = L.Conv2D(16, 3, 2, padding="same", activation="relu6")(x)  # 24x24
     x = _dw_pw(L, x, 24)
-    x = _dw_pw(L, x, 32, 2)                                               # 12x12
+    x = _dw_pw(L, x, 32, 2)  # 12x12
     x = _dw_pw(L, x, 32)
     heat = L.Conv2D(POSE_KEYPOINTS, 1, activation="sigmoid", name="heatmaps")(x)
     model = tf.keras.Model(inp, heat)
     he_reinit(model, seed)
     # uint8 model input (kept: the converter only rewrites float inputs), float output -> DEQUANTIZE.
-    data = keras_int8(model, representative((1, MOVENET_SIZE, MOVENET_SIZE, 3), seed, dtype="uint8"),
-                      None, None, builtins=True)
+    data = keras_int8(
+        model, representative((1, MOVENET_SIZE, MOVENET_SIZE, 3), seed, dtype="uint8"), None, None, builtins=True
+    )
 
     e = Editor(data)
     (hm,) = e.sg.outputs
@@ -441,13 +486,16 @@ def build_movenet(seed: int = 3) -> Built:
         return e.tensor(f"decode/{name}", shape, dtype)
 
     flat = t("flat", (1, h * w, k))
-    ro = S.ReshapeOptionsT(); ro.newShape = [1, h * w, k]
+    ro = S.ReshapeOptionsT()
+    ro.newShape = [1, h * w, k]
     e.builtin(BO.RESHAPE, [hm, e.const("decode/flat_shape", [1, h * w, k], "int32")], [flat], BOp.ReshapeOptions, ro)
     idx = t("argmax", (1, k), "int32")
-    am = S.ArgMaxOptionsT(); am.outputType = S.TensorType.INT32
+    am = S.ArgMaxOptionsT()
+    am.outputType = S.TensorType.INT32
     e.builtin(BO.ARG_MAX, [flat, e.const("decode/axis", [1], "int32")], [idx], BOp.ArgMaxOptions, am)
     idxf = t("argmax_f", (1, k))
-    co = S.CastOptionsT(); co.inDataType, co.outDataType = S.TensorType.INT32, S.TensorType.FLOAT32
+    co = S.CastOptionsT()
+    co.inDataType, co.outDataType = S.TensorType.INT32, S.TensorType.FLOAT32
     e.builtin(BO.CAST, [idx], [idxf], BOp.CastOptions, co)
     width = e.const("decode/width", [float(w)], "float32")
     row, col = t("row", (1, k)), t("col", (1, k))
@@ -458,19 +506,22 @@ def build_movenet(seed: int = 3) -> Built:
     for name, q, n in (("y", row, h), ("x", col, w)):
         centred, norm = t(f"{name}_centred", (1, k)), t(name, (1, k))
         e.builtin(BO.ADD, [q, half], [centred], BOp.AddOptions, S.AddOptionsT())
-        e.builtin(BO.MUL, [centred, e.const(f"decode/inv_{name}", [1.0 / n], "float32")], [norm],
-                  BOp.MulOptions, S.MulOptionsT())
+        e.builtin(
+            BO.MUL, [centred, e.const(f"decode/inv_{name}", [1.0 / n], "float32")], [norm], BOp.MulOptions, S.MulOptionsT()
+        )
         coords.append(norm)
     score = t("score", (1, k))
-    rm = S.ReducerOptionsT(); rm.keepDims = False
+    rm = S.ReducerOptionsT()
+    rm.keepDims = False
     e.builtin(BO.REDUCE_MAX, [flat, e.const("decode/axis_max", [1], "int32")], [score], BOp.ReducerOptions, rm)
     packed = t("packed", (1, k, 3))
-    po = S.PackOptionsT(); po.valuesCount, po.axis = 3, 2
+    po = S.PackOptionsT()
+    po.valuesCount, po.axis = 3, 2
     e.builtin(BO.PACK, coords + [score], [packed], BOp.PackOptions, po)
     out = t("output_0", (1, 1, k, 3))
-    ro2 = S.ReshapeOptionsT(); ro2.newShape = [1, 1, k, 3]
-    e.builtin(BO.RESHAPE, [packed, e.const("decode/out_shape", [1, 1, k, 3], "int32")], [out],
-              BOp.ReshapeOptions, ro2)
+    ro2 = S.ReshapeOptionsT()
+    ro2.newShape = [1, 1, k, 3]
+    e.builtin(BO.RESHAPE, [packed, e.const("decode/out_shape", [1, 1, k, 3], "int32")], [out], BOp.ReshapeOptions, ro2)
     e.set_outputs([out], ["output_0"])
     return Built("movenet_like.tflite", e.pack(), "MoveNet single-pose (uint8 in, float decoding tail)")
 
@@ -482,19 +533,19 @@ def build_deeplab(seed: int = 4) -> Built:
     tf, L = _layers()
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((DEEPLAB_SIZE, DEEPLAB_SIZE, 3), batch_size=1, name="ImageTensor")
-    x = L.Conv2D(16, 3, 2, padding="same", activation="relu6")(inp)      # 96
-    x = _dw_pw(L, x, 24, 2)                                               # 48
-    x = _dw_pw(L, x, 32, 2)                                               # 24
-    x = _dw_pw(L, x, 32, 2)                                               # 12 (output stride 16)
+    x = L.Conv2D(16, 3, 2, padding="same", activation="relu6")(inp)  # 96
+    x = _dw_pw(L, x, 24, 2)  # 48
+    x = _dw_pw(L, x, 32, 2)  # 24
+    x = _dw_pw(L, x, 32, 2)  # 12 (output stride 16)
     fs = DEEPLAB_SIZE // 16
     b0 = L.Conv2D(24, 1, activation="relu")(x)
-    b1 = L.AveragePooling2D(fs)(x)                                        # image pooling: 1x1
+    b1 = L.AveragePooling2D(fs)(x)  # image pooling: 1x1
     b1 = L.Conv2D(24, 1, activation="relu")(b1)
-    b1 = L.Resizing(fs, fs, interpolation="bilinear")(b1)                 # 1x1 -> 12x12 (maps)
+    b1 = L.Resizing(fs, fs, interpolation="bilinear")(b1)  # 1x1 -> 12x12 (maps)
     x = L.Concatenate()([b1, b0])
     x = L.Conv2D(32, 1, activation="relu")(x)
     logits = L.Conv2D(DEEPLAB_CLASSES, 1, name="logits")(x)
-    up = L.Resizing(DEEPLAB_SIZE, DEEPLAB_SIZE, interpolation="bilinear")(logits)   # 12x12 -> 192x192 (CPU)
+    up = L.Resizing(DEEPLAB_SIZE, DEEPLAB_SIZE, interpolation="bilinear")(logits)  # 12x12 -> 192x192 (CPU)
     # tf.argmax (int64, as DeepLab's export): keras.ops.argmax adds NaN handling (tf.BitwiseAnd, a flex op).
     seg = L.Lambda(lambda t: tf.argmax(t, axis=-1), output_shape=(DEEPLAB_SIZE, DEEPLAB_SIZE), name="ArgMax")(up)
     model = tf.keras.Model(inp, seg)
@@ -507,7 +558,7 @@ def build_deeplab(seed: int = 4) -> Built:
 def build_dynamic_batch(seed: int = 5) -> Built:
     tf, L = _layers()
     tf.keras.utils.set_random_seed(seed)
-    inp = tf.keras.Input((16, 16, 3), name="input")                       # batch left dynamic
+    inp = tf.keras.Input((16, 16, 3), name="input")  # batch left dynamic
     x = L.Conv2D(8, 3, 2, padding="same", activation="relu6")(inp)
     x = _dw_pw(L, x, 16)
     x = L.GlobalAveragePooling2D()(x)
@@ -533,9 +584,15 @@ def build_lstm(seed: int = 6) -> Built:
     he_reinit(ref, seed)
     kernel, rkernel, bias, dense_w, dense_b = [np.asarray(v) for v in ref.weights]
 
-    @tf.function(autograph=False, experimental_attributes={
-        "api_implements": "lstm_8f3b2a6e-4c1d-4e7a-9b5f-0d2c6a1e7f30", "api_preferred_device": "CPU",
-        "time_major": False, "go_backwards": False})
+    @tf.function(
+        autograph=False,
+        experimental_attributes={
+            "api_implements": "lstm_8f3b2a6e-4c1d-4e7a-9b5f-0d2c6a1e7f30",
+            "api_preferred_device": "CPU",
+            "time_major": False,
+            "go_backwards": False,
+        },
+    )
     def standard_lstm(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
         """Keras 2's standard_lstm contract: 6 tensor args (weights as tensors, not variables: passing
         resource variables crashes the converter's CheckFusableKerasLstm), 5 outputs."""
@@ -548,7 +605,9 @@ def build_lstm(seed: int = 6) -> Built:
             outs.append(h)
         return h, tf.stack(outs, axis=1), h, c, tf.constant(1.0)
 
-    class Net(tf.Module):
+    module_base: Any = tf.Module  # tf comes from _layers(), a variable mypy cannot use as a base class
+
+    class Net(module_base):
         def __init__(self):
             super().__init__()
             self.w = [tf.Variable(a) for a in (kernel, rkernel, bias, dense_w, dense_b)]
@@ -565,8 +624,12 @@ def build_lstm(seed: int = 6) -> Built:
     err = float(np.max(np.abs(net.serve(probe).numpy() - ref(probe).numpy())))
     assert err < 1e-4, f"fused LSTM function disagrees with keras.layers.LSTM ({err})"
     fn = net.serve.get_concrete_function()
-    data = convert(tf.lite.TFLiteConverter.from_concrete_functions([fn], net),
-                   representative((1, LSTM_T, LSTM_D), seed), tf.int8, tf.int8)
+    data = convert(
+        tf.lite.TFLiteConverter.from_concrete_functions([fn], net),
+        representative((1, LSTM_T, LSTM_D), seed),
+        tf.int8,
+        tf.int8,
+    )
     b = Built("lstm_int8.tflite", data, "Coral Keras LSTM MNIST example (UNIDIRECTIONAL_SEQUENCE_LSTM)")
     b.notes.append(f"float tf.function matches keras.layers.LSTM to {err:.1e}")
     return b
@@ -584,21 +647,29 @@ def build_compiled(seed: int = 7) -> Built:
 
 
 BUILDERS = (build_ssd, build_posenet, build_movenet, build_deeplab, build_dynamic_batch, build_lstm, build_compiled)
-FILES = ("ssd_head_int8.tflite", "posenet_like_int8.tflite", "movenet_like.tflite", "deeplab_like_int8.tflite",
-         "dynamic_batch_int8.tflite", "lstm_int8.tflite", "compiled_edgetpu.tflite")
+FILES = (
+    "ssd_head_int8.tflite",
+    "posenet_like_int8.tflite",
+    "movenet_like.tflite",
+    "deeplab_like_int8.tflite",
+    "dynamic_batch_int8.tflite",
+    "lstm_int8.tflite",
+    "compiled_edgetpu.tflite",
+)
 
 
 # --------------------------------------------------------------------------------------------
 # Inspection: op table, expected CPU placement, LiteRT run
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class OpRow:
     index: int
-    kind: str                     # builtin name or "CUSTOM:<code>"
+    kind: str  # builtin name or "CUSTOM:<code>"
     ins: list[str]
     outs: list[str]
-    problem: str | None           # why it cannot map on its own (None: mappable)
+    problem: str | None  # why it cannot map on its own (None: mappable)
 
 
 def _is_const(m, t) -> bool:
@@ -622,8 +693,11 @@ def op_rows(data: bytes) -> list[OpRow]:
         oc = m.operatorCodes[op.opcodeIndex]
         name = OP_NAMES[max(int(oc.builtinCode), int(oc.deprecatedBuiltinCode))]
         kind = f"CUSTOM:{oc.customCode.decode()}" if name == "CUSTOM" else name
-        acts = [sg.tensors[t] for t in list(op.inputs) + list(op.outputs)
-                if t >= 0 and not _is_const(m, sg.tensors[t]) and not sg.tensors[t].isVariable]
+        acts = [
+            sg.tensors[t]
+            for t in list(op.inputs) + list(op.outputs)
+            if t >= 0 and not _is_const(m, sg.tensors[t]) and not sg.tensors[t].isVariable
+        ]
         problem = None
         if name == "CUSTOM":
             problem = "custom op"
@@ -631,8 +705,7 @@ def op_rows(data: bytes) -> list[OpRow]:
             problem = "not in Coral's op table"
         elif any(TYPE_NAMES[t.type] not in ("int8", "uint8") for t in acts):
             problem = "non-8-bit activation"
-        elif name.startswith("RESIZE_") and any(
-                d > RESIZE_MAX_SIDE for t in acts for d in list(t.shape)[1:3]):
+        elif name.startswith("RESIZE_") and any(d > RESIZE_MAX_SIDE for t in acts for d in list(t.shape)[1:3]):
             problem = f"resize with a side > {RESIZE_MAX_SIDE}"
         rows.append(OpRow(i, kind, [desc(t) for t in op.inputs], [desc(t) for t in op.outputs], problem))
     return rows
@@ -668,7 +741,7 @@ def run_litert(data: bytes, seed: int = 0) -> tuple[bool, str]:
     rng = np.random.default_rng(seed)
     for d in it.get_input_details():
         info = np.iinfo(d["dtype"]) if np.issubdtype(d["dtype"], np.integer) else None
-        x = (rng.integers(info.min, info.max + 1, d["shape"]) if info else rng.uniform(-1, 1, d["shape"]))
+        x = rng.integers(info.min, info.max + 1, d["shape"]) if info else rng.uniform(-1, 1, d["shape"])
         it.set_tensor(d["index"], x.astype(d["dtype"]))
     it.invoke()
     outs = []
@@ -726,8 +799,10 @@ def _project_placement(path: Path) -> str:
 def _ranges(idx: list[int]) -> str:
     if not idx:
         return "none"
-    out, start = [], idx[0]
-    for a, b in zip(idx, idx[1:] + [None]):
+    out: list[str] = []
+    start: int | None = idx[0]
+    nexts: list[int | None] = [*idx[1:], None]
+    for a, b in zip(idx, nexts):
         if b != a + 1:
             out.append(f"{start}" if start == a else f"{start}-{a}")
             start = b
@@ -735,34 +810,53 @@ def _ranges(idx: list[int]) -> str:
 
 
 def report(built: list[Built], out: Path) -> str:
-    lines = ["# Evidence models", "",
-             "Small deterministic models that reproduce real Coral model shapes-of-problem, built by",
-             "`tools/build_evidence.py` (see its docstring for what each mimics). Rebuild with:", "",
-             "    .venv/bin/python -m tools.build_evidence", "",
-             "\"CPU (strict)\": every op from the first unmappable op on (Coral: \"as soon as an unsupported",
-             "operation occurs, that operation and everything after it executes on the CPU\"); custom ops,",
-             "ops outside Coral's op table and ops with non-8-bit activations never map; a RESIZE_* with a side",
-             f"over {RESIZE_MAX_SIDE} is taken as unmapped (DeepLab's final upsampling). \"CPU (head)\": the same, but",
-             "unmappable ops ahead of the first mappable op (a CAST / float QUANTIZE input head) stay on the",
-             "CPU in front of the Edge TPU subgraph. \"project\": `hardware.placement.place_ops` at build time.", "",
-             "| file | bytes | ops | CPU (strict) | CPU (head) | project | runs in LiteRT |",
-             "|---|---:|---:|---|---|---|---|"]
+    lines = [
+        "# Evidence models",
+        "",
+        "Small deterministic models that reproduce real Coral model shapes-of-problem, built by",
+        "`tools/build_evidence.py` (see its docstring for what each mimics). Rebuild with:",
+        "",
+        "    .venv/bin/python -m tools.build_evidence",
+        "",
+        '"CPU (strict)": every op from the first unmappable op on (Coral: "as soon as an unsupported',
+        'operation occurs, that operation and everything after it executes on the CPU"); custom ops,',
+        "ops outside Coral's op table and ops with non-8-bit activations never map; a RESIZE_* with a side",
+        f'over {RESIZE_MAX_SIDE} is taken as unmapped (DeepLab\'s final upsampling). "CPU (head)": the same, but',
+        "unmappable ops ahead of the first mappable op (a CAST / float QUANTIZE input head) stay on the",
+        'CPU in front of the Edge TPU subgraph. "project": `hardware.placement.place_ops` at build time.',
+        "",
+        "| file | bytes | ops | CPU (strict) | CPU (head) | project | runs in LiteRT |",
+        "|---|---:|---:|---|---|---|---|",
+    ]
     details = []
     for b in built:
         rows = op_rows(b.data)
         strict, head = expected_cpu(rows)
         proj = _project_placement(out / b.name)
-        lines.append(f"| `{b.name}` | {len(b.data)} | {len(rows)} | {_ranges(strict)} | {_ranges(head)} | "
-                     f"{proj} | {b.litert.split(' - ')[0]} |")
-        details += ["", f"## `{b.name}`", "", (f"Mimics: {b.mimics}. {len(b.data)} bytes, sha256 "
-                    f"`{hashlib.sha256(b.data).hexdigest()[:16]}`."), "",
-                    f"- LiteRT: {b.litert}"]
+        lines.append(
+            f"| `{b.name}` | {len(b.data)} | {len(rows)} | {_ranges(strict)} | {_ranges(head)} | "
+            f"{proj} | {b.litert.split(' - ')[0]} |"
+        )
+        details += [
+            "",
+            f"## `{b.name}`",
+            "",
+            (f"Mimics: {b.mimics}. {len(b.data)} bytes, sha256 `{hashlib.sha256(b.data).hexdigest()[:16]}`."),
+            "",
+            f"- LiteRT: {b.litert}",
+        ]
         details += [f"- {n}" for n in b.notes]
-        details += [f"- expected on the CPU (strict): {_ranges(strict)}; with a CPU head: {_ranges(head)}",
-                    "", "| # | op | inputs | outputs | maps alone? |", "|---:|---|---|---|---|"]
+        details += [
+            f"- expected on the CPU (strict): {_ranges(strict)}; with a CPU head: {_ranges(head)}",
+            "",
+            "| # | op | inputs | outputs | maps alone? |",
+            "|---:|---|---|---|---|",
+        ]
         for r in rows:
-            details.append(f"| {r.index} | {r.kind} | {', '.join(r.ins)} | {', '.join(r.outs)} | "
-                           f"{'yes' if r.problem is None else 'no: ' + r.problem} |")
+            details.append(
+                f"| {r.index} | {r.kind} | {', '.join(r.ins)} | {', '.join(r.outs)} | "
+                f"{'yes' if r.problem is None else 'no: ' + r.problem} |"
+            )
     lines += details
     lines += ["", "Shapes print the shape_signature where there is one; a trailing `c` marks a constant.", ""]
     return "\n".join(lines)
@@ -770,8 +864,9 @@ def report(built: list[Built], out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", metavar="FILE",
-                        help="build only these files (default: all, and rewrite README.md)")
+    parser.add_argument(
+        "models", nargs="*", metavar="FILE", help="build only these files (default: all, and rewrite README.md)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default tests/data/evidence)")
     args = parser.parse_args(argv)
     known = dict(zip(FILES, BUILDERS))

@@ -13,6 +13,7 @@ Usage::
     python -m tools.build_zoo --embedded         # the small model shipped in the package
     python -m tools.build_zoo --test-models      # the tiny branchy model under tests/data
 """
+
 from __future__ import annotations
 
 import argparse

@@ -44,6 +44,7 @@ features of the same formula (checked equal to the reference on every figure).
     python -m tools.calibrate --check-tf          # also build two sweep models through TF and compare the OpGraphs
     python -m tools.calibrate --build-missing     # build missing zoo files (tools/build_zoo.py, minutes each)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,31 +64,36 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-TOOLS = Path(__file__).resolve().parent
-ROOT = TOOLS.parent
-
-from tools import calibration_data as cd
-
 from hardware import USB, EdgeTpuSpec, op_class
 from hardware.cost import (
-    cache_layers,
-    link_bytes,
     CHANNEL_GROUP,
+    cache_layers,
     device_param_bytes,
     host_handoff_bytes,
     latency_ms,
+    link_bytes,
     pipeline_period_ms,
     stage_costs,
     stream_tiles,
 )
 from hardware.placement import placed
 from tflite_io import OpGraph, read, segment_interfaces
+from tools import calibration_data as cd
+
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
 
 MiB = cd.MiB
 SWEEP_WEIGHT = 0.5
 #: Free time constants, fitted in log space: (label, getter, setter)
-TIME_PARAMS = ("efficiency conv", "efficiency depthwise", "elementwise_s_per_byte", "t_invoke_s",
-               "io_bytes_per_s", "stream_bytes_per_s")
+TIME_PARAMS = (
+    "efficiency conv",
+    "efficiency depthwise",
+    "elementwise_s_per_byte",
+    "t_invoke_s",
+    "io_bytes_per_s",
+    "stream_bytes_per_s",
+)
 _LOG_BOUNDS = (np.log([1e-3, 1e-4, 1e-14, 1e-6, 1e6, 1e6]), np.log([1.0, 1.0, 1e-7, 1e-2, 1e10, 1e10]))
 TILE_RANGE = (128, 16384)  # stream_tile_positions searched (output positions of one spatial tile)
 SHARED_LINKS = (0.0, 2e8, 3e8, 4e8, 4.5e8, 5e8)
@@ -134,24 +140,35 @@ def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
             extra_channel = r.kind == "conv5" and r.macs - macs == 5 * 64 * 64 * 9 * r.n
             bad_macs.append((cd.SWEEP_FILES[(r.kind, r.segments)], r.macs / macs - 1, extra_channel))
         src = f"Villarrubia et al., {cd.SWEEP_FILES[(r.kind, r.segments)]}"
-        figs.append(Figure(r.group, r.name, r.segments, cd.is_fitted_sweep(r), r.ms, g,
-                           cd.stage_map(g, r.kind, r.segments), src, row=r))
+        figs.append(
+            Figure(
+                r.group, r.name, r.segments, cd.is_fitted_sweep(r), r.ms, g, cd.stage_map(g, r.kind, r.segments), src, row=r
+            )
+        )
     notes = []
     for fname in sorted({m[0] for m in bad_macs}):
         d = [m[1] for m in bad_macs if m[0] == fname]
-        why = (": on every such row exactly 5 x 64x64 x 9 x F more, as if each conv had one more input channel "
-               "(the bias counted as a MAC)" if all(m[2] for m in bad_macs if m[0] == fname) else "")
-        notes.append(f"{fname}: its '# MACs' column differs from the graph's conv MACs on {len(d)} rows by "
-                     f"{min(d):+.2%}..{max(d):+.2%}{why}; the layer shapes, the memory columns and the single-TPU "
-                     f"file agree with the graph")
+        why = (
+            ": on every such row exactly 5 x 64x64 x 9 x F more, as if each conv had one more input channel "
+            "(the bias counted as a MAC)"
+            if all(m[2] for m in bad_macs if m[0] == fname)
+            else ""
+        )
+        notes.append(
+            f"{fname}: its '# MACs' column differs from the graph's conv MACs on {len(d)} rows by "
+            f"{min(d):+.2%}..{max(d):+.2%}{why}; the layer shapes, the memory columns and the single-TPU "
+            f"file agree with the graph"
+        )
     same = [f for f in cd.SWEEP_FILES.values() if f not in {m[0] for m in bad_macs}]
     notes.append(f"'# MACs' column equals the graph's conv/FC MACs on every row of {', '.join(same)}")
     zoo_graphs: dict[str, OpGraph] = {}
     for z in cd.ZOO_FIGURES:
         path = zoo_dir / z.zoo_file
         if not path.is_file():
-            notes.append(f"{z.label} ({z.ms} ms, {z.source}): {path} missing, not predicted "
-                         f"(build it: tools/calibrate.py --build-missing, or tools/build_zoo.py)")
+            notes.append(
+                f"{z.label} ({z.ms} ms, {z.source}): {path} missing, not predicted "
+                f"(build it: tools/calibrate.py --build-missing, or tools/build_zoo.py)"
+            )
             continue
         g = zoo_graphs.get(z.zoo_file) or zoo_graphs.setdefault(z.zoo_file, placed(read(path)))
         group = "ImageNet, Coral" if z.source.startswith("coral.ai") else "ImageNet, x86 csv"
@@ -249,31 +266,52 @@ def build_features(figs: Sequence[Figure], spec: EdgeTpuSpec) -> Features:
     per_fig = [stage_features(f.graph, f.stages, f.segments, spec) for f in figs]
     positions = sorted({p for rows in per_fig for _, s, _ in rows for p in s})
     col = {p: i for i, p in enumerate(positions)}
-    lin, streamed, link, starts = [], [], [], []
+    lin: list[np.ndarray] = []
+    streamed, link, starts = [], [], []
     for rows in per_fig:
         starts.append(len(lin))
-        for l, s, io in rows:
-            lin.append(l)
+        for lin_s, s, io in rows:
+            lin.append(lin_s)
             v = np.zeros(len(positions))
             for p, b in s.items():
                 v[col[p]] = b
             streamed.append(v)
             link.append(io)
-    return Features(np.array(lin), np.array(streamed).reshape(len(lin), len(positions)), np.array(positions, float),
-                    np.array(link, float), np.array(starts), np.array([f.segments for f in figs]),
-                    np.array([f.measured_ms for f in figs]), np.array([f.weight for f in figs]))
+    return Features(
+        np.array(lin),
+        np.array(streamed).reshape(len(lin), len(positions)),
+        np.array(positions, float),
+        np.array(link, float),
+        np.array(starts),
+        np.array([f.segments for f in figs]),
+        np.array([f.measured_ms for f in figs]),
+        np.array([f.weight for f in figs]),
+    )
 
 
 def params_of(spec: EdgeTpuSpec) -> np.ndarray:
-    return np.log([spec.efficiency["conv"], spec.efficiency["depthwise"], spec.elementwise_s_per_byte,
-                   spec.t_invoke_s, spec.io_bytes_per_s, spec.stream_bytes_per_s])
+    return np.log(
+        [
+            spec.efficiency["conv"],
+            spec.efficiency["depthwise"],
+            spec.elementwise_s_per_byte,
+            spec.t_invoke_s,
+            spec.io_bytes_per_s,
+            spec.stream_bytes_per_s,
+        ]
+    )
 
 
 def spec_of(x: np.ndarray, tile: int, base: EdgeTpuSpec) -> EdgeTpuSpec:
     e = np.exp(x)
-    return base.with_(efficiency={"conv": float(e[0]), "depthwise": float(e[1])}, elementwise_s_per_byte=float(e[2]),
-                      t_invoke_s=float(e[3]), io_bytes_per_s=float(e[4]), stream_bytes_per_s=float(e[5]),
-                      stream_tile_positions=int(tile))
+    return base.with_(
+        efficiency={"conv": float(e[0]), "depthwise": float(e[1])},
+        elementwise_s_per_byte=float(e[2]),
+        t_invoke_s=float(e[3]),
+        io_bytes_per_s=float(e[4]),
+        stream_bytes_per_s=float(e[5]),
+        stream_tile_positions=int(tile),
+    )
 
 
 def tiles_of(positions: np.ndarray, tile: float) -> np.ndarray:
@@ -342,6 +380,7 @@ def fit_time(fe: Features, mask: np.ndarray, x0: np.ndarray, preset_tile: int, s
         results.append(((a, b), float(2 * r.cost)))
         if best is None or r.cost < best[1].cost - 1e-12:
             best = ((a, b), r)
+    assert best is not None, "patterns is never empty"
     (a, b), r = best
     tile = preset_tile if a <= preset_tile <= b else round(math.sqrt(a * b))
     return FitResult(r.x, (a, b), tile, float(2 * r.cost), len(patterns), evals, results)
@@ -356,7 +395,7 @@ class Segment:
     fig: Figure
     index: int
     io: float
-    cum: np.ndarray     # cumulative device bytes of the segment's layers, execution order
+    cum: np.ndarray  # cumulative device bytes of the segment's layers, execution order
     on_mib: float
     off_mib: float
 
@@ -373,14 +412,23 @@ def memory_segments(figs: Sequence[Figure]) -> list[Segment]:
                     if buf not in seen and nb:
                         seen.add(buf)
                         sizes.append(nb)
-            io = (sum(link_bytes(f.graph, t, True) for t in seg.inputs)
-                  + sum(link_bytes(f.graph, t, False) for t in seg.outputs))
-            out.append(Segment(f, seg.index, float(io), np.cumsum(sizes, dtype=float),
-                               f.row.on_chip_mib[seg.index], f.row.off_chip_mib[seg.index]))
+            io = sum(link_bytes(f.graph, t, True) for t in seg.inputs) + sum(
+                link_bytes(f.graph, t, False) for t in seg.outputs
+            )
+            out.append(
+                Segment(
+                    f,
+                    seg.index,
+                    float(io),
+                    np.cumsum(sizes, dtype=float),
+                    f.row.on_chip_mib[seg.index],
+                    f.row.off_chip_mib[seg.index],
+                )
+            )
     return out
 
 
-def within(pred: np.ndarray, meas: np.ndarray, tol: float) -> np.ndarray:
+def within(pred: np.ndarray, meas: np.ndarray | float, tol: float) -> np.ndarray:
     """|pred - meas| <= tol * meas, with half a unit of the compiler's last printed digit (0.0005 MiB) of slack."""
     return np.abs(pred - meas) <= tol * meas + 0.0005
 
@@ -415,10 +463,17 @@ def fit_cache(segs: Sequence[Segment], preset: EdgeTpuSpec) -> dict:
         ci, aj = ties.mean(axis=0)
         i, j = min(ties, key=lambda t: (t[0] - ci) ** 2 + (t[1] - aj) ** 2)
         c0, alpha, why = float(c0_axis[i]), float(a_axis[j]), "centre of the plateau of best grid points"
-    return {"cache_mib": c0, "share": alpha, "n1": int(best), "n10": int(best10), "n": len(segs),
-            "c0_range": (float(c0_axis[ties[:, 0].min()]), float(c0_axis[ties[:, 0].max()])),
-            "a_range": (float(a_axis[ties[:, 1].min()]), float(a_axis[ties[:, 1].max()])), "why": why,
-            "grid": f"C0 {c0_axis[0]}..{c0_axis[-1]} MiB step 0.005, share {a_axis[0]}..{a_axis[-1]} step 0.005"}
+    return {
+        "cache_mib": c0,
+        "share": alpha,
+        "n1": int(best),
+        "n10": int(best10),
+        "n": len(segs),
+        "c0_range": (float(c0_axis[ties[:, 0].min()]), float(c0_axis[ties[:, 0].max()])),
+        "a_range": (float(a_axis[ties[:, 1].min()]), float(a_axis[ties[:, 1].max()])),
+        "why": why,
+        "grid": f"C0 {c0_axis[0]}..{c0_axis[-1]} MiB step 0.005, share {a_axis[0]}..{a_axis[-1]} step 0.005",
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -454,12 +509,32 @@ def summary_rows(figs: Sequence[Figure]) -> list[list[object]]:
     rows = []
     for g, role in order:
         q = np.array([f.ratio for f in figs if f.group == g and ("fitted" if f.fitted else "held out") == role])
-        rows.append([g, role, len(q), f"{q.min():.3f}", f"{q.max():.3f}", rms_ratio(q),
-                     int(ok(q, 0.15).sum()), int(ok(q, 0.30).sum())])
+        rows.append(
+            [
+                g,
+                role,
+                len(q),
+                f"{q.min():.3f}",
+                f"{q.max():.3f}",
+                rms_ratio(q),
+                int(ok(q, 0.15).sum()),
+                int(ok(q, 0.30).sum()),
+            ]
+        )
     for role, sel in (("all fitted", True), ("all held out", False)):
         q = np.array([f.ratio for f in figs if f.fitted == sel])
-        rows.append([f"**{role}**", "", len(q), f"{q.min():.3f}", f"{q.max():.3f}",
-                     rms_ratio(q), int(ok(q, 0.15).sum()), int(ok(q, 0.30).sum())])
+        rows.append(
+            [
+                f"**{role}**",
+                "",
+                len(q),
+                f"{q.min():.3f}",
+                f"{q.max():.3f}",
+                rms_ratio(q),
+                int(ok(q, 0.15).sum()),
+                int(ok(q, 0.30).sum()),
+            ]
+        )
     return rows
 
 
@@ -487,9 +562,18 @@ def sign_table(figs: Sequence[Figure]) -> tuple[dict[int, tuple[int, int]], list
         c[0] += int(ms == ps)
         c[1] += 1
         if ms != ps:
-            wrong.append([f.segments, f.row.n, f"{f.measured_ms:.1f}", f"{s.measured_ms:.1f}",
-                          f"{f.measured_ms / s.measured_ms:.3f}", f"{f.predicted_ms:.1f}", f"{s.predicted_ms:.1f}",
-                          f"{f.predicted_ms / s.predicted_ms:.3f}"])
+            wrong.append(
+                [
+                    f.segments,
+                    f.row.n,
+                    f"{f.measured_ms:.1f}",
+                    f"{s.measured_ms:.1f}",
+                    f"{f.measured_ms / s.measured_ms:.3f}",
+                    f"{f.predicted_ms:.1f}",
+                    f"{s.predicted_ms:.1f}",
+                    f"{f.predicted_ms / s.predicted_ms:.3f}",
+                ]
+            )
     return {k: (v[0], v[1]) for k, v in counts.items()}, wrong
 
 
@@ -509,22 +593,26 @@ def shared_link_rows(figs: Sequence[Figure], spec: EdgeTpuSpec) -> tuple[list[li
     """Each host-link variant on the 2-/4-segment rows, and the largest aggregate host traffic a row implies."""
     multi = [f for f in figs if f.segments > 1]
     rate, top = implied_link_rate(figs)
-    note = (f"Largest aggregate host-link traffic a row implies (bytes all its segments move per request / "
-            f"measured time): {rate / 1e6:.0f} MB/s ({top.name}, {top.measured_ms:.2f} ms); one shared link "
-            f"slower than that is refuted by the row itself, whatever the model predicts.")
+    note = (
+        f"Largest aggregate host-link traffic a row implies (bytes all its segments move per request / "
+        f"measured time): {rate / 1e6:.0f} MB/s ({top.name}, {top.measured_ms:.2f} ms); one shared link "
+        f"slower than that is refuted by the row itself, whatever the model predicts."
+    )
     single = {f.row.n: f for f in figs if f.row is not None and f.row.kind == "conv5" and f.segments == 1}
     rows = []
     for b in sorted(set(SHARED_LINKS) | {spec.shared_link_bytes_per_s}):
         s = spec.with_(shared_link_bytes_per_s=b)
-        q, binds, sign = [], 0, 0
+        ratios: list[float] = []
+        binds, sign = 0, 0
         for f in multi:
             costs = stage_costs(f.graph, f.stages, f.segments, s)
             p = figure_ms(costs, f.segments, s)
             binds += pipeline_period_ms(costs, s) > max(c.ms for c in costs) + 1e-12
-            q.append(p / f.measured_ms)
+            ratios.append(p / f.measured_ms)
+            assert f.row is not None, "every multi-segment figure is a sweep row"
             one = single[f.row.n]
             sign += np.sign(f.measured_ms - one.measured_ms) == np.sign(p - one.predicted_ms)
-        q = np.array(q)
+        q = np.array(ratios)
         le = log_err(q)
         by_k = {k: np.array([x for x, f in zip(q, multi) if f.segments == k]) for k in (2, 4)}
         label = f"shared, {b / 1e6:.0f} MB/s" if b else "separate links"
@@ -532,19 +620,39 @@ def shared_link_rows(figs: Sequence[Figure], spec: EdgeTpuSpec) -> tuple[list[li
             label += " (refuted by the data)"
         if b == spec.shared_link_bytes_per_s:
             label = f"**{label} (this spec)**"
-        rows.append([label, f"{np.sqrt(np.mean(le ** 2)):.4f}",
-                     f"{math.exp(le.max()):.3f}", int(ok(q, 0.15).sum()), int(ok(q, 0.30).sum()),
-                     f"{np.sqrt(np.mean(np.log(by_k[2]) ** 2)):.4f}",
-                     f"{np.sqrt(np.mean(np.log(by_k[4]) ** 2)):.4f}", int(binds), int(sign), len(q)])
+        rows.append(
+            [
+                label,
+                f"{np.sqrt(np.mean(le**2)):.4f}",
+                f"{math.exp(le.max()):.3f}",
+                int(ok(q, 0.15).sum()),
+                int(ok(q, 0.30).sum()),
+                f"{np.sqrt(np.mean(np.log(by_k[2]) ** 2)):.4f}",
+                f"{np.sqrt(np.mean(np.log(by_k[4]) ** 2)):.4f}",
+                int(binds),
+                int(sign),
+                len(q),
+            ]
+        )
     return rows, note
 
 
-SHARED_HEADER = ("host link", "rms log error", "worst ratio", "within 15%", "within 30%", "rms log 2-seg",
-                 "rms log 4-seg", "rows where the link binds", "sign right", "rows")
+SHARED_HEADER = (
+    "host link",
+    "rms log error",
+    "worst ratio",
+    "within 15%",
+    "within 30%",
+    "rms log 2-seg",
+    "rms log 4-seg",
+    "rows where the link binds",
+    "sign right",
+    "rows",
+)
 
 
 def spec_rows(spec: EdgeTpuSpec, preset: EdgeTpuSpec, how: dict[str, str]) -> list[list[object]]:
-    items = [
+    items: list[tuple[str, float | str, float | str, str]] = [
         ("efficiency conv", spec.efficiency["conv"], preset.efficiency["conv"], ""),
         ("efficiency depthwise", spec.efficiency["depthwise"], preset.efficiency["depthwise"], ""),
         ("elementwise_s_per_byte", spec.elementwise_s_per_byte, preset.elementwise_s_per_byte, "s/B"),
@@ -557,12 +665,16 @@ def spec_rows(spec: EdgeTpuSpec, preset: EdgeTpuSpec, how: dict[str, str]) -> li
         ("shared_link_bytes_per_s", spec.shared_link_bytes_per_s, preset.shared_link_bytes_per_s, "B/s"),
         ("peak_macs_per_s", spec.peak_macs_per_s, preset.peak_macs_per_s, "MAC/s"),
         ("t_op_s", spec.t_op_s, preset.t_op_s, "s"),
-        ("cpu_op_s / cpu_macs_per_s", f"{spec.cpu_op_s:g} / {spec.cpu_macs_per_s:g}",
-         f"{preset.cpu_op_s:g} / {preset.cpu_macs_per_s:g}", "s / MAC/s"),
+        (
+            "cpu_op_s / cpu_macs_per_s",
+            f"{spec.cpu_op_s:g} / {spec.cpu_macs_per_s:g}",
+            f"{preset.cpu_op_s:g} / {preset.cpu_macs_per_s:g}",
+            "s / MAC/s",
+        ),
     ]
-    out = []
+    out: list[list[object]] = []
     for name, v, p, unit in items:
-        if isinstance(v, str):
+        if isinstance(v, str) or isinstance(p, str):  # the cpu_op_s / cpu_macs_per_s row: both preformatted
             out.append([name, v, p, "", unit, how.get(name, "fixed")])
             continue
         change = f"{v / p:.3f}x" if p else ("=" if v == p else "-")
@@ -576,29 +688,45 @@ def sig3(x: float) -> float:
 
 def rounded_spec(x: np.ndarray, tile: int, cache: dict, shared: float) -> EdgeTpuSpec:
     e = np.exp(x)
-    return USB.with_(name="usb", efficiency={"conv": sig3(e[0]), "depthwise": sig3(e[1])},
-                     elementwise_s_per_byte=sig3(e[2]), t_invoke_s=sig3(e[3]), io_bytes_per_s=sig3(e[4]),
-                     stream_bytes_per_s=sig3(e[5]), stream_tile_positions=int(tile),
-                     cache_bytes=int(cache["cache_mib"] * MiB), cache_io_share=float(cache["share"]),
-                     shared_link_bytes_per_s=shared)
+    return USB.with_(
+        name="usb",
+        efficiency={"conv": sig3(e[0]), "depthwise": sig3(e[1])},
+        elementwise_s_per_byte=sig3(e[2]),
+        t_invoke_s=sig3(e[3]),
+        io_bytes_per_s=sig3(e[4]),
+        stream_bytes_per_s=sig3(e[5]),
+        stream_tile_positions=int(tile),
+        cache_bytes=int(cache["cache_mib"] * MiB),
+        cache_io_share=float(cache["share"]),
+        shared_link_bytes_per_s=shared,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fit the USB Edge TPU device model to a named subset of the public "
-                                "measurements and report every reference figure (see the module docstring).")
+    p = argparse.ArgumentParser(
+        description="Fit the USB Edge TPU device model to a named subset of the public "
+        "measurements and report every reference figure (see the module docstring)."
+    )
     p.add_argument("--no-fit", action="store_true", help="only evaluate the current USB preset (fast)")
     p.add_argument("--loo", action="store_true", help="leave-one-out over the fitted set (refit without each figure)")
     p.add_argument("--zoo", type=Path, default=ROOT / "zoo", help="directory of the zoo .tflite files (default zoo/)")
     p.add_argument("--ref", type=Path, default=cd.REFERENCE_DIR, help="the public_measurements directory")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write calibration.csv, calibration.md (and usb_fitted.json when fitting) here "
-                        "(default results/; with --no-fit nothing is written unless --out is given)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write calibration.csv, calibration.md (and usb_fitted.json when fitting) here "
+        "(default results/; with --no-fit nothing is written unless --out is given)",
+    )
     p.add_argument("--build-missing", action="store_true", help="build missing zoo files with tools/build_zoo.py")
-    p.add_argument("--check-tf", action="store_true",
-                   help="build conv5 F=70 and fc4 N=100 through TF's converter and compare with the hand-built graphs")
+    p.add_argument(
+        "--check-tf",
+        action="store_true",
+        help="build conv5 F=70 and fc4 N=100 through TF's converter and compare with the hand-built graphs",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the summary tables")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -616,13 +744,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.check_tf:
         import tempfile
+
         with tempfile.TemporaryDirectory() as tmp:
             for kind, n in (("conv5", 70), ("fc4", 100)):
                 tf_g = cd.tf_graph(kind, n, Path(tmp))
                 same = cd.graph_signature(tf_g) == cd.graph_signature(cd.sweep_graph(kind, n))
-                notes.insert(0, f"--check-tf: {kind} n={n} built through TF's converter "
-                                f"{'equals' if same else 'DIFFERS FROM'} the hand-built OpGraph (ops, shapes, bytes, "
-                                f"MACs, buffers, placement)")
+                notes.insert(
+                    0,
+                    f"--check-tf: {kind} n={n} built through TF's converter "
+                    f"{'equals' if same else 'DIFFERS FROM'} the hand-built OpGraph (ops, shapes, bytes, "
+                    f"MACs, buffers, placement)",
+                )
                 if not same:
                     print(f"calibrate: {notes[0]}", file=sys.stderr)
                     return 1
@@ -630,7 +762,7 @@ def main(argv: list[str] | None = None) -> int:
     segs = memory_segments(figs)
     how: dict[str, str] = {}
     fit_info = []
-    loo_rows: list[list[object]] = []
+    loo_rows: list[list[str | int]] = []
     loo_summary = ""
     if args.no_fit:
         spec = preset
@@ -655,22 +787,27 @@ def main(argv: list[str] | None = None) -> int:
         multi = np.array([f.segments > 1 for f in figs])
         fe_link = build_features(figs, spec)
         x_s, t_s = params_of(spec), tiles_of(fe_link.positions, spec.stream_tile_positions)
-        err = {b: float(np.sqrt(np.mean(np.log(fast_ms(fe_link, x_s, t_s, b)[multi] / fe_link.measured[multi]) ** 2)))
-               for b in (0.0, shared)}
+        err = {
+            b: float(np.sqrt(np.mean(np.log(fast_ms(fe_link, x_s, t_s, b)[multi] / fe_link.measured[multi]) ** 2)))
+            for b in (0.0, shared)
+        }
         if shared and err[shared] > err[0.0] + 1e-12:
             spec = spec.with_(shared_link_bytes_per_s=0.0)
             link_why = "separate links: a shared link the rows allow predicts them worse"
         elif shared:
-            link_why = (f"one shared controller kept (the preset's assumption): it predicts the 2-/4-seg rows exactly "
-                        f"as separate links do (rms log error {err[shared]:.4f} vs {err[0.0]:.4f}); "
-                        f"{shared / 1e6:.0f} MB/s = the {rate / 1e6:.0f} MB/s aggregate that {top.name} implies, "
-                        f"rounded up to {LINK_STEP / 1e6:.0f} MB/s (a slower shared link is refuted by that row)")
+            link_why = (
+                f"one shared controller kept (the preset's assumption): it predicts the 2-/4-seg rows exactly "
+                f"as separate links do (rms log error {err[shared]:.4f} vs {err[0.0]:.4f}); "
+                f"{shared / 1e6:.0f} MB/s = the {rate / 1e6:.0f} MB/s aggregate that {top.name} implies, "
+                f"rounded up to {LINK_STEP / 1e6:.0f} MB/s (a slower shared link is refuted by that row)"
+            )
         else:
             link_why = "separate links (as the preset)"
         # the fast features must give the reference's numbers
         fe_check = build_features(figs, spec)
-        fast = fast_ms(fe_check, params_of(spec), tiles_of(fe_check.positions, spec.stream_tile_positions),
-                       spec.shared_link_bytes_per_s)
+        fast = fast_ms(
+            fe_check, params_of(spec), tiles_of(fe_check.positions, spec.stream_tile_positions), spec.shared_link_bytes_per_s
+        )
         predict_reference(figs, spec)
         ref_ms = np.array([f.predicted_ms for f in figs])
         dev = float(np.max(np.abs(fast / ref_ms - 1)))
@@ -678,20 +815,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"calibrate: the fit's features deviate from hardware.stage_costs by {dev:.2e}", file=sys.stderr)
             return 1
         fit_info = [
-            (f"time fit: {int(mask.sum())} figures, {len(TIME_PARAMS)} continuous constants (least squares on "
-            f"w*log(pred/meas), w = 1 ImageNet, {SWEEP_WEIGHT} sweep rows), stream_tile_positions profiled over "
-            f"{fr.patterns} tile-count patterns in {TILE_RANGE[0]}..{TILE_RANGE[1]}; best pattern: tile in "
-            f"[{fr.tile_range[0]}, {fr.tile_range[1]}] (same predictions for any value there; kept {fr.tile}); "
-            f"sum of squared weighted log errors {fr.cost:.4f} (next best: "
-            + ", ".join(f"tile {a}..{b}: {c:.4f}" for (a, b), c in sorted(fr.by_pattern, key=lambda x: x[1])[1:3])
-            + f"); {fr.evaluations} evaluations in {t_fit:.1f} s"),
-            (f"cache fit: grid {cache['grid']}; best: {cache['n1']} of {cache['n']} segments within 1% "
-            f"({cache['n10']} within 10%); the tied grid points span C0 {cache['c0_range'][0]}..{cache['c0_range'][1]} "
-            f"MiB and share {cache['a_range'][0]}..{cache['a_range'][1]}; chosen C0 {cache['cache_mib']:.3f} MiB, "
-            f"share {cache['share']} ({cache['why']})"),
+            (
+                f"time fit: {int(mask.sum())} figures, {len(TIME_PARAMS)} continuous constants (least squares on "
+                f"w*log(pred/meas), w = 1 ImageNet, {SWEEP_WEIGHT} sweep rows), stream_tile_positions profiled over "
+                f"{fr.patterns} tile-count patterns in {TILE_RANGE[0]}..{TILE_RANGE[1]}; best pattern: tile in "
+                f"[{fr.tile_range[0]}, {fr.tile_range[1]}] (same predictions for any value there; kept {fr.tile}); "
+                f"sum of squared weighted log errors {fr.cost:.4f} (next best: "
+                + ", ".join(f"tile {a}..{b}: {c:.4f}" for (a, b), c in sorted(fr.by_pattern, key=lambda x: x[1])[1:3])
+                + f"); {fr.evaluations} evaluations in {t_fit:.1f} s"
+            ),
+            (
+                f"cache fit: grid {cache['grid']}; best: {cache['n1']} of {cache['n']} segments within 1% "
+                f"({cache['n10']} within 10%); the tied grid points span C0 {cache['c0_range'][0]}..{cache['c0_range'][1]} "
+                f"MiB and share {cache['a_range'][0]}..{cache['a_range'][1]}; chosen C0 {cache['cache_mib']:.3f} MiB, "
+                f"share {cache['share']} ({cache['why']})"
+            ),
             f"host link: {link_why}",
-            (f"the fit's linear features equal hardware.stage_costs + pipeline_period_ms on all {len(figs)} figures "
-            f"(max relative deviation {dev:.1e}); constants rounded to 3 significant digits before every table"),
+            (
+                f"the fit's linear features equal hardware.stage_costs + pipeline_period_ms on all {len(figs)} figures "
+                f"(max relative deviation {dev:.1e}); constants rounded to 3 significant digits before every table"
+            ),
         ]
         if args.loo:
             t0 = time.perf_counter()
@@ -702,15 +845,26 @@ def main(argv: list[str] | None = None) -> int:
                 r = fit_time(fe, m, fr.x, fr.tile, spec.shared_link_bytes_per_s)
                 pred = fast_ms(fe, r.x, tiles_of(fe.positions, r.tile), spec.shared_link_bytes_per_s)[i]
                 f = figs[i]
-                loo_rows.append([f.name, f.group, f"{f.measured_ms:.3f}", f"{f.predicted_ms:.3f}", f"{pred:.3f}",
-                                 f"{pred / f.measured_ms:.3f}", r.tile])
+                loo_rows.append(
+                    [
+                        f.name,
+                        f.group,
+                        f"{f.measured_ms:.3f}",
+                        f"{f.predicted_ms:.3f}",
+                        f"{pred:.3f}",
+                        f"{pred / f.measured_ms:.3f}",
+                        r.tile,
+                    ]
+                )
             q = np.array([float(r[5]) for r in loo_rows])
             le = log_err(q)
             worst = loo_rows[int(np.argmax(le))]
-            loo_summary = (f"LOO over {len(q)} fitted figures: rms ratio {math.exp(np.sqrt(np.mean(le ** 2))):.3f}, "
-                           f"worst {worst[0]} {worst[5]}, within 15%: {int(ok(q, 0.15).sum())}, within 30%: "
-                           f"{int(ok(q, 0.30).sum())}, within 50%: {int(ok(q, 0.50).sum())}; "
-                           f"{time.perf_counter() - t0:.1f} s")
+            loo_summary = (
+                f"LOO over {len(q)} fitted figures: rms ratio {math.exp(np.sqrt(np.mean(le**2))):.3f}, "
+                f"worst {worst[0]} {worst[5]}, within 15%: {int(ok(q, 0.15).sum())}, within 30%: "
+                f"{int(ok(q, 0.30).sum())}, within 50%: {int(ok(q, 0.50).sum())}; "
+                f"{time.perf_counter() - t0:.1f} s"
+            )
         title = "fit of the USB device model to the named subset"
     if args.no_fit:
         predict_reference(figs, spec)
@@ -718,16 +872,23 @@ def main(argv: list[str] | None = None) -> int:
     # --- tables
     emit(f"# Edge TPU device model calibration: {title}\n", always=True)
     emit(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    emit(f"- machine: {platform.node()} ({platform.platform()}, {platform.processor() or platform.machine()}, "
-         f"Python {platform.python_version()})")
+    emit(
+        f"- machine: {platform.node()} ({platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()})"
+    )
     emit(f"- command: `python -m tools.calibrate {shlex.join(sys.argv[1:] if argv is None else argv)}`")
     emit(f"- reference data: {args.ref}; zoo: {args.zoo}")
     for line in fit_info:
         emit(f"- {line}")
     emit()
     emit("## Constants\n", always=True)
-    emit(md_table(("constant", "this spec", "preset (hardware/spec.py USB)", "this / preset", "unit", "how"),
-                  spec_rows(spec, preset, how)), always=True)
+    emit(
+        md_table(
+            ("constant", "this spec", "preset (hardware/spec.py USB)", "this / preset", "unit", "how"),
+            spec_rows(spec, preset, how),
+        ),
+        always=True,
+    )
     emit()
     emit("## Summary per group (ratio = predicted / measured)\n", always=True)
     emit(md_table(SUMMARY_HEADER, summary_rows(figs)), always=True)
@@ -738,28 +899,71 @@ def main(argv: list[str] | None = None) -> int:
             continue
         c = f.costs[0]
         target = 1.25 if f.fitted else 1.35
-        zoo_rows.append([f.name, f.source, "fitted" if f.fitted else "held out", f"{f.graph.total_macs / 1e9:.2f}"
-                         if hasattr(f.graph, "total_macs") else "", f"{(c.on_chip_bytes + c.off_chip_bytes) / MiB:.2f}",
-                         f"{c.on_chip_bytes / MiB:.2f}", f"{c.off_chip_bytes / MiB:.2f}", f"{f.measured_ms:g}",
-                         f"{f.predicted_ms:.2f}", f"{f.ratio:.3f}",
-                         "yes" if ok(f.ratio, target - 1) else "**no**"])
+        zoo_rows.append(
+            [
+                f.name,
+                f.source,
+                "fitted" if f.fitted else "held out",
+                f"{f.graph.total_macs / 1e9:.2f}" if hasattr(f.graph, "total_macs") else "",
+                f"{(c.on_chip_bytes + c.off_chip_bytes) / MiB:.2f}",
+                f"{c.on_chip_bytes / MiB:.2f}",
+                f"{c.off_chip_bytes / MiB:.2f}",
+                f"{f.measured_ms:g}",
+                f"{f.predicted_ms:.2f}",
+                f"{f.ratio:.3f}",
+                "yes" if ok(f.ratio, target - 1) else "**no**",
+            ]
+        )
     emit("## ImageNet figures (one USB TPU; target within 25% fitted, 35% held out)\n", always=True)
-    emit(md_table(("model", "source", "role", "GMACs", "param MiB (device)", "on-chip MiB", "off-chip MiB",
-                   "measured ms", "predicted ms", "ratio", "within target"), zoo_rows), always=True)
+    emit(
+        md_table(
+            (
+                "model",
+                "source",
+                "role",
+                "GMACs",
+                "param MiB (device)",
+                "on-chip MiB",
+                "off-chip MiB",
+                "measured ms",
+                "predicted ms",
+                "ratio",
+                "within target",
+            ),
+            zoo_rows,
+        ),
+        always=True,
+    )
     emit()
     counts, wrong = sign_table(figs)
     emit("## Sign of (K-segment figure - one TPU) on the conv5 rows\n", always=True)
     emit(", ".join(f"{k} segments: right for {r} of {n}" for k, (r, n) in sorted(counts.items())), always=True)
     if wrong:
         emit("\nWrong:\n")
-        emit(md_table(("K", "F", "measured K-seg", "measured 1 TPU", "measured ratio", "predicted K-seg",
-                       "predicted 1 TPU", "predicted ratio"), wrong))
+        emit(
+            md_table(
+                (
+                    "K",
+                    "F",
+                    "measured K-seg",
+                    "measured 1 TPU",
+                    "measured ratio",
+                    "predicted K-seg",
+                    "predicted 1 TPU",
+                    "predicted ratio",
+                ),
+                wrong,
+            )
+        )
     emit()
     emit("## Shared host link hypothesis (2- and 4-segment rows, all held out)\n", always=True)
     link_rows, link_note = shared_link_rows(figs, spec)
     emit(md_table(SHARED_HEADER, link_rows), always=True)
-    emit(f"\n{link_note} This spec: shared_link_bytes_per_s = {spec.shared_link_bytes_per_s:g} "
-         f"({'separate links' if not spec.shared_link_bytes_per_s else 'one shared host controller'}).", always=True)
+    emit(
+        f"\n{link_note} This spec: shared_link_bytes_per_s = {spec.shared_link_bytes_per_s:g} "
+        f"({'separate links' if not spec.shared_link_bytes_per_s else 'one shared host controller'}).",
+        always=True,
+    )
     emit()
     # memory columns
     mem_rows, n1, n10, nseg = [], 0, 0, 0
@@ -774,17 +978,45 @@ def main(argv: list[str] | None = None) -> int:
             n1 += ok1
             n10 += ok10
             nseg += 1
-            mem_rows.append([f.name, c.index, f"{mo:.3f}", f"{on:.3f}", f"{mf:.3f}", f"{off:.3f}",
-                             f"{compiler_size(c.on_chip_bytes)} / {compiler_size(c.off_chip_bytes)}",
-                             f"{(c.in_bytes + c.out_bytes) / MiB:.3f}", "1%" if ok1 else ("10%" if ok10 else "**no**")])
+            mem_rows.append(
+                [
+                    f.name,
+                    c.index,
+                    f"{mo:.3f}",
+                    f"{on:.3f}",
+                    f"{mf:.3f}",
+                    f"{off:.3f}",
+                    f"{compiler_size(c.on_chip_bytes)} / {compiler_size(c.off_chip_bytes)}",
+                    f"{(c.in_bytes + c.out_bytes) / MiB:.3f}",
+                    "1%" if ok1 else ("10%" if ok10 else "**no**"),
+                ]
+            )
     emit("## Compiler memory columns: on-chip / off-chip MiB per segment, measured vs predicted\n", always=True)
-    emit(f"{n1} of {nseg} segments have on- and off-chip MiB within 1% (+0.0005 MiB of print rounding), {n10} within "
-         f"10% (cache {spec.cache_bytes / MiB:.3f} MiB, share {spec.cache_io_share}).", always=True)
+    emit(
+        f"{n1} of {nseg} segments have on- and off-chip MiB within 1% (+0.0005 MiB of print rounding), {n10} within "
+        f"10% (cache {spec.cache_bytes / MiB:.3f} MiB, share {spec.cache_io_share}).",
+        always=True,
+    )
     bad = [r for r in mem_rows if r[-1] != "1%"]
     if bad:
         emit("\nSegments not within 1%:\n", always=True)
-        emit(md_table(("figure", "seg", "on meas", "on pred", "off meas", "off pred", "compiler log (pred)",
-                       "In+Out MiB", "within"), bad), always=True)
+        emit(
+            md_table(
+                (
+                    "figure",
+                    "seg",
+                    "on meas",
+                    "on pred",
+                    "off meas",
+                    "off pred",
+                    "compiler log (pred)",
+                    "In+Out MiB",
+                    "within",
+                ),
+                bad,
+            ),
+            always=True,
+        )
     emit()
     if loo_rows:
         emit("## Leave-one-out over the fitted set\n", always=True)
@@ -795,18 +1027,36 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.no_fit:
         emit("(leave-one-out: run with --loo)\n")
     emit("## Every reference figure (predicted vs measured)\n")
-    emit(md_table(("group", "figure", "K", "role", "measured ms", "predicted ms", "ratio"),
-                  [[f.group, f.name, f.segments, "fitted" if f.fitted else "held out", f"{f.measured_ms:.3f}",
-                    f"{f.predicted_ms:.3f}", f"{f.ratio:.3f}"] for f in figs]))
+    emit(
+        md_table(
+            ("group", "figure", "K", "role", "measured ms", "predicted ms", "ratio"),
+            [
+                [
+                    f.group,
+                    f.name,
+                    f.segments,
+                    "fitted" if f.fitted else "held out",
+                    f"{f.measured_ms:.3f}",
+                    f"{f.predicted_ms:.3f}",
+                    f"{f.ratio:.3f}",
+                ]
+                for f in figs
+            ],
+        )
+    )
     emit()
     emit("## Notes\n")
-    for n in notes:
-        emit(f"- {n}")
+    for note in notes:
+        emit(f"- {note}")
     emit()
     # full memory table only in the file
     lines.append("## Per-segment memory, every sweep segment (compiler log format for the prediction)\n")
-    lines.append(md_table(("figure", "seg", "on meas", "on pred", "off meas", "off pred", "compiler log (pred)",
-                           "In+Out MiB", "within"), mem_rows))
+    lines.append(
+        md_table(
+            ("figure", "seg", "on meas", "on pred", "off meas", "off pred", "compiler log (pred)", "In+Out MiB", "within"),
+            mem_rows,
+        )
+    )
     runtime = time.perf_counter() - t_start
     at = next(i for i, line in enumerate(lines) if line.startswith("- command:")) + 1
     lines.insert(at, f"- runtime: {runtime:.1f} s")
@@ -815,23 +1065,51 @@ def main(argv: list[str] | None = None) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "calibration.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["group", "name", "K", "role", "measured_ms", "predicted_ms", "ratio", "source",
-                        "on_chip_mib_measured", "on_chip_mib_predicted", "off_chip_mib_measured",
-                        "off_chip_mib_predicted"])
+            w.writerow(
+                [
+                    "group",
+                    "name",
+                    "K",
+                    "role",
+                    "measured_ms",
+                    "predicted_ms",
+                    "ratio",
+                    "source",
+                    "on_chip_mib_measured",
+                    "on_chip_mib_predicted",
+                    "off_chip_mib_measured",
+                    "off_chip_mib_predicted",
+                ]
+            )
             for f in figs:
                 mem = ["", "", "", ""]
                 if f.row is not None:
-                    mem = [";".join(f"{v:.4f}" for v in f.row.on_chip_mib),
-                           ";".join(f"{c.on_chip_bytes / MiB:.4f}" for c in f.costs),
-                           ";".join(f"{v:.4f}" for v in f.row.off_chip_mib),
-                           ";".join(f"{c.off_chip_bytes / MiB:.4f}" for c in f.costs)]
-                w.writerow([f.group, f.name, f.segments, "fitted" if f.fitted else "held_out", f"{f.measured_ms:.4f}",
-                            f"{f.predicted_ms:.4f}", f"{f.ratio:.4f}", f.source, *mem])
+                    mem = [
+                        ";".join(f"{v:.4f}" for v in f.row.on_chip_mib),
+                        ";".join(f"{c.on_chip_bytes / MiB:.4f}" for c in f.costs),
+                        ";".join(f"{v:.4f}" for v in f.row.off_chip_mib),
+                        ";".join(f"{c.off_chip_bytes / MiB:.4f}" for c in f.costs),
+                    ]
+                w.writerow(
+                    [
+                        f.group,
+                        f.name,
+                        f.segments,
+                        "fitted" if f.fitted else "held_out",
+                        f"{f.measured_ms:.4f}",
+                        f"{f.predicted_ms:.4f}",
+                        f"{f.ratio:.4f}",
+                        f.source,
+                        *mem,
+                    ]
+                )
         (out_dir / "calibration.md").write_text("\n".join(lines) + "\n")
         if not args.no_fit:
             (out_dir / "usb_fitted.json").write_text(spec.to_json())
-        print(f"wrote {out_dir / 'calibration.csv'}, {out_dir / 'calibration.md'}"
-              + ("" if args.no_fit else f", {out_dir / 'usb_fitted.json'}"))
+        print(
+            f"wrote {out_dir / 'calibration.csv'}, {out_dir / 'calibration.md'}"
+            + ("" if args.no_fit else f", {out_dir / 'usb_fitted.json'}")
+        )
     return 0
 
 

@@ -23,20 +23,20 @@ Both are placed with :func:`hardware.placement.placed` (the float QUANTIZE head 
 the host). The compiler's splits, read off the per-segment memory columns (the same at every F):
 2 segments {QUANTIZE, conv1, conv2 | conv3, conv4, conv5}, 4 segments {QUANTIZE, conv1 | conv2 | conv3 | conv4, conv5}.
 """
+
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 from hardware.placement import placed
 from tflite_io import Op, OpGraph, Quantization, TensorInfo
 from tflite_io.graph import distinct_constants
 from tflite_io.macs import op_macs
+
+ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "CONV5_SPLITS",
@@ -58,14 +58,20 @@ __all__ = [
 ]
 
 MiB = 2**20
-_CANDIDATES = (ROOT / "shared" / "reference" / "public_measurements",
-               ROOT.parent / "shared" / "reference" / "public_measurements")
+_CANDIDATES = (
+    ROOT / "shared" / "reference" / "public_measurements",
+    ROOT.parent / "shared" / "reference" / "public_measurements",
+)
 #: Where the public measurements live (the repository's ``shared/`` checkout, or the one beside it).
 REFERENCE_DIR = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])
 
 #: (model kind, segments) -> CSV file
-SWEEP_FILES = {("conv5", 1): "conv5_single_tpu.csv", ("conv5", 2): "conv5_compiler_2seg.csv",
-               ("conv5", 4): "conv5_compiler_4seg.csv", ("fc4", 1): "fc4_single_tpu.csv"}
+SWEEP_FILES = {
+    ("conv5", 1): "conv5_single_tpu.csv",
+    ("conv5", 2): "conv5_compiler_2seg.csv",
+    ("conv5", 4): "conv5_compiler_4seg.csv",
+    ("fc4", 1): "fc4_single_tpu.csv",
+}
 #: The compiler's conv5 splits as stage maps over the ops (QUANTIZE, conv1, ..., conv5).
 CONV5_SPLITS = {1: (0, 0, 0, 0, 0, 0), 2: (0, 0, 0, 1, 1, 1), 4: (0, 0, 1, 2, 3, 3)}
 
@@ -127,7 +133,7 @@ class ZooFigure:
 
     label: str
     zoo_file: str
-    app: str          # keras.applications constructor (for building a missing file)
+    app: str  # keras.applications constructor (for building a missing file)
     size: int
     ms: float
     source: str
@@ -147,8 +153,9 @@ ZOO_FIGURES: tuple[ZooFigure, ...] = (
     ZooFigure("ResNet-50 v2 (299)", "resnet50v2_299_int8.tflite", "ResNet50V2", 299, 50.0, _CORAL, False),
     ZooFigure("ResNet-152 v2 (299)", "resnet152v2_299_int8.tflite", "ResNet152V2", 299, 128.0, _CORAL, False),
     ZooFigure("VGG19 (224)", "vgg19_224_int8.tflite", "VGG19", 224, 308.0, _CORAL, False),
-    ZooFigure("Inception-ResNet v2 (299)", "inceptionresnetv2_299_int8.tflite", "InceptionResNetV2", 299, 57.0,
-              _CORAL, False),
+    ZooFigure(
+        "Inception-ResNet v2 (299)", "inceptionresnetv2_299_int8.tflite", "InceptionResNetV2", 299, 57.0, _CORAL, False
+    ),
     ZooFigure("MobileNet v1 (224) x86 csv", "mobilenet_224_int8.tflite", "MobileNet", 224, 2.17, _X86, False),
     ZooFigure("MobileNet v2 (224) x86 csv", "mobilenetv2_224_int8.tflite", "MobileNetV2", 224, 2.29, _X86, False),
 )
@@ -157,8 +164,10 @@ NOT_PREDICTED = (
     "Inception v4 (299): Coral 85 ms, x86 csv 84.25 ms: no keras.applications graph",
     "Inception v1 (224): x86 csv 3.06 ms: no keras.applications graph",
     "SSD MobileNet v1 (300): x86 csv 10.02 ms: no keras.applications graph",
-    ("Dev Board (PCIe), Raspberry Pi 4 / 3B columns of the reference csv: other hosts and links than the USB 3 "
-     "preset describes (the `pcie` preset is not fitted)"),
+    (
+        "Dev Board (PCIe), Raspberry Pi 4 / 3B columns of the reference csv: other hosts and links than the USB 3 "
+        "preset describes (the `pcie` preset is not fitted)"
+    ),
     "co-compilation pairs (two models on one TPU): not a pipeline the model describes",
 )
 
@@ -173,20 +182,30 @@ class _Builder:
         self.ops: list[Op] = []
         self.buffers = 1  # buffer 0 is the empty sentinel in a .tflite file
 
-    def tensor(self, name: str, dtype: str, shape: tuple[int, ...], const: bool = False, channels: int = 0,
-               buffer: int | None = None) -> int:
+    def tensor(
+        self,
+        name: str,
+        dtype: str,
+        shape: tuple[int, ...],
+        const: bool = False,
+        channels: int = 0,
+        buffer: int | None = None,
+    ) -> int:
         item = {"float32": 4, "int32": 4, "int8": 1}[dtype]
         nbytes = item
         for d in shape:
             nbytes *= d
-        if const and buffer is None:
-            buffer, self.buffers = self.buffers, self.buffers + 1
+        buf = -1
+        if const:
+            if buffer is None:
+                buffer, self.buffers = self.buffers, self.buffers + 1
+            buf = buffer
         quant = None
         if dtype != "float32":
             n = channels or 1
             quant = Quantization((1.0,) * n, (0,) * n, 0)
         index = len(self.tensors)
-        self.tensors.append(TensorInfo(index, name, dtype, shape, nbytes, buffer if const else -1, quant))
+        self.tensors.append(TensorInfo(index, name, dtype, shape, nbytes, buf, quant))
         return index
 
     def op(self, op_type: str, inputs: tuple[int, ...], outputs: tuple[int, ...]) -> None:
@@ -273,7 +292,7 @@ def tf_graph(kind: str, n: int, workdir: Path, seed: int = 0) -> OpGraph:
         x = inp
         for _ in range(5):
             x = L.Conv2D(n, 3, padding="same", activation="relu")(x)
-        shape = (1, 64, 64, 3)
+        shape: tuple[int, ...] = (1, 64, 64, 3)
     else:
         inp = tf.keras.Input((64,), batch_size=1)
         x = inp
@@ -313,7 +332,13 @@ def graph_signature(graph: OpGraph) -> tuple:
         buf = buffers.setdefault(t.buffer, len(buffers)) if t.is_constant else -1
         return (t.dtype, t.shape, t.nbytes, buf)
 
-    ops = tuple((op.op_type, op.macs, op.param_bytes, tuple(tensor(i) for i in op.inputs),
-                 tuple(tensor(o) for o in op.outputs)) for op in graph.ops)
-    return (ops, tuple(tensor(i) for i in graph.inputs), tuple(tensor(o) for o in graph.outputs),
-            tuple(sorted(graph.host_ops)))
+    ops = tuple(
+        (op.op_type, op.macs, op.param_bytes, tuple(tensor(i) for i in op.inputs), tuple(tensor(o) for o in op.outputs))
+        for op in graph.ops
+    )
+    return (
+        ops,
+        tuple(tensor(i) for i in graph.inputs),
+        tuple(tensor(o) for o in graph.outputs),
+        tuple(sorted(graph.host_ops)),
+    )

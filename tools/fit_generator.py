@@ -29,6 +29,7 @@ parameters vs op count) and derives the constants of
 Writes results/generator_fit.csv (one row per zoo model and per generated
 graph) and results/generator_stats.md (the comparison tables), and prints the tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,19 +45,44 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from tflite_io import OpGraph, read
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FITTED = ROOT / "respect_pass" / "generator" / "fitted.py"
 GROUPS = {"resnet": "resnet", "densenet": "dense", "inception": "inception", "mobilenet": "mobile", "vgg": "vgg"}
 #: zoo models each family is compared with (matching op count); other families are compared with all models
 MATCH = {"resnet": "residual", "mobilenetv2": "residual", "inception": "inception", "densenet": "dense"}
 CACHE_MIB = 7.0
-STATS = ["params_mib", "gmacs", "med_param_b", "p90_param_b", "med_macs", "p90_macs", "med_edge_b",
-         "p90_edge_b", "mean_fanin", "max_fanin", "frac_params", "frac_conv", "frac_dw", "frac_eltwise", "frac_concat"]
-RATIO_STATS = ["params_mib", "gmacs", "med_param_b", "p90_param_b", "med_macs", "p90_macs", "med_edge_b",
-               "p90_edge_b", "mean_fanin", "frac_params"]
+STATS = [
+    "params_mib",
+    "gmacs",
+    "med_param_b",
+    "p90_param_b",
+    "med_macs",
+    "p90_macs",
+    "med_edge_b",
+    "p90_edge_b",
+    "mean_fanin",
+    "max_fanin",
+    "frac_params",
+    "frac_conv",
+    "frac_dw",
+    "frac_eltwise",
+    "frac_concat",
+]
+RATIO_STATS = [
+    "params_mib",
+    "gmacs",
+    "med_param_b",
+    "p90_param_b",
+    "med_macs",
+    "p90_macs",
+    "med_edge_b",
+    "p90_edge_b",
+    "mean_fanin",
+    "frac_params",
+]
 
 
 def group_of(name: str) -> str:
@@ -76,13 +102,22 @@ def graph_stats(g: OpGraph) -> dict[str, float]:
     types = Counter(op.op_type for op in g.ops)
     n = g.num_ops
     return {
-        "ops": n, "params_mib": g.total_param_bytes / 2**20, "gmacs": g.total_macs / 1e9,
-        "med_param_b": float(np.median(pb)), "p90_param_b": float(np.quantile(pb, 0.9)),
-        "med_macs": float(np.median(macs)), "p90_macs": float(np.quantile(macs, 0.9)),
-        "med_edge_b": float(np.median(edges)), "p90_edge_b": float(np.quantile(edges, 0.9)),
-        "mean_fanin": float(fanin.mean()), "max_fanin": float(fanin.max()), "frac_params": float((pb > 0).mean()),
-        "frac_conv": (types["CONV_2D"] + types["FULLY_CONNECTED"]) / n, "frac_dw": types["DEPTHWISE_CONV_2D"] / n,
-        "frac_eltwise": (types["ADD"] + types["MUL"]) / n, "frac_concat": types["CONCATENATION"] / n,
+        "ops": n,
+        "params_mib": g.total_param_bytes / 2**20,
+        "gmacs": g.total_macs / 1e9,
+        "med_param_b": float(np.median(pb)),
+        "p90_param_b": float(np.quantile(pb, 0.9)),
+        "med_macs": float(np.median(macs)),
+        "p90_macs": float(np.quantile(macs, 0.9)),
+        "med_edge_b": float(np.median(edges)),
+        "p90_edge_b": float(np.quantile(edges, 0.9)),
+        "mean_fanin": float(fanin.mean()),
+        "max_fanin": float(fanin.max()),
+        "frac_params": float((pb > 0).mean()),
+        "frac_conv": (types["CONV_2D"] + types["FULLY_CONNECTED"]) / n,
+        "frac_dw": types["DEPTHWISE_CONV_2D"] / n,
+        "frac_eltwise": (types["ADD"] + types["MUL"]) / n,
+        "frac_concat": types["CONCATENATION"] / n,
     }
 
 
@@ -121,8 +156,8 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
             archs.setdefault(arch_of(name), name)
     pts = defaultdict(list)
     for name in archs.values():
-        g = models[name]
-        pts[group_of(name)].append((math.log(g.num_ops), math.log(g.total_param_bytes / 2**20)))
+        gm = models[name]
+        pts[group_of(name)].append((math.log(gm.num_ops), math.log(gm.total_param_bytes / 2**20)))
     sxy = sxx = 0.0
     for p in pts.values():
         x, y = np.array(p).T
@@ -147,15 +182,18 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
                 fr[v].append(known.count(v) / len(known))
             per: dict[int, list[int]] = defaultdict(list)
             convs: dict[int, list[int]] = defaultdict(list)
-            for op, v in zip(gr.ops, lv):
-                c = gr.tensors[op.outputs[0]].shape[-1]
+            for op, lvl in zip(gr.ops, lv):
+                ch = gr.tensors[op.outputs[0]].shape[-1]
                 readers = gr.succs[op.index]
-                if (v is not None and op.op_type in ("ADD", "CONCATENATION")
-                        and sum(1 for t in op.inputs if t in gr.producer) >= 2
-                        and not all(gr.ops[r].op_type == "CONCATENATION" for r in readers)):
-                    per[v].append(c)  # block outputs (not Inception's inner concatenations)
-                if v is not None and op.op_type == "CONV_2D":
-                    convs[v].append(c)
+                if (
+                    lvl is not None
+                    and op.op_type in ("ADD", "CONCATENATION")
+                    and sum(1 for t in op.inputs if t in gr.producer) >= 2
+                    and not all(gr.ops[r].op_type == "CONCATENATION" for r in readers)
+                ):
+                    per[lvl].append(ch)  # block outputs (not Inception's inner concatenations)
+                if lvl is not None and op.op_type == "CONV_2D":
+                    convs[lvl].append(ch)
             for v, cs in per.items():
                 widths[v].append(float(np.median(cs)))
             if g == "all":
@@ -165,16 +203,23 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
         block_w[g] = {v: int(round(np.median(w) / 8) * 8) for v, w in sorted(widths.items())}
     # DenseNet: growth rate and layers per block (3x3 convolutions per resolution level)
     dn = groups.get("dense", [])
-    growth = [models[m].tensors[op.outputs[0]].shape[-1] for m in dn for op in models[m].ops
-              if op.op_type == "CONV_2D" and models[m].tensors[op.inputs[1]].shape[1] == 3]
-    blocks = []
+    growth = [
+        models[m].tensors[op.outputs[0]].shape[-1]
+        for m in dn
+        for op in models[m].ops
+        if op.op_type == "CONV_2D" and models[m].tensors[op.inputs[1]].shape[1] == 3
+    ]
+    blocks: list[int] = []
     for m in dn:
         lv = levels(models[m])
-        c = Counter(v for op, v in zip(models[m].ops, lv)
-                    if op.op_type == "CONV_2D" and models[m].tensors[op.inputs[1]].shape[1] == 3)
-        blocks += list(c.values())
+        per_level = Counter(
+            v
+            for op, v in zip(models[m].ops, lv)
+            if op.op_type == "CONV_2D" and models[m].tensors[op.inputs[1]].shape[1] == 3
+        )
+        blocks += list(per_level.values())
     # residual variants: distinct architectures
-    variants = Counter()
+    variants: Counter[str] = Counter()
     for name in archs.values():
         if group_of(name) == "resnet":
             variants["v2" if any(op.op_type == "MUL" for op in models[name].ops) else "v1"] += 1
@@ -183,10 +228,10 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
     # layered: op mix by fan-in and fan-in histogram (model-averaged)
     single, multi, fanin = defaultdict(list), defaultdict(list), defaultdict(list)
     body1 = ("CONV_2D", "DEPTHWISE_CONV_2D", "MUL", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D")
-    for g in models.values():
-        f = [len(p) for p in g.preds]
-        c1 = Counter(op.op_type for op, k in zip(g.ops, f) if k == 1 and op.op_type in body1)
-        c2 = Counter(op.op_type for op, k in zip(g.ops, f) if k == 2)
+    for gm in models.values():
+        f = [len(p) for p in gm.preds]
+        c1 = Counter(op.op_type for op, k in zip(gm.ops, f) if k == 1 and op.op_type in body1)
+        c2 = Counter(op.op_type for op, k in zip(gm.ops, f) if k == 2)
         for t in body1:
             single[t].append(c1[t] / sum(c1.values()))
         for t in ("ADD", "MUL", "CONCATENATION"):
@@ -220,15 +265,17 @@ def fit(models: dict[str, OpGraph]) -> dict[str, object]:
     }
 
 
-_DESIGN = '''
+# Written after the fitted constants as is (the backslash-newline below joins two source lines into one).
+_DESIGN = """
 # Design choices, not fitted (the zoo has no counterpart): activation of squeeze-excite blocks
-# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 hard-swish, written RELU6 because HARD_SWISH does not map to the Edge TPU, MnasNet ReLU fused into the conv),
+# (EfficientNet swish = LOGISTIC + MUL, MobileNetV3 hard-swish, written RELU6 because HARD_SWISH does not map \
+to the Edge TPU, MnasNet ReLU fused into the conv),
 # second model output (none / a second classifier on the same features / an auxiliary head on a
 # mid-network block, placed last in the execution order) and a leading QUANTIZE (requantised input).
 SE_ACTIVATIONS = (("swish", 0.5), ("hswish", 0.3), ("relu", 0.2))
 TWO_OUTPUTS = (("", 0.8), ("shared", 0.1), ("aux", 0.1))
 QUANTIZE_INPUT = 0.1
-'''
+"""
 
 
 def render(constants: dict[str, object], zoo: list[str]) -> str:
@@ -275,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         FITTED.write_text(render(constants, list(models)))
         print(f"wrote {FITTED.relative_to(ROOT)}")
     import respect_pass.generator as gen
+
     importlib.reload(gen.fitted)
 
     rows, table = [], []
@@ -319,12 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     cols = ["model", "source", "ops", *RATIO_STATS, "max_fanin", "frac_concat"]
-    md = [f"# Synthetic graph generator vs model zoo ({datetime.date.today().isoformat()})", "",
-          "Produced by `python -m tools.fit_generator` (constants in `respect_pass/generator/fitted.py`, "
-          f"fitted on {datetime.date.today().isoformat()}). Generated rows: median over seeds 0..{args.seeds - 1} "
-          "of the family at the zoo model's op count. Per-op statistics over all ops (param bytes and MACs as the "
-          "reader computes them), edge bytes over activation edges. `worst_ratio`: the largest zoo/generated "
-          "factor among the statistics from params_mib to frac_params.", ""]
+    md = [
+        f"# Synthetic graph generator vs model zoo ({datetime.date.today().isoformat()})",
+        "",
+        "Produced by `python -m tools.fit_generator` (constants in `respect_pass/generator/fitted.py`, "
+        f"fitted on {datetime.date.today().isoformat()}). Generated rows: median over seeds 0..{args.seeds - 1} "
+        "of the family at the zoo model's op count. Per-op statistics over all ops (param bytes and MACs as the "
+        "reader computes them), edge bytes over activation edges. `worst_ratio`: the largest zoo/generated "
+        "factor among the statistics from params_mib to frac_params.",
+        "",
+    ]
 
     def md_table(recs: list[dict], columns: list[str]) -> list[str]:
         out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -333,10 +385,15 @@ def main(argv: list[str] | None = None) -> int:
 
     md += ["## Matched families", ""] + md_table(table, cols + ["worst_ratio"])
     md += ["", "## Every family at 50, 200 and 800 ops", ""] + md_table(fam_table, cols)
-    md += ["", "## Suite: generate_suite(60, seed=0)", "",
-           f"Total parameters: min {mib.min():.2f} MiB, median {np.median(mib):.2f} MiB, max {mib.max():.2f} MiB; "
-           f"{int((mib < CACHE_MIB).sum())} graphs below and {int((mib > CACHE_MIB).sum())} above the "
-           f"{CACHE_MIB} MiB Edge TPU parameter cache; {int(((mib >= 2) & (mib <= 60)).sum())} in 2-60 MiB.", ""]
+    md += [
+        "",
+        "## Suite: generate_suite(60, seed=0)",
+        "",
+        f"Total parameters: min {mib.min():.2f} MiB, median {np.median(mib):.2f} MiB, max {mib.max():.2f} MiB; "
+        f"{int((mib < CACHE_MIB).sum())} graphs below and {int((mib > CACHE_MIB).sum())} above the "
+        f"{CACHE_MIB} MiB Edge TPU parameter cache; {int(((mib >= 2) & (mib <= 60)).sum())} in 2-60 MiB.",
+        "",
+    ]
     args.md.write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"\nwrote {args.csv.relative_to(ROOT)} and {args.md.relative_to(ROOT)}")

@@ -51,6 +51,7 @@ success must exit 0 in both. Writes ``<out>/fuzz.csv`` (one row per mutant),
     python -m tools.fuzz --count 3000 --cli 100 --keep-crashes results/fuzz_crashes
     python -m tools.fuzz --ids 17,254 --keep-crashes /tmp/c   # replay mutants of a run (same --seed)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,6 @@ import math
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import os
-import platform
 import random
 import re
 import resource
@@ -80,8 +80,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
 # Imported once in the parent so that every forked worker starts with the library loaded.
 from ai_edge_litert import schema_py_generated as schema
 
@@ -90,6 +88,8 @@ from respect_pass.partition import partition
 from respect_pass.run_pipeline import find_segments, run_sim
 from tflite_io import RespectPassError, segment_file_name
 from tools.common import commit, machine
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_MODEL = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
 OPERATORS = ("flip", "truncate", "zero", "insert", "duplicate", "head_tail", "struct_flip", "int_field")
@@ -100,6 +100,7 @@ MUTANT_NAME = "mutant.tflite"
 
 
 # ----------------------------------------------------------------------------------------------------------- mutation
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -129,7 +130,7 @@ def layout(data: bytes) -> Layout:
     words = []
     for start, length in structure:
         for off in range((start + 3) // 4 * 4, start + length - 3, 4):
-            if -256 <= int.from_bytes(data[off:off + 4], "little", signed=True) <= 65536:
+            if -256 <= int.from_bytes(data[off : off + 4], "little", signed=True) <= 65536:
                 words.append(off)
     return Layout(len(data), tuple(structure), tuple(words))
 
@@ -170,7 +171,7 @@ def mutate(data: bytes, lay: Layout, seed: int, index: int, operator: str | None
     elif op == "zero":
         length = _loguniform(rng, 1, 4096)
         start = rng.randrange(n - length)
-        buf[start:start + length] = bytes(length)
+        buf[start : start + length] = bytes(length)
         desc = f"zero {length} bytes at 0x{start:x}"
     elif op == "insert":
         length = _loguniform(rng, 1, 64)
@@ -181,7 +182,7 @@ def mutate(data: bytes, lay: Layout, seed: int, index: int, operator: str | None
         length = _loguniform(rng, 1, 4096)
         src = rng.randrange(n - length)
         at = rng.randrange(n + 1)
-        buf[at:at] = data[src:src + length]
+        buf[at:at] = data[src : src + length]
         desc = f"copy {length} bytes from 0x{src:x} to 0x{at:x}"
     elif op == "head_tail":
         span = min(4096, n)
@@ -193,13 +194,25 @@ def mutate(data: bytes, lay: Layout, seed: int, index: int, operator: str | None
         desc = f"xor structure bytes at {where}"
     elif op == "int_field":
         off = rng.choice(lay.small_words)
-        old = int.from_bytes(data[off:off + 4], "little", signed=True)
+        old = int.from_bytes(data[off : off + 4], "little", signed=True)
         new = old
         while new == old:
-            new = rng.choice([0, 1, -1, old + 1, old - 1, 2 * old, 2**31 - 1, -(2**31), rng.randint(-300, 300),
-                              rng.randint(-(2**31), 2**31 - 1)])
+            new = rng.choice(
+                [
+                    0,
+                    1,
+                    -1,
+                    old + 1,
+                    old - 1,
+                    2 * old,
+                    2**31 - 1,
+                    -(2**31),
+                    rng.randint(-300, 300),
+                    rng.randint(-(2**31), 2**31 - 1),
+                ]
+            )
         new = (new + 2**31) % 2**32 - 2**31
-        buf[off:off + 4] = new.to_bytes(4, "little", signed=True)
+        buf[off : off + 4] = new.to_bytes(4, "little", signed=True)
         desc = f"int32 at 0x{off:x}: {old} -> {new}"
     else:
         raise ValueError(op)
@@ -207,6 +220,7 @@ def mutate(data: bytes, lay: Layout, seed: int, index: int, operator: str | None
 
 
 # ------------------------------------------------------------------------------------------------------------ workers
+
 
 def _where(exc: BaseException) -> str:
     """The deepest frame of the traceback that lies in our packages."""
@@ -227,8 +241,14 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def _crash(stage: str, exc: BaseException) -> dict[str, Any]:
-    return {"outcome": "crash", "stage": stage, "exc": type(exc).__name__, "msg": _first_line(exc),
-            "where": _where(exc), "tb": "".join(traceback.format_exception(exc))}
+    return {
+        "outcome": "crash",
+        "stage": stage,
+        "exc": type(exc).__name__,
+        "msg": _first_line(exc),
+        "where": _where(exc),
+        "tb": "".join(traceback.format_exception(exc)),
+    }
 
 
 def _stray(task: Path, allowed: set[str]) -> list[str]:
@@ -252,8 +272,13 @@ def check_mutant(task: Path, k: int, verify: bool, scheduler: str) -> dict[str, 
         msg = _first_line(exc)
         left = _stray(task, set())
         if left:
-            return {"outcome": "partial_output", "stage": "partition", "exc": type(exc).__name__, "msg": msg,
-                    "where": "left " + " ".join(left[:5])}
+            return {
+                "outcome": "partial_output",
+                "stage": "partition",
+                "exc": type(exc).__name__,
+                "msg": msg,
+                "where": "left " + " ".join(left[:5]),
+            }
         return {"outcome": "clean_error", "stage": "partition", "exc": type(exc).__name__, "msg": msg}
     except BaseException as exc:  # noqa: BLE001 - everything else is a crash, even SystemExit
         return _crash("partition", exc)
@@ -262,14 +287,18 @@ def check_mutant(task: Path, k: int, verify: bool, scheduler: str) -> dict[str, 
     left = _stray(task, expected)
     missing = [e for e in sorted(expected) if not (task / e).is_file()]
     if left or missing:
-        return {"outcome": "partial_output", "stage": "partition", "exc": "", "msg": "",
-                "where": f"stray {left[:5]} missing {missing}"}
+        return {
+            "outcome": "partial_output",
+            "stage": "partition",
+            "exc": "",
+            "msg": "",
+            "where": f"stray {left[:5]} missing {missing}",
+        }
     try:
         report = run_sim(find_segments(out, k), load_spec("usb"), count=2)
         json.dumps(report)
     except RespectPassError as exc:
-        return {"outcome": "rejected_output", "stage": "run_pipeline", "exc": type(exc).__name__,
-                "msg": _first_line(exc)}
+        return {"outcome": "rejected_output", "stage": "run_pipeline", "exc": type(exc).__name__, "msg": _first_line(exc)}
     except BaseException as exc:  # noqa: BLE001
         return _crash("run_pipeline", exc)
     return {"outcome": "valid", "stage": "", "verified": report.get("verified")}
@@ -333,8 +362,9 @@ def _died_where(task: Path) -> str:
     return _last_stderr(task) or "(no stderr)"
 
 
-def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespace, tmp: Path,
-                keep: Path | None) -> list[dict[str, Any]]:
+def run_library(
+    ids: list[int], data: bytes, lay: Layout, args: argparse.Namespace, tmp: Path, keep: Path | None
+) -> list[dict[str, Any]]:
     """Every mutant through partition + run_pipeline in forked workers, ``args.jobs`` at a time."""
     ctx = mp.get_context("fork")
     pending = list(ids)
@@ -348,12 +378,22 @@ def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespa
         (task / "in").mkdir(parents=True)
         (task / "in" / MUTANT_NAME).write_bytes(blob)
         recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(send, str(task), args.K, args.verify, args.scheduler, args.mem_mb),
-                        daemon=True)
+        p = ctx.Process(
+            target=_worker, args=(send, str(task), args.K, args.verify, args.scheduler, args.mem_mb), daemon=True
+        )
         p.start()
         send.close()
-        running[i] = {"proc": p, "conn": recv, "t": time.monotonic(), "op": op, "desc": desc, "task": task,
-                      "sha": hashlib.sha256(blob).hexdigest(), "blob": blob, "result": None}
+        running[i] = {
+            "proc": p,
+            "conn": recv,
+            "t": time.monotonic(),
+            "op": op,
+            "desc": desc,
+            "task": task,
+            "sha": hashlib.sha256(blob).hexdigest(),
+            "blob": blob,
+            "result": None,
+        }
 
     def finish(i: int, result: dict[str, Any]) -> None:
         r = running.pop(i)
@@ -370,15 +410,15 @@ def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespa
                 result[key] = result[key].replace(str(model), "MUTANT").replace(str(r["task"]), "TASK")
         if result["outcome"] not in ("hang",) and (not model.is_file() or _sha(model) != r["sha"]):
             result = {**result, "outcome": "input_modified", "where": f"was {result['outcome']}"}
-        row = {"id": i, "operator": r["op"], "mutation": r["desc"], "seconds": round(time.monotonic() - r["t"], 3),
-               **result}
+        row = {"id": i, "operator": r["op"], "mutation": r["desc"], "seconds": round(time.monotonic() - r["t"], 3), **result}
         rows.append(row)
         if keep is not None and row["outcome"] in GOAL_ZERO:
             keep.mkdir(parents=True, exist_ok=True)
             (keep / f"{i}_{r['op']}.tflite").write_bytes(r["blob"])
             (keep / f"{i}_{r['op']}.txt").write_text(
                 f"mutant {i} (seed {args.seed}): {r['desc']}\noutcome: {row['outcome']} ({row.get('stage', '')})\n"
-                f"{detail(row)}\n\n{row.get('tb', '')}worker stderr:\n{_stderr_text(r['task'])}\n")
+                f"{detail(row)}\n\n{row.get('tb', '')}worker stderr:\n{_stderr_text(r['task'])}\n"
+            )
         shutil.rmtree(r["task"], ignore_errors=True)
 
     try:
@@ -401,10 +441,15 @@ def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespa
                         r["proc"].join(2)
                 if not r["proc"].is_alive():
                     code = r["proc"].exitcode
-                    how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
-                           else f"exit status {code} without a result")
-                    finish(i, {"outcome": "crash", "stage": "worker", "exc": "died", "msg": how,
-                               "where": _died_where(r["task"])})
+                    how = (
+                        f"killed by {signal.Signals(-code).name}"
+                        if code is not None and code < 0
+                        else f"exit status {code} without a result"
+                    )
+                    finish(
+                        i,
+                        {"outcome": "crash", "stage": "worker", "exc": "died", "msg": how, "where": _died_where(r["task"])},
+                    )
             now = time.monotonic()
             for i, r in list(running.items()):
                 if now - r["t"] > args.timeout:
@@ -413,8 +458,12 @@ def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespa
             if now - last_report > 30 or (not pending and not running):
                 done = len(rows)
                 counts = Counter(r["outcome"] for r in rows)
-                print(f"[fuzz] {done}/{len(ids)} in {now - t0:.0f} s ({done / max(now - t0, 1e-9):.1f}/s): "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=sys.stderr, flush=True)
+                print(
+                    f"[fuzz] {done}/{len(ids)} in {now - t0:.0f} s ({done / max(now - t0, 1e-9):.1f}/s): "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 last_report = now
     finally:
         for r in running.values():
@@ -424,6 +473,7 @@ def run_library(ids: list[int], data: bytes, lay: Layout, args: argparse.Namespa
 
 
 # ---------------------------------------------------------------------------------------------------------------- CLI
+
 
 def _run(cmd: list[str], timeout: float) -> tuple[int | None, str, str]:
     try:
@@ -475,8 +525,7 @@ def cli_check(i: int, data: bytes, lay: Layout, args: argparse.Namespace, tmp: P
             if left:
                 return {**row, "outcome": "partial_output", "detail": f"respect-pass: {err.strip()[:200]}; left {left[:5]}"}
             return {**row, "outcome": "clean_error", "detail": _normalize(err.strip(), model)}
-        rc, _, err = _run([str(bindir / "run_pipeline"), "--tpus", str(args.K), str(out), "--count", "2"],
-                          3 * args.timeout)
+        rc, _, err = _run([str(bindir / "run_pipeline"), "--tpus", str(args.K), str(out), "--count", "2"], 3 * args.timeout)
         if rc is None:
             return {**row, "outcome": "hang", "detail": "run_pipeline: no exit"}
         if rc == 0:
@@ -490,6 +539,7 @@ def cli_check(i: int, data: bytes, lay: Layout, args: argparse.Namespace, tmp: P
 
 
 # ----------------------------------------------------------------------------------------------------------- report
+
 
 def _normalize(msg: str, model: Path | None = None) -> str:
     """A message with paths and numbers masked, to group similar errors."""
@@ -530,17 +580,27 @@ def crash_groups(rows: list[dict[str, Any]]) -> list[str]:
         if r["outcome"] in ("crash", "partial_output", "input_modified", "rejected_output"):
             where = r.get("where", "")
             where = re.sub(r":\d+ ", " ", where)
-            key = (r["outcome"], r.get("stage", ""), r.get("exc", ""), _normalize(r.get("msg", ""))[:90], where)
+            key: tuple[str, ...] = (
+                r["outcome"],
+                r.get("stage", ""),
+                r.get("exc", ""),
+                _normalize(r.get("msg", ""))[:90],
+                where,
+            )
             groups[key].append(r)
     if not groups:
         return ["No crashes, partial outputs, rejected outputs or modified inputs."]
-    out = ["| count | outcome | stage | exception | message (first line) | deepest frame in our code | example mutant |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| count | outcome | stage | exception | message (first line) | deepest frame in our code | example mutant |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         ex = rs[0]
         msg = ex.get("msg", "").replace("|", "\\|")[:160]
-        out.append(f"| {len(rs)} | {key[0]} | {key[1]} | {key[2]} | {msg} | {ex.get('where', '')} | "
-                   f"#{ex['id']} {ex['operator']}: {ex['mutation'][:80]} |")
+        out.append(
+            f"| {len(rs)} | {key[0]} | {key[1]} | {key[2]} | {msg} | {ex.get('where', '')} | "
+            f"#{ex['id']} {ex['operator']}: {ex['mutation'][:80]} |"
+        )
     return out
 
 
@@ -556,8 +616,11 @@ def operator_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def clean_error_table(rows: list[dict[str, Any]], top: int = 15) -> list[str]:
-    c = Counter(f"{r.get('stage')}: {r.get('exc')}: {_normalize(r.get('msg', ''))[:120]}" for r in rows
-                if r["outcome"] == "clean_error")
+    c = Counter(
+        f"{r.get('stage')}: {r.get('exc')}: {_normalize(r.get('msg', ''))[:120]}"
+        for r in rows
+        if r["outcome"] == "clean_error"
+    )
     out = ["| count | clean error (paths -> PATH, numbers -> #) |", "|---|---|"]
     for msg, n in c.most_common(top):
         out.append(f"| {n:,} | {msg.replace('|', chr(92) + '|')} |")
@@ -566,11 +629,8 @@ def clean_error_table(rows: list[dict[str, Any]], top: int = 15) -> list[str]:
     return out
 
 
-
-
-
-
 # ------------------------------------------------------------------------------------------------------------- main
+
 
 def _ids(text: str) -> list[int]:
     try:
@@ -580,8 +640,7 @@ def _ids(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model to mutate (default: the embedded one)")
     ap.add_argument("--count", type=int, default=10000, help="number of mutants (default 10000)")
     ap.add_argument("--seed", type=int, default=0, help="run seed; mutant i depends only on (seed, i, model)")
@@ -590,16 +649,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds per mutant before it counts as a hang")
     ap.add_argument("--K", type=int, default=2, help="number of segments (default 2)")
     ap.add_argument("--scheduler", default="dp", help="scheduler given to partition (default dp: fast)")
-    ap.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                    help="partition(..., verify=True) and respect-pass --verify (default on)")
-    ap.add_argument("--mem-mb", type=int, default=8192,
-                    help="address-space limit of a worker in MiB, so a huge allocation fails fast (0: none)")
+    ap.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="partition(..., verify=True) and respect-pass --verify (default on)",
+    )
+    ap.add_argument(
+        "--mem-mb",
+        type=int,
+        default=8192,
+        help="address-space limit of a worker in MiB, so a huge allocation fails fast (0: none)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="directory for fuzz.csv and fuzz.md")
-    ap.add_argument("--keep-crashes", type=Path, metavar="DIR",
-                    help="save every mutant whose outcome should not happen (and its traceback) here")
-    ap.add_argument("--cli", type=int, nargs="?", const=100, default=0, metavar="N",
-                    help="also run N mutants (default 100; failures first) through the respect-pass and "
-                         "run_pipeline console scripts")
+    ap.add_argument(
+        "--keep-crashes",
+        type=Path,
+        metavar="DIR",
+        help="save every mutant whose outcome should not happen (and its traceback) here",
+    )
+    ap.add_argument(
+        "--cli",
+        type=int,
+        nargs="?",
+        const=100,
+        default=0,
+        metavar="N",
+        help="also run N mutants (default 100; failures first) through the respect-pass and run_pipeline console scripts",
+    )
     args = ap.parse_args(argv)
     if args.count < 1 or args.jobs < 1 or args.timeout <= 0 or args.K < 1:
         ap.error("--count, --jobs, --timeout and --K must be positive")
@@ -608,9 +685,11 @@ def main(argv: list[str] | None = None) -> int:
     model_sha = hashlib.sha256(data).hexdigest()
     lay = layout(data)
     ids = args.ids if args.ids is not None else list(range(args.count))
-    print(f"[fuzz] {args.model.name}: {len(data):,} bytes, {sum(n for _, n in lay.structure):,} of structure, "
-          f"{len(lay.small_words):,} small int32 words; {len(ids):,} mutants, K = {args.K}, {args.jobs} jobs",
-          file=sys.stderr)
+    print(
+        f"[fuzz] {args.model.name}: {len(data):,} bytes, {sum(n for _, n in lay.structure):,} of structure, "
+        f"{len(lay.small_words):,} small int32 words; {len(ids):,} mutants, K = {args.K}, {args.jobs} jobs",
+        file=sys.stderr,
+    )
     keep = args.keep_crashes
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="respect-fuzz-") as tmpname:
@@ -655,19 +734,41 @@ def main(argv: list[str] | None = None) -> int:
                 w.writerow([r["id"], r["operator"], r["outcome"], lib_by_id[r["id"]], r["detail"], r["mutation"]])
 
     rate = len(rows) / lib_s
-    title = (f"Fuzz benchmark run on {datetime.now():%Y-%m-%d %H:%M} ({machine()}; commit {commit()}; `{command}`; "
-             f"{seconds:.0f} s, {rate:.2f} mutants/s with {args.jobs} jobs). Model {args.model.name} "
-             f"({len(data):,} bytes), K = {args.K}, scheduler {args.scheduler}, verify={args.verify}, "
-             f"timeout {args.timeout:g} s, seed {args.seed}.")
-    md = [title, "", *outcome_table(rows), "", "Crashes and other failures, grouped:", "", *crash_groups(rows), "",
-          "Outcomes per mutation operator:", "", *operator_table(rows), "",
-          "Most frequent clean errors:", "", *clean_error_table(rows)]
+    title = (
+        f"Fuzz benchmark run on {datetime.now():%Y-%m-%d %H:%M} ({machine()}; commit {commit()}; `{command}`; "
+        f"{seconds:.0f} s, {rate:.2f} mutants/s with {args.jobs} jobs). Model {args.model.name} "
+        f"({len(data):,} bytes), K = {args.K}, scheduler {args.scheduler}, verify={args.verify}, "
+        f"timeout {args.timeout:g} s, seed {args.seed}."
+    )
+    md = [
+        title,
+        "",
+        *outcome_table(rows),
+        "",
+        "Crashes and other failures, grouped:",
+        "",
+        *crash_groups(rows),
+        "",
+        "Outcomes per mutation operator:",
+        "",
+        *operator_table(rows),
+        "",
+        "Most frequent clean errors:",
+        "",
+        *clean_error_table(rows),
+    ]
     if cli_rows:
         agree = sum(1 for r in cli_rows if r["outcome"] == lib_by_id[r["id"]])
-        md += ["", (f"Console scripts (`respect-pass MUTANT -n {args.K} -o DIR{' --verify' if args.verify else ''}`, "
-                    f"then `run_pipeline --tpus {args.K} DIR`) on {len(cli_rows)} of the mutants (failures first); "
-                    f"same outcome as the library run for {agree}/{len(cli_rows)}:"), "",
-               *outcome_table(cli_rows, "CLI outcome")]
+        md += [
+            "",
+            (
+                f"Console scripts (`respect-pass MUTANT -n {args.K} -o DIR{' --verify' if args.verify else ''}`, "
+                f"then `run_pipeline --tpus {args.K} DIR`) on {len(cli_rows)} of the mutants (failures first); "
+                f"same outcome as the library run for {agree}/{len(cli_rows)}:"
+            ),
+            "",
+            *outcome_table(cli_rows, "CLI outcome"),
+        ]
         failures = Counter((r["outcome"], _normalize(r["detail"])[:150]) for r in cli_rows if r["outcome"] in GOAL_ZERO)
         if failures:
             md += ["", "| count | CLI outcome | detail |", "|---|---|---|"]
