@@ -2,12 +2,32 @@
 
 Imports only ``tflite_io`` below it; ``respect_pass`` builds on it.
 """
+
 from .compiler import CompiledSegment, CompilerError, compile_segments
 from .cost import StageCost, bottleneck_ms, latency_ms, op_seconds, pipeline_period_ms, stage_cost, stage_costs
 from .simulate import PipelineRun, simulate_pipeline
 from .spec import PCIE, PRESETS, USB, USB_SEPARATE, EdgeTpuSpec, SpecError, as_spec, load_spec, op_class
 
 __all__ = [
-    "CompiledSegment", "CompilerError", "as_spec", "compile_segments", "EdgeTpuSpec", "PCIE", "PRESETS", "PipelineRun", "SpecError", "StageCost", "USB", "bottleneck_ms",
-    "latency_ms", "load_spec", "op_class", "op_seconds", "pipeline_period_ms", "USB_SEPARATE", "simulate_pipeline", "stage_cost", "stage_costs",
+    "CompiledSegment",
+    "CompilerError",
+    "as_spec",
+    "compile_segments",
+    "EdgeTpuSpec",
+    "PCIE",
+    "PRESETS",
+    "PipelineRun",
+    "SpecError",
+    "StageCost",
+    "USB",
+    "bottleneck_ms",
+    "latency_ms",
+    "load_spec",
+    "op_class",
+    "op_seconds",
+    "pipeline_period_ms",
+    "USB_SEPARATE",
+    "simulate_pipeline",
+    "stage_cost",
+    "stage_costs",
 ]

@@ -21,6 +21,7 @@ Each run of a model or of a pipeline counts as one measurement. A
 device whose true constants are a hidden spec (only measured times reach the
 fit), so the whole loop is testable without a TPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,18 @@ from .placement import placed
 from .simulate import measure_pipeline
 from .spec import USB, EdgeTpuSpec
 
-__all__ = ["Device", "SimDevice", "CoralDevice", "PipelineTiming", "Probe", "design", "calibrate", "cache_from", "Calibration",
-           "graph_of"]
+__all__ = [
+    "Device",
+    "SimDevice",
+    "CoralDevice",
+    "PipelineTiming",
+    "Probe",
+    "design",
+    "calibrate",
+    "cache_from",
+    "Calibration",
+    "graph_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +113,10 @@ class SimDevice:
 
     def time_pipeline(self, segments: Sequence[bytes], label: str) -> PipelineTiming:
         self.runs += 1
-        costs = [stage_costs(g, (0,) * g.num_ops, 1, self.truth)[0]
-                 for g in (graph_of(s, f"{label}_{i}") for i, s in enumerate(segments))]
+        costs = [
+            stage_costs(g, (0,) * g.num_ops, 1, self.truth)[0]
+            for g in (graph_of(s, f"{label}_{i}") for i, s in enumerate(segments))
+        ]
         stage = [c.ms * self._noise() for c in costs]
         fig = measure_pipeline(stage, count=50, min_period_ms=shared_link_ms(costs, self.truth))
         return PipelineTiming(tuple(stage), fig.bottleneck_ms)
@@ -134,10 +147,18 @@ def design() -> list[Probe]:
         _probe("invoke", "t_invoke", (1, 64), [Dense(64)]),
         _probe("conv-32", "conv", (1, 32, 32, 16), [*conv3, Conv2D(16, 1)]),
         _probe("conv-16", "conv", (1, 16, 16, 64), [Conv2D(512, 3), Conv2D(512, 3), Conv2D(64, 1)]),
-        _probe("depthwise", "depthwise", (1, 64, 64, 16),
-               [Conv2D(256, 1), *[DepthwiseConv2D(3) for _ in range(4)], Conv2D(16, 1)]),
-        _probe("add", "elementwise", (1, 32, 32, 16),
-               [Conv2D(256, 1), Conv2D(256, 1), *[Add(back=1) for _ in range(6)], Conv2D(16, 1)]),
+        _probe(
+            "depthwise",
+            "depthwise",
+            (1, 64, 64, 16),
+            [Conv2D(256, 1), *[DepthwiseConv2D(3) for _ in range(4)], Conv2D(16, 1)],
+        ),
+        _probe(
+            "add",
+            "elementwise",
+            (1, 32, 32, 16),
+            [Conv2D(256, 1), Conv2D(256, 1), *[Add(back=1) for _ in range(6)], Conv2D(16, 1)],
+        ),
         _probe("io-in", "io", (1, 128, 128, 64), [Conv2D(16, 1)]),
         _probe("io-out", "io", (1, 64, 64, 16), [Conv2D(256, 1)]),
         _probe("stream-dense", "stream", (1, 4160), [Dense(4096), Dense(16)]),
@@ -159,8 +180,9 @@ def _conv_filler(filters: int) -> Probe:
 Observation = tuple[int, int, bool]
 
 
-def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample],
-                 seen: list[Observation], seed: int) -> bool:
+def _is_streamed(
+    device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[Sample], seen: list[Observation], seed: int
+) -> bool:
     """Measure ``probe``; decide whether its big (first) layer streamed by the closer of the two predictions."""
     data = probe.build(seed)
     ms = device.time_model(data, probe.name)
@@ -175,8 +197,17 @@ def _is_streamed(device: Device, probe: Probe, spec: EdgeTpuSpec, samples: list[
     return verdict
 
 
-def _bisect(device: Device, make: Callable[[int], Probe], lo: int, hi: int, step: int, spec: EdgeTpuSpec,
-            samples: list[Sample], seen: list[Observation], seed: int) -> None:
+def _bisect(
+    device: Device,
+    make: Callable[[int], Probe],
+    lo: int,
+    hi: int,
+    step: int,
+    spec: EdgeTpuSpec,
+    samples: list[Sample],
+    seen: list[Observation],
+    seed: int,
+) -> None:
     """Bisect the size at which ``make(size)``'s big layer stops fitting (multiples of ``step``)."""
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
@@ -248,16 +279,18 @@ def _fit_shared_link(device: Device, spec: EdgeTpuSpec, seed: int) -> tuple[floa
     _, segments = build_segments(model, list(range(LINK_STAGES)), LINK_STAGES)
     timing = device.time_pipeline(segments, "link")
     graphs = [graph_of(s, f"link_{i}") for i, s in enumerate(segments)]
-    link_bytes = sum(c.in_bytes + c.out_bytes for g in graphs
-                     for c in stage_costs(g, (0,) * g.num_ops, 1, spec))
+    link_bytes = sum(c.in_bytes + c.out_bytes for g in graphs for c in stage_costs(g, (0,) * g.num_ops, 1, spec))
     slowest = max(timing.stage_ms)
     if timing.period_ms <= 1.03 * slowest:
-        return 0.0, (f"not shared: {LINK_STAGES} copy stages ran at the slowest stage's pace "
-                     f"({timing.period_ms:.3f} vs {slowest:.3f} ms)")
+        return 0.0, (
+            f"not shared: {LINK_STAGES} copy stages ran at the slowest stage's pace "
+            f"({timing.period_ms:.3f} vs {slowest:.3f} ms)"
+        )
     rate = link_bytes / (timing.period_ms / 1e3)
-    return rate, (f"shared: {LINK_STAGES} copy stages moving {link_bytes / 1e6:.2f} MB per request ran at "
-                  f"{timing.period_ms:.3f} ms, above the slowest stage's {slowest:.3f} ms: {rate / 1e6:.0f} MB/s")
-
+    return rate, (
+        f"shared: {LINK_STAGES} copy stages moving {link_bytes / 1e6:.2f} MB per request ran at "
+        f"{timing.period_ms:.3f} ms, above the slowest stage's {slowest:.3f} ms: {rate / 1e6:.0f} MB/s"
+    )
 
 
 @dataclass

@@ -6,6 +6,7 @@ with ``edgetpu_compiler -s -o DIR SEGMENT``, parses the console log, and
 fails clearly when the compile fails or the compiler leaves on the CPU more
 ops than our placement (:mod:`hardware.placement`) put there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,13 +22,23 @@ from tflite_io import RespectPassError
 
 from .progress import ProgressFactory, no_progress
 
-__all__ = ["CompilerError", "CompileLog", "CompiledSegment", "parse_log", "find_compiler", "compile_segment",
-           "compile_segments", "INSTALL_HINT"]
+__all__ = [
+    "CompilerError",
+    "CompileLog",
+    "CompiledSegment",
+    "parse_log",
+    "find_compiler",
+    "compile_segment",
+    "compile_segments",
+    "INSTALL_HINT",
+]
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = ("install it from Coral's apt repository (package edgetpu-compiler, x86-64 Debian/Ubuntu; "
-                "see coral.ai/docs/edgetpu/compiler)")
+INSTALL_HINT = (
+    "install it from Coral's apt repository (package edgetpu-compiler, x86-64 Debian/Ubuntu; "
+    "see coral.ai/docs/edgetpu/compiler)"
+)
 _UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 _SIZE = r"([\d.]+)\s*(B|KiB|MiB|GiB)"
 _FAILURES = ("Compilation failed", "Internal compiler error")
@@ -55,9 +66,13 @@ class CompileLog:
 
     def as_json(self) -> dict[str, object]:
         return {
-            "version": self.version, "on_chip_bytes": self.on_chip_bytes,
-            "on_chip_remaining_bytes": self.on_chip_remaining_bytes, "off_chip_bytes": self.off_chip_bytes,
-            "num_subgraphs": self.num_subgraphs, "total_ops": self.total_ops, "tpu_ops": self.tpu_ops,
+            "version": self.version,
+            "on_chip_bytes": self.on_chip_bytes,
+            "on_chip_remaining_bytes": self.on_chip_remaining_bytes,
+            "off_chip_bytes": self.off_chip_bytes,
+            "num_subgraphs": self.num_subgraphs,
+            "total_ops": self.total_ops,
+            "tpu_ops": self.tpu_ops,
             "cpu_ops": self.cpu_ops,
         }
 
@@ -110,8 +125,9 @@ def find_compiler(binary: str = "edgetpu_compiler") -> str:
     return path
 
 
-def compile_segment(segment: Path, out_dir: Path, binary: str = "edgetpu_compiler", timeout_s: int = 180,
-                    expected_cpu_ops: int = 0) -> tuple[Path, CompileLog]:
+def compile_segment(
+    segment: Path, out_dir: Path, binary: str = "edgetpu_compiler", timeout_s: int = 180, expected_cpu_ops: int = 0
+) -> tuple[Path, CompileLog]:
     """Compile one segment into ``out_dir``; return the ``*_edgetpu.tflite`` path and the parsed log.
 
     ``expected_cpu_ops`` is how many of the segment's ops our placement runs on the CPU; the compiler
@@ -119,8 +135,12 @@ def compile_segment(segment: Path, out_dir: Path, binary: str = "edgetpu_compile
     """
     exe = find_compiler(binary)
     try:
-        proc = subprocess.run([exe, "-s", "-t", str(timeout_s), "-o", str(out_dir), str(segment)],
-                              capture_output=True, text=True, timeout=timeout_s + 30)
+        proc = subprocess.run(
+            [exe, "-s", "-t", str(timeout_s), "-o", str(out_dir), str(segment)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s + 30,
+        )
     except subprocess.TimeoutExpired:
         raise CompilerError(f"{segment.name}: edgetpu_compiler did not finish in {timeout_s + 30} s") from None
     except OSError as exc:
@@ -131,11 +151,16 @@ def compile_segment(segment: Path, out_dir: Path, binary: str = "edgetpu_compile
         raise CompilerError(f"{segment.name}: edgetpu_compiler failed: {reason}")
     if log.cpu_ops > expected_cpu_ops:
         ops = ", ".join(f"{name} x{count} ({status})" for name, count, status in log.cpu_op_statuses) or "see its log"
-        raise CompilerError(f"{segment.name}: {log.cpu_ops} operation(s) would run on the CPU where our placement "
-                            f"expected {expected_cpu_ops}: {ops}")
+        raise CompilerError(
+            f"{segment.name}: {log.cpu_ops} operation(s) would run on the CPU where our placement "
+            f"expected {expected_cpu_ops}: {ops}"
+        )
     if log.cpu_ops < expected_cpu_ops:
-        logger.info("%s: the compiler maps %d more op(s) to the Edge TPU than our placement predicted",
-                    segment.name, expected_cpu_ops - log.cpu_ops)
+        logger.info(
+            "%s: the compiler maps %d more op(s) to the Edge TPU than our placement predicted",
+            segment.name,
+            expected_cpu_ops - log.cpu_ops,
+        )
     out = out_dir / f"{segment.stem}_edgetpu.tflite"
     if not out.is_file():
         raise CompilerError(f"{segment.name}: edgetpu_compiler reported success but wrote no {out.name}")
@@ -152,9 +177,13 @@ class CompiledSegment:
     log_file: tuple[str, bytes] | None
 
 
-def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compiler",
-                     timeout_s: int = 180, progress: ProgressFactory = no_progress,
-                     expected_cpu_ops: Mapping[str, int] | None = None) -> list[CompiledSegment]:
+def compile_segments(
+    segments: Mapping[str, bytes],
+    binary: str = "edgetpu_compiler",
+    timeout_s: int = 180,
+    progress: ProgressFactory = no_progress,
+    expected_cpu_ops: Mapping[str, int] | None = None,
+) -> list[CompiledSegment]:
     """Compile every ``name -> bytes`` segment in a private temporary directory.
 
     Nothing is written outside that directory, so the caller can add the
@@ -164,8 +193,10 @@ def compile_segments(segments: Mapping[str, bytes], binary: str = "edgetpu_compi
     """
     find_compiler(binary)
     done = []
-    with tempfile.TemporaryDirectory(prefix="respect-pass-compile-") as tmp, \
-            progress(total=len(segments), desc="edgetpu_compiler") as bar:
+    with (
+        tempfile.TemporaryDirectory(prefix="respect-pass-compile-") as tmp,
+        progress(total=len(segments), desc="edgetpu_compiler") as bar,
+    ):
         work = Path(tmp)
         for name, data in segments.items():
             src = work / name

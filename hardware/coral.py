@@ -21,6 +21,7 @@ The figures (see :func:`run_coral`) come from three phases after warm-up:
 each segment alone, single requests through the idle pipeline, and a closed
 loop that keeps K requests in flight.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,10 +63,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PYCORAL_HINT = ("install Google's pycoral 2.x and the Edge TPU runtime from Coral's repositories: "
-                "'python3 -m pip install --extra-index-url https://google-coral.github.io/py-repo/ pycoral~=2.0' "
-                "(wheels for Python 3.6-3.9) or 'apt-get install python3-pycoral libedgetpu1-std' "
-                "(see coral.ai/software)")
+PYCORAL_HINT = (
+    "install Google's pycoral 2.x and the Edge TPU runtime from Coral's repositories: "
+    "'python3 -m pip install --extra-index-url https://google-coral.github.io/py-repo/ pycoral~=2.0' "
+    "(wheels for Python 3.6-3.9) or 'apt-get install python3-pycoral libedgetpu1-std' "
+    "(see coral.ai/software)"
+)
 RUNNERS = ("auto", "litert", "pycoral")
 #: ``factory(segment_path, device) -> interpreter`` (tflite Interpreter API); run_coral allocates its tensors.
 InterpreterFactory = Callable[[Path, str], Any]
@@ -90,11 +93,15 @@ def import_pycoral() -> Pycoral:
     if not has_utils:
         found = importlib.util.find_spec("pycoral")
         where = found.origin if found is not None else "?"
-        raise CoralError(f"the 'pycoral' package at {where} is not Google's Coral library (PyPI's 'pycoral' is an "
-                         f"unrelated Allen Coral Atlas tool); 'pip uninstall pycoral', then {PYCORAL_HINT}")
+        raise CoralError(
+            f"the 'pycoral' package at {where} is not Google's Coral library (PyPI's 'pycoral' is an "
+            f"unrelated Allen Coral Atlas tool); 'pip uninstall pycoral', then {PYCORAL_HINT}"
+        )
     try:
-        return Pycoral(importlib.import_module("pycoral.utils.edgetpu"),
-                       importlib.import_module("pycoral.pipeline.pipelined_model_runner"))
+        return Pycoral(
+            importlib.import_module("pycoral.utils.edgetpu"),
+            importlib.import_module("pycoral.pipeline.pipelined_model_runner"),
+        )
     except ImportError as exc:
         raise CoralError(f"pycoral is installed but does not load ({exc}); {PYCORAL_HINT}") from None
 
@@ -111,8 +118,10 @@ def pycoral_available() -> Pycoral | None:
 def _check_compiled(paths: Sequence[Path]) -> None:
     for p in paths:
         if EDGETPU_CUSTOM_OP not in custom_op_codes(p.read_bytes(), str(p)):
-            raise CoralError(f"{p.name} is not compiled for the Edge TPU (no {EDGETPU_CUSTOM_OP}); run "
-                             "'respect-pass ... --compile' or edgetpu_compiler on the segments first")
+            raise CoralError(
+                f"{p.name} is not compiled for the Edge TPU (no {EDGETPU_CUSTOM_OP}); run "
+                "'respect-pass ... --compile' or edgetpu_compiler on the segments first"
+            )
 
 
 class _LogStream(io.TextIOBase):
@@ -131,6 +140,7 @@ _QUIET: dict[type, type] = {}
 def _quiet_runner_class(cls: type) -> type:
     """``cls`` (pycoral's PipelinedModelRunner) with a ``__del__`` that neither prints nor raises."""
     if cls not in _QUIET:
+
         def __del__(self: Any) -> None:
             parent = getattr(cls, "__del__", None)
             if parent is None:
@@ -156,8 +166,10 @@ def _pycoral_devices(pc: Pycoral, num_segments: int, devices: str | Sequence[str
         found.append(f"{kind}:{counts.get(kind, 0)}")
         counts[kind] = counts.get(kind, 0) + 1
     if len(found) < num_segments:
-        raise CoralError(f"found {len(found)} Edge TPU(s) but the pipeline has {num_segments} segments; "
-                         "connect more TPUs or partition with a smaller -n")
+        raise CoralError(
+            f"found {len(found)} Edge TPU(s) but the pipeline has {num_segments} segments; "
+            "connect more TPUs or partition with a smaller -n"
+        )
     return found[:num_segments]
 
 
@@ -176,8 +188,9 @@ def _open(paths: Sequence[Path], devices: Sequence[str], factory: InterpreterFac
     return interpreters
 
 
-def _run_sequential(interpreters: Sequence[Any], feeds: dict[str, np.ndarray],
-                    stage_s: list[list[float]] | None = None) -> dict[str, np.ndarray]:
+def _run_sequential(
+    interpreters: Sequence[Any], feeds: dict[str, np.ndarray], stage_s: list[list[float]] | None = None
+) -> dict[str, np.ndarray]:
     """Invoke the segments one after the other, binding inputs by name; return every produced tensor."""
     env = dict(feeds)
     for k, it in enumerate(interpreters):
@@ -197,8 +210,11 @@ def _check(out: dict | None, want: dict[str, np.ndarray], what: str) -> None:
         raise CoralError(f"the pipeline ended before {what}")
     for name, expected in want.items():
         got = out.get(name)
-        if got is None or np.asarray(got).size != expected.size or \
-                not np.array_equal(np.asarray(got).reshape(expected.shape), expected):
+        if (
+            got is None
+            or np.asarray(got).size != expected.size
+            or not np.array_equal(np.asarray(got).reshape(expected.shape), expected)
+        ):
             raise CoralError(f"pipeline output '{name}' of {what} differs from running the segments one by one")
 
 
@@ -206,8 +222,9 @@ def _nbytes(details: Sequence[dict]) -> int:
     return sum(int(np.prod(d["shape"])) * np.dtype(d["dtype"]).itemsize for d in details)
 
 
-def _measure(runner: Any, feeds: list[dict], expected: list[dict], k: int, count: int, warmup: int,
-             progress: ProgressFactory) -> dict[str, Any]:
+def _measure(
+    runner: Any, feeds: list[dict], expected: list[dict], k: int, count: int, warmup: int, progress: ProgressFactory
+) -> dict[str, Any]:
     """Warm up, time single requests through the idle pipeline, then a closed loop with K in flight; end the stream."""
     n = len(feeds)
     for i in range(warmup):
@@ -249,7 +266,7 @@ def _measure(runner: Any, feeds: list[dict], expected: list[dict], k: int, count
         raise CoralError(f"the pipeline returned more results than the {total} requests pushed")
     anchor = popped[pad - 1] if pad else pushed[0]
     period = (popped[pad + count - 1] - anchor) / count
-    loaded = np.array(popped[pad:pad + count]) - np.array(pushed[pad:pad + count])
+    loaded = np.array(popped[pad : pad + count]) - np.array(pushed[pad : pad + count])
     return {
         "latency_ms": float(np.median(idle)) * 1e3,
         "bottleneck_ms": period * 1e3,
@@ -274,9 +291,17 @@ def _stop_pycoral(runner: Any) -> None:
             log.debug("pycoral pop() while stopping: %s", exc)
 
 
-def run_coral(segment_paths: Sequence[str | Path], count: int = 100, warmup: int = 10, seed: int = 0, runner: str = "auto",
-              devices: str | Sequence[str] | None = None, progress: ProgressFactory = no_progress,
-              interpreter_factory: InterpreterFactory | None = None, pycoral: Pycoral | None = None) -> dict[str, Any]:
+def run_coral(
+    segment_paths: Sequence[str | Path],
+    count: int = 100,
+    warmup: int = 10,
+    seed: int = 0,
+    runner: str = "auto",
+    devices: str | Sequence[str] | None = None,
+    progress: ProgressFactory = no_progress,
+    interpreter_factory: InterpreterFactory | None = None,
+    pycoral: Pycoral | None = None,
+) -> dict[str, Any]:
     """Run the K compiled segments on K Edge TPUs as a pipeline and report what was measured.
 
     ``runner``: ``litert`` (:class:`LiteRtPipelinedRunner`), ``pycoral`` (Google's
@@ -359,8 +384,14 @@ def run_coral(segment_paths: Sequence[str | Path], count: int = 100, warmup: int
         **figures,
         "verified": None,
         "stages": [
-            {"index": i, "ms": float(np.median(alone[i])) * 1e3, "ms_in_pipeline": in_pipeline[i], "file": str(p),
-             "in_bytes": _nbytes(it.get_input_details()), "out_bytes": _nbytes(it.get_output_details())}
+            {
+                "index": i,
+                "ms": float(np.median(alone[i])) * 1e3,
+                "ms_in_pipeline": in_pipeline[i],
+                "file": str(p),
+                "in_bytes": _nbytes(it.get_input_details()),
+                "out_bytes": _nbytes(it.get_output_details()),
+            }
             for i, (p, it) in enumerate(zip(paths, interpreters))
         ],
     }

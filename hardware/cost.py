@@ -25,6 +25,7 @@ The pipeline period (1 / throughput) is :func:`pipeline_period_ms`: the slowest 
 latency of one request through an idle pipeline is the sum of the stage times.
 :mod:`hardware.kernel` computes the same for every range of an order and every map at once.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,22 @@ from tflite_io.graph import distinct_constants
 
 from .spec import EdgeTpuSpec, op_class
 
-__all__ = ["StageCost", "op_seconds", "host_handoff_bytes", "link_bytes", "cache_layers", "device_param_bytes", "stream_tiles", "stage_cost",
-           "stage_costs", "pipeline_period_ms", "shared_link_ms", "bottleneck_ms", "latency_ms", "CHANNEL_GROUP"]
+__all__ = [
+    "StageCost",
+    "op_seconds",
+    "host_handoff_bytes",
+    "link_bytes",
+    "cache_layers",
+    "device_param_bytes",
+    "stream_tiles",
+    "stage_cost",
+    "stage_costs",
+    "pipeline_period_ms",
+    "shared_link_ms",
+    "bottleneck_ms",
+    "latency_ms",
+    "CHANNEL_GROUP",
+]
 
 #: The MAC array's width: output channels are padded to multiples of this (compiler memory reports, conv sweep).
 CHANNEL_GROUP = 64
@@ -79,20 +94,34 @@ class StageCost:
     def as_json(self) -> dict[str, object]:
         """The per-stage record of ``run_pipeline --json`` (without measured fields)."""
         return {
-            "index": self.index, "ms": self.ms, "compute_ms": self.compute_s * 1e3,
-            "overhead_ms": self.overhead_s * 1e3, "stream_ms": self.stream_s * 1e3, "io_ms": self.io_s * 1e3,
-            "param_bytes": self.param_bytes, "on_chip_bytes": self.on_chip_bytes,
-            "off_chip_bytes": self.off_chip_bytes, "in_bytes": self.in_bytes, "out_bytes": self.out_bytes,
-            "host_ms": self.host_s * 1e3, "cpu_ops": list(self.cpu_ops),
+            "index": self.index,
+            "ms": self.ms,
+            "compute_ms": self.compute_s * 1e3,
+            "overhead_ms": self.overhead_s * 1e3,
+            "stream_ms": self.stream_s * 1e3,
+            "io_ms": self.io_s * 1e3,
+            "param_bytes": self.param_bytes,
+            "on_chip_bytes": self.on_chip_bytes,
+            "off_chip_bytes": self.off_chip_bytes,
+            "in_bytes": self.in_bytes,
+            "out_bytes": self.out_bytes,
+            "host_ms": self.host_s * 1e3,
+            "cpu_ops": list(self.cpu_ops),
         }
 
 
 def host_handoff_bytes(graph: OpGraph, v: int) -> int:
     """Bytes host op ``v`` exchanges with Edge TPU ops: distinct activations it reads from them or writes to them."""
-    tpu_made = sum(graph.tensors[t].nbytes for t in dict.fromkeys(graph.ops[v].inputs)
-                   if t in graph.producer and graph.producer[t] not in graph.host_ops)
-    tpu_read = sum(graph.tensors[t].nbytes for t in graph.ops[v].outputs
-                   if any(r not in graph.host_ops for r in graph.consumers.get(t, ())))
+    tpu_made = sum(
+        graph.tensors[t].nbytes
+        for t in dict.fromkeys(graph.ops[v].inputs)
+        if t in graph.producer and graph.producer[t] not in graph.host_ops
+    )
+    tpu_read = sum(
+        graph.tensors[t].nbytes
+        for t in graph.ops[v].outputs
+        if any(r not in graph.host_ops for r in graph.consumers.get(t, ()))
+    )
     return tpu_made + tpu_read
 
 
@@ -168,8 +197,9 @@ def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
     out = np.empty(graph.num_ops)
     for op in graph.ops:
         if op.index in graph.host_ops:
-            out[op.index] = (spec.cpu_op_s + op.macs / spec.cpu_macs_per_s
-                             + host_handoff_bytes(graph, op.index) / spec.io_bytes_per_s)
+            out[op.index] = (
+                spec.cpu_op_s + op.macs / spec.cpu_macs_per_s + host_handoff_bytes(graph, op.index) / spec.io_bytes_per_s
+            )
             continue
         kind = op_class(op.op_type)
         if kind == "elementwise":

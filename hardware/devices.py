@@ -16,6 +16,7 @@ A device string is the ``device`` option of libedgetpu's delegate
 (``tflite/edgetpu_delegate_for_custom_op_tflite_plugin.cc``): ``usb:<n>`` is the
 n-th USB Edge TPU and ``pci:<n>`` the n-th PCIe one, in libedgetpu's order.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -48,8 +49,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
-RUNTIME_HINT = ("install the Debian package libedgetpu1-std from Coral's apt repository "
-                "(https://coral.ai/software/#debian-packages: 'apt-get install libedgetpu1-std')")
+RUNTIME_HINT = (
+    "install the Debian package libedgetpu1-std from Coral's apt repository "
+    "(https://coral.ai/software/#debian-packages: 'apt-get install libedgetpu1-std')"
+)
 #: (vendor, product) -> state: the boot loader before the firmware is loaded, then the running device.
 USB_IDS = {(0x1A6E, 0x089A): "dfu", (0x18D1, 0x9302): "app"}
 SYS_ROOT = Path("/sys")
@@ -102,8 +105,9 @@ def list_edge_tpus(sys_root: str | Path | None = None, dev_root: str | Path | No
         for entry in sorted(usb_dir.iterdir()):
             state = USB_IDS.get((_read_hex(entry / "idVendor"), _read_hex(entry / "idProduct")))  # type: ignore[arg-type]
             if state is not None:
-                usb.append((state == "app", _read_int(entry / "busnum"), _read_int(entry / "devnum"), str(entry),
-                            state == "app"))
+                usb.append(
+                    (state == "app", _read_int(entry / "busnum"), _read_int(entry / "devnum"), str(entry), state == "app")
+                )
     usb.sort()
     found = [EdgeTpu(f"usb:{i}", "usb", path, loaded) for i, (*_, path, loaded) in enumerate(usb)]
     apex = []
@@ -126,8 +130,7 @@ def parse_devices(spec: str | Sequence[str]) -> list[str]:
     for raw in items:
         item = str(raw).strip().lower()
         if not _DEVICE_RE.fullmatch(item):
-            raise CoralError(f"--devices: {str(raw).strip()!r} is not usb:<n> or pci:<n> "
-                             "(e.g. --devices usb:0,usb:1,pci:0)")
+            raise CoralError(f"--devices: {str(raw).strip()!r} is not usb:<n> or pci:<n> (e.g. --devices usb:0,usb:1,pci:0)")
         item = f"{item[:3]}:{int(item[4:])}"
         if item in out:
             raise CoralError(f"--devices names {item} twice; each segment needs its own Edge TPU")
@@ -137,15 +140,21 @@ def parse_devices(spec: str | Sequence[str]) -> list[str]:
 
 def _enough(devices: list[str], num_segments: int, what: str) -> list[str]:
     if len(devices) < num_segments:
-        raise CoralError(f"{what} {len(devices)} Edge TPU(s) but the pipeline has {num_segments} segments; "
-                         "connect more TPUs or partition with a smaller -n")
+        raise CoralError(
+            f"{what} {len(devices)} Edge TPU(s) but the pipeline has {num_segments} segments; "
+            "connect more TPUs or partition with a smaller -n"
+        )
     if len(devices) > num_segments:
         log.info("using %s of %s", devices[:num_segments], devices)
     return devices[:num_segments]
 
 
-def select_devices(num_segments: int, devices: str | Sequence[str] | None = None,
-                   sys_root: str | Path | None = None, dev_root: str | Path | None = None) -> list[str]:
+def select_devices(
+    num_segments: int,
+    devices: str | Sequence[str] | None = None,
+    sys_root: str | Path | None = None,
+    dev_root: str | Path | None = None,
+) -> list[str]:
     """The device strings of the Edge TPUs for ``num_segments`` segments, segment i on the i-th.
 
     An explicit ``devices`` list is validated and used as given (it is not checked against
@@ -157,8 +166,10 @@ def select_devices(num_segments: int, devices: str | Sequence[str] | None = None
     if not found:
         sys_dir = Path(sys_root) if sys_root is not None else SYS_ROOT
         dev_dir = Path(dev_root) if dev_root is not None else DEV_ROOT
-        raise CoralError(f"no Edge TPU found (no USB device 18d1:9302 or 1a6e:089a under {sys_dir}/bus/usb/devices, "
-                         f"no {dev_dir}/apex_<n>); connect the accelerators or name them with --devices")
+        raise CoralError(
+            f"no Edge TPU found (no USB device 18d1:9302 or 1a6e:089a under {sys_dir}/bus/usb/devices, "
+            f"no {dev_dir}/apex_<n>); connect the accelerators or name them with --devices"
+        )
     return _enough([t.device for t in found], num_segments, "found")
 
 
@@ -193,8 +204,10 @@ def load_edgetpu_delegate(device: str | None = None, library: str = EDGETPU_LIBR
         return module.load_delegate(library, {"device": device} if device else {})
     except ValueError as exc:
         reason = " ".join(str(exc).split()) or "no reason given"
-        raise CoralError(f"{library} could not open the Edge TPU {device or '(any)'} ({reason}); check that it is "
-                         "connected, not used by another process, and that --devices names it") from None
+        raise CoralError(
+            f"{library} could not open the Edge TPU {device or '(any)'} ({reason}); check that it is "
+            "connected, not used by another process, and that --devices names it"
+        ) from None
 
 
 def make_edgetpu_interpreter(path: str | Path, device: str | None = None) -> Any:

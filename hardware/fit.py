@@ -15,6 +15,7 @@ solves relative least squares, optionally pulled towards a prior spec
 spec without over-fitting it. :func:`fit_tile` profiles the tile over the
 ranges of values over which the samples' tile counts stay the same.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,17 @@ from tflite_io import OpGraph, segment_interfaces
 from .cost import CHANNEL_GROUP, cache_layers, host_handoff_bytes, link_bytes, stream_tiles
 from .spec import EdgeTpuSpec, op_class
 
-__all__ = ["Sample", "FEATURES", "stage_features", "theta", "with_theta", "predict_ms", "fit_linear", "fit_tile",
-           "TILE_RANGE"]
+__all__ = [
+    "Sample",
+    "FEATURES",
+    "stage_features",
+    "theta",
+    "with_theta",
+    "predict_ms",
+    "fit_linear",
+    "fit_tile",
+    "TILE_RANGE",
+]
 
 #: The columns of :func:`stage_features`; the last (host time) has coefficient 1 and is not fitted.
 FEATURES = ("invokes", "conv_s", "depthwise_s", "elementwise_bytes", "link_bytes", "streamed_bytes", "host_s")
@@ -76,16 +86,29 @@ def stage_features(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
 
 def theta(spec: EdgeTpuSpec) -> np.ndarray:
     """The coefficients of :data:`FEATURES` in ``spec``."""
-    return np.array([spec.t_invoke_s, 1 / spec.efficiency["conv"], 1 / spec.efficiency["depthwise"],
-                     spec.elementwise_s_per_byte, 1 / spec.io_bytes_per_s, 1 / spec.stream_bytes_per_s, 1.0])
+    return np.array(
+        [
+            spec.t_invoke_s,
+            1 / spec.efficiency["conv"],
+            1 / spec.efficiency["depthwise"],
+            spec.elementwise_s_per_byte,
+            1 / spec.io_bytes_per_s,
+            1 / spec.stream_bytes_per_s,
+            1.0,
+        ]
+    )
 
 
 def with_theta(spec: EdgeTpuSpec, th: np.ndarray, name: str | None = None) -> EdgeTpuSpec:
     """``spec`` with the six fitted constants taken from ``th`` (efficiencies capped at 1)."""
-    return spec.with_(name=name or spec.name, t_invoke_s=float(th[0]),
-                      efficiency={"conv": float(min(1.0, 1 / th[1])), "depthwise": float(min(1.0, 1 / th[2]))},
-                      elementwise_s_per_byte=float(th[3]), io_bytes_per_s=float(1 / th[4]),
-                      stream_bytes_per_s=float(1 / th[5]))
+    return spec.with_(
+        name=name or spec.name,
+        t_invoke_s=float(th[0]),
+        efficiency={"conv": float(min(1.0, 1 / th[1])), "depthwise": float(min(1.0, 1 / th[2]))},
+        elementwise_s_per_byte=float(th[3]),
+        io_bytes_per_s=float(1 / th[4]),
+        stream_bytes_per_s=float(1 / th[5]),
+    )
 
 
 def predict_ms(samples: Sequence[Sample], spec: EdgeTpuSpec) -> np.ndarray:

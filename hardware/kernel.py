@@ -19,6 +19,7 @@ Each equals :func:`hardware.cost.stage_cost`, the reference, on every split and 
 scheduler, the policy's split, refinement and features, and the lower bound call these: the formula's
 terms are written here and in :mod:`hardware.cost` only.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,8 +33,16 @@ from tflite_io import OpGraph, StageMapError
 from .cost import device_param_bytes, link_bytes, op_seconds, stream_tiles
 from .spec import EdgeTpuSpec
 
-__all__ = ["CostArrays", "cost_arrays", "RangeCosts", "range_costs", "range_sum", "empty_ranges",
-           "map_stage_times", "lower_bound_s"]
+__all__ = [
+    "CostArrays",
+    "cost_arrays",
+    "RangeCosts",
+    "range_costs",
+    "range_sum",
+    "empty_ranges",
+    "map_stage_times",
+    "lower_bound_s",
+]
 
 
 @dataclass(frozen=True)
@@ -42,22 +51,22 @@ class CostArrays:
 
     n: int
     spec: EdgeTpuSpec
-    op_s: np.ndarray           # (n,) per-op time, :func:`hardware.cost.op_seconds`
-    param_bytes: np.ndarray    # (n,) distinct constant bytes of each op
-    pb_buf: np.ndarray         # (buffer, reader op, device bytes, streamed s/byte) of every distinct constant read,
-    pb_op: np.ndarray          # in execution order (:func:`hardware.cost.device_param_bytes`, ``stream_tiles``)
+    op_s: np.ndarray  # (n,) per-op time, :func:`hardware.cost.op_seconds`
+    param_bytes: np.ndarray  # (n,) distinct constant bytes of each op
+    pb_buf: np.ndarray  # (buffer, reader op, device bytes, streamed s/byte) of every distinct constant read,
+    pb_op: np.ndarray  # in execution order (:func:`hardware.cost.device_param_bytes`, ``stream_tiles``)
     pb_bytes: np.ndarray
     pb_stream_s: np.ndarray
-    in_tensor: np.ndarray      # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
+    in_tensor: np.ndarray  # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
     in_reader: np.ndarray
     in_producer: np.ndarray
     in_bytes_pair: np.ndarray
-    in_entry: np.ndarray       # per pair: index into the out_* arrays of its tensor, -1 for a model input
-    out_producer: np.ndarray   # (producer op, bytes) of every produced tensor that has readers
+    in_entry: np.ndarray  # per pair: index into the out_* arrays of its tensor, -1 for a model input
+    out_producer: np.ndarray  # (producer op, bytes) of every produced tensor that has readers
     out_bytes_t: np.ndarray
     model_out_bytes: float
     input_readers: tuple[np.ndarray, ...]  # op sets of which stage 0 must hold one (model inputs' readers, ops pinned first)
-    last_ops: np.ndarray       # (n,) bool: pinned to the last stage (model-output producers, host-op tail)
+    last_ops: np.ndarray  # (n,) bool: pinned to the last stage (model-output producers, host-op tail)
     total_param_bytes: float
 
 
@@ -100,18 +109,31 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
             out_b.append(nb_out)
     consumers = graph.consumers
     input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
-        np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops))
+        np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops)
+    )
     last_ops = np.zeros(n, dtype=bool)
     last_ops[list(graph.last_stage_ops)] = True
     i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
     f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
     return CostArrays(
-        n=n, spec=spec, op_s=op_seconds(graph, spec), param_bytes=param,
-        pb_buf=i64(pb_buf), pb_op=i64(pb_op), pb_bytes=f64(pb_bytes), pb_stream_s=f64(pb_w),
-        in_tensor=i64(in_t), in_reader=i64(in_r), in_producer=i64(in_p), in_bytes_pair=f64(in_b),
-        in_entry=i64(in_e), out_producer=i64(out_p), out_bytes_t=f64(out_b),
+        n=n,
+        spec=spec,
+        op_s=op_seconds(graph, spec),
+        param_bytes=param,
+        pb_buf=i64(pb_buf),
+        pb_op=i64(pb_op),
+        pb_bytes=f64(pb_bytes),
+        pb_stream_s=f64(pb_w),
+        in_tensor=i64(in_t),
+        in_reader=i64(in_r),
+        in_producer=i64(in_p),
+        in_bytes_pair=f64(in_b),
+        in_entry=i64(in_e),
+        out_producer=i64(out_p),
+        out_bytes_t=f64(out_b),
         model_out_bytes=float(sum(link_bytes(graph, t, False) for t in graph.outputs)),
-        input_readers=input_readers, last_ops=last_ops,
+        input_readers=input_readers,
+        last_ops=last_ops,
         total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
     )
 
@@ -121,14 +143,14 @@ class RangeCosts:
     """Per-range stage times and parameter bytes of one order (``inf`` where a range is not runnable)."""
 
     order: tuple[int, ...]
-    time: np.ndarray        # (n+1, n+1): T[a, b] for a non-last stage order[a:b], a < b
-    time_last: np.ndarray   # (n+1,): T_last[a] for the last stage order[a:]
-    params: np.ndarray      # (n+1, n+1): parameter bytes of order[a:b]
-    crossings: np.ndarray   # (n+1,): activation tensors crossing a cut before position b
-    max_end: int            # a non-last stage must end at b <= max_end (before the first op pinned last)
-    min_first_end: int      # the first stage must end at b >= min_first_end (every model input, ops pinned first)
-    io: np.ndarray          # (n+1, n+1): activation bytes into and out of order[a:b] (non-last stage)
-    io_last: np.ndarray     # (n+1,): the same for the last stage order[a:]
+    time: np.ndarray  # (n+1, n+1): T[a, b] for a non-last stage order[a:b], a < b
+    time_last: np.ndarray  # (n+1,): T_last[a] for the last stage order[a:]
+    params: np.ndarray  # (n+1, n+1): parameter bytes of order[a:b]
+    crossings: np.ndarray  # (n+1,): activation tensors crossing a cut before position b
+    max_end: int  # a non-last stage must end at b <= max_end (before the first op pinned last)
+    min_first_end: int  # the first stage must end at b >= min_first_end (every model input, ops pinned first)
+    io: np.ndarray  # (n+1, n+1): activation bytes into and out of order[a:b] (non-last stage)
+    io_last: np.ndarray  # (n+1,): the same for the last stage order[a:]
 
 
 @lru_cache(maxsize=8)
@@ -209,8 +231,11 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         sp += [qo + 1, qo[keep] + 1]
         cl += [qo, last[keep]]
         vl += [b_out, -b_out[keep]]
-        cross: np.ndarray = np.bincount(np.concatenate([qo + 1, last + 1]),
-                            weights=np.concatenate([np.ones(len(qo)), -np.ones(len(qo))]), minlength=n + 2)
+        cross: np.ndarray = np.bincount(
+            np.concatenate([qo + 1, last + 1]),
+            weights=np.concatenate([np.ones(len(qo)), -np.ones(len(qo))]),
+            minlength=n + 2,
+        )
     else:
         cross = np.zeros(n + 2, dtype=np.float64)
     if st:
@@ -232,15 +257,15 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
     first_reads = [int(pos[r].min()) for r in ca.input_readers]
     min_first_end = max(first_reads, default=0) + 1
     time[empty_ranges(n + 1)] = np.inf
-    time[:, max_end + 1:] = np.inf
-    time_last[max_end + 1:] = np.inf
+    time[:, max_end + 1 :] = np.inf
+    time_last[max_end + 1 :] = np.inf
     time_last[n] = np.inf
-    return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end,
-                      io, io_last)
+    return RangeCosts(tuple(int(v) for v in order), time, time_last, params, crossings, max_end, min_first_end, io, io_last)
 
 
-def _streamed(params: np.ndarray, stream_if: np.ndarray, io: np.ndarray, io_last: np.ndarray,
-              spec: EdgeTpuSpec) -> tuple[np.ndarray, np.ndarray]:
+def _streamed(
+    params: np.ndarray, stream_if: np.ndarray, io: np.ndarray, io_last: np.ndarray, spec: EdgeTpuSpec
+) -> tuple[np.ndarray, np.ndarray]:
     """Streaming time of every range (non-last and last): whole layers in the order's sequence are cached
     until the usable cache ``cache - share * io`` is full, the rest cost ``stream_if`` from there on.
 
@@ -259,7 +284,7 @@ def _streamed(params: np.ndarray, stream_if: np.ndarray, io: np.ndarray, io_last
     cols = np.arange(n1)
     for a in range(n1 - 1):
         row = np.maximum.accumulate(params[a, a:])
-        if row[-1] <= min(usable[a, a + 1:].min(), usable_last[a]):
+        if row[-1] <= min(usable[a, a + 1 :].min(), usable_last[a]):
             continue
         j = a + np.searchsorted(row, usable[a, a:], side="right") - 1
         np.minimum(j, cols[a:], out=j)
@@ -317,6 +342,7 @@ def lower_bound_s(ca: CostArrays, num_stages: int) -> float:
     too_big = ca.pb_bytes > spec.cache_bytes
     own_stream = np.bincount(ca.pb_op[too_big], weights=(ca.pb_bytes * ca.pb_stream_s)[too_big], minlength=ca.n)
     own = spec.t_invoke_s + ca.op_s + own_stream
-    spread = (K * spec.t_invoke_s + ca.op_s.sum()
-              + max(0.0, ca.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s) / K
+    spread = (
+        K * spec.t_invoke_s + ca.op_s.sum() + max(0.0, ca.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s
+    ) / K
     return float(max(own.max(initial=0.0), spread))

@@ -31,6 +31,7 @@ README) while the 1x1->33x33 image-pooling resize maps. We therefore map a resiz
 and output spatial side is at most :data:`RESIZE_MAX_SIDE` (128), a conservative rule: the compiler may
 map more, which the compiler driver only logs, while a resize we wrongly put on the TPU is an error there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -46,14 +47,50 @@ MODELS_INTRO = "coral.ai/docs/edgetpu/models-intro"
 #: UNIDIRECTIONAL_SEQUENCE_LSTM op that Keras LSTMs convert to (added in v16, google-coral/edgetpu#156).
 #: Not in the table, hence CPU: LEAKY_RELU and HARD_SWISH (google-coral/edgetpu#272, #597), DEQUANTIZE,
 #: CAST, ARG_MAX, GATHER, EXP, DEPTH_TO_SPACE, PADV2, SPLIT_V, UNPACK, BATCH_MATMUL, custom ops, ...
-EDGETPU_OPS: frozenset[str] = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
-    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM",
-    "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN",
-    "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT",
-    "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM",
-    "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
-})
+EDGETPU_OPS: frozenset[str] = frozenset(
+    {
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "EXPAND_DIMS",
+        "FULLY_CONNECTED",
+        "L2_NORMALIZATION",
+        "LOGISTIC",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "MAXIMUM",
+        "MAX_POOL_2D",
+        "MEAN",
+        "MINIMUM",
+        "MUL",
+        "PACK",
+        "PAD",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "SQUARED_DIFFERENCE",
+        "TANH",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    }
+)
 
 #: Largest input/output height or width of a RESIZE_* op we place on the Edge TPU (see the module docstring).
 RESIZE_MAX_SIDE = 128
@@ -82,7 +119,7 @@ def _shape(s: tuple[int, ...]) -> str:
 
 
 def _cite(where: str, quote: str) -> str:
-    return f"({where}: \"{quote}\")"
+    return f'({where}: "{quote}")'
 
 
 def _big_dims(t: TensorInfo) -> int:
@@ -94,21 +131,24 @@ def _tensor_problem(op: Op, pos: int, t: TensorInfo, is_input: bool) -> str | No
     what = f"{'input' if is_input else 'output'} tensor {t.index}"
     if t.is_constant:
         if t.dtype in _FLOAT:
-            return f"{t.dtype} constant {what} is not quantized " + _cite(
-                MODELS_INTRO, "Tensor parameters are quantized")
+            return f"{t.dtype} constant {what} is not quantized " + _cite(MODELS_INTRO, "Tensor parameters are quantized")
         return None
     lstm_state = op.op_type == "UNIDIRECTIONAL_SEQUENCE_LSTM" and pos == _LSTM_CELL_STATE and is_input
     if t.dtype not in _QUANTIZED and not (lstm_state and t.dtype == "int16"):
-        return (f"{t.dtype} {what} is not 8-bit "
-                + _cite(MODELS_INTRO, "Tensor parameters are quantized (8-bit fixed-point numbers; int8 or uint8)")
-                + '; compiler log: "Operation is working on an unsupported data type"')
+        return (
+            f"{t.dtype} {what} is not 8-bit "
+            + _cite(MODELS_INTRO, "Tensor parameters are quantized (8-bit fixed-point numbers; int8 or uint8)")
+            + '; compiler log: "Operation is working on an unsupported data type"'
+        )
     if any(d < 0 for d in t.shape):
         return f"{what} has a dynamic shape {list(t.shape)} " + _cite(
-            MODELS_INTRO, "Tensor sizes are constant at compile-time")
+            MODELS_INTRO, "Tensor sizes are constant at compile-time"
+        )
     if any(d > 1 for d in t.shape[:-3]):
         return f"{what} is {_shape(t.shape)} " + _cite(
-            MODELS_INTRO, "If a tensor has more than 3 dimensions, then only the 3 innermost dimensions may have a "
-            "size greater than 1")
+            MODELS_INTRO,
+            "If a tensor has more than 3 dimensions, then only the 3 innermost dimensions may have a size greater than 1",
+        )
     return None
 
 
@@ -133,28 +173,39 @@ def _op_limit(graph: OpGraph, op: Op) -> str | None:
         for pos, what in zip(_PARAMS[kind], ("weights", "bias")):
             if pos < len(op.inputs) and op.inputs[pos] >= 0 and not T[op.inputs[pos]].is_constant:
                 return f"{kind}: {what} (tensor {op.inputs[pos]}) is not a constant " + _cite(
-                    MODELS_INTRO, "Model parameters (such as bias tensors) are constant at compile-time")
+                    MODELS_INTRO, "Model parameters (such as bias tensors) are constant at compile-time"
+                )
     if kind == "FULLY_CONNECTED" and out is not None and _big_dims(out) > 1:
         return f"FULLY_CONNECTED: output {_shape(out.shape)} " + _cite(table, "Output tensor is one-dimensional")
     if kind == "CONCATENATION" and len(acts) != len(ins) and len(ins) != 2:
         return f"CONCATENATION: {len(ins)} inputs, one constant " + _cite(
-            table, "If any input is a compile-time constant tensor, there must be only 2 inputs")
+            table, "If any input is a compile-time constant tensor, there must be only 2 inputs"
+        )
     if kind == "SOFTMAX" and acts and (_big_dims(acts[0]) > 1 or acts[0].num_elements > SOFTMAX_MAX_ELEMENTS):
         return f"SOFTMAX: input {_shape(acts[0].shape)} " + _cite(
-            table, f"Supports only 1-D input tensor with a max of {SOFTMAX_MAX_ELEMENTS:,} elements")
+            table, f"Supports only 1-D input tensor with a max of {SOFTMAX_MAX_ELEMENTS:,} elements"
+        )
     if kind == "PRELU" and len(ins) > 1 and any(d > 1 for d in ins[1].shape[:-1]):
         return f"PRELU: alpha {_shape(ins[1].shape)} " + _cite(
-            table, "Alpha must be 1-dimensional (only the innermost dimension can be >1 size)")
+            table, "Alpha must be 1-dimensional (only the innermost dimension can be >1 size)"
+        )
     if kind == "MEAN" and acts and out is not None:
         x = acts[0]
         if _reduces_last_axis(x.shape, out.shape) and x.shape[-1] % 4:
             return f"MEAN: reduces a z-dimension of {x.shape[-1]} " + _cite(
-                table, "If a z-reduction, the z-dimension must be multiple of 4")
+                table, "If a z-reduction, the z-dimension must be multiple of 4"
+            )
     resize = kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and bool(acts) and out is not None
     if resize and out is not None and any(d > RESIZE_MAX_SIDE for t in (acts[0], out) for d in t.shape[-3:-1]):
-        return (f"{kind}: {_shape(acts[0].shape)} -> {_shape(out.shape)}, a side over {RESIZE_MAX_SIDE} " + _cite(
-            table, "Depending on input/output size, this operation might not be mapped to the Edge TPU to avoid "
-            "loss in precision") + f"; limit {RESIZE_MAX_SIDE} from google-coral/edgetpu issues #31, #187, #597")
+        return (
+            f"{kind}: {_shape(acts[0].shape)} -> {_shape(out.shape)}, a side over {RESIZE_MAX_SIDE} "
+            + _cite(
+                table,
+                "Depending on input/output size, this operation might not be mapped to the Edge TPU to avoid "
+                "loss in precision",
+            )
+            + f"; limit {RESIZE_MAX_SIDE} from google-coral/edgetpu issues #31, #187, #597"
+        )
     return None
 
 
@@ -168,8 +219,10 @@ def op_support(graph: OpGraph, op: Op) -> str | None:
     if op.op_type not in EDGETPU_OPS:
         floats = sorted({t.dtype for _, t, _ in tensors if t.dtype in _FLOAT and not t.is_constant})
         extra = f" and works on {'/'.join(floats)} tensors" if floats else ""
-        return (f"{op.op_type} is not in the Edge TPU's supported-operations table{extra} "
-                f"({MODELS_INTRO}/#supported-operations; compiler log: \"Operation not supported\")")
+        return (
+            f"{op.op_type} is not in the Edge TPU's supported-operations table{extra} "
+            f'({MODELS_INTRO}/#supported-operations; compiler log: "Operation not supported")'
+        )
     for pos, t, is_input in tensors:
         problem = _tensor_problem(op, pos, t, is_input)
         if problem:
@@ -204,8 +257,10 @@ def place_ops(graph: OpGraph) -> tuple[OpPlacement, ...]:
             tail_root[v] = v if after_tpu[v] and root is None else root
         elif root is not None:
             devices.append("cpu")
-            reasons.append(f"depends on op {root} ({graph.ops[root].label}), which runs on the CPU: the compiler "
-                           'builds one TPU subgraph (compiler log: "More than one subgraph is not supported")')
+            reasons.append(
+                f"depends on op {root} ({graph.ops[root].label}), which runs on the CPU: the compiler "
+                'builds one TPU subgraph (compiler log: "More than one subgraph is not supported")'
+            )
             tail_root[v] = root
         else:
             devices.append("tpu")

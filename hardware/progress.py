@@ -4,9 +4,11 @@ Long-running functions take ``progress=`` a factory called as
 ``progress(total=N, desc="...")`` that returns a context manager with an
 ``update(n)`` method. ``tqdm.tqdm`` is one; :func:`no_progress` is the default.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["ProgressFactory", "no_progress"]
 
@@ -14,7 +16,7 @@ ProgressFactory = Callable[..., Any]
 
 
 class _NoBar:
-    def __enter__(self) -> "_NoBar":
+    def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

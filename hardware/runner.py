@@ -25,6 +25,7 @@ dropped) and the next or pending ``push``/``pop`` raises a one-line
 :class:`CoralError` naming the segment. Each stage records the wall time of
 every ``invoke()``. Nothing is ever printed; warnings go to ``logging``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -109,8 +110,7 @@ class _Shared:
     """State the stage threads share with the runner (the threads never hold the runner itself)."""
 
     def __init__(self, num_segments: int) -> None:
-        self.queues = [_WaitQueue(None if i in (0, num_segments) else INTERNAL_QUEUE_SIZE)
-                       for i in range(num_segments + 1)]
+        self.queues = [_WaitQueue(None if i in (0, num_segments) else INTERNAL_QUEUE_SIZE) for i in range(num_segments + 1)]
         self.times: list[list[float]] = [[] for _ in range(num_segments)]
         self.error: tuple[int, BaseException] | None = None
         self.lock = threading.Lock()
@@ -123,8 +123,14 @@ class _Shared:
             q.abort()
 
 
-def _stage_loop(stage: int, interpreter: Any, inputs: list[tuple[str, int, tuple[int, ...]]], outputs: list[tuple[str, int]],
-                forward: frozenset[str], shared: _Shared) -> None:
+def _stage_loop(
+    stage: int,
+    interpreter: Any,
+    inputs: list[tuple[str, int, tuple[int, ...]]],
+    outputs: list[tuple[str, int]],
+    forward: frozenset[str],
+    shared: _Shared,
+) -> None:
     """Run one segment on every request of queue ``stage``; pass the result and the tensors still needed on."""
     inbox, outbox = shared.queues[stage], shared.queues[stage + 1]
     try:
@@ -157,8 +163,9 @@ class LiteRtPipelinedRunner:
     bounds how long :meth:`close` waits for a thread stuck in ``invoke()``.
     """
 
-    def __init__(self, interpreters: Sequence[Any], names: Sequence[str] | None = None,
-                 join_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, interpreters: Sequence[Any], names: Sequence[str] | None = None, join_timeout_s: float = 30.0
+    ) -> None:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = True  # until the threads exist, close() has nothing to do
@@ -169,16 +176,20 @@ class LiteRtPipelinedRunner:
         self._names = list(names) if names is not None else [f"segment {i}" for i in range(k)]
         if len(self._names) != k:
             raise CoralError(f"{len(self._names)} segment names for {k} interpreters")
-        ins = [[(d["name"], d["index"], tuple(int(n) for n in d["shape"])) for d in it.get_input_details()]
-               for it in self._interpreters]
+        ins = [
+            [(d["name"], d["index"], tuple(int(n) for n in d["shape"])) for d in it.get_input_details()]
+            for it in self._interpreters
+        ]
         outs = [[(d["name"], d["index"]) for d in it.get_output_details()] for it in self._interpreters]
         self._model_inputs = {d["name"]: d for d in self._interpreters[0].get_input_details()}
         available = set(self._model_inputs)
         for i in range(k):
             missing = sorted({n for n, *_ in ins[i]} - available)
             if missing:
-                raise CoralError(f"{self._names[i]} reads {missing[0]!r}, which is neither a model input nor an "
-                                 "output of an earlier segment (segments out of order?)")
+                raise CoralError(
+                    f"{self._names[i]} reads {missing[0]!r}, which is neither a model input nor an "
+                    "output of an earlier segment (segments out of order?)"
+                )
             available |= {n for n, _ in outs[i]}
         later: list[set[str]] = [set() for _ in range(k)]  # later[i]: tensors read by segments after i
         for i in range(k - 2, -1, -1):
@@ -186,14 +197,22 @@ class LiteRtPipelinedRunner:
         for i in range(k - 1):
             unread = sorted({n for n, _ in outs[i]} - later[i])
             if unread:
-                raise CoralError(f"{self._names[i]} outputs {unread[0]!r}, which no later segment reads "
-                                 "(libcoral requires every non-final output to be consumed)")
+                raise CoralError(
+                    f"{self._names[i]} outputs {unread[0]!r}, which no later segment reads "
+                    "(libcoral requires every non-final output to be consumed)"
+                )
         self._join_timeout_s = join_timeout_s
         self._shared = _Shared(k)
         self._ended = False
-        self._threads = [threading.Thread(target=_stage_loop, name=f"respect-pass-stage-{i}", daemon=True,
-                                          args=(i, it, ins[i], outs[i], frozenset(later[i]), self._shared))
-                         for i, it in enumerate(self._interpreters)]
+        self._threads = [
+            threading.Thread(
+                target=_stage_loop,
+                name=f"respect-pass-stage-{i}",
+                daemon=True,
+                args=(i, it, ins[i], outs[i], frozenset(later[i]), self._shared),
+            )
+            for i, it in enumerate(self._interpreters)
+        ]
         self._closed = False
         for t in self._threads:
             t.start()
@@ -225,14 +244,17 @@ class LiteRtPipelinedRunner:
             self._shared.queues[0].stop_waiters()
             return
         if set(input_tensors) != set(self._model_inputs):
-            raise CoralError(f"push() got tensors {sorted(input_tensors)} but the model inputs are "
-                             f"{sorted(self._model_inputs)}")
+            raise CoralError(
+                f"push() got tensors {sorted(input_tensors)} but the model inputs are {sorted(self._model_inputs)}"
+            )
         env = {}
         for name, d in self._model_inputs.items():
             array = np.asarray(input_tensors[name])
             if array.dtype != np.dtype(d["dtype"]) or array.size != int(np.prod(d["shape"])):
-                raise CoralError(f"push(): {name!r} must be {np.dtype(d['dtype']).name} with "
-                                 f"{int(np.prod(d['shape']))} elements, got {array.dtype.name} {array.shape}")
+                raise CoralError(
+                    f"push(): {name!r} must be {np.dtype(d['dtype']).name} with "
+                    f"{int(np.prod(d['shape']))} elements, got {array.dtype.name} {array.shape}"
+                )
             env[name] = np.array(array.reshape(d["shape"]), copy=True)
         if not self._shared.queues[0].put(env):
             self._raise_if_failed()
@@ -282,8 +304,11 @@ class LiteRtPipelinedRunner:
             t.join(self._join_timeout_s)
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
-            log.warning("pipeline threads %s still running after %.0f s (an invoke() that does not return)",
-                        stuck, self._join_timeout_s)
+            log.warning(
+                "pipeline threads %s still running after %.0f s (an invoke() that does not return)",
+                stuck,
+                self._join_timeout_s,
+            )
         if dropped:
             log.warning("%d unconsumed request(s) or result(s) dropped when the pipeline was closed", dropped)
 

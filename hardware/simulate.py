@@ -12,6 +12,7 @@ all stages share: it carries one request's traffic per ``min_period_ms``.
 With deterministic stage times the steady-state period is
 ``max(max_k T_k, min_period_ms)``; optional seeded jitter models run-to-run noise.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -74,7 +75,7 @@ def simulate_pipeline(
     base = np.asarray(stage_ms, dtype=float)
     if jitter > 0:
         sigma = np.sqrt(np.log1p(jitter**2))
-        service = base[None, :] * rng.lognormal(-sigma**2 / 2, sigma, size=(count, k))
+        service = base[None, :] * rng.lognormal(-(sigma**2) / 2, sigma, size=(count, k))
     else:
         service = np.broadcast_to(base, (count, k))
     arrive = np.zeros(count)
@@ -113,8 +114,9 @@ def simulate_pipeline(
     )
 
 
-def measure_pipeline(stage_ms: Sequence[float], count: int = 100, min_period_ms: float = 0.0,
-                     jitter: float = 0.0, seed: int = 0) -> PipelineFigures:
+def measure_pipeline(
+    stage_ms: Sequence[float], count: int = 100, min_period_ms: float = 0.0, jitter: float = 0.0, seed: int = 0
+) -> PipelineFigures:
     """Measure a simulated pipeline the way :func:`hardware.coral.run_coral` measures TPUs.
 
     Idle latency: one request at a time. Period, throughput and loaded
@@ -125,8 +127,7 @@ def measure_pipeline(stage_ms: Sequence[float], count: int = 100, min_period_ms:
     k = len(stage_ms)
     idle = simulate_pipeline(stage_ms, count=1, jitter=jitter, seed=seed)
     n = max(count, 2 * k + 2)
-    loaded = simulate_pipeline(stage_ms, count=n, jitter=jitter, seed=seed + 1, in_flight=k,
-                               min_period_ms=min_period_ms)
+    loaded = simulate_pipeline(stage_ms, count=n, jitter=jitter, seed=seed + 1, in_flight=k, min_period_ms=min_period_ms)
     return PipelineFigures(
         latency_ms=idle.first_latency_ms,
         bottleneck_ms=1e3 / loaded.throughput_ips,

@@ -29,6 +29,7 @@ latencies). The host-CPU constants are a documented assumption. Users with real
 TPUs refit them (``respect-pass calibrate`` on the issue list; today
 ``tools/calibrate.py``) and load their own JSON with ``--spec FILE.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,18 @@ from typing import Any
 
 from tflite_io import RespectPassError
 
-__all__ = ["EdgeTpuSpec", "SpecError", "OP_CLASSES", "op_class", "USB", "USB_SEPARATE", "PCIE", "load_spec", "PRESETS",
-           "as_spec"]
+__all__ = [
+    "EdgeTpuSpec",
+    "SpecError",
+    "OP_CLASSES",
+    "op_class",
+    "USB",
+    "USB_SEPARATE",
+    "PCIE",
+    "load_spec",
+    "PRESETS",
+    "as_spec",
+]
 
 #: Op classes of the device model: conv and depthwise run at a share of the peak MAC rate (``efficiency``),
 #: everything else costs per output byte (``elementwise_s_per_byte``).
@@ -82,10 +93,10 @@ class EdgeTpuSpec:
     cache_bytes: int = int(7.77 * 2**20)
     cache_io_share: float = 0.31
     #: streamed (uncached) parameters: bytes per second of one pass, and a conv's spatial tile
-    stream_bytes_per_s: float = 4.37e+08
+    stream_bytes_per_s: float = 4.37e08
     stream_tile_positions: int = 916
     #: activation bytes into and out of one TPU over its host link
-    io_bytes_per_s: float = 8.89e+07
+    io_bytes_per_s: float = 8.89e07
     #: 0: every TPU has its own link; > 0: TPUs share one host controller of this bandwidth
     shared_link_bytes_per_s: float = 0.0
     #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
@@ -97,7 +108,9 @@ class EdgeTpuSpec:
 
     def __post_init__(self) -> None:
         if set(self.efficiency) != {"conv", "depthwise"}:
-            raise SpecError(self.name, f"efficiency needs exactly the classes ['conv', 'depthwise'], got {sorted(self.efficiency)}")
+            raise SpecError(
+                self.name, f"efficiency needs exactly the classes ['conv', 'depthwise'], got {sorted(self.efficiency)}"
+            )
         for key, value in self.efficiency.items():
             if not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise SpecError(self.name, f"efficiency[{key}] must be in (0, 1], got {value!r}")
@@ -105,8 +118,15 @@ class EdgeTpuSpec:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise SpecError(self.name, f"{name} must be a positive number, got {value!r}")
-        for name in ("t_invoke_s", "t_op_s", "cache_bytes", "cpu_op_s", "elementwise_s_per_byte", "cache_io_share",
-                     "shared_link_bytes_per_s"):
+        for name in (
+            "t_invoke_s",
+            "t_op_s",
+            "cache_bytes",
+            "cpu_op_s",
+            "elementwise_s_per_byte",
+            "cache_io_share",
+            "shared_link_bytes_per_s",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise SpecError(self.name, f"{name} must be a non-negative number, got {value!r}")
@@ -115,7 +135,7 @@ class EdgeTpuSpec:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, data: object, source: str = "<dict>") -> "EdgeTpuSpec":
+    def from_dict(cls, data: object, source: str = "<dict>") -> EdgeTpuSpec:
         """Build a spec from a JSON object; unknown or missing keys fall back to errors / USB values."""
         if not isinstance(data, dict):
             raise SpecError(source, "must be a JSON object")
@@ -128,7 +148,7 @@ class EdgeTpuSpec:
             merged["efficiency"] = {**USB.efficiency, **data["efficiency"]}
         return cls(**merged)
 
-    def with_(self, **changes: Any) -> "EdgeTpuSpec":
+    def with_(self, **changes: Any) -> EdgeTpuSpec:
         """A copy with ``changes`` (checked like any spec)."""
         return replace(self, **changes)
 

@@ -4,6 +4,7 @@ The top layer: the scheduling problem, the schedulers, the partition driver
 and the command line. It imports ``tflite_io`` (and, from the hardware issue
 on, ``hardware``); nothing imports it.
 """
+
 from .partition import PartitionResult, partition
 from .plan import Plan
 

@@ -5,6 +5,7 @@
 ``--backend sim --device-spec TRUTH.json`` makes the simulator play a device
 whose constants are TRUTH; the fit sees only the measured times.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,18 +22,37 @@ from .cli import OneLineParser
 
 __all__ = ["calibrate_main", "format_calibration"]
 
-_CONSTANTS = ("t_invoke_s", "efficiency", "elementwise_s_per_byte", "io_bytes_per_s", "stream_bytes_per_s",
-              "stream_tile_positions", "cache_bytes", "cache_io_share", "shared_link_bytes_per_s")
+_CONSTANTS = (
+    "t_invoke_s",
+    "efficiency",
+    "elementwise_s_per_byte",
+    "io_bytes_per_s",
+    "stream_bytes_per_s",
+    "stream_tile_positions",
+    "cache_bytes",
+    "cache_io_share",
+    "shared_link_bytes_per_s",
+)
 
 
 def _parser() -> OneLineParser:
-    p = OneLineParser(prog="respect-pass calibrate",
-                      description="Measure a designed set of micro-models on the device, fit the Edge TPU device "
-                                  "model, and write it as the JSON that --spec FILE.json reads.")
-    p.add_argument("--backend", choices=["coral", "sim"], required=True,
-                   help="coral: Edge TPUs (needs edgetpu_compiler and the Edge TPU runtime); sim: a simulated device")
-    p.add_argument("--device-spec", metavar="TRUTH.json|PRESET", default=None,
-                   help="sim: the constants the simulated device really has (default: the usb preset)")
+    p = OneLineParser(
+        prog="respect-pass calibrate",
+        description="Measure a designed set of micro-models on the device, fit the Edge TPU device "
+        "model, and write it as the JSON that --spec FILE.json reads.",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["coral", "sim"],
+        required=True,
+        help="coral: Edge TPUs (needs edgetpu_compiler and the Edge TPU runtime); sim: a simulated device",
+    )
+    p.add_argument(
+        "--device-spec",
+        metavar="TRUTH.json|PRESET",
+        default=None,
+        help="sim: the constants the simulated device really has (default: the usb preset)",
+    )
     p.add_argument("--jitter", type=float, default=0.0, help="sim: relative noise of each timing (default 0)")
     p.add_argument("--prior", default="usb", metavar="PRESET|FILE.json", help="spec to start from (default usb)")
     p.add_argument("--devices", default=None, metavar="usb:0,...", help="coral: the Edge TPUs to use")
@@ -74,9 +94,19 @@ def calibrate_main(argv: Sequence[str]) -> int:
     cal = calibrate(device, prior, seed=args.seed, name=out.stem)
     write_files(out.parent if str(out.parent) else ".", {out.name: cal.spec.to_json().encode()})
     if args.json:
-        print(json.dumps({"backend": args.backend, "measurements": cal.measurements, "out": str(out),
-                          "shared_link": cal.shared_link, "spec": json.loads(cal.spec.to_json()),
-                          "rows": [{"probe": l, "measured_ms": m, "predicted_ms": p} for l, m, p in cal.rows]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "backend": args.backend,
+                    "measurements": cal.measurements,
+                    "out": str(out),
+                    "shared_link": cal.shared_link,
+                    "spec": json.loads(cal.spec.to_json()),
+                    "rows": [{"probe": label, "measured_ms": m, "predicted_ms": p} for label, m, p in cal.rows],
+                },
+                indent=2,
+            )
+        )
     else:
         print(format_calibration(cal, args.backend))
     return 0

@@ -6,6 +6,7 @@
 
 Every user error ends as one line on stderr and exit status 2, no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,43 +52,102 @@ def _partition_parser() -> OneLineParser:
     p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
     p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
     p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument("--scheduler", default=None, choices=sorted(set(SCHEDULERS) - {"given"}),
-                   help="scheduling algorithm (default: respect, the learned scheduler)")
-    p.add_argument("--stages", metavar="S0,S1,...", default=None,
-                   help="use this stage map instead of a scheduler: one stage index per op, in the model's op "
-                        "order (checked against the pipeline rules; plan.json says scheduler 'given')")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        choices=sorted(set(SCHEDULERS) - {"given"}),
+        help="scheduling algorithm (default: respect, the learned scheduler)",
+    )
+    p.add_argument(
+        "--stages",
+        metavar="S0,S1,...",
+        default=None,
+        help="use this stage map instead of a scheduler: one stage index per op, in the model's op "
+        "order (checked against the pipeline rules; plan.json says scheduler 'given')",
+    )
     prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
-    prof.add_argument("--diff_threshold_ns", type=int, default=None, metavar="NS",
-                      help="stop bisecting when the latency bounds are this close (default 1000000)")
-    prof.add_argument("--partition_search_step", type=int, default=None, metavar="N",
-                      help="ops added to or removed from a segment per search step (default 1)")
+    prof.add_argument(
+        "--diff_threshold_ns",
+        type=int,
+        default=None,
+        metavar="NS",
+        help="stop bisecting when the latency bounds are this close (default 1000000)",
+    )
+    prof.add_argument(
+        "--partition_search_step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ops added to or removed from a segment per search step (default 1)",
+    )
     opt = p.add_argument_group("dp, multiorder and exact schedulers")
-    opt.add_argument("--objective", choices=["latency", "memory"], default=None,
-                     help="latency: cost-model bottleneck, then latency (default); memory: RESPECT's "
-                          "alpha * max stage parameter bytes + crossing tensors")
+    opt.add_argument(
+        "--objective",
+        choices=["latency", "memory"],
+        default=None,
+        help="latency: cost-model bottleneck, then latency (default); memory: RESPECT's "
+        "alpha * max stage parameter bytes + crossing tensors",
+    )
     opt.add_argument("--alpha", type=float, default=None, help="memory objective: weight per parameter byte (default 2^-20)")
-    opt.add_argument("--orders", dest="num_random", type=int, default=None, metavar="N",
-                     help="multiorder: random topological orders tried besides the heuristic ones (default 16)")
-    opt.add_argument("--time_limit", dest="time_limit_s", type=float, default=None, metavar="S",
-                     help="exact: CP-SAT time limit in seconds (default 30)")
+    opt.add_argument(
+        "--orders",
+        dest="num_random",
+        type=int,
+        default=None,
+        metavar="N",
+        help="multiorder: random topological orders tried besides the heuristic ones (default 16)",
+    )
+    opt.add_argument(
+        "--time_limit",
+        dest="time_limit_s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="exact: CP-SAT time limit in seconds (default 30)",
+    )
     opt.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
     opt.add_argument("--samples", type=int, default=None, help="respect: sampled orders besides the greedy one (default 8)")
     p.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
-    p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)")
-    p.add_argument("--verify", action="store_true", help="chain the segments through LiteRT and require bit-exact boundary tensors before writing")
-    p.add_argument("--compile", action="store_true",
-                   help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU")
+    p.add_argument(
+        "--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)"
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="chain the segments through LiteRT and require bit-exact boundary tensors before writing",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
-    p.add_argument("--fix-batch", action="store_true",
-                   help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)")
+    p.add_argument(
+        "--fix-batch",
+        action="store_true",
+        help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)",
+    )
     dev = p.add_argument_group("measuring on a device (--refine-on-device)")
-    dev.add_argument("--refine-on-device", type=int, default=0, metavar="N",
-                     help="schedule, run the segments on the device, refit the device model, reschedule: at most N "
-                          "rounds, stopping when the measured period stops improving; plan.json records each round")
-    dev.add_argument("--backend", choices=["coral", "sim"], default=None,
-                     help="coral: Edge TPUs (needs edgetpu_compiler and the runtime; default); sim: a simulated device")
-    dev.add_argument("--device-spec", default=None, metavar="TRUTH.json|PRESET",
-                     help="sim: the constants the simulated device really has (default: the usb preset)")
+    dev.add_argument(
+        "--refine-on-device",
+        type=int,
+        default=0,
+        metavar="N",
+        help="schedule, run the segments on the device, refit the device model, reschedule: at most N "
+        "rounds, stopping when the measured period stops improving; plan.json records each round",
+    )
+    dev.add_argument(
+        "--backend",
+        choices=["coral", "sim"],
+        default=None,
+        help="coral: Edge TPUs (needs edgetpu_compiler and the runtime; default); sim: a simulated device",
+    )
+    dev.add_argument(
+        "--device-spec",
+        default=None,
+        metavar="TRUTH.json|PRESET",
+        help="sim: the constants the simulated device really has (default: the usb preset)",
+    )
     dev.add_argument("--devices", default=None, metavar="usb:0,...", help="coral: the Edge TPU of each segment")
     dev.add_argument("--runner", choices=["auto", "litert", "pycoral"], default=None, help="coral: pipelined runner")
     p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
@@ -97,8 +157,11 @@ def _partition_parser() -> OneLineParser:
 
 
 def _inspect_parser() -> OneLineParser:
-    p = OneLineParser(prog="respect-pass inspect", description="Print the operator table of a .tflite model, "
-                      "with the device (Edge TPU or CPU) edgetpu_compiler would place each op on, and why.")
+    p = OneLineParser(
+        prog="respect-pass inspect",
+        description="Print the operator table of a .tflite model, "
+        "with the device (Edge TPU or CPU) edgetpu_compiler would place each op on, and why.",
+    )
     p.add_argument("model", metavar="MODEL.tflite")
     p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -118,15 +181,19 @@ def format_inspect(graph: OpGraph) -> str:
         rows.append(f"{op.index:>4}  {op.label:<28} {op.param_bytes:>12,} {op.macs:>14,} {out_bytes:>10,}  {device}")
     rows.append("-" * len(rows[0]))
     cpu = len(graph.host_ops)
-    rows.append(f"placement: {graph.num_ops - cpu} ops on the Edge TPU, {cpu} on the CPU"
-                + (f" (ops {_ranges(sorted(graph.host_ops))})" if cpu else ""))
+    rows.append(
+        f"placement: {graph.num_ops - cpu} ops on the Edge TPU, {cpu} on the CPU"
+        + (f" (ops {_ranges(sorted(graph.host_ops))})" if cpu else "")
+    )
     rows.append(
         f"{graph.num_ops} ops, {len(graph.edges)} activation edges, "
         f"{graph.total_param_elements:,} parameters ({_mb(graph.total_param_bytes)} MiB), "
         f"{graph.total_macs / 1e6:,.1f} M MACs"
     )
     ins = ", ".join(f"{graph.tensors[t].name} {list(graph.tensors[t].shape)} {graph.tensors[t].dtype}" for t in graph.inputs)
-    outs = ", ".join(f"{graph.tensors[t].name} {list(graph.tensors[t].shape)} {graph.tensors[t].dtype}" for t in graph.outputs)
+    outs = ", ".join(
+        f"{graph.tensors[t].name} {list(graph.tensors[t].shape)} {graph.tensors[t].dtype}" for t in graph.outputs
+    )
     rows.append(f"inputs: {ins}")
     rows.append(f"outputs: {outs}")
     return "\n".join(rows)
@@ -154,9 +221,15 @@ def inspect_json(graph: OpGraph) -> dict:
         "param_count": graph.total_param_elements,
         "macs": graph.total_macs,
         "ops": [
-            {"index": op.index, "type": op.label, "param_bytes": op.param_bytes, "macs": op.macs,
-             "output_bytes": sum(graph.tensors[t].nbytes for t in op.outputs),
-             "device": where.device, "reason": where.reason}
+            {
+                "index": op.index,
+                "type": op.label,
+                "param_bytes": op.param_bytes,
+                "macs": op.macs,
+                "output_bytes": sum(graph.tensors[t].nbytes for t in op.outputs),
+                "device": where.device,
+                "reason": where.reason,
+            }
             for op, where in zip(graph.ops, place_ops(graph))
         ],
     }
@@ -165,37 +238,53 @@ def inspect_json(graph: OpGraph) -> dict:
 def format_result(result: PartitionResult) -> str:
     """Human-readable summary of a partition run."""
     doc = result.plan_doc
-    rows = [f"{doc['num_segments']} segments of {doc['model']} (scheduler: {doc['scheduler']})",
-            f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'pred ms':>8}  {'in':>3}  {'out':>3}  file"]
+    rows = [
+        f"{doc['num_segments']} segments of {doc['model']} (scheduler: {doc['scheduler']})",
+        f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'pred ms':>8}  {'in':>3}  {'out':>3}  file",
+    ]
     for seg in doc["segments"]:
-        rows.append(f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  {seg['predicted_ms']:>8.3f}  "
-                    f"{len(seg['inputs']):>3}  {len(seg['outputs']):>3}  {result.segment_paths[seg['index']]}")
-    rows.append(f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
-                f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms")
+        rows.append(
+            f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  {seg['predicted_ms']:>8.3f}  "
+            f"{len(seg['inputs']):>3}  {len(seg['outputs']):>3}  {result.segment_paths[seg['index']]}"
+        )
+    rows.append(
+        f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
+        f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms"
+    )
     rows.append(f"plan: {result.plan_path}")
     if result.plot_path is not None:
         rows.append(f"plot: {result.plot_path}")
     for seg in doc["segments"]:
         if "compiler" in seg:
             c = seg["compiler"]
-            rows.append(f"compiled {seg['edgetpu_file']}: {c['tpu_ops']}/{c['total_ops']} ops on the Edge TPU, "
-                        f"{_mb(c['on_chip_bytes'] or 0)} MiB cached, {_mb(c['off_chip_bytes'] or 0)} MiB streamed")
+            rows.append(
+                f"compiled {seg['edgetpu_file']}: {c['tpu_ops']}/{c['total_ops']} ops on the Edge TPU, "
+                f"{_mb(c['on_chip_bytes'] or 0)} MiB cached, {_mb(c['off_chip_bytes'] or 0)} MiB streamed"
+            )
     cpu = [(seg["index"], seg["cpu_ops"], seg["predicted_host_ms"]) for seg in doc["segments"] if seg.get("cpu_ops")]
     for k, ops, ms in cpu:
         rows.append(f"segment {k}: ops {_ranges(ops)} run on the CPU (predicted {ms:.3f} ms of host time)")
     refined = doc.get("device_refinement")
     if refined:
         for r in refined["rounds"]:
-            rows.append(f"round {r['round']} on the {refined['backend']} device: predicted "
-                        f"{r['predicted_bottleneck_ms']:.3f} ms, measured {r['measured_bottleneck_ms']:.3f} ms")
-        rows.append(f"refined on the device in {refined['device_runs']} pipeline run(s); the plan with the best "
-                    "measured period is written, predicted with the refitted device model")
+            rows.append(
+                f"round {r['round']} on the {refined['backend']} device: predicted "
+                f"{r['predicted_bottleneck_ms']:.3f} ms, measured {r['measured_bottleneck_ms']:.3f} ms"
+            )
+        rows.append(
+            f"refined on the device in {refined['device_runs']} pipeline run(s); the plan with the best "
+            "measured period is written, predicted with the refitted device model"
+        )
     if result.verify is not None:
-        rows.append(f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
-                    f"over {result.verify.trials} random inputs")
+        rows.append(
+            f"verified: {result.verify.tensors_checked} boundary/output tensors bit-exact "
+            f"over {result.verify.trials} random inputs"
+        )
         if result.verify.stopped_before:
-            rows.append(f"verified up to {', '.join(result.verify.stopped_before)} only: LiteRT has no kernel for it; "
-                        "the segments' wiring was checked by tensor name")
+            rows.append(
+                f"verified up to {', '.join(result.verify.stopped_before)} only: LiteRT has no kernel for it; "
+                "the segments' wiring was checked by tensor name"
+            )
     return "\n".join(rows)
 
 
@@ -222,8 +311,11 @@ def run_cli(prog: str, body, argv: Sequence[str]) -> int:
 
 
 def _spec(argv: Sequence[str]) -> int:
-    p = OneLineParser(prog="respect-pass spec", description="Print a device-model preset as the JSON that "
-                      "--spec FILE.json reads (edit it, or refit it with tools/calibrate.py).")
+    p = OneLineParser(
+        prog="respect-pass spec",
+        description="Print a device-model preset as the JSON that "
+        "--spec FILE.json reads (edit it, or refit it with tools/calibrate.py).",
+    )
     p.add_argument("name", choices=sorted(PRESETS), help="preset name")
     print(PRESETS[p.parse_args(argv).name].to_json(), end="")
     return 0
@@ -237,9 +329,17 @@ def _inspect(argv: Sequence[str]) -> int:
 
 
 #: Scheduler keyword -> command-line flag.
-_OPTION_FLAGS = {"diff_threshold_ns": "--diff_threshold_ns", "partition_search_step": "--partition_search_step",
-                 "objective": "--objective", "alpha": "--alpha", "num_random": "--orders",
-                 "time_limit_s": "--time_limit", "workers": "--workers", "seed": "--seed", "samples": "--samples"}
+_OPTION_FLAGS = {
+    "diff_threshold_ns": "--diff_threshold_ns",
+    "partition_search_step": "--partition_search_step",
+    "objective": "--objective",
+    "alpha": "--alpha",
+    "num_random": "--orders",
+    "time_limit_s": "--time_limit",
+    "workers": "--workers",
+    "seed": "--seed",
+    "samples": "--samples",
+}
 
 
 def scheduler_options(scheduler: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -249,8 +349,9 @@ def scheduler_options(scheduler: str, given: dict[str, Any]) -> dict[str, Any]:
     for key in options:
         if key not in accepted:
             users = sorted(n for n, f in SCHEDULERS.items() if key in inspect.signature(f).parameters)
-            raise RespectPassError(f"{_OPTION_FLAGS[key]} does not apply to --scheduler {scheduler} "
-                                   f"(only to: {', '.join(users)})")
+            raise RespectPassError(
+                f"{_OPTION_FLAGS[key]} does not apply to --scheduler {scheduler} (only to: {', '.join(users)})"
+            )
     return options
 
 
@@ -263,13 +364,26 @@ def _partition(argv: Sequence[str]) -> int:
     given = {"stages": parse_stages(args.stages)} if args.stages is not None else {}
     args.scheduler = "given" if given else args.scheduler or "respect"
     options = {**scheduler_options(args.scheduler, {k: getattr(args, k) for k in _OPTION_FLAGS}), **given}
-    if args.scheduler in ("exact", "respect+exact") and sys.stderr.isatty():  # the one scheduler that may run for many seconds
+    if (
+        args.scheduler in ("exact", "respect+exact") and sys.stderr.isatty()
+    ):  # the one scheduler that may run for many seconds
         print(f"exact: solving with CP-SAT (time limit {options.get('time_limit_s', 30.0):g} s)...", file=sys.stderr)
     device = _device(args)
-    result = partition(args.model, args.num_segments, args.out_dir, scheduler=args.scheduler, verify=args.verify, spec=spec,
-                       compile=args.compile, scheduler_options=options, plot=args.plot,
-                       progress=terminal_progress, fix_batch=args.fix_batch,
-                       refine_rounds=args.refine_on_device, device=device)
+    result = partition(
+        args.model,
+        args.num_segments,
+        args.out_dir,
+        scheduler=args.scheduler,
+        verify=args.verify,
+        spec=spec,
+        compile=args.compile,
+        scheduler_options=options,
+        plot=args.plot,
+        progress=terminal_progress,
+        fix_batch=args.fix_batch,
+        refine_rounds=args.refine_on_device,
+        device=device,
+    )
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
         idle = idle_stage(load_model(args.model, args.fix_batch).graph, result.plan, spec, options)
@@ -279,17 +393,33 @@ def _partition(argv: Sequence[str]) -> int:
 
 
 def _sweep_parser() -> OneLineParser:
-    p = OneLineParser(prog="respect-pass sweep", description="Plan a model for K = 1..N Edge TPUs (nothing is "
-                      "written) and print each K's predicted period, latency and throughput, the speedup over one "
-                      "TPU and over the compiler's split, and the recommended K: the smallest within 2% of the "
-                      "best throughput.")
+    p = OneLineParser(
+        prog="respect-pass sweep",
+        description="Plan a model for K = 1..N Edge TPUs (nothing is "
+        "written) and print each K's predicted period, latency and throughput, the speedup over one "
+        "TPU and over the compiler's split, and the recommended K: the smallest within 2% of the "
+        "best throughput.",
+    )
     p.add_argument("model", metavar="MODEL.tflite")
-    p.add_argument("--max-tpus", type=int, required=True, metavar="N",
-                   help="largest K to plan (capped at the largest K the model allows)")
-    p.add_argument("--scheduler", default="respect", choices=sorted(set(SCHEDULERS) - {"given"}),
-                   help="scheduling algorithm (default: respect)")
-    p.add_argument("--spec", default="usb", metavar="usb|usb-separate|pcie|FILE.json",
-                   help="Edge TPU cost-model constants (default: usb)")
+    p.add_argument(
+        "--max-tpus",
+        type=int,
+        required=True,
+        metavar="N",
+        help="largest K to plan (capped at the largest K the model allows)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default="respect",
+        choices=sorted(set(SCHEDULERS) - {"given"}),
+        help="scheduling algorithm (default: respect)",
+    )
+    p.add_argument(
+        "--spec",
+        default="usb",
+        metavar="usb|usb-separate|pcie|FILE.json",
+        help="Edge TPU cost-model constants (default: usb)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="also draw throughput and speedup against K")
     p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -321,8 +451,16 @@ def _device(args: Any) -> Any:
     from hardware.compiler import find_compiler
     from hardware.devices import parse_devices
 
-    given = [f for f, v in (("--backend", args.backend), ("--device-spec", args.device_spec),
-                            ("--devices", args.devices), ("--runner", args.runner)) if v is not None]
+    given = [
+        f
+        for f, v in (
+            ("--backend", args.backend),
+            ("--device-spec", args.device_spec),
+            ("--devices", args.devices),
+            ("--runner", args.runner),
+        )
+        if v is not None
+    ]
     if not args.refine_on_device:
         if given:
             raise RespectPassError(f"{given[0]} applies only with --refine-on-device N")
@@ -356,8 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli("respect-pass calibrate", calibrate_main, argv[1:])
     if argv and argv[0] == "train":
         if importlib.util.find_spec("torch") is None:
-            print("respect-pass train: error: training needs torch: pip install 'respect-pass[train]' "
-                  "(torch==2.13.0, a CPU wheel)", file=sys.stderr)
+            print(
+                "respect-pass train: error: training needs torch: pip install 'respect-pass[train]' "
+                "(torch==2.13.0, a CPU wheel)",
+                file=sys.stderr,
+            )
             return EXIT_USER_ERROR
         from .policy import train_main
 

@@ -14,13 +14,13 @@ cut it spans). ``alpha`` defaults to one crossing tensor per MiB of parameters.
 Both are pure functions of (graph, stage map) and the schedulers that
 optimise them (``dp``, ``exact``) are tested against these definitions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tflite_io import OpGraph, RespectPassError
-
 from hardware import EdgeTpuSpec, pipeline_period_ms, stage_costs
+from tflite_io import OpGraph, RespectPassError
 
 __all__ = ["OBJECTIVES", "DEFAULT_ALPHA", "check_objective", "latency_key", "memory_objective", "crossing_count"]
 

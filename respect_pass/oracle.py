@@ -12,13 +12,13 @@ functions of :mod:`respect_pass.objectives`.
 Only for small graphs (at most :data:`MAX_OPS` ops and :data:`MAX_STAGES`
 stages): the number of maps grows like K**n.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from tflite_io import OpGraph
-
 from hardware import EdgeTpuSpec
+from tflite_io import OpGraph
 
 from .objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
 from .plan import REL_TOL, close

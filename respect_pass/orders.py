@@ -4,6 +4,7 @@ Every monotone stage map is a contiguous split of some topological order, so
 random orders cut at random places sample the whole space of valid pipeline
 plans (used by tests, benchmarks and, later, order-based schedulers).
 """
+
 from __future__ import annotations
 
 import random
@@ -11,8 +12,16 @@ from collections.abc import Sequence
 
 from tflite_io import OpGraph
 
-__all__ = ["random_topological_order", "split_order", "random_stage_map", "libcoral_topological_order",
-           "depths", "depth_order", "depth_first_order", "has_unique_order"]
+__all__ = [
+    "random_topological_order",
+    "split_order",
+    "random_stage_map",
+    "libcoral_topological_order",
+    "depths",
+    "depth_order",
+    "depth_first_order",
+    "has_unique_order",
+]
 
 
 def has_unique_order(graph: OpGraph) -> bool:
@@ -63,8 +72,10 @@ def random_stage_map(graph: OpGraph, num_stages: int, rng: random.Random) -> tup
     order = random_topological_order(graph, rng)
     pos = {v: i for i, v in enumerate(order)}
     inputs = set(graph.inputs)
-    lo = max((pos[v] + 1 for v in range(graph.num_ops) if inputs & set(graph.ops[v].inputs) or v in graph.first_stage_ops),
-             default=1)
+    lo = max(
+        (pos[v] + 1 for v in range(graph.num_ops) if inputs & set(graph.ops[v].inputs) or v in graph.first_stage_ops),
+        default=1,
+    )
     hi = min((pos[v] for v in graph.last_stage_ops), default=graph.num_ops - 1)
     candidates = range(max(lo, 1), hi + 1)
     if len(candidates) < num_stages - 1:

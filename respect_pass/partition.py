@@ -1,4 +1,5 @@
 """The library entry point behind ``respect-pass MODEL -n K -o DIR``."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
+from hardware.calibrate import Device
+from hardware.compiler import find_compiler
+from hardware.cost import shared_link_ms
+from hardware.placement import place_ops, placed
+from hardware.progress import ProgressFactory, no_progress
 from tflite_io import (
     OutputError,
     RespectPassError,
@@ -21,13 +28,6 @@ from tflite_io import (
     verify_model_segments,
     write_files,
 )
-
-from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
-from hardware.calibrate import Device
-from hardware.compiler import find_compiler
-from hardware.cost import shared_link_ms
-from hardware.placement import place_ops, placed
-from hardware.progress import ProgressFactory, no_progress
 
 from .plan import Plan, plan_json
 from .plot import stage_plot_png
@@ -70,14 +70,20 @@ def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
     graph = placed(model.graph)
     if not graph.tpu_ops:
         shown = str(model.path)
-        floats = [(op, t) for op in graph.ops for t in op.inputs + op.outputs
-                  if t >= 0 and graph.tensors[t].dtype in _FLOAT and not graph.tensors[t].is_constant]
+        floats = [
+            (op, t)
+            for op in graph.ops
+            for t in op.inputs + op.outputs
+            if t >= 0 and graph.tensors[t].dtype in _FLOAT and not graph.tensors[t].is_constant
+        ]
         if floats:
             op, t = floats[0]
             raise UnsupportedModelError(
-                shown, f"no op maps to the Edge TPU: the model computes in float (op {op.index} ({op.label}) uses "
+                shown,
+                f"no op maps to the Edge TPU: the model computes in float (op {op.index} ({op.label}) uses "
                 f"{graph.tensors[t].dtype} tensor '{graph.tensors[t].name[:60]}'); convert it with full-integer "
-                "quantization (int8, with a representative dataset)")
+                "quantization (int8, with a representative dataset)",
+            )
         first = place_ops(graph)[0]
         raise UnsupportedModelError(shown, f"no op maps to the Edge TPU (op 0, {graph.ops[0].label}: {first.reason})")
     if log.isEnabledFor(logging.INFO):  # placing again only to say why
@@ -125,9 +131,12 @@ def partition(
     graph = model.graph
     largest = max_stages(graph)
     if not 1 <= num_segments <= largest:
-        why = ("the model's ops" if largest == graph.num_ops else
-               f"the largest K that works: of the {graph.num_ops} ops, {len(graph.last_stage_ops)} go with the "
-               "last segment" + (f" and {len(graph.first_stage_ops)} with the first" if graph.first_stage_ops else ""))
+        why = (
+            "the model's ops"
+            if largest == graph.num_ops
+            else f"the largest K that works: of the {graph.num_ops} ops, {len(graph.last_stage_ops)} go with the "
+            "last segment" + (f" and {len(graph.first_stage_ops)} with the first" if graph.first_stage_ops else "")
+        )
         raise RespectPassError(f"number of segments must be between 1 and {largest} ({why}), got {num_segments}")
     refinement = None
     if refine_rounds:
@@ -154,8 +163,12 @@ def partition(
     if model.fixed_batch:
         doc["fixed_batch"] = list(model.fixed_batch)
     if refinement is not None and device is not None:
-        doc["device_refinement"] = {"backend": device.name, "device_runs": refinement.device_runs,
-                                    "rounds": list(refinement.rounds), "spec": json.loads(spec.to_json())}
+        doc["device_refinement"] = {
+            "backend": device.name,
+            "device_runs": refinement.device_runs,
+            "rounds": list(refinement.rounds),
+            "spec": json.loads(spec.to_json()),
+        }
     files = dict(zip(names, blobs))
     expected_cpu = {name: len(c.cpu_ops) for name, c in zip(names, costs)}
     compiled = compile_segments(files, progress=progress, expected_cpu_ops=expected_cpu) if compile else []
@@ -164,13 +177,24 @@ def partition(
     files[plan_name] = (json.dumps(doc, indent=2) + "\n").encode()
     png = None
     if plot_path is not None:
-        png = stage_plot_png(breakdown, f"{stem}: {num_segments} segments, {plan.scheduler} scheduler "
-                             f"(predicted, {spec.name} spec)", spec.cache_bytes)
+        png = stage_plot_png(
+            breakdown,
+            f"{stem}: {num_segments} segments, {plan.scheduler} scheduler (predicted, {spec.name} spec)",
+            spec.cache_bytes,
+        )
     written = dict(zip(files, write_files(out_dir, files)))
     if plot_path is not None and png is not None:
         write_files(plot_path.parent, {plot_path.name: png})
-    return PartitionResult(plan, tuple(written[n] for n in names), written[plan_name], doc, report,
-                           tuple(written[c.file] for c in compiled), breakdown, plot_path)
+    return PartitionResult(
+        plan,
+        tuple(written[n] for n in names),
+        written[plan_name],
+        doc,
+        report,
+        tuple(written[c.file] for c in compiled),
+        breakdown,
+        plot_path,
+    )
 
 
 def _check_plot_path(plot: str | Path, out_dir: str | Path) -> Path:

@@ -1,13 +1,13 @@
 """The Plan every scheduler returns, and its ``<stem>_plan.json`` form."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tflite_io import OpGraph, SegmentInterface
-
 from hardware import StageCost
+from tflite_io import OpGraph, SegmentInterface
 
 __all__ = ["Plan", "PlanStats", "StatValue", "plan_json", "REL_TOL", "close"]
 
@@ -31,8 +31,7 @@ class PlanStats(Mapping[str, StatValue]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, StatValue] | Iterable[tuple[str, StatValue]] = (),
-                 **more: StatValue) -> None:
+    def __init__(self, items: Mapping[str, StatValue] | Iterable[tuple[str, StatValue]] = (), **more: StatValue) -> None:
         self._items: dict[str, StatValue] = {**dict(items), **more}
 
     def __getitem__(self, key: str) -> StatValue:
@@ -68,7 +67,7 @@ class PlanStats(Mapping[str, StatValue]):
             return default
         return str(self._items[key])
 
-    def with_(self, **more: StatValue) -> "PlanStats":
+    def with_(self, **more: StatValue) -> PlanStats:
         """A copy with the counters ``more`` added or replaced."""
         return PlanStats({**self._items, **more})
 
@@ -146,8 +145,11 @@ def plan_json(
                 "predicted_ms": plan.stage_ms[seg.index] if plan.stage_ms else None,
                 "inputs": [names[t].name for t in seg.inputs],
                 "outputs": [names[t].name for t in seg.outputs],
-                **({"cpu_ops": list(costs[seg.index].cpu_ops), "predicted_host_ms": costs[seg.index].host_s * 1e3}
-                   if costs is not None else {}),
+                **(
+                    {"cpu_ops": list(costs[seg.index].cpu_ops), "predicted_host_ms": costs[seg.index].host_s * 1e3}
+                    if costs is not None
+                    else {}
+                ),
             }
             for seg in interfaces
         ],

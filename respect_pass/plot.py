@@ -15,6 +15,7 @@ split at each K.
 
 Figures are built without pyplot (no global state) and rendered with the Agg canvas.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,12 @@ if TYPE_CHECKING:
 
 __all__ = ["LOG_RATIO", "figure_png", "stage_figure", "stage_plot_png", "sweep_figure", "sweep_plot_png"]
 
-_PARTS = (("compute_ms", "compute", "#4c72b0"), ("overhead_ms", "invoke/op overhead", "#8c8c8c"),
-          ("stream_ms", "streamed parameters", "#dd8452"), ("io_ms", "input/output transfer", "#55a868"))
+_PARTS = (
+    ("compute_ms", "compute", "#4c72b0"),
+    ("overhead_ms", "invoke/op overhead", "#8c8c8c"),
+    ("stream_ms", "streamed parameters", "#dd8452"),
+    ("io_ms", "input/output transfer", "#55a868"),
+)
 _MIB = 2**20
 #: The parameter axis turns logarithmic when the largest stage holds more than this many times the smallest.
 LOG_RATIO = 50.0
@@ -69,9 +74,17 @@ def _label_bars(ax: Axes, tops: Sequence[float], texts: Sequence[str], log: bool
     """Write ``texts[i]`` just above bar ``i`` (rotated when there are many bars)."""
     many = len(tops) > 8
     for i, (top, text) in enumerate(zip(tops, texts)):
-        ax.text(i, top * (1.08 if log else 1.0), text, ha="center", va="bottom", fontsize=7,
-                rotation=90 if many else 0, gid="bar-label",
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
+        ax.text(
+            i,
+            top * (1.08 if log else 1.0),
+            text,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            rotation=90 if many else 0,
+            gid="bar-label",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5},
+        )
 
 
 def stage_figure(stages: Sequence[Mapping[str, Any]], title: str, cache_bytes: int | None) -> Figure:
@@ -91,8 +104,13 @@ def stage_figure(stages: Sequence[Mapping[str, Any]], title: str, cache_bytes: i
         ax_t.bar(x, bottom, label="measured", color="#4c72b0")
     worst = max(range(n), key=lambda i: bottom[i])
     _label_bars(ax_t, bottom, [f"{ms:.3g} ms" + ("\nbottleneck" if i == worst else "") for i, ms in enumerate(bottom)])
-    ax_t.set(xlabel="stage (Edge TPU)", ylabel="ms per inference", title="stage time", xticks=x,
-             ylim=(0, 1.45 * max(bottom + [1e-9])))
+    ax_t.set(
+        xlabel="stage (Edge TPU)",
+        ylabel="ms per inference",
+        title="stage time",
+        xticks=x,
+        ylim=(0, 1.45 * max(bottom + [1e-9])),
+    )
     ax_t.legend(fontsize=7, loc="upper right")
     _parameter_panel(ax_p, stages, cache_bytes)
     fig.suptitle(title, fontsize=10)
@@ -119,8 +137,12 @@ def _parameter_panel(ax: Axes, stages: Sequence[Mapping[str, Any]], cache_bytes:
         ax.axhline(cache, color="black", linestyle="--", linewidth=1, label=f"parameter cache {cache:.1f} MiB")
         top = max(top, cache)
     elif cache:  # a legend entry without a mark
-        ax.plot([], [], linestyle="none", label=f"parameter cache {cache:.1f} MiB\n(off scale: {cache / top:.0f}x "
-                "the largest stage)")
+        ax.plot(
+            [],
+            [],
+            linestyle="none",
+            label=f"parameter cache {cache:.1f} MiB\n(off scale: {cache / top:.0f}x the largest stage)",
+        )
     if log:
         ax.set_yscale("log")
         ax.set_ylim(floor, top * 6)
@@ -153,8 +175,13 @@ def sweep_figure(result: SweepResult) -> Figure:
         ax_t.plot([k], [ips], marker="*", markersize=16, color="#55a868", linestyle="none", label=f"recommended K={k}")
         ax_t.annotate(f"K={k}: {ips:.0f}/s", (k, ips), textcoords="offset points", xytext=(6, -14), fontsize=8)
     values = [v for _, v in ours + theirs]
-    ax_t.set(xlabel="Edge TPUs (K)", ylabel="inferences / s (predicted)", title="throughput", xticks=ks,
-             ylim=(0, 1.25 * max(values + [1e-9])))
+    ax_t.set(
+        xlabel="Edge TPUs (K)",
+        ylabel="inferences / s (predicted)",
+        title="throughput",
+        xticks=ks,
+        ylim=(0, 1.25 * max(values + [1e-9])),
+    )
     base = best.get(1)
     if base:  # the same curve read as speedup over one TPU
         second = ax_t.secondary_yaxis("right", functions=(lambda y: y / base, lambda s: s * base))
@@ -166,8 +193,13 @@ def sweep_figure(result: SweepResult) -> Figure:
     for k, s in bars:
         ax_c.text(k, s, f"{s:.2f}x", ha="center", va="bottom", fontsize=7, gid="bar-label")
     ax_c.axhline(1.0, color="black", linestyle="--", linewidth=1)
-    ax_c.set(xlabel="Edge TPUs (K)", ylabel="compiler period / ours", title="speedup over the compiler split",
-             xticks=ks, ylim=(0, 1.2 * max(speedups + [1.0])))
+    ax_c.set(
+        xlabel="Edge TPUs (K)",
+        ylabel="compiler period / ours",
+        title="speedup over the compiler split",
+        xticks=ks,
+        ylim=(0, 1.2 * max(speedups + [1.0])),
+    )
     fig.suptitle(f"{result.model.rsplit('/', 1)[-1]}: {result.spec} spec (predicted)", fontsize=10)
     return fig
 

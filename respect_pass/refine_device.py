@@ -10,6 +10,7 @@ refitted model. It stops after N rounds, when the schedule no longer changes,
 or when the measured period stops improving; the plan with the best measured
 period wins.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,15 @@ def _period_ms(model: TfliteModel, stages: tuple[int, ...], k: int, spec: EdgeTp
     return map_period_s(cost_arrays(model.graph, spec), np.asarray(stages), k)[0] * 1e3
 
 
-def refine_on_device(model: TfliteModel, num_segments: int, spec: EdgeTpuSpec, device: Device, rounds: int,
-                     scheduler: str = "respect", options: Mapping[str, Any] | None = None) -> Refinement:
+def refine_on_device(
+    model: TfliteModel,
+    num_segments: int,
+    spec: EdgeTpuSpec,
+    device: Device,
+    rounds: int,
+    scheduler: str = "respect",
+    options: Mapping[str, Any] | None = None,
+) -> Refinement:
     """At most ``rounds`` rounds of schedule -> measure -> refit (see the module docstring)."""
     if rounds < 1:
         raise RespectPassError(f"--refine-on-device needs at least 1 round, got {rounds}")
@@ -80,9 +88,16 @@ def refine_on_device(model: TfliteModel, num_segments: int, spec: EdgeTpuSpec, d
         predicted = _period_ms(model, plan.stages, num_segments, current)
         graphs = [graph_of(b, f"{model.path.stem}_round{r}_{i}") for i, b in enumerate(blobs)]
         samples += [Sample(g, ms, f"round {r} segment {i}") for i, (g, ms) in enumerate(zip(graphs, timing.stage_ms))]
-        records.append({"round": r, "spec": current.name, "predicted_bottleneck_ms": predicted,
-                        "measured_bottleneck_ms": timing.period_ms, "measured_stage_ms": list(timing.stage_ms),
-                        "device_runs": device.runs - start_runs})
+        records.append(
+            {
+                "round": r,
+                "spec": current.name,
+                "predicted_bottleneck_ms": predicted,
+                "measured_bottleneck_ms": timing.period_ms,
+                "measured_stage_ms": list(timing.stage_ms),
+                "device_runs": device.runs - start_runs,
+            }
+        )
         log.info("round %d: predicted %.3f ms, measured %.3f ms", r, predicted, timing.period_ms)
         improved = best is None or timing.period_ms < best[0] * (1 - MIN_GAIN)
         if best is None or timing.period_ms < best[0]:
@@ -94,8 +109,9 @@ def refine_on_device(model: TfliteModel, num_segments: int, spec: EdgeTpuSpec, d
     return Refinement(best[1], current, tuple(records), device.runs - start_runs)
 
 
-def _refit(samples: list[Sample], prior: EdgeTpuSpec, graphs: list, stage_ms: tuple[float, ...], period_ms: float,
-           name: str) -> EdgeTpuSpec:
+def _refit(
+    samples: list[Sample], prior: EdgeTpuSpec, graphs: list, stage_ms: tuple[float, ...], period_ms: float, name: str
+) -> EdgeTpuSpec:
     """The linear constants refitted to every segment measured so far; a shared link if the period shows one."""
     fitted = fit_linear(samples, prior, prior_weight=PRIOR_WEIGHT).with_(name=name)
     if period_ms > SHARED_MARGIN * max(stage_ms):

@@ -14,6 +14,7 @@ Edge TPUs (see :mod:`hardware.coral`): through LiteRT and the Edge TPU runtime
 (``libedgetpu.so.1``), or Google's pycoral where it is installed. Segments
 ``edgetpu_compiler --num_segments`` made (no plan.json) run as well.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from hardware import USB, EdgeTpuSpec, load_spec, stage_costs
-from hardware.cost import shared_link_ms
-from hardware.simulate import measure_pipeline
 from hardware.coral import run_coral
+from hardware.cost import shared_link_ms
 from hardware.devices import parse_devices
-from hardware.progress import ProgressFactory, no_progress
 from hardware.placement import placed
+from hardware.progress import ProgressFactory, no_progress
+from hardware.simulate import measure_pipeline
 from tflite_io import RespectPassError, read_model, verify_model_segments, write_files
 
 from .cli import OneLineParser, run_cli, terminal_progress
@@ -97,8 +98,14 @@ def read_plan(segments: SegmentSet) -> dict[str, Any] | None:
         raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
 
 
-def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10, runner: str = "auto",
-                 devices: Sequence[str] | None = None, progress: ProgressFactory = no_progress) -> dict[str, Any]:
+def run_hardware(
+    segments: SegmentSet,
+    count: int = 100,
+    warmup: int = 10,
+    runner: str = "auto",
+    devices: Sequence[str] | None = None,
+    progress: ProgressFactory = no_progress,
+) -> dict[str, Any]:
     """Run compiled segments on Edge TPUs and add what plan.json knows of each segment (if there is one:
     segments ``edgetpu_compiler --num_segments`` wrote have none)."""
     report = run_coral(segments.paths, count=count, warmup=warmup, runner=runner, devices=devices, progress=progress)
@@ -106,8 +113,11 @@ def run_hardware(segments: SegmentSet, count: int = 100, warmup: int = 10, runne
     for stage in report["stages"]:
         seg = plan["segments"][stage["index"]] if plan else {}
         compiled = seg.get("compiler") or {}
-        stage.update(param_bytes=seg.get("param_bytes"), on_chip_bytes=compiled.get("on_chip_bytes"),
-                     off_chip_bytes=compiled.get("off_chip_bytes"))
+        stage.update(
+            param_bytes=seg.get("param_bytes"),
+            on_chip_bytes=compiled.get("on_chip_bytes"),
+            off_chip_bytes=compiled.get("off_chip_bytes"),
+        )
     return report
 
 
@@ -153,13 +163,25 @@ def _body(argv: Sequence[str]) -> int:
     p = OneLineParser(prog="run_pipeline", description="Run K segment files as an Edge TPU pipeline.")
     p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<K>.tflite")
     p.add_argument("--tpus", type=int, required=True, metavar="K", help="number of segments / Edge TPUs")
-    p.add_argument("--backend", choices=["sim", "coral"], default="sim",
-                   help="sim: LiteRT chaining and the cost model (default); coral: K Edge TPUs (Edge TPU runtime)")
-    p.add_argument("--runner", choices=["auto", "litert", "pycoral"], default="auto",
-                   help="coral: LiteRT + libedgetpu threads (litert), Google's PipelinedModelRunner (pycoral), "
-                        "or pycoral when it is importable (auto)")
-    p.add_argument("--devices", default=None, metavar="usb:0,usb:1,pci:0",
-                   help="coral: the Edge TPU of each segment, in order (default: as enumerated)")
+    p.add_argument(
+        "--backend",
+        choices=["sim", "coral"],
+        default="sim",
+        help="sim: LiteRT chaining and the cost model (default); coral: K Edge TPUs (Edge TPU runtime)",
+    )
+    p.add_argument(
+        "--runner",
+        choices=["auto", "litert", "pycoral"],
+        default="auto",
+        help="coral: LiteRT + libedgetpu threads (litert), Google's PipelinedModelRunner (pycoral), "
+        "or pycoral when it is importable (auto)",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="usb:0,usb:1,pci:0",
+        help="coral: the Edge TPU of each segment, in order (default: as enumerated)",
+    )
     p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
@@ -171,16 +193,23 @@ def _body(argv: Sequence[str]) -> int:
     plot = _check_plot(args.plot) if args.plot else None
     if args.backend == "coral":
         devices = parse_devices(args.devices) if args.devices else None
-        report = run_hardware(find_segments(args.dir, args.tpus, compiled=True), args.count, max(args.warmup, 0),
-                              args.runner, devices, terminal_progress)
+        report = run_hardware(
+            find_segments(args.dir, args.tpus, compiled=True),
+            args.count,
+            max(args.warmup, 0),
+            args.runner,
+            devices,
+            terminal_progress,
+        )
     elif args.devices is not None or args.runner != "auto":
         raise RespectPassError("--runner and --devices apply to --backend coral only")
     if args.backend == "sim":
         report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
     if plot is not None:
         cache = load_spec(args.spec).cache_bytes if args.backend == "sim" else None
-        title = (f"{report['num_segments']} segments, " +
-                 (f"simulated ({report['spec']} spec)" if args.backend == "sim" else "measured on Edge TPUs"))
+        title = f"{report['num_segments']} segments, " + (
+            f"simulated ({report['spec']} spec)" if args.backend == "sim" else "measured on Edge TPUs"
+        )
         write_files(plot.parent, {plot.name: stage_plot_png(report["stages"], title, cache)})
     if args.json:
         print(json.dumps(report, indent=2))
@@ -189,14 +218,23 @@ def _body(argv: Sequence[str]) -> int:
     else:
         print(f"{'seg':>3}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  {'off-chip B':>11}  file")
         for s in report["stages"]:
-            print(f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
-                  f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}")
+            print(
+                f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
+                f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}"
+            )
         print(f"simulated ({report['spec']} spec): {figures_line(report)}")
         v = report["verified"]
         upto = report["verified_up_to"]
-        print("verified: " + ("not checked (no plan.json naming the model)" if not v else
-                              "bit-exact with the full model" if not upto else
-                              f"bit-exact up to {', '.join(upto)} (no LiteRT kernel; wiring checked by tensor name)"))
+        print(
+            "verified: "
+            + (
+                "not checked (no plan.json naming the model)"
+                if not v
+                else "bit-exact with the full model"
+                if not upto
+                else f"bit-exact up to {', '.join(upto)} (no LiteRT kernel; wiring checked by tensor name)"
+            )
+        )
     return 0
 
 
@@ -213,20 +251,26 @@ def _num(value: Any) -> str:
 
 def figures_line(report: dict[str, Any]) -> str:
     """Period, throughput and idle latency first; latency under load labelled as such."""
-    return (f"period {report['bottleneck_ms']:.3f} ms ({report['throughput_ips']:.1f} inferences/s), "
-            f"latency {report['latency_ms']:.3f} ms idle; under load ({report['num_segments']} requests in flight, "
-            f"{report['count']} requests) p50 {report['latency_loaded_p50_ms']:.2f} ms, "
-            f"p99 {report['latency_loaded_p99_ms']:.2f} ms")
+    return (
+        f"period {report['bottleneck_ms']:.3f} ms ({report['throughput_ips']:.1f} inferences/s), "
+        f"latency {report['latency_ms']:.3f} ms idle; under load ({report['num_segments']} requests in flight, "
+        f"{report['count']} requests) p50 {report['latency_loaded_p50_ms']:.2f} ms, "
+        f"p99 {report['latency_loaded_p99_ms']:.2f} ms"
+    )
 
 
 def format_coral(report: dict[str, Any]) -> str:
     """The table of a coral (real Edge TPU) run: each segment alone and in the pipeline, then the figures."""
-    rows = [f"{'seg':>3}  {'alone ms':>8}  {'pipe ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  "
-            f"{'device':<6}  file"]
+    rows = [
+        f"{'seg':>3}  {'alone ms':>8}  {'pipe ms':>8}  {'params B':>11}  {'cached B':>11}  {'off-chip B':>11}  "
+        f"{'device':<6}  file"
+    ]
     for s, dev in zip(report["stages"], report["devices"]):
         pipe = "-" if s["ms_in_pipeline"] is None else f"{s['ms_in_pipeline']:.3f}"
-        rows.append(f"{s['index']:>3}  {s['ms']:>8.3f}  {pipe:>8}  {_num(s.get('param_bytes')):>11}  "
-                    f"{_num(s.get('on_chip_bytes')):>11}  {_num(s.get('off_chip_bytes')):>11}  {dev:<6}  {s['file']}")
+        rows.append(
+            f"{s['index']:>3}  {s['ms']:>8.3f}  {pipe:>8}  {_num(s.get('param_bytes')):>11}  "
+            f"{_num(s.get('on_chip_bytes')):>11}  {_num(s.get('off_chip_bytes')):>11}  {dev:<6}  {s['file']}"
+        )
     rows.append(f"measured on {report['num_segments']} Edge TPU(s) ({report['runner']} runner): {figures_line(report)}")
     return "\n".join(rows)
 

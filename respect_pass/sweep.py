@@ -10,6 +10,7 @@ is within :data:`SAME_PERIOD` (2%) of the best.
 :func:`idle_stage` is the check behind the warning of a normal run: a stage busy less than
 :data:`IDLE_BELOW` (25%) of the period while K - 1 TPUs give the same period (within 2%).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,8 +30,18 @@ from tflite_io import OpGraph, OutputError, RespectPassError, TfliteModel, max_s
 from .plan import Plan
 from .schedulers import get_scheduler
 
-__all__ = ["IDLE_BELOW", "SAME_PERIOD", "IdleStage", "SweepResult", "SweepRow", "check_plot_path", "format_sweep",
-           "idle_stage", "recommend", "sweep"]
+__all__ = [
+    "IDLE_BELOW",
+    "SAME_PERIOD",
+    "IdleStage",
+    "SweepResult",
+    "SweepRow",
+    "check_plot_path",
+    "format_sweep",
+    "idle_stage",
+    "recommend",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +69,16 @@ class SweepRow:
 
     def as_json(self) -> dict[str, Any]:
         """The row of ``respect-pass sweep --json``."""
-        return {"k": self.k, "bottleneck_ms": self.bottleneck_ms, "latency_ms": self.latency_ms,
-                "throughput_ips": self.throughput_ips, "speedup_vs_1": self.speedup_vs_1,
-                "speedup_vs_compiler": self.speedup_vs_compiler,
-                "compiler_bottleneck_ms": self.compiler_bottleneck_ms, "idle_stages": list(self.idle_stages)}
+        return {
+            "k": self.k,
+            "bottleneck_ms": self.bottleneck_ms,
+            "latency_ms": self.latency_ms,
+            "throughput_ips": self.throughput_ips,
+            "speedup_vs_1": self.speedup_vs_1,
+            "speedup_vs_compiler": self.speedup_vs_compiler,
+            "compiler_bottleneck_ms": self.compiler_bottleneck_ms,
+            "idle_stages": list(self.idle_stages),
+        }
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,14 @@ class SweepResult:
 
     def as_json(self) -> dict[str, Any]:
         """The document ``respect-pass sweep --json`` prints."""
-        return {"model": self.model, "spec": self.spec, "scheduler": self.scheduler,
-                "rows": [r.as_json() for r in self.rows], "recommended": self.recommended, "notes": list(self.notes)}
+        return {
+            "model": self.model,
+            "spec": self.spec,
+            "scheduler": self.scheduler,
+            "rows": [r.as_json() for r in self.rows],
+            "recommended": self.recommended,
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True)
@@ -98,9 +121,11 @@ class IdleStage:
         idle = 100 * (1 - self.stage_ms / self.period_ms)
         same = "a shorter" if self.fewer_period_ms < self.period_ms * (1 - SAME_PERIOD) else "the same"
         by = f", {self.fewer_scheduler} scheduler" if self.fewer_scheduler else ""
-        return (f"stage {self.stage} is idle {idle:.0f}% of the period ({_ms(self.stage_ms)} of "
-                f"{_ms(self.period_ms)} ms); K={self.fewer_k} gives {same} period "
-                f"({_ms(self.fewer_period_ms)} ms{by})")
+        return (
+            f"stage {self.stage} is idle {idle:.0f}% of the period ({_ms(self.stage_ms)} of "
+            f"{_ms(self.period_ms)} ms); K={self.fewer_k} gives {same} period "
+            f"({_ms(self.fewer_period_ms)} ms{by})"
+        )
 
 
 def _ms(value: float) -> str:
@@ -138,8 +163,9 @@ def _period(graph: OpGraph, plan: Plan, spec: EdgeTpuSpec) -> tuple[float, float
     return period_s * 1e3, latency_s * 1e3, map_stage_times(ca, stages, plan.num_stages) * 1e3
 
 
-def _plan(graph: OpGraph, k: int, spec: EdgeTpuSpec, scheduler: str,
-          options: Mapping[str, Any]) -> tuple[Plan | None, str | None]:
+def _plan(
+    graph: OpGraph, k: int, spec: EdgeTpuSpec, scheduler: str, options: Mapping[str, Any]
+) -> tuple[Plan | None, str | None]:
     """The scheduler's plan, or None and the reason when it has none for this K."""
     try:
         return get_scheduler(scheduler)(graph, k, spec, **options), None
@@ -176,8 +202,11 @@ def sweep(
     notes: list[str] = []
     largest = max_stages(graph)
     if max_tpus > largest:
-        reason = ("one op per TPU" if largest == graph.num_ops else
-                  f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU")
+        reason = (
+            "one op per TPU"
+            if largest == graph.num_ops
+            else f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU"
+        )
         notes.append(f"the model allows at most {largest} TPUs ({reason}); swept K = 1..{largest}")
         max_tpus = largest
     options = dict(scheduler_options or {})
@@ -196,8 +225,10 @@ def sweep(
         log.info("K=%d: period %s ms, compiler %s ms", k, ours[-1] and ours[-1][0], theirs[-1])
     for who, misses in failed.items():
         if misses:
-            notes.append(f"the {who} scheduler found no plan for K = {_ranges([k for k, _ in misses])} "
-                         f"(K={misses[0][0]}: {misses[0][1]})")
+            notes.append(
+                f"the {who} scheduler found no plan for K = {_ranges([k for k, _ in misses])} "
+                f"(K={misses[0][0]}: {misses[0][1]})"
+            )
     one = ours[0][0] if ours[0] is not None else None
     rows = []
     for k, (mine, compiler_ms) in enumerate(zip(ours, theirs), start=1):
@@ -205,36 +236,49 @@ def sweep(
             rows.append(SweepRow(k, None, None, None, None, None, compiler_ms))
             continue
         period, latency, times = mine
-        rows.append(SweepRow(
-            k=k, bottleneck_ms=period, latency_ms=latency, throughput_ips=1e3 / period,
-            speedup_vs_1=one / period if one is not None else None,
-            speedup_vs_compiler=compiler_ms / period if compiler_ms is not None else None,
-            compiler_bottleneck_ms=compiler_ms,
-            idle_stages=tuple(int(i) for i in np.flatnonzero(times < IDLE_BELOW * period)) if k > 1 else (),
-            stage_ms=tuple(float(t) for t in times)))
+        rows.append(
+            SweepRow(
+                k=k,
+                bottleneck_ms=period,
+                latency_ms=latency,
+                throughput_ips=1e3 / period,
+                speedup_vs_1=one / period if one is not None else None,
+                speedup_vs_compiler=compiler_ms / period if compiler_ms is not None else None,
+                compiler_bottleneck_ms=compiler_ms,
+                idle_stages=tuple(int(i) for i in np.flatnonzero(times < IDLE_BELOW * period)) if k > 1 else (),
+                stage_ms=tuple(float(t) for t in times),
+            )
+        )
     return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
 
 
 def format_sweep(result: SweepResult) -> str:
     """The table ``respect-pass sweep`` prints."""
+
     def cell(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [f"sweep of {Path(result.model).name}: {result.scheduler} scheduler vs the compiler's split, "
-             f"{result.spec} spec (predicted)",
-             f"{'K':>3}  {'period ms':>9}  {'latency ms':>10}  {'inf/s':>8}  {'vs 1 TPU':>8}  "
-             f"{'vs compiler':>11}  {'compiler ms':>11}  idle stages"]
+    lines = [
+        f"sweep of {Path(result.model).name}: {result.scheduler} scheduler vs the compiler's split, "
+        f"{result.spec} spec (predicted)",
+        f"{'K':>3}  {'period ms':>9}  {'latency ms':>10}  {'inf/s':>8}  {'vs 1 TPU':>8}  "
+        f"{'vs compiler':>11}  {'compiler ms':>11}  idle stages",
+    ]
     for r in result.rows:
         idle = ",".join(map(str, r.idle_stages)) or "-"
         mark = "  <- recommended" if r.k == result.recommended else ""
-        lines.append(f"{r.k:>3}  {cell(r.bottleneck_ms, '9.3f')}  {cell(r.latency_ms, '10.3f')}  "
-                      f"{cell(r.throughput_ips, '8.1f')}  {cell(r.speedup_vs_1, '7.2f')}x  "
-                      f"{cell(r.speedup_vs_compiler, '10.2f')}x  {cell(r.compiler_bottleneck_ms, '11.3f')}  "
-                      f"{idle:<11}{mark}".rstrip())
+        lines.append(
+            f"{r.k:>3}  {cell(r.bottleneck_ms, '9.3f')}  {cell(r.latency_ms, '10.3f')}  "
+            f"{cell(r.throughput_ips, '8.1f')}  {cell(r.speedup_vs_1, '7.2f')}x  "
+            f"{cell(r.speedup_vs_compiler, '10.2f')}x  {cell(r.compiler_bottleneck_ms, '11.3f')}  "
+            f"{idle:<11}{mark}".rstrip()
+        )
     if result.recommended is not None:
         ips, k = max((r.throughput_ips, -r.k) for r in result.rows if r.throughput_ips is not None)
-        lines.append(f"recommended: K={result.recommended} (the smallest K within {SAME_PERIOD:.0%} of the best "
-                     f"throughput, {ips:.1f} inferences/s at K={-k})")
+        lines.append(
+            f"recommended: K={result.recommended} (the smallest K within {SAME_PERIOD:.0%} of the best "
+            f"throughput, {ips:.1f} inferences/s at K={-k})"
+        )
     lines.append(f"idle stages: busy less than {IDLE_BELOW:.0%} of the period")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
@@ -268,8 +312,7 @@ def idle_stage(
     fewer_ms = _period(graph, fewer, spec)[0]
     if fewer_ms > period * (1 + SAME_PERIOD):
         return None
-    return IdleStage(stage, times[stage], period, k - 1, fewer_ms,
-                     name if name != plan.scheduler else None)
+    return IdleStage(stage, times[stage], period, k - 1, fewer_ms, name if name != plan.scheduler else None)
 
 
 def check_plot_path(plot: str | Path) -> Path:

@@ -1,4 +1,5 @@
 """Shared fixtures: the embedded model, synthetic graphs, and zoo models built on demand."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -6,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from crafting import EMBEDDED
 from hypothesis import settings
 
-from crafting import EMBEDDED
 from tflite_io import Op, OpGraph, TensorInfo, read_model
 
 #: ``HYPOTHESIS_PROFILE=dev`` (``make test-fast``): few examples; ``ci`` (default): hypothesis's defaults
@@ -81,16 +82,22 @@ def fake_compiler(tmp_path, monkeypatch):
 
 
 #: Left out of ``make test-fast``: end-to-end runs through subprocesses, training, benchmarks, calibration loops.
-SLOW_MODULES = frozenset({"test_cli.py", "test_run_pipeline.py", "test_policy_train.py", "test_bench.py",
-                          "test_evidence.py", "test_calibrate.py"})
-SLOW_TESTS = ("test_cli_", "test_parameter_totals_grow", "test_suite_mixes_families", "test_fuzz_byte_flips",
-              "test_random_maps_of_the_embedded_model", "test_every_two_way_cut_of_the_embedded_model",
-              "test_random_non_contiguous_maps_chain")
+SLOW_MODULES = frozenset(
+    {"test_cli.py", "test_run_pipeline.py", "test_policy_train.py", "test_bench.py", "test_evidence.py", "test_calibrate.py"}
+)
+SLOW_TESTS = (
+    "test_cli_",
+    "test_parameter_totals_grow",
+    "test_suite_mixes_families",
+    "test_fuzz_byte_flips",
+    "test_random_maps_of_the_embedded_model",
+    "test_every_two_way_cut_of_the_embedded_model",
+    "test_random_non_contiguous_maps_chain",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the tests ``make test-fast`` leaves out (``-m "not slow"``)."""
     for item in items:
-        if (item.path.name in SLOW_MODULES or item.name.startswith(SLOW_TESTS)
-                or item.get_closest_marker("zoo") is not None):
+        if item.path.name in SLOW_MODULES or item.name.startswith(SLOW_TESTS) or item.get_closest_marker("zoo") is not None:
             item.add_marker(pytest.mark.slow)

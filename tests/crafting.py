@@ -1,4 +1,5 @@
 """Helpers that derive deliberately bad or special models from a good one (ModelT round trip)."""
+
 from __future__ import annotations
 
 import copy
@@ -24,12 +25,14 @@ def float_model(data: bytes) -> bytes:
     def edit(m):
         t = m.subgraphs[0].tensors[m.subgraphs[0].operators[0].outputs[0]]
         t.type = schema.TensorType.FLOAT32
+
     return mutate(data, edit)
 
 
 def two_subgraphs(data: bytes) -> bytes:
     def edit(m):
         m.subgraphs.append(copy.deepcopy(m.subgraphs[0]))
+
     return mutate(data, edit)
 
 
@@ -38,6 +41,7 @@ def dynamic_batch(data: bytes) -> bytes:
         sg = m.subgraphs[0]
         t = sg.tensors[sg.inputs[0]]
         t.shapeSignature = [-1] + [int(d) for d in t.shape[1:]]
+
     return mutate(data, edit)
 
 
@@ -51,6 +55,7 @@ def custom_op(data: bytes) -> bytes:
         m.subgraphs[0].operators[-1].opcodeIndex = len(m.operatorCodes) - 1
         m.subgraphs[0].operators[-1].builtinOptionsType = 0
         m.subgraphs[0].operators[-1].builtinOptions = None
+
     return mutate(data, edit)
 
 
@@ -60,6 +65,7 @@ def wrong_identifier(data: bytes) -> bytes:
 
 def compiled(data: bytes) -> bytes:
     """What edgetpu_compiler writes: the mapped ops replaced by one ``edgetpu-custom-op`` (here: the first op)."""
+
     def edit(m):
         oc = schema.OperatorCodeT()
         oc.builtinCode = oc.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
@@ -68,13 +74,16 @@ def compiled(data: bytes) -> bytes:
         op = m.subgraphs[0].operators[0]
         op.opcodeIndex = len(m.operatorCodes) - 1
         op.builtinOptionsType, op.builtinOptions, op.customOptions = 0, None, b"\x00" * 16
+
     return mutate(data, edit)
 
 
 def bad_zero_point(data: bytes) -> bytes:
     """An int8 conv weight with a non-zero zero point: a valid flatbuffer that LiteRT's conv refuses to prepare."""
+
     def edit(m):
         sg = m.subgraphs[0]
         w = sg.tensors[sg.operators[0].inputs[1]]
         w.quantization.zeroPoint = [3] + list(w.quantization.zeroPoint)[1:]
+
     return mutate(data, edit)

@@ -8,6 +8,7 @@ compile anything), and writes the
 ``ok``, ``cpu`` (an op left on the CPU) or ``fail``; ``FAKE_EDGETPU_FAIL_ON``
 makes only segments whose name contains it take the chosen mode.
 """
+
 import stat
 import sys
 import textwrap
@@ -75,7 +76,8 @@ def install(bindir: Path) -> Path:
     bindir.mkdir(parents=True, exist_ok=True)
     logs = {"ok": OK_LOG, "cpu": CPU_LOG, "fail": FAIL_LOG}
     script = bindir / "edgetpu_compiler"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         #!{sys.executable}
         import os, sys
         from pathlib import Path
@@ -100,6 +102,7 @@ def install(bindir: Path) -> Path:
             (out / (seg.stem + "_edgetpu.tflite")).write_bytes(bytes(builder.Output()))
             (out / (seg.stem + "_edgetpu.log")).write_text("fake operation log for " + seg.name)
         sys.exit(1 if mode == "fail" else 0)
-        """))
+        """)
+    )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script

@@ -23,6 +23,7 @@ tensors' constant buffers, as in the flatbuffer). Two things C++ leaves open:
 Compiling and benchmarking are a ``device(num_ops) -> latencies (ns) | set of failed segment indices``
 callable over the segments of ``exe_order_to_node_idx`` (what ``PartitionWithNumOps`` writes).
 """
+
 from __future__ import annotations
 
 INT64_MAX = 2**63 - 1
@@ -43,6 +44,7 @@ def CHECK(cond: bool, key: str, detail: str = "") -> None:
 
 
 # ---------------------------------------------------------------------------------------------- utils.cc
+
 
 def BuildEdgeList(model) -> list[tuple[int, int]]:
     tensor_consumers: dict[int, list[int]] = {}
@@ -154,8 +156,7 @@ def LocateSubgraphNodes(edges, num_nodes: int, exe_order_to_node_idx, num_nodes_
     num_cumulative_ops = [0] * (num_subgraphs + 1)
     for i in range(num_subgraphs):
         num_cumulative_ops[i + 1] = num_cumulative_ops[i] + num_nodes_per_subgraph[i]
-    subgraph_nodes_list = [{"all_nodes": [], "input_nodes": set(), "output_nodes": set()}
-                           for _ in range(num_subgraphs)]
+    subgraph_nodes_list = [{"all_nodes": [], "input_nodes": set(), "output_nodes": set()} for _ in range(num_subgraphs)]
     for i in range(num_subgraphs):
         subgraph_nodes = subgraph_nodes_list[i]
         input_boundary_num_ops_limit = num_cumulative_ops[i]
@@ -179,6 +180,7 @@ def LocateSubgraphNodes(edges, num_nodes: int, exe_order_to_node_idx, num_nodes_
 
 
 # ------------------------------------------------------------------------------------------- strategy.cc
+
 
 def GetStrategyFromNumOps(model, exe_order_to_node_idx, num_ops_per_segment) -> list[list[int]]:
     """The segments' target_nodes (the CHECKs are the point; inputs/outputs are not built)."""
@@ -205,6 +207,7 @@ def GetStrategyFromNumOps(model, exe_order_to_node_idx, num_ops_per_segment) -> 
 
 
 # ------------------------------------------------------------------------ parameter_count_based_partitioner.cc
+
 
 class ParameterCountBasedPartitioner:
     def __init__(self, model) -> None:
@@ -257,6 +260,7 @@ class ParameterCountBasedPartitioner:
 
 
 # ------------------------------------------------------------------------------ profiling_based_partitioner.cc
+
 
 class ProfilingBasedPartitioner:
     def __init__(self, model, num_segments: int, device) -> None:
@@ -314,13 +318,15 @@ class ProfilingBasedPartitioner:
             upper_bound = max(upper_bound, latency)
         return lower_bound, upper_bound
 
-    def SearchPartition(self, candidate_partition: list[int], target_latency: int, segment_index: int,
-                        partition_search_step: int) -> bool:
+    def SearchPartition(
+        self, candidate_partition: list[int], target_latency: int, segment_index: int, partition_search_step: int
+    ) -> bool:
         if segment_index == len(candidate_partition) - 1:
             return True
         searchable_total_num_ops = sum(candidate_partition[segment_index:])
         candidate_partition[len(candidate_partition) - 1] = max(
-            len(self.exe_order_to_node_idx_) - self.first_output_node_exe_idx_, partition_search_step)
+            len(self.exe_order_to_node_idx_) - self.first_output_node_exe_idx_, partition_search_step
+        )
         i = partition_search_step + 1
         while i < len(candidate_partition) - 1:
             candidate_partition[i] = partition_search_step
@@ -328,10 +334,13 @@ class ProfilingBasedPartitioner:
         candidate_partition[segment_index] = (
             searchable_total_num_ops
             - (len(candidate_partition) - 2 - segment_index) * partition_search_step
-            - candidate_partition[len(candidate_partition) - 1])
+            - candidate_partition[len(candidate_partition) - 1]
+        )
         CHECK(candidate_partition[segment_index] > 0, "candidate_partition[segment_index] > 0")
-        CHECK(sum(candidate_partition[segment_index:]) == searchable_total_num_ops,
-              "sum(candidate_partition[segment_index:]) == searchable_total_num_ops")
+        CHECK(
+            sum(candidate_partition[segment_index:]) == searchable_total_num_ops,
+            "sum(candidate_partition[segment_index:]) == searchable_total_num_ops",
+        )
 
         tmp_partition = list(candidate_partition)
         while tmp_partition[segment_index] > 0:
@@ -360,8 +369,14 @@ class ProfilingBasedPartitioner:
         return last_segment_latency
 
 
-def BisectPartition(model, device, num_segments: int, diff_threshold_ns: int, partition_search_step: int,
-                    initial_bounds: tuple[int, int] = (-1, -1)) -> tuple[bool, list[int] | None]:
+def BisectPartition(
+    model,
+    device,
+    num_segments: int,
+    diff_threshold_ns: int,
+    partition_search_step: int,
+    initial_bounds: tuple[int, int] = (-1, -1),
+) -> tuple[bool, list[int] | None]:
     """(BisectPartition's return value, the partition it writes to output_dir or None)."""
     partitioner = ProfilingBasedPartitioner(model, num_segments, device)
     bounds = initial_bounds if (initial_bounds[0] >= 0 and initial_bounds[1] >= 0) else partitioner.GetBounds()
@@ -390,8 +405,10 @@ def BisectPartition(model, device, num_segments: int, diff_threshold_ns: int, pa
 
 # -------------------------------------------------------------------------------- partition_with_profiling.cc
 
-def partition_with_profiling(model, device, num_segments: int, diff_threshold_ns: int = 1000000,
-                             partition_search_step: int = 1) -> list[int] | None:
+
+def partition_with_profiling(
+    model, device, num_segments: int, diff_threshold_ns: int = 1000000, partition_search_step: int = 1
+) -> list[int] | None:
     """main(): the partition written (ops per segment along TopologicalSort), None if nothing is written."""
     CHECK(num_segments >= 2, "num_segments must be at least 2.")
     ok, partition = BisectPartition(model, device, num_segments, diff_threshold_ns, partition_search_step)

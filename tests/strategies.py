@@ -1,4 +1,5 @@
 """Hypothesis strategies shared by the property tests."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """tools/bench.py --quick end to end: every scheduler runs and nothing beats a proven optimum."""
+
 import csv
 import subprocess
 import sys
@@ -8,9 +9,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_bench(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path),
-                        "--schedulers", "compiler,profiling,dp,multiorder,exact", "--synthetic", "2"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--schedulers",
+            "compiler,profiling,dp,multiorder,exact",
+            "--synthetic",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
     graphs = {row["graph"] for row in rows}
@@ -32,9 +48,28 @@ def test_quick_bench(tmp_path):
 
 def test_quick_bench_derived_runs_and_tables(tmp_path):
     """multiorder@t gets respect's time; respect+exact runs on every case with --hard-s 0; tables re-render from CSV."""
-    r = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--out", str(tmp_path), "--ks", "3",
-                        "--schedulers", "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net", "--synthetic", "1",
-                        "--hard-s", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--ks",
+            "3",
+            "--schedulers",
+            "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net",
+            "--synthetic",
+            "1",
+            "--hard-s",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
     by_case: dict = {}
@@ -45,7 +80,8 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     for graph, runs in by_case.items():
         one_order = runs["compiler"]["one_order"] == "True"
         assert set(runs) == {"compiler", "dp", "exact", "respect", "multiorder@t", "respect+exact"} | (
-            {"respect-net"} if one_order else set()), graph
+            {"respect-net"} if one_order else set()
+        ), graph
         if one_order:  # respect skips the network there and says optimal; the forced network finds the same
             assert runs["respect"]["proved_optimal"] == "True"
             assert runs["respect-net"]["bottleneck_ms"] == runs["respect"]["bottleneck_ms"]
@@ -59,9 +95,23 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     assert text.count("| real | mobilenet_v2_0.35_96_int8 | 3 |") == 1  # the warm-start table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- tools/bench.py: begin -->\nold table\n<!-- tools/bench.py: end -->\n\ntail\n")
-    again = subprocess.run([sys.executable, "-m", "tools.bench", "--from-csv", str(tmp_path / "bench_quick.csv"),
-                            "--out", str(tmp_path / "again"), "--readme", str(readme)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=600)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench",
+            "--from-csv",
+            str(tmp_path / "bench_quick.csv"),
+            "--out",
+            str(tmp_path / "again"),
+            "--readme",
+            str(readme),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again/bench.md").read_text() == text  # same title: the run's metadata travels with the CSV
     doc = readme.read_text()

@@ -1,35 +1,47 @@
 """respect-pass calibrate: the designed micro-models, measured on a simulated device with hidden constants,
 give back a spec that predicts other models as the hidden one does."""
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import crafting
+import pytest
+from strategies import BRANCHY
+
 from hardware import USB, load_spec, pipeline_period_ms, stage_costs
 from hardware.calibrate import MAX_CACHE, CoralDevice, SimDevice, cache_from, calibrate, design
 from hardware.compiler import CompilerError
 from hardware.placement import placed
 from respect_pass.generator import generate
 from respect_pass.schedulers import get_scheduler
-from strategies import BRANCHY
 from tflite_io import read
 
 #: every constant of the preset scaled by a factor in 0.5-2x (the issue's test of the loop)
-TRUTH = USB.with_(name="truth", t_invoke_s=USB.t_invoke_s * 1.7, efficiency={"conv": 0.55, "depthwise": 0.05},
-                  elementwise_s_per_byte=USB.elementwise_s_per_byte * 0.6, io_bytes_per_s=USB.io_bytes_per_s * 1.8,
-                  stream_bytes_per_s=USB.stream_bytes_per_s * 0.7, stream_tile_positions=1400,
-                  cache_bytes=int(USB.cache_bytes * 0.8), cache_io_share=USB.cache_io_share * 1.5,
-                  shared_link_bytes_per_s=USB.shared_link_bytes_per_s * 0.5)
+TRUTH = USB.with_(
+    name="truth",
+    t_invoke_s=USB.t_invoke_s * 1.7,
+    efficiency={"conv": 0.55, "depthwise": 0.05},
+    elementwise_s_per_byte=USB.elementwise_s_per_byte * 0.6,
+    io_bytes_per_s=USB.io_bytes_per_s * 1.8,
+    stream_bytes_per_s=USB.stream_bytes_per_s * 0.7,
+    stream_tile_positions=1400,
+    cache_bytes=int(USB.cache_bytes * 0.8),
+    cache_io_share=USB.cache_io_share * 1.5,
+    shared_link_bytes_per_s=USB.shared_link_bytes_per_s * 0.5,
+)
 
 
 def held_out():
-    return [placed(read(crafting.EMBEDDED)), placed(read(BRANCHY)),
-            generate("residual", 120, 3), generate("inception", 150, 4), generate("squeeze_excite", 100, 5)]
+    return [
+        placed(read(crafting.EMBEDDED)),
+        placed(read(BRANCHY)),
+        generate("residual", 120, 3),
+        generate("inception", 150, 4),
+        generate("squeeze_excite", 100, 5),
+    ]
 
 
 def test_every_probe_isolates_a_term_and_fits_the_cache_bounds():
@@ -121,23 +133,43 @@ def test_the_text_report_lists_every_probe_and_the_constants(calibration):
     assert f"fitted on {cal.measurements} sim measurements" in text and "cache_io_share" in text
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--backend", "sim", "-o", "fitted.txt"], "must be a .json file"),
-    (["--backend", "coral", "--device-spec", "usb", "-o", "f.json"], "applies to --backend sim only"),
-    (["--backend", "sim", "--devices", "usb:0", "-o", "f.json"], "applies to --backend coral only"),
-    (["--backend", "sim", "--device-spec", "nope.json", "-o", "f.json"], "nope.json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "sim", "-o", "fitted.txt"], "must be a .json file"),
+        (["--backend", "coral", "--device-spec", "usb", "-o", "f.json"], "applies to --backend sim only"),
+        (["--backend", "sim", "--devices", "usb:0", "-o", "f.json"], "applies to --backend coral only"),
+        (["--backend", "sim", "--device-spec", "nope.json", "-o", "f.json"], "nope.json"),
+    ],
+)
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message):
-    r = subprocess.run([str(Path(sys.executable).parent / "respect-pass"), "calibrate", *args],
-                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "respect-pass"), "calibrate", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_coral_without_the_compiler_is_one_line(tmp_path):
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
-    r = subprocess.run([str(Path(sys.executable).parent / "respect-pass"), "calibrate", "--backend", "coral",
-                        "-o", str(tmp_path / "f.json")], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "respect-pass"),
+            "calibrate",
+            "--backend",
+            "coral",
+            "-o",
+            str(tmp_path / "f.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 2 and "edgetpu_compiler" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "f.json").exists()
 

@@ -1,4 +1,5 @@
 """End-to-end tests of the console scripts, run as subprocesses."""
+
 import hashlib
 import json
 import re
@@ -6,16 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import crafting
+import pytest
 from strategies import BRANCHY
 
 STEM = "mobilenet_v2_0.35_96_int8"
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "respect_pass", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "respect_pass", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def digest(p: Path) -> str:
@@ -28,7 +30,8 @@ def test_happy_path_writes_segments_and_plan(tmp_path):
     r = run(str(crafting.EMBEDDED), "-n", "4", "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{STEM}_segment_{i}_of_4.tflite" for i in range(4)] + [f"{STEM}_plan.json"])
+        [f"{STEM}_segment_{i}_of_4.tflite" for i in range(4)] + [f"{STEM}_plan.json"]
+    )
     doc = json.loads((out / f"{STEM}_plan.json").read_text())
     assert doc["num_segments"] == 4 and doc["scheduler"] == "respect"
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
@@ -78,8 +81,19 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     return paths
 
 
-BAD = ["not_flatbuffer", "wrong_identifier", "truncated", "corrupted", "float", "subgraphs", "dynamic",
-       "compiled", "bad_quantization", "empty", "missing"]
+BAD = [
+    "not_flatbuffer",
+    "wrong_identifier",
+    "truncated",
+    "corrupted",
+    "float",
+    "subgraphs",
+    "dynamic",
+    "compiled",
+    "bad_quantization",
+    "empty",
+    "missing",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -97,12 +111,15 @@ def test_bad_model_gives_one_line_and_no_output(tmp_path, case):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args,match", [
-    (["-n", "0"], "between 1 and 64"),
-    (["-n", "65"], "between 1 and 64"),
-    (["-n", "x"], "invalid int value"),
-    (["-n", "2", "--scheduler", "magic"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["-n", "0"], "between 1 and 64"),
+        (["-n", "65"], "between 1 and 64"),
+        (["-n", "x"], "invalid int value"),
+        (["-n", "2", "--scheduler", "magic"], "invalid choice"),
+    ],
+)
 def test_bad_arguments(tmp_path, args, match):
     out = tmp_path / "out"
     extra = [] if "-o" in args else ["-o", str(out)]
@@ -140,6 +157,7 @@ def test_console_script_is_installed():
 def test_plan_predictions_come_from_the_cost_model(tmp_path):
     from hardware import PCIE, stage_costs
     from tflite_io import read
+
     r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--spec", "pcie", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -157,7 +175,9 @@ def test_plan_predictions_come_from_the_cost_model(tmp_path):
 def test_spec_file_and_bad_spec(tmp_path):
     spec = tmp_path / "mine.json"
     spec.write_text('{"io_bytes_per_s": 1e6}')
-    slow = json.loads(run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "a"), "--spec", str(spec), "--json").stdout)
+    slow = json.loads(
+        run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "a"), "--spec", str(spec), "--json").stdout
+    )
     fast = json.loads(run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "b"), "--json").stdout)
     assert slow["predicted_latency_ms"] > fast["predicted_latency_ms"]
     spec.write_text("{oops")
@@ -172,8 +192,11 @@ def test_compile_with_fake_compiler_writes_compiled_files_and_logs(tmp_path, fak
     assert r.returncode == 0, r.stderr
     names = {p.name for p in out.iterdir()}
     for i in range(2):
-        assert {f"{STEM}_segment_{i}_of_2.tflite", f"{STEM}_segment_{i}_of_2_edgetpu.tflite",
-                f"{STEM}_segment_{i}_of_2_edgetpu.log"} <= names
+        assert {
+            f"{STEM}_segment_{i}_of_2.tflite",
+            f"{STEM}_segment_{i}_of_2_edgetpu.tflite",
+            f"{STEM}_segment_{i}_of_2_edgetpu.log",
+        } <= names
     doc = json.loads((out / f"{STEM}_plan.json").read_text())
     assert doc["compiler_version"] == "16.0.384591198"
     seg = doc["segments"][1]
@@ -182,7 +205,10 @@ def test_compile_with_fake_compiler_writes_compiled_files_and_logs(tmp_path, fak
     assert "ops on the Edge TPU" in r.stdout
 
 
-@pytest.mark.parametrize("mode, match", [("cpu", "would run on the CPU where our placement expected 0: CUSTOM x1"), ("fail", "edgetpu_compiler failed")])
+@pytest.mark.parametrize(
+    "mode, match",
+    [("cpu", "would run on the CPU where our placement expected 0: CUSTOM x1"), ("fail", "edgetpu_compiler failed")],
+)
 def test_compile_failure_on_one_segment_writes_nothing(tmp_path, fake_compiler, monkeypatch, mode, match):
     monkeypatch.setenv("FAKE_EDGETPU_MODE", mode)
     monkeypatch.setenv("FAKE_EDGETPU_FAIL_ON", "segment_1_of_3")
@@ -203,14 +229,30 @@ def test_compile_without_compiler_on_path(tmp_path, monkeypatch):
 
 def test_profiling_scheduler_through_the_cli(tmp_path):
     out = tmp_path / "out"
-    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(out), "--scheduler", "profiling",
-            "--diff_threshold_ns", "10000", "--partition_search_step", "2", "--verify", "--json")
+    r = run(
+        str(crafting.EMBEDDED),
+        "-n",
+        "3",
+        "-o",
+        str(out),
+        "--scheduler",
+        "profiling",
+        "--diff_threshold_ns",
+        "10000",
+        "--partition_search_step",
+        "2",
+        "--verify",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["scheduler"] == "profiling" and doc["scheduler_stats"]["device_runs"] > 0
     assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
     bad = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "x"), "--partition_search_step", "2")
-    assert bad.returncode == 2 and "--partition_search_step does not apply to --scheduler respect (only to: profiling)" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "--partition_search_step does not apply to --scheduler respect (only to: profiling)" in bad.stderr
+    )
 
 
 def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
@@ -224,11 +266,17 @@ def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
         assert not (tmp_path / "out2").exists() and not bad.exists()
 
 
-@pytest.mark.parametrize("args", [("--scheduler", "dp"), ("--scheduler", "dp", "--objective", "memory"),
-                                  ("--scheduler", "multiorder", "--orders", "3", "--seed", "7"),
-                                  ("--scheduler", "exact", "--time_limit", "20", "--workers", "1"),
-                                  ("--scheduler", "respect", "--samples", "2"),
-                                  ("--scheduler", "respect+exact", "--time_limit", "20")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--scheduler", "dp"),
+        ("--scheduler", "dp", "--objective", "memory"),
+        ("--scheduler", "multiorder", "--orders", "3", "--seed", "7"),
+        ("--scheduler", "exact", "--time_limit", "20", "--workers", "1"),
+        ("--scheduler", "respect", "--samples", "2"),
+        ("--scheduler", "respect+exact", "--time_limit", "20"),
+    ],
+)
 def test_dp_and_multiorder_through_the_cli(tmp_path, args):
     r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
     assert r.returncode == 0, r.stderr
@@ -258,11 +306,14 @@ def test_given_stage_map_is_written_verified_and_predicted(tmp_path):
     assert doc["predicted_bottleneck_ms"] > 0
 
 
-@pytest.mark.parametrize("stages,match", [
-    ("0,x", "entry 1 is 'x'"),
-    ("0,1", "stage map has 2 entries for 34 ops"),
-    (",".join(["0"] * 12 + ["1"] * 22), r"op 11 \(FULLY_CONNECTED\) produces a model output but is in stage 0"),
-])
+@pytest.mark.parametrize(
+    "stages,match",
+    [
+        ("0,x", "entry 1 is 'x'"),
+        ("0,1", "stage map has 2 entries for 34 ops"),
+        (",".join(["0"] * 12 + ["1"] * 22), r"op 11 \(FULLY_CONNECTED\) produces a model output but is in stage 0"),
+    ],
+)
 def test_given_stage_map_errors_name_the_problem(tmp_path, stages, match):
     r = run(str(BRANCHY), "-n", "2", "-o", str(tmp_path / "o"), "--stages", stages)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
@@ -298,8 +349,11 @@ def test_idle_stage_warning_is_one_stderr_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["num_segments"] == 3  # stdout is the plan JSON only
     assert r.stderr.count("\n") == 1
-    assert re.fullmatch(r"respect-pass: warning: stage \d is idle \d+% of the period \([\d.]+ of [\d.]+ ms\); "
-                        r"K=2 gives (the same|a shorter) period \([\d.]+ ms\)\n", r.stderr), r.stderr
+    assert re.fullmatch(
+        r"respect-pass: warning: stage \d is idle \d+% of the period \([\d.]+ of [\d.]+ ms\); "
+        r"K=2 gives (the same|a shorter) period \([\d.]+ ms\)\n",
+        r.stderr,
+    ), r.stderr
 
 
 def test_no_idle_warning_where_every_stage_works_or_fewer_tpus_are_slower(tmp_path):

@@ -1,9 +1,11 @@
 """The edgetpu_compiler driver against the documented v16 log format and a fake binary."""
-import pytest
 
+import pytest
 from fake_edgetpu import CPU_LOG, FAIL_LOG, OK_LOG
-from tflite_io import custom_op_codes
+
 from hardware.compiler import CompilerError, compile_segment, find_compiler, parse_log
+from tflite_io import custom_op_codes
+
 
 def test_parse_fully_mapped_log():
     log = parse_log(OK_LOG)
@@ -35,7 +37,9 @@ def test_compile_segment_with_fake_binary(tmp_path, fake_compiler, monkeypatch, 
     assert "edgetpu-custom-op" in custom_op_codes(out.read_bytes())
     assert log.on_chip_bytes == round(6.28 * 2**20)
     monkeypatch.setenv("FAKE_EDGETPU_MODE", "cpu")
-    with pytest.raises(CompilerError, match=r"1 operation\(s\) would run on the CPU where our placement expected 0: CUSTOM x1"):
+    with pytest.raises(
+        CompilerError, match=r"1 operation\(s\) would run on the CPU where our placement expected 0: CUSTOM x1"
+    ):
         compile_segment(seg, tmp_path)
     monkeypatch.setenv("FAKE_EDGETPU_MODE", "fail")
     with pytest.raises(CompilerError, match="failed: Internal compiler error"):

@@ -1,13 +1,15 @@
 """The compiler scheduler: libcoral's ParameterCountBasedPartitioner, checked against a literal port."""
+
 import dataclasses
 import random
 
+import libcoral_port as lc
 import pytest
+from conftest import ROOT, chain_graph, diamond_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BRANCHY, examples, placed_dags, random_dags
 
-import libcoral_port as lc
-from conftest import ROOT, chain_graph, diamond_graph
 from respect_pass.orders import libcoral_topological_order, random_stage_map
 from respect_pass.schedulers import SCHEDULERS, get_scheduler
 from respect_pass.schedulers.compiler import (
@@ -16,7 +18,6 @@ from respect_pass.schedulers.compiler import (
     libcoral_parameter_sizes,
     param_balanced_sizes,
 )
-from strategies import BRANCHY, examples, placed_dags, random_dags
 from tflite_io import Op, OpGraph, RespectPassError, StageMapError, TensorInfo, read, validate_stage_map
 
 MOBILENET = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
@@ -88,8 +89,42 @@ def test_branchy_two_segments_follow_libcoral_not_the_file_order():
     the very end, so K=2 is [22, 12] ops (the file-order split with the cut at op 11 gave [11, 23])."""
     g = read(BRANCHY)
     order = libcoral_topological_order(g)
-    assert order == [0, 7, 8, 4, 5, 6, 2, 3, 1, 9, 12, 19, 20, 17, 18, 16, 13, 14, 15, 21, 22, 29, 30, 26, 27, 28,
-                     24, 25, 23, 31, 32, 10, 33, 11]
+    assert order == [
+        0,
+        7,
+        8,
+        4,
+        5,
+        6,
+        2,
+        3,
+        1,
+        9,
+        12,
+        19,
+        20,
+        17,
+        18,
+        16,
+        13,
+        14,
+        15,
+        21,
+        22,
+        29,
+        30,
+        26,
+        27,
+        28,
+        24,
+        25,
+        23,
+        31,
+        32,
+        10,
+        33,
+        11,
+    ]
     plan = compiler_schedule(g, 2)
     assert [len(s) for s in segments(plan)] == [22, 12]
     assert segments(plan)[1] == sorted(order[22:]) == [10, 11, 23, 24, 25, 26, 27, 28, 30, 31, 32, 33]
@@ -100,8 +135,12 @@ def test_parameter_sizes_as_libcoral_counts_them():
     g = read(BRANCHY)
     assert libcoral_parameter_sizes(g) == lc.CalculateParameterSizes(g)
     # a custom op counts 0, a constant read twice counts twice
-    t = (TensorInfo(0, "x", "int8", (4,), 4), TensorInfo(1, "w", "int8", (8,), 8, buffer=1),
-         TensorInfo(2, "y", "int8", (4,), 4), TensorInfo(3, "z", "int8", (4,), 4))
+    t = (
+        TensorInfo(0, "x", "int8", (4,), 4),
+        TensorInfo(1, "w", "int8", (8,), 8, buffer=1),
+        TensorInfo(2, "y", "int8", (4,), 4),
+        TensorInfo(3, "z", "int8", (4,), 4),
+    )
     ops = (Op(0, "ADD", (0, 1, 1), (2,), 8, 1), Op(1, "CUSTOM", (2, 1), (3,), 8, 1, "post"))
     g2 = OpGraph("g", ops, t, (0,), (3,))
     assert libcoral_parameter_sizes(g2) == lc.CalculateParameterSizes(g2) == [16, 0]
@@ -163,8 +202,14 @@ def split_pinned_graph():
     """op 0 reads the input; ops 1 and 2 read op 0; op 2 is a model output read by op 3; op 4 reads op 1,
     op 5 reads op 4. libcoral's order [0, 2, 1, 4, 3, 5] puts op 2 (pinned last) second."""
     T = [TensorInfo(i, f"t{i}", "int8", (8,), 8) for i in range(7)]
-    ops = (Op(0, "ADD", (0,), (1,), 0, 1), Op(1, "ADD", (1,), (2,), 0, 1), Op(2, "ADD", (1,), (3,), 0, 1),
-           Op(3, "ADD", (3,), (4,), 0, 1), Op(4, "ADD", (2,), (5,), 0, 1), Op(5, "ADD", (5,), (6,), 0, 1))
+    ops = (
+        Op(0, "ADD", (0,), (1,), 0, 1),
+        Op(1, "ADD", (1,), (2,), 0, 1),
+        Op(2, "ADD", (1,), (3,), 0, 1),
+        Op(3, "ADD", (3,), (4,), 0, 1),
+        Op(4, "ADD", (2,), (5,), 0, 1),
+        Op(5, "ADD", (5,), (6,), 0, 1),
+    )
     return OpGraph("split", ops, tuple(T), (0,), (3, 4, 6))
 
 
@@ -183,11 +228,22 @@ def test_pinned_ops_moved_to_the_end_when_libcoral_order_has_no_valid_split():
 def test_multi_output_op_at_a_boundary_is_a_libcoral_abort_not_ours():
     # op 0 (two outputs) feeds ops 1 and 2, both feed op 3; libcoral cuts [0, 2] | [1, 3] and
     # GetStrategyFromNumOps CHECK-fails on op 0's two outputs leaving segment 0.
-    T = [TensorInfo(0, "x", "int8", (8,), 8), TensorInfo(1, "a", "int8", (8,), 8), TensorInfo(2, "b", "int8", (8,), 8),
-         TensorInfo(3, "c", "int8", (8,), 8), TensorInfo(4, "d", "int8", (8,), 8), TensorInfo(5, "y", "int8", (8,), 8),
-         TensorInfo(6, "w1", "int8", (1000,), 1000, buffer=1), TensorInfo(7, "w2", "int8", (1000,), 1000, buffer=2)]
-    ops = (Op(0, "SPLIT", (0,), (1, 2), 0, 1), Op(1, "CONV_2D", (1, 6), (3,), 1000, 1),
-           Op(2, "CONV_2D", (2, 7), (4,), 1000, 1), Op(3, "ADD", (3, 4), (5,), 0, 1))
+    T = [
+        TensorInfo(0, "x", "int8", (8,), 8),
+        TensorInfo(1, "a", "int8", (8,), 8),
+        TensorInfo(2, "b", "int8", (8,), 8),
+        TensorInfo(3, "c", "int8", (8,), 8),
+        TensorInfo(4, "d", "int8", (8,), 8),
+        TensorInfo(5, "y", "int8", (8,), 8),
+        TensorInfo(6, "w1", "int8", (1000,), 1000, buffer=1),
+        TensorInfo(7, "w2", "int8", (1000,), 1000, buffer=2),
+    ]
+    ops = (
+        Op(0, "SPLIT", (0,), (1, 2), 0, 1),
+        Op(1, "CONV_2D", (1, 6), (3,), 1000, 1),
+        Op(2, "CONV_2D", (2, 7), (4,), 1000, 1),
+        Op(3, "ADD", (3, 4), (5,), 0, 1),
+    )
     g = OpGraph("split2", ops, tuple(T), (0,), (5,))
     with pytest.raises(lc.Check, match="Only one output tensor per operator"):
         lc.ParameterCountBasedPartitioner(g).GetStrategy(2)
@@ -198,8 +254,13 @@ def test_multi_output_op_at_a_boundary_is_a_libcoral_abort_not_ours():
 
 
 def test_op_reading_only_constants_is_a_libcoral_abort():
-    T = [TensorInfo(0, "x", "int8", (8,), 8), TensorInfo(1, "c", "int8", (8,), 8, buffer=1),
-         TensorInfo(2, "a", "int8", (8,), 8), TensorInfo(3, "b", "int8", (8,), 8), TensorInfo(4, "y", "int8", (8,), 8)]
+    T = [
+        TensorInfo(0, "x", "int8", (8,), 8),
+        TensorInfo(1, "c", "int8", (8,), 8, buffer=1),
+        TensorInfo(2, "a", "int8", (8,), 8),
+        TensorInfo(3, "b", "int8", (8,), 8),
+        TensorInfo(4, "y", "int8", (8,), 8),
+    ]
     ops = (Op(0, "ADD", (0,), (2,), 0, 1), Op(1, "RESHAPE", (1,), (3,), 8, 1), Op(2, "ADD", (2, 3), (4,), 0, 1))
     g = OpGraph("const", ops, tuple(T), (0,), (4,))
     with pytest.raises(lc.Check, match="num_non_weight_tensors"):

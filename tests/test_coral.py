@@ -1,4 +1,5 @@
 """hardware/coral.py: run_coral with our LiteRT runner (CPU interpreters) and with the pycoral double."""
+
 import ctypes
 import gc
 import importlib
@@ -20,8 +21,20 @@ from respect_pass.partition import partition
 
 FAKE = Path(__file__).parent / "fake_pycoral"
 STEM = "mobilenet_v2_0.35_96_int8"
-KEYS = {"backend", "runner", "devices", "num_segments", "count", "latency_ms", "bottleneck_ms", "throughput_ips",
-        "latency_loaded_p50_ms", "latency_loaded_p99_ms", "verified", "stages"}
+KEYS = {
+    "backend",
+    "runner",
+    "devices",
+    "num_segments",
+    "count",
+    "latency_ms",
+    "bottleneck_ms",
+    "throughput_ips",
+    "latency_loaded_p50_ms",
+    "latency_loaded_p99_ms",
+    "verified",
+    "stages",
+}
 STAGE_KEYS = {"index", "ms", "ms_in_pipeline", "file", "in_bytes", "out_bytes"}
 
 
@@ -96,8 +109,9 @@ def test_pycoral_runner_on_distinct_devices_and_drains(compiled, fake_pycoral):
 
 def test_litert_runner_with_cpu_interpreters(compiled):
     _, paths = compiled
-    report = run_coral(paths, count=10, warmup=1, runner="litert", devices="usb:0,pci:0,usb:1",
-                       interpreter_factory=cpu_factory)
+    report = run_coral(
+        paths, count=10, warmup=1, runner="litert", devices="usb:0,pci:0,usb:1", interpreter_factory=cpu_factory
+    )
     check_figures(report, "litert", ["usb:0", "pci:0", "usb:1"])
     assert all(s["ms_in_pipeline"] > 0 for s in report["stages"])
     assert [s["file"] for s in report["stages"]] == [str(p) for p in paths]
@@ -105,8 +119,9 @@ def test_litert_runner_with_cpu_interpreters(compiled):
 
 def test_uncompiled_segments_run_through_an_injected_factory(compiled):
     plain = sorted(compiled[0].glob(f"{STEM}_segment_?_of_3.tflite"))
-    report = run_coral(plain, count=3, warmup=0, runner="litert", devices=["usb:0", "usb:1", "usb:2"],
-                       interpreter_factory=cpu_factory)
+    report = run_coral(
+        plain, count=3, warmup=0, runner="litert", devices=["usb:0", "usb:1", "usb:2"], interpreter_factory=cpu_factory
+    )
     assert report["runner"] == "litert" and report["count"] == 3
 
 
@@ -236,8 +251,7 @@ def test_litert_output_mismatch_is_an_error(compiled):
         return CorruptInThePipeline(it) if device == "usb:2" else it
 
     with pytest.raises(CoralError, match="output '.*' of request 0 differs from running the segments one by one"):
-        run_coral(compiled[1], count=2, warmup=0, runner="litert", devices="usb:0,usb:1,usb:2",
-                  interpreter_factory=factory)
+        run_coral(compiled[1], count=2, warmup=0, runner="litert", devices="usb:0,usb:1,usb:2", interpreter_factory=factory)
 
 
 class TestTheDoubleCatchesMisuse:
@@ -280,8 +294,13 @@ class TestTheDoubleCatchesMisuse:
 def run_pipeline(*args, pythonpath=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-c", "import sys; from respect_pass.run_pipeline import main; sys.exit(main())",
-                           *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from respect_pass.run_pipeline import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_coral_backend_with_the_double(compiled):

@@ -1,17 +1,26 @@
 """The device model's reference (hardware.cost) against hand-computed values, term by term."""
+
 import math
 
 import pytest
-
 from conftest import chain_graph, diamond_graph
+
 from hardware import EdgeTpuSpec, bottleneck_ms, latency_ms, op_class, pipeline_period_ms, stage_costs
 from hardware.cost import device_param_bytes, stream_tiles
 from tflite_io import Op, OpGraph, TensorInfo
 
 # Round numbers: 10-MAC conv ops at 1000 MAC/s x 0.5; chain_graph's 1-D outputs of 100 "channels" pad to 128.
 SPEC = EdgeTpuSpec(
-    name="hand", peak_macs_per_s=1000.0, efficiency={"conv": 0.5, "depthwise": 0.25}, elementwise_s_per_byte=0.01,
-    t_invoke_s=1.0, t_op_s=0.1, cache_bytes=150, cache_io_share=0.0, stream_bytes_per_s=10.0, io_bytes_per_s=100.0,
+    name="hand",
+    peak_macs_per_s=1000.0,
+    efficiency={"conv": 0.5, "depthwise": 0.25},
+    elementwise_s_per_byte=0.01,
+    t_invoke_s=1.0,
+    t_op_s=0.1,
+    cache_bytes=150,
+    cache_io_share=0.0,
+    stream_bytes_per_s=10.0,
+    io_bytes_per_s=100.0,
 )
 CONV_S = 10 * (128 / 100) / (1000 * 0.5)  # 0.0256 s
 
@@ -100,6 +109,7 @@ def test_shared_host_link_bounds_the_period():
 
 def test_host_ops_cost_host_time_and_keep_their_constants_off_the_tpu():
     import dataclasses
+
     g = dataclasses.replace(chain_graph([100, 20, 30]), host_ops=frozenset({2}))
     spec = SPEC.with_(cpu_op_s=0.5, cpu_macs_per_s=10.0)
     (c,) = stage_costs(g, (0, 0, 0), 1, spec)
@@ -124,5 +134,14 @@ def test_op_classes():
 
 def test_as_json_keys():
     (c,) = stage_costs(chain_graph([10]), (0,), 1, SPEC)
-    assert {"index", "ms", "param_bytes", "on_chip_bytes", "off_chip_bytes", "in_bytes", "out_bytes",
-            "host_ms", "cpu_ops"} <= set(c.as_json())
+    assert {
+        "index",
+        "ms",
+        "param_bytes",
+        "on_chip_bytes",
+        "off_chip_bytes",
+        "in_bytes",
+        "out_bytes",
+        "host_ms",
+        "cpu_ops",
+    } <= set(c.as_json())

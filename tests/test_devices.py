@@ -1,4 +1,5 @@
 """hardware/devices.py: Edge TPU enumeration on fake sysfs and /dev trees, --devices parsing, the runtime library."""
+
 import ctypes
 import subprocess
 import sys
@@ -39,12 +40,12 @@ def usb_device(root, name, vendor=None, product=None, busnum=None, devnum=None):
 def tree(tmp_path):
     """Two USB accelerators (one still in its boot loader), other USB devices, and two PCIe modules."""
     sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
-    usb_device(sys_root, "usb1", "1d6b", "0002", 1, 1)                # root hub
-    usb_device(sys_root, "1-1", "18d1", "9302", 1, 5)                 # Coral USB, firmware loaded
-    usb_device(sys_root, "1-1:1.0")                                   # its interface: no ids
-    usb_device(sys_root, "1-2", "046d", "c52b", 1, 2)                 # a mouse
-    usb_device(sys_root, "2-1", "1a6e", "089a", 2, 3)                 # Coral USB before firmware load
-    usb_device(sys_root, "2-2", "18d1", "9303", 2, 4)                 # another Google product
+    usb_device(sys_root, "usb1", "1d6b", "0002", 1, 1)  # root hub
+    usb_device(sys_root, "1-1", "18d1", "9302", 1, 5)  # Coral USB, firmware loaded
+    usb_device(sys_root, "1-1:1.0")  # its interface: no ids
+    usb_device(sys_root, "1-2", "046d", "c52b", 1, 2)  # a mouse
+    usb_device(sys_root, "2-1", "1a6e", "089a", 2, 3)  # Coral USB before firmware load
+    usb_device(sys_root, "2-2", "18d1", "9303", 2, 4)  # another Google product
     dev_root.mkdir()
     for name in ("apex_1", "apex_0", "apexx", "null"):
         (dev_root / name).write_text("")
@@ -88,15 +89,18 @@ def test_explicit_devices_are_used_as_given(tmp_path):
         select_devices(3, "usb:0,usb:1")
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("usb0", r"--devices: 'usb0' is not usb:<n> or pci:<n>"),
-    ("usb:0,tpu:1", r"'tpu:1' is not usb:<n> or pci:<n>"),
-    ("usb:-1", r"'usb:-1' is not"),
-    ("usb:0,,usb:1", r"'' is not"),
-    ("", r"--devices is empty"),
-    ("usb:0,pci:0,usb:00", r"--devices names usb:0 twice"),
-    (":1", r"':1' is not"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("usb0", r"--devices: 'usb0' is not usb:<n> or pci:<n>"),
+        ("usb:0,tpu:1", r"'tpu:1' is not usb:<n> or pci:<n>"),
+        ("usb:-1", r"'usb:-1' is not"),
+        ("usb:0,,usb:1", r"'' is not"),
+        ("", r"--devices is empty"),
+        ("usb:0,pci:0,usb:00", r"--devices names usb:0 twice"),
+        (":1", r"':1' is not"),
+    ],
+)
 def test_device_list_errors(spec, message):
     with pytest.raises(CoralError, match=message) as info:
         parse_devices(spec)
@@ -128,8 +132,10 @@ def test_missing_runtime_for_real(tmp_path):
 @pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 def test_missing_runtime_leaves_one_stderr_line():
     """LiteRT's failed Delegate prints an ignored AttributeError; the ctypes check keeps it from happening."""
-    code = ("import sys\nfrom hardware.devices import CoralError, load_edgetpu_delegate\n"
-            "try:\n    load_edgetpu_delegate('usb:0')\nexcept CoralError as e:\n    print(e, file=sys.stderr)\n")
+    code = (
+        "import sys\nfrom hardware.devices import CoralError, load_edgetpu_delegate\n"
+        "try:\n    load_edgetpu_delegate('usb:0')\nexcept CoralError as e:\n    print(e, file=sys.stderr)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout == "" and r.stderr.count("\n") == 1 and "libedgetpu.so.1" in r.stderr
 
@@ -141,6 +147,9 @@ def test_a_tpu_the_runtime_cannot_open(monkeypatch):
 
     monkeypatch.setattr(devices, "require_edgetpu_runtime", lambda library="": None)
     monkeypatch.setattr(devices, "litert_module", lambda: types.SimpleNamespace(load_delegate=load_delegate))
-    with pytest.raises(CoralError, match=r"libedgetpu.so.1 could not open the Edge TPU usb:3 \(Failed to load "
-                                         r"delegate from libedgetpu.so.1\); check that it is connected"):
+    with pytest.raises(
+        CoralError,
+        match=r"libedgetpu.so.1 could not open the Edge TPU usb:3 \(Failed to load "
+        r"delegate from libedgetpu.so.1\); check that it is connected",
+    ):
         load_edgetpu_delegate("usb:3")

@@ -1,19 +1,20 @@
 """dp: the optimal contiguous split of an order; multiorder: the best of several orders."""
+
 import itertools
 import random
 
 import pytest
+from conftest import chain_graph
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from strategies import BRANCHY, examples, random_dags, relabel
 
-from conftest import chain_graph
 from hardware import USB
 from respect_pass.objectives import latency_key, memory_objective
 from respect_pass.orders import random_topological_order, split_order
 from respect_pass.schedulers import get_scheduler
 from respect_pass.schedulers.dp import dp_schedule
 from respect_pass.schedulers.multiorder import multiorder_schedule
-from strategies import BRANCHY, examples, random_dags, relabel
 from tflite_io import StageMapError, read, validate_stage_map
 
 
@@ -53,7 +54,9 @@ def test_dp_equals_brute_force_latency(graph, k, rng):
 
 
 @settings(max_examples=examples(80), deadline=None)
-@given(random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False), st.sampled_from([1 / 2**20, 1e-5, 1e-7]))
+@given(
+    random_dags(max_ops=10), st.integers(2, 4), st.randoms(use_true_random=False), st.sampled_from([1 / 2**20, 1e-5, 1e-7])
+)
 def test_dp_equals_brute_force_memory(graph, k, rng, alpha):
     order = random_topological_order(graph, rng)
     best = brute_force(graph, order, k, lambda s: memory_objective(graph, s, k, alpha))
@@ -117,5 +120,5 @@ def test_dp_equals_brute_force_on_the_branchy_model(seed):
     g = read(BRANCHY)
     order = random_topological_order(g, random.Random(seed))
     for k in (2, 3):
-        best = brute_force(g, order, k, lambda s: latency_key(g, s, k, USB))
+        best = brute_force(g, order, k, lambda s, k=k: latency_key(g, s, k, USB))
         assert close(latency_key(g, dp_schedule(g, k, USB, order=order).stages, k, USB), best)

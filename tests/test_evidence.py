@@ -2,6 +2,7 @@
 CPU heads and tails, custom ops with and without a LiteRT kernel, a float pre/post-processing model, a
 dynamic batch, an LSTM and an already compiled model. Expected placements follow Coral's rules
 (hardware.placement); see tests/data/evidence/README.md for each model's op table."""
+
 import json
 import subprocess
 import sys
@@ -16,11 +17,11 @@ EVIDENCE = Path(__file__).resolve().parent / "data" / "evidence"
 
 #: model -> (ops on the CPU, of which pinned to the first stage, extra CLI flags)
 CASES = {
-    "ssd_head_int8": ({17, 21, 22}, set(), []),          # DEQUANTIZE x2 + TFLite_Detection_PostProcess
-    "posenet_like_int8": ({16}, set(), []),             # only the PosenetDecoderOp custom op
+    "ssd_head_int8": ({17, 21, 22}, set(), []),  # DEQUANTIZE x2 + TFLite_Detection_PostProcess
+    "posenet_like_int8": ({16}, set(), []),  # only the PosenetDecoderOp custom op
     "movenet_like": ({0, 1} | set(range(13, 26)), {0, 1}, []),  # CAST + float QUANTIZE head, float tail
-    "deeplab_like_int8": ({14, 15}, set(), []),          # final 12x12 -> 192x192 RESIZE_BILINEAR + ARG_MAX
-    "lstm_int8": (set(), set(), []),                     # UNIDIRECTIONAL_SEQUENCE_LSTM maps
+    "deeplab_like_int8": ({14, 15}, set(), []),  # final 12x12 -> 192x192 RESIZE_BILINEAR + ARG_MAX
+    "lstm_int8": (set(), set(), []),  # UNIDIRECTIONAL_SEQUENCE_LSTM maps
     "dynamic_batch_int8": (set(), set(), ["--fix-batch"]),
 }
 
@@ -87,12 +88,19 @@ def test_fix_batch_writes_static_segments(tmp_path):
         assert all(t.shapeSignature is None or min(t.shapeSignature) >= 0 for t in m.subgraphs[0].tensors)
 
 
-@pytest.mark.parametrize("name,args,match", [
-    ("compiled_edgetpu", [], "already compiled for the Edge TPU .* give the model from before edgetpu_compiler"),
-    ("dynamic_batch_int8", [], "dynamic batch dimension .* rerun with --fix-batch"),
-    ("lstm_int8", ["-n", "4"], r"number of segments must be between 1 and 3"),
-    ("deeplab_like_int8", ["-n", "16"], r"between 1 and 15 \(the largest K that works: of the 16 ops, 2 go with the last segment\)"),
-])
+@pytest.mark.parametrize(
+    "name,args,match",
+    [
+        ("compiled_edgetpu", [], "already compiled for the Edge TPU .* give the model from before edgetpu_compiler"),
+        ("dynamic_batch_int8", [], "dynamic batch dimension .* rerun with --fix-batch"),
+        ("lstm_int8", ["-n", "4"], r"number of segments must be between 1 and 3"),
+        (
+            "deeplab_like_int8",
+            ["-n", "16"],
+            r"between 1 and 15 \(the largest K that works: of the 16 ops, 2 go with the last segment\)",
+        ),
+    ],
+)
 def test_refusals_are_one_line_and_write_nothing(name, args, match, tmp_path):
     import re
 

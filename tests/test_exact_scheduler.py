@@ -1,22 +1,30 @@
 """The exact (CP-SAT) scheduler against the brute-force oracle, and its contract."""
+
 import pytest
+from conftest import chain_graph, diamond_graph
+from crafting import EMBEDDED
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from strategies import examples, random_dags
 
-from conftest import chain_graph, diamond_graph
 from hardware import PCIE, USB, EdgeTpuSpec, stage_costs
 from respect_pass.objectives import DEFAULT_ALPHA, latency_key, memory_objective
 from respect_pass.oracle import all_monotone_maps, best_map
 from respect_pass.schedulers.compiler import compiler_schedule
 from respect_pass.schedulers.exact import exact_schedule, stage_ranges
-from strategies import examples, random_dags
 from tflite_io import Op, OpGraph, StageMapError, TensorInfo, read, validate_stage_map
 
-from crafting import EMBEDDED
-
 #: Unequal link bandwidths, a per-op overhead and a small cache (streaming on most random graphs).
-ODD = EdgeTpuSpec("odd", efficiency={"conv": 0.3, "depthwise": 0.1}, elementwise_s_per_byte=1e-9, t_invoke_s=5e-5,
-                  t_op_s=2e-6, cache_bytes=2_000_000, stream_bytes_per_s=3e8, io_bytes_per_s=7e8)
+ODD = EdgeTpuSpec(
+    "odd",
+    efficiency={"conv": 0.3, "depthwise": 0.1},
+    elementwise_s_per_byte=1e-9,
+    t_invoke_s=5e-5,
+    t_op_s=2e-6,
+    cache_bytes=2_000_000,
+    stream_bytes_per_s=3e8,
+    io_bytes_per_s=7e8,
+)
 SPECS = st.sampled_from([USB, PCIE, ODD])
 QUICK = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 

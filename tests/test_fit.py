@@ -1,19 +1,29 @@
 """The linear form of the device model (hardware.fit) equals the reference, and the fit recovers a spec."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BRANCHY, examples, placed_dags
 
 from hardware import PCIE, USB, stage_costs
 from hardware.fit import Sample, fit_linear, fit_tile, predict_ms, stage_features, theta
 from hardware.placement import placed
 from respect_pass.generator import generate
-from strategies import BRANCHY, examples, placed_dags
 from tflite_io import read
 
-SCALED = USB.with_(name="scaled", t_invoke_s=2e-4, efficiency={"conv": 0.5, "depthwise": 0.05},
-                   elementwise_s_per_byte=6e-10, io_bytes_per_s=1.5e8, stream_bytes_per_s=3e8,
-                   stream_tile_positions=600, cache_bytes=2**20, cache_io_share=0.2, t_op_s=1e-6)
+SCALED = USB.with_(
+    name="scaled",
+    t_invoke_s=2e-4,
+    efficiency={"conv": 0.5, "depthwise": 0.05},
+    elementwise_s_per_byte=6e-10,
+    io_bytes_per_s=1.5e8,
+    stream_bytes_per_s=3e8,
+    stream_tile_positions=600,
+    cache_bytes=2**20,
+    cache_io_share=0.2,
+    t_op_s=1e-6,
+)
 
 
 def one_stage_ms(graph, spec):
@@ -27,15 +37,20 @@ def test_features_times_theta_is_the_reference(graph, spec):
 
 
 def graphs():
-    gs = [generate(f, n, seed) for f in ("residual", "inception", "squeeze_excite", "dense")
-          for n, seed in ((40, 1), (90, 2))]
+    gs = [
+        generate(f, n, seed) for f in ("residual", "inception", "squeeze_excite", "dense") for n, seed in ((40, 1), (90, 2))
+    ]
     return gs + [placed(read(BRANCHY))]
 
 
 def test_fit_recovers_the_linear_constants_from_exact_times():
     samples = [Sample(g, one_stage_ms(g, SCALED)) for g in graphs()]
-    prior = USB.with_(cache_bytes=SCALED.cache_bytes, cache_io_share=SCALED.cache_io_share,
-                      stream_tile_positions=SCALED.stream_tile_positions, t_op_s=SCALED.t_op_s)
+    prior = USB.with_(
+        cache_bytes=SCALED.cache_bytes,
+        cache_io_share=SCALED.cache_io_share,
+        stream_tile_positions=SCALED.stream_tile_positions,
+        t_op_s=SCALED.t_op_s,
+    )
     fitted = fit_linear(samples, prior)
     assert theta(fitted) == pytest.approx(theta(SCALED), rel=1e-6)
     assert predict_ms(samples, fitted) == pytest.approx([s.measured_ms for s in samples], rel=1e-9)
@@ -43,11 +58,16 @@ def test_fit_recovers_the_linear_constants_from_exact_times():
 
 def test_a_constant_no_sample_informs_keeps_its_prior():
     # no depthwise op anywhere: the depthwise efficiency cannot be fitted
-    samples = [Sample(g, one_stage_ms(g, SCALED)) for g in graphs()
-               if not any(op.op_type == "DEPTHWISE_CONV_2D" for op in g.ops)]
+    samples = [
+        Sample(g, one_stage_ms(g, SCALED)) for g in graphs() if not any(op.op_type == "DEPTHWISE_CONV_2D" for op in g.ops)
+    ]
     assert samples
-    prior = USB.with_(cache_bytes=SCALED.cache_bytes, cache_io_share=SCALED.cache_io_share,
-                      stream_tile_positions=SCALED.stream_tile_positions, t_op_s=SCALED.t_op_s)
+    prior = USB.with_(
+        cache_bytes=SCALED.cache_bytes,
+        cache_io_share=SCALED.cache_io_share,
+        stream_tile_positions=SCALED.stream_tile_positions,
+        t_op_s=SCALED.t_op_s,
+    )
     fitted = fit_linear(samples, prior)
     assert fitted.efficiency["depthwise"] == USB.efficiency["depthwise"]
     assert fitted.efficiency["conv"] == pytest.approx(SCALED.efficiency["conv"], rel=1e-6)

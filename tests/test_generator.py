@@ -1,4 +1,5 @@
 """The synthetic graph generator: valid TFLite-like OpGraphs, deterministic, sized, structurally distinct families."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 
 from hardware import USB, stage_costs
+from hardware.placement import op_support
 from respect_pass.generator import FAMILIES, generate, generate_suite
 from tflite_io import EDGETPU_CUSTOM_OP, OpGraph, contiguous_stage_map, validate_stage_map
 from tflite_io.graph import distinct_constants
 from tflite_io.macs import op_macs
-from hardware.placement import op_support
 
 SIZES = (20, 100, 400, 800)
 CACHE = 7 * 2**20
@@ -70,7 +71,7 @@ def test_resolution_shrinks_and_channels_grow_with_depth(family):
     four_d = [g.tensors[op.outputs[0]].shape for op in g.ops if len(g.tensors[op.outputs[0]].shape) == 4]
     spatial = [s for s in four_d if s[1] > 1]
     assert spatial[-1][1] <= res / 16
-    assert max(s[3] for s in spatial[len(spatial) // 2:]) > 2 * spatial[0][3]
+    assert max(s[3] for s in spatial[len(spatial) // 2 :]) > 2 * spatial[0][3]
 
 
 def test_deterministic_in_family_size_and_seed():
@@ -160,10 +161,15 @@ def test_families_differ_structurally():
         assert max(cat) >= 6
         assert any(cat[i] + 2 == cat[i + 1] + 1 == cat[i + 2] for i in range(len(cat) - 2))
     for g in graphs("squeeze_excite"):  # MEAN -> conv -> ... -> LOGISTIC -> MUL back into the main path
-        gates = [op for op in g.ops if op.op_type == "MUL" and len(g.preds[op.index]) == 2
-                 and g.ops[max(g.preds[op.index])].op_type == "LOGISTIC"
-                 and g.tensors[g.ops[max(g.preds[op.index])].outputs[0]].shape[1:3] == (1, 1)
-                 and g.tensors[op.outputs[0]].shape[1] > 1]
+        gates = [
+            op
+            for op in g.ops
+            if op.op_type == "MUL"
+            and len(g.preds[op.index]) == 2
+            and g.ops[max(g.preds[op.index])].op_type == "LOGISTIC"
+            and g.tensors[g.ops[max(g.preds[op.index])].outputs[0]].shape[1:3] == (1, 1)
+            and g.tensors[op.outputs[0]].shape[1] > 1
+        ]
         assert len(gates) >= 5
         assert sum(op.op_type == "MEAN" for op in g.ops) >= len(gates)
     for g in nas:  # cells: pairwise ADDs of branches, one wide concatenation per cell

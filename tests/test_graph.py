@@ -1,13 +1,17 @@
 import pytest
-
 from conftest import chain_graph, diamond_graph
+
 from tflite_io import Op, OpGraph, TensorInfo
 
 
 def test_edges_and_adjacency_of_diamond():
     g = diamond_graph()
     assert [(e.src, e.dst, e.tensor, e.nbytes) for e in g.edges] == [
-        (0, 1, 1, 20), (0, 2, 1, 20), (1, 3, 2, 30), (2, 3, 3, 40)]
+        (0, 1, 1, 20),
+        (0, 2, 1, 20),
+        (1, 3, 2, 30),
+        (2, 3, 3, 40),
+    ]
     assert g.preds == ((), (0,), (0,), (1, 2))
     assert g.succs == ((1, 2), (3,), (3,), ())
     assert g.output_ops == frozenset({3})

@@ -4,6 +4,7 @@ A range of an order is costed as a segment whose ops run in that order (the cach
 that sequence), so the reference is evaluated on the graph relabelled in the order (:func:`relabel`); for
 the execution order that is the graph itself.
 """
+
 import itertools
 import random
 
@@ -11,13 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 
 from hardware import PCIE, USB, stage_costs
 from hardware.cost import device_param_bytes, stream_tiles
+from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
 from respect_pass.generator import generate
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
-from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
-from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 from tflite_io import StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
@@ -80,8 +81,10 @@ def test_crossings_and_params():
     for b in range(1, g.num_ops):
         expected = sum(1 for t, src in g.producer.items() if g.consumers.get(t) and src < b <= max(g.consumers[t]))
         assert rc.crossings[b] == expected
+
     def device_bytes(ops):
         return sum({b: n for v in ops for b, n in device_param_bytes(g, g.ops[v]).items() if n}.values())
+
     assert rc.params[0, g.num_ops] == device_bytes(range(g.num_ops)) > g.total_param_bytes  # padded to 64 channels
     assert rc.params[3, 9] == device_bytes(range(3, 9))
 

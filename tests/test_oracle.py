@@ -1,16 +1,17 @@
 """The brute-force oracle: it enumerates exactly the stage maps validate_stage_map accepts."""
+
 import itertools
 
 import pytest
+from conftest import chain_graph, diamond_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import examples, random_dags
 
-from conftest import chain_graph, diamond_graph
 from hardware import USB
 from respect_pass.objectives import latency_key, memory_objective
 from respect_pass.oracle import all_monotone_maps, best_map, is_contiguous_split, key_better
 from respect_pass.orders import libcoral_topological_order
-from strategies import examples, random_dags
 from tflite_io import Op, OpGraph, StageMapError, TensorInfo, validate_stage_map
 
 

@@ -1,11 +1,11 @@
 import itertools
 import random
 
-from hypothesis import given, settings
-
 from conftest import chain_graph, diamond_graph
-from respect_pass.orders import has_unique_order, random_stage_map, random_topological_order, split_order
+from hypothesis import given, settings
 from strategies import examples, random_dags
+
+from respect_pass.orders import has_unique_order, random_stage_map, random_topological_order, split_order
 from tflite_io import validate_stage_map
 
 
@@ -46,6 +46,7 @@ def test_unique_order_is_detected_by_the_edges_between_neighbours():
 @given(random_dags(max_ops=7))
 def test_unique_order_agrees_with_enumerating_topological_orders(graph):
     n = graph.num_ops
-    count = sum(1 for perm in itertools.permutations(range(n))
-                if all(perm.index(e.src) < perm.index(e.dst) for e in graph.edges))
+    count = sum(
+        1 for perm in itertools.permutations(range(n)) if all(perm.index(e.src) < perm.index(e.dst) for e in graph.edges)
+    )
     assert has_unique_order(graph) == (count == 1)

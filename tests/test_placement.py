@@ -3,6 +3,7 @@
 Every rule test cites the public document it follows. The graphs are built by hand (as in conftest's
 ``chain_graph``): int8 activations unless said otherwise, constants get their own buffer.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,6 +74,7 @@ def devices(g: OpGraph) -> list[str]:
 
 
 # --- single-op rules -------------------------------------------------------------------------------
+
 
 def test_table_ops_map_on_int8_activations():
     # coral.ai/docs/edgetpu/models-intro/#supported-operations: the "Supported operations" table lists
@@ -211,8 +213,8 @@ def test_mean_z_reduction_needs_a_multiple_of_four():
     # coral.ai/docs/edgetpu/models-intro/#supported-operations, Mean: "If a z-reduction, the z-dimension
     # must be multiple of 4".
     axis = [((1,), "int32")]
-    assert support("MEAN", [(1, 7, 7, 6)], (1, 6), consts=axis) is None          # spatial (x/y) reduction
-    assert support("MEAN", [(1, 7, 7, 8)], (1, 7, 7), consts=axis) is None       # z = 8
+    assert support("MEAN", [(1, 7, 7, 6)], (1, 6), consts=axis) is None  # spatial (x/y) reduction
+    assert support("MEAN", [(1, 7, 7, 8)], (1, 7, 7), consts=axis) is None  # z = 8
     assert "multiple of 4" in support("MEAN", [(1, 7, 7, 6)], (1, 7, 7, 1), consts=axis)
     assert "multiple of 4" in support("MEAN", [(1, 7, 7, 6)], (1, 7, 7), consts=axis)
 
@@ -225,11 +227,11 @@ def test_resize_maps_only_small_sizes(kind):
     # 256->512 does not), #187 (U-Net maps at 128, not at 256) and #597 ("not mapped to TPU due to their
     # size") give the conservative limit of 128 per side.
     size = [((2,), "int32")]
-    assert support(kind, [(1, 1, 1, 256)], (1, 33, 33, 256), consts=size) is None        # DeepLab image pooling
+    assert support(kind, [(1, 1, 1, 256)], (1, 33, 33, 256), consts=size) is None  # DeepLab image pooling
     assert support(kind, [(1, 64, 64, 32)], (1, RESIZE_MAX_SIDE, RESIZE_MAX_SIDE, 32), consts=size) is None
-    reason = support(kind, [(1, 33, 33, 21)], (1, 513, 513, 21), consts=size)             # DeepLab final upsampling
+    reason = support(kind, [(1, 33, 33, 21)], (1, 513, 513, 21), consts=size)  # DeepLab final upsampling
     assert reason and "1x513x513x21" in reason and "loss in precision" in reason and "#31" in reason
-    assert support(kind, [(1, 256, 256, 32)], (1, 64, 64, 32), consts=size)               # large input too
+    assert support(kind, [(1, 256, 256, 32)], (1, 64, 64, 32), consts=size)  # large input too
 
 
 def lstm_graph(cell_dtype: str = "int16") -> OpGraph:
@@ -238,7 +240,7 @@ def lstm_graph(cell_dtype: str = "int16") -> OpGraph:
     x = b.t(1, 28, 28)
     ins = [x] + [b.t(20, 28, const=True) for _ in range(4)] + [b.t(20, 20, const=True) for _ in range(4)]
     ins += [-1, -1, -1] + [b.t(20, dtype="int32", const=True) for _ in range(4)] + [-1, -1]
-    ins += [b.t(1, 20), b.t(1, 20, dtype=cell_dtype)] + [-1] * 4   # output state (int8), cell state (int16)
+    ins += [b.t(1, 20), b.t(1, 20, dtype=cell_dtype)] + [-1] * 4  # output state (int8), cell state (int16)
     seq = b.t(1, 28, 20)
     b.op("UNIDIRECTIONAL_SEQUENCE_LSTM", ins, [seq])
     last = b.t(1, 20)
@@ -260,6 +262,7 @@ def test_unidirectional_lstm_maps_with_its_int16_cell_state():
 
 
 # --- the whole-model rule ---------------------------------------------------------------------------
+
 
 def test_everything_after_the_first_unmapped_op_runs_on_the_cpu():
     # coral.ai/docs/edgetpu/models-intro ("Compiling"): "the Edge TPU compiler cannot partition the model more
@@ -286,7 +289,7 @@ def test_ops_not_depending_on_the_cpu_tail_still_map():
     x = b.t(1, 8, 8, 3)
     feat = b.conv(x, 1, 8, 8, 16)
     scores = b.unary("DEQUANTIZE", b.conv(feat, 1, 8, 8, 4), 1, 8, 8, 4, dtype="float32")  # ops 1, 2
-    boxes = b.unary("DEQUANTIZE", b.conv(feat, 1, 8, 8, 4), 1, 8, 8, 4, dtype="float32")   # ops 3, 4
+    boxes = b.unary("DEQUANTIZE", b.conv(feat, 1, 8, 8, 4), 1, 8, 8, 4, dtype="float32")  # ops 3, 4
     out = b.t(1, 8, 8, 4, dtype="float32")
     b.op("CUSTOM", [scores, boxes], [out], "Post")
     g = b.graph([x], [out])
@@ -303,13 +306,13 @@ def deeplab_graph() -> OpGraph:
     pooled = b.unary("AVERAGE_POOL_2D", f, 1, 1, 1, 320)
     pooled = b.conv(pooled, 1, 1, 1, 256)
     up = b.t(1, 33, 33, 256)
-    b.op("RESIZE_BILINEAR", [pooled, b.t(2, dtype="int32", const=True)], [up])   # op 4: maps
+    b.op("RESIZE_BILINEAR", [pooled, b.t(2, dtype="int32", const=True)], [up])  # op 4: maps
     aspp0 = b.conv(f, 1, 33, 33, 256)
     cat = b.t(1, 33, 33, 512)
     b.op("CONCATENATION", [up, aspp0], [cat])
     logits = b.conv(b.conv(cat, 1, 33, 33, 256), 1, 33, 33, 21)
     big = b.t(1, 513, 513, 21)
-    b.op("RESIZE_BILINEAR", [logits, b.t(2, dtype="int32", const=True)], [big])   # op 9: does not
+    b.op("RESIZE_BILINEAR", [logits, b.t(2, dtype="int32", const=True)], [big])  # op 9: does not
     labels = b.unary("ARG_MAX", big, 1, 513, 513, dtype="int64")
     return b.graph([x], [labels])
 
@@ -371,7 +374,10 @@ def test_ssd_leaves_dequantize_and_postprocess_on_the_cpu():
     b.op("CUSTOM", [fb, fs, anchors], outs, "TFLite_Detection_PostProcess")
     g = b.graph([x], outs)
     assert [g.ops[i].label for i, d in enumerate(devices(g)) if d == "cpu"] == [
-        "DEQUANTIZE", "DEQUANTIZE", "CUSTOM(TFLite_Detection_PostProcess)"]
+        "DEQUANTIZE",
+        "DEQUANTIZE",
+        "CUSTOM(TFLite_Detection_PostProcess)",
+    ]
 
 
 def test_nothing_maps_in_a_float_model():

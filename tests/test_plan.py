@@ -1,13 +1,25 @@
 import json
 
 import pytest
-
 from conftest import diamond_graph
+
 from respect_pass.plan import Plan, plan_json
 from tflite_io import segment_interfaces
 
-KEYS = {"model", "num_segments", "scheduler", "objective", "predicted_bottleneck_ms", "predicted_latency_ms",
-        "optimal", "lower_bound_ms", "shared_link_ms", "solve_seconds", "segments", "scheduler_stats"}
+KEYS = {
+    "model",
+    "num_segments",
+    "scheduler",
+    "objective",
+    "predicted_bottleneck_ms",
+    "predicted_latency_ms",
+    "optimal",
+    "lower_bound_ms",
+    "shared_link_ms",
+    "solve_seconds",
+    "segments",
+    "scheduler_stats",
+}
 SEGMENT_KEYS = {"index", "file", "ops", "param_bytes", "predicted_ms", "inputs", "outputs"}
 
 
@@ -18,8 +30,15 @@ def test_plan_json_keys_and_values():
     assert set(doc) == KEYS
     assert doc["predicted_bottleneck_ms"] == 2.0 and doc["predicted_latency_ms"] == 3.5
     assert [set(s) for s in doc["segments"]] == [SEGMENT_KEYS] * 2
-    assert doc["segments"][0] == {"index": 0, "file": "a.tflite", "ops": [0, 2], "param_bytes": 1007,
-                                  "predicted_ms": 1.5, "inputs": ["x"], "outputs": ["a", "c"]}
+    assert doc["segments"][0] == {
+        "index": 0,
+        "file": "a.tflite",
+        "ops": [0, 2],
+        "param_bytes": 1007,
+        "predicted_ms": 1.5,
+        "inputs": ["x"],
+        "outputs": ["a", "c"],
+    }
     assert doc["segments"][1]["inputs"] == ["a", "c"] and doc["segments"][1]["outputs"] == ["y"]
     json.dumps(doc)
 
@@ -34,8 +53,7 @@ def test_plan_stats_is_an_immutable_mapping_with_typed_reads():
     from respect_pass.plan import Plan, PlanStats
 
     plan = Plan((0, 1), 2, "dp", stats=(("bottleneck_ms", 2.5), ("orders", 3), ("best_order", "bfs")))
-    assert isinstance(plan.stats, PlanStats) and dict(plan.stats) == {"bottleneck_ms": 2.5, "orders": 3,
-                                                                       "best_order": "bfs"}
+    assert isinstance(plan.stats, PlanStats) and dict(plan.stats) == {"bottleneck_ms": 2.5, "orders": 3, "best_order": "bfs"}
     assert plan.stats.number("orders") == 3.0 and plan.stats.text("best_order") == "bfs"
     assert plan.stats.number("missing", 7.0) == 7.0
     with pytest.raises(TypeError, match="'best_order' is text"):

@@ -1,4 +1,5 @@
 """The stage breakdown chart."""
+
 import io
 
 import matplotlib.image as mpimg
@@ -42,8 +43,10 @@ def test_every_bar_is_labelled_and_the_parameter_axis_fits_the_stages(embedded_p
     times = bar_labels(ax_t)
     assert len(times) == 3 and all(t.startswith(f"{c.ms:.3g} ms") for t, c in zip(times, costs))
     assert sum("bottleneck" in t for t in times) == 1
-    assert bar_labels(ax_p) == [f"{c.param_bytes / 2**20:.2g} MiB" if c.param_bytes < 0.1 * 2**20
-                                else f"{c.param_bytes / 2**20:.2f} MiB" for c in costs]
+    assert bar_labels(ax_p) == [
+        f"{c.param_bytes / 2**20:.2g} MiB" if c.param_bytes < 0.1 * 2**20 else f"{c.param_bytes / 2**20:.2f} MiB"
+        for c in costs
+    ]
     # the 7.8 MiB cache is far above these stages: named in the legend, not drawn, the axis fits the data
     largest = max(c.param_bytes for c in costs) / 2**20
     assert ax_p.get_ylim()[1] < 2 * largest and not [line for line in ax_p.get_lines() if len(line.get_ydata())]
@@ -58,8 +61,11 @@ def test_cache_line_is_drawn_when_in_view():
 
 
 def test_stages_far_apart_get_a_log_axis_and_zero_stages_a_label():
-    stages = [{"ms": 1.0, "on_chip_bytes": 5 * 2**20, "off_chip_bytes": 10 * 2**20},
-              {"ms": 0.2, "on_chip_bytes": 2000}, {"ms": 0.1, "on_chip_bytes": 0}]
+    stages = [
+        {"ms": 1.0, "on_chip_bytes": 5 * 2**20, "off_chip_bytes": 10 * 2**20},
+        {"ms": 0.2, "on_chip_bytes": 2000},
+        {"ms": 0.1, "on_chip_bytes": 0},
+    ]
     ax_t, ax_p = stage_figure(stages, "t", USB.cache_bytes).axes[:2]
     assert ax_p.get_yscale() == "log" and ax_p.get_ylim()[0] > 0
     assert bar_labels(ax_p) == ["15.0 MiB", "0.0019 MiB", "0 MiB"]

@@ -1,4 +1,5 @@
 """The learned ``respect`` scheduler: valid plans by construction, fast splitting, safe checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,10 @@ from respect_pass.policy.decode import greedy_order, perturbed_orders, sample_or
 from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
 from respect_pass.policy.labels import max_stages, stage_major_order
 from respect_pass.policy.model import ModelConfig, PolicyNet, decode_tensors, order_log_probs, torch_scores
+from respect_pass.schedulers.dp import best_cuts, dp_schedule
 from respect_pass.schedulers.refine import improve_by_moves, movable_ops, range_stage_times, refine
 from respect_pass.schedulers.respect import policy_scores, respect_exact_schedule, respect_schedule
 from respect_pass.schedulers.split import best_split
-from respect_pass.schedulers.dp import best_cuts, dp_schedule
 from tflite_io import RespectPassError, StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
@@ -54,8 +55,9 @@ def pinned_last(graph, order) -> bool:
 def test_policy_plans_are_valid_monotone_maps(random_checkpoint, graph, k, samples, seed):
     k = min(k, max_stages(graph))
     for heuristics in (False, True):
-        plan = respect_schedule(graph, k, USB, samples=samples, seed=seed, checkpoint=random_checkpoint,
-                                heuristics=heuristics)
+        plan = respect_schedule(
+            graph, k, USB, samples=samples, seed=seed, checkpoint=random_checkpoint, heuristics=heuristics
+        )
         assert validate_stage_map(graph, plan.stages, k) == plan.stages  # valid as emitted: no repair step
         assert plan.scheduler == "respect" and plan.num_stages == k
         stats = dict(plan.stats)
@@ -148,6 +150,7 @@ def test_greedy_follows_the_scores_among_ready_ops():
 
 def all_decoder_orders(graph, ga):
     """Every order the decoder can emit (pinned ops only when nothing else is ready)."""
+
     def rec(prefix, placed):
         if len(prefix) == graph.num_ops:
             yield list(prefix)
@@ -156,6 +159,7 @@ def all_decoder_orders(graph, ga):
         free = [v for v in ready if not ga.pinned[v]]
         for v in free or ready:
             yield from rec(prefix + [v], placed | {v})
+
     yield from rec([], frozenset())
 
 
@@ -174,8 +178,13 @@ def fan_graph():
     from tflite_io import Op, OpGraph, TensorInfo
 
     tensors = [TensorInfo(i, f"t{i}", "int8", (8,), 8) for i in range(6)]
-    ops = [Op(0, "ADD", (0,), (1,), 0, 1), Op(1, "ADD", (1,), (2,), 0, 1), Op(2, "ADD", (1,), (3,), 0, 1),
-           Op(3, "ADD", (1,), (4,), 0, 1), Op(4, "ADD", (2, 3, 4), (5,), 0, 1)]
+    ops = [
+        Op(0, "ADD", (0,), (1,), 0, 1),
+        Op(1, "ADD", (1,), (2,), 0, 1),
+        Op(2, "ADD", (1,), (3,), 0, 1),
+        Op(3, "ADD", (1,), (4,), 0, 1),
+        Op(4, "ADD", (2, 3, 4), (5,), 0, 1),
+    ]
     return OpGraph("fan", tuple(ops), tuple(tensors), (0,), (5,))
 
 
@@ -213,10 +222,16 @@ def test_features_are_finite_and_scale_free():
         x = node_features(ga, k)
         assert x.shape == (graph.num_ops, NUM_FEATURES) and x.dtype == np.float32 and np.isfinite(x).all()
     # a slower TPU of the same shape changes no time ratio
-    slow = USB.with_(peak_macs_per_s=USB.peak_macs_per_s / 2, t_invoke_s=USB.t_invoke_s * 2,
-                     stream_bytes_per_s=USB.stream_bytes_per_s / 2, io_bytes_per_s=USB.io_bytes_per_s / 2,
-                     elementwise_s_per_byte=USB.elementwise_s_per_byte * 2, cpu_op_s=USB.cpu_op_s * 2,
-                     cpu_macs_per_s=USB.cpu_macs_per_s / 2, shared_link_bytes_per_s=USB.shared_link_bytes_per_s / 2)
+    slow = USB.with_(
+        peak_macs_per_s=USB.peak_macs_per_s / 2,
+        t_invoke_s=USB.t_invoke_s * 2,
+        stream_bytes_per_s=USB.stream_bytes_per_s / 2,
+        io_bytes_per_s=USB.io_bytes_per_s / 2,
+        elementwise_s_per_byte=USB.elementwise_s_per_byte * 2,
+        cpu_op_s=USB.cpu_op_s * 2,
+        cpu_macs_per_s=USB.cpu_macs_per_s / 2,
+        shared_link_bytes_per_s=USB.shared_link_bytes_per_s / 2,
+    )
     assert np.allclose(node_features(graph_arrays(graph, slow), 3), node_features(ga, 3), atol=1e-6)
 
 
@@ -269,7 +284,8 @@ def test_shipped_checkpoint_loads_without_pickle_and_schedules_a_branchy_model(m
         assert plan.stats.number("bottleneck_ms") == pytest.approx(period * 1e3, rel=1e-9)
         if plan.stats["best_order"] == "greedy":
             assert plan.stats.number("bottleneck_ms") < dp_schedule(graph, k, USB).stats.number("bottleneck_ms") * (
-                1 - 1e-9)  # it replaced the floor only by being strictly better
+                1 - 1e-9
+            )  # it replaced the floor only by being strictly better
 
 
 def test_respect_exact_uses_the_policy_plan_as_hint(random_checkpoint):

@@ -5,6 +5,7 @@ The torch :class:`PolicyNet` stays the reference (training uses it); the numpy
 function, and nothing on the path of ``respect-pass MODEL -n K``, ``respect-pass
 inspect`` or ``run_pipeline`` may import torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -176,8 +177,9 @@ def test_respect_plans_with_the_network_forced_are_valid_and_recost_equal(k, sam
         period, latency = map_period_s(graph_arrays(graph, USB), np.asarray(plan.stages), k)
         assert stats["bottleneck_ms"] == pytest.approx(period * 1e3, rel=1e-9)
         assert stats["latency_ms"] == pytest.approx(latency * 1e3, rel=1e-9)
-        assert (stats["bottleneck_ms"], stats["latency_ms"]) == pytest.approx(latency_key(graph, plan.stages, k, USB),
-                                                                               rel=1e-9)
+        assert (stats["bottleneck_ms"], stats["latency_ms"]) == pytest.approx(
+            latency_key(graph, plan.stages, k, USB), rel=1e-9
+        )
         again = respect_schedule(graph, k, USB, samples=samples, seed=1, one_order_shortcut=shortcut)
         assert again.stages == plan.stages  # deterministic for a seed
     assert not has_unique_order(read(BRANCHY)) and has_unique_order(read(EMBEDDED))
@@ -218,18 +220,22 @@ NO_TORCH = textwrap.dedent("""
 
 def test_inference_path_never_imports_torch():
     """CLI partition (default scheduler), inspect, run_pipeline and the forced network, with torch blocked."""
-    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(EMBEDDED), str(BRANCHY)], capture_output=True,
-                       text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(EMBEDDED), str(BRANCHY)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert r.returncode == 0 and "NO-TORCH-OK" in r.stdout, r.stderr[-3000:]
 
 
 def test_importing_the_cli_and_schedulers_loads_no_torch():
-    code = ("import sys, respect_pass.cli, respect_pass.run_pipeline, respect_pass.schedulers.respect, "
-            "respect_pass.policy.checkpoint, respect_pass.policy.decode; "
-            "from respect_pass.schedulers import get_scheduler; get_scheduler('respect'); "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                       timeout=120, cwd=ROOT)
+    code = (
+        "import sys, respect_pass.cli, respect_pass.run_pipeline, respect_pass.schedulers.respect, "
+        "respect_pass.policy.checkpoint, respect_pass.policy.decode; "
+        "from respect_pass.schedulers import get_scheduler; get_scheduler('respect'); "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "[]"
     imported = [line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")]

@@ -1,16 +1,17 @@
 """``respect-pass train --quick``: lowers the validation gap, is deterministic, writes a loadable checkpoint."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+from strategies import BRANCHY
 
 from hardware import USB
 from respect_pass.policy.checkpoint import load_checkpoint
-from respect_pass.schedulers.respect import respect_schedule
 from respect_pass.policy.train_cli import build_parser, train_main
-from strategies import BRANCHY
+from respect_pass.schedulers.respect import respect_schedule
 from tflite_io import read, validate_stage_map
 
 
@@ -41,8 +42,9 @@ def test_quick_checkpoint_loads_and_schedules(quick_run):
         assert all(data[k].dtype.kind == "f" for k in data.files)
     load_checkpoint(npz)
     graph = read(BRANCHY)  # several topological orders: the quick-trained network decides the order
-    plan = respect_schedule(graph, 3, USB, checkpoint=npz, samples=2, heuristics=False, refine_rounds=0,
-                            one_order_shortcut=False)
+    plan = respect_schedule(
+        graph, 3, USB, checkpoint=npz, samples=2, heuristics=False, refine_rounds=0, one_order_shortcut=False
+    )
     validate_stage_map(graph, plan.stages, 3)
     assert plan.stats.number("policy_ms") > 0
     assert str(plan.stats["best_order"]).startswith(("greedy", "sample")) or plan.stats["best_order"] == "execution"

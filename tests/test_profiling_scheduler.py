@@ -1,10 +1,12 @@
 """The profiling scheduler: libcoral's partition_with_profiling, ported, with the simulator as device."""
-import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import libcoral_port as lc
+import pytest
 from conftest import ROOT, chain_graph
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import BRANCHY, examples, random_dags
+
 from hardware import USB, stage_costs
 from respect_pass.orders import libcoral_topological_order
 from respect_pass.schedulers import get_scheduler
@@ -16,7 +18,6 @@ from respect_pass.schedulers.profiling import (
     bisect_partition,
     profiling_schedule,
 )
-from strategies import BRANCHY, examples, random_dags
 from tflite_io import StageMapError, read, validate_stage_map
 
 
@@ -26,10 +27,13 @@ def per_op_latency(num_ops):
 
 
 # Expected values from libcoral's own mock tests (inception_v3: 132 ops, the output op last).
-@pytest.mark.parametrize("segments, target, last, partition", [
-    (2, 50000, 82000, [50, 82]),
-    (4, 30000, 42000, [30, 30, 30, 42]),
-])
+@pytest.mark.parametrize(
+    "segments, target, last, partition",
+    [
+        (2, 50000, 82000, [50, 82]),
+        (4, 30000, 42000, [30, 30, 30, 42]),
+    ],
+)
 def test_on_target_matches_libcoral_mock_tests(segments, target, last, partition):
     p = ProfilingPartitioner(132, 131, segments, per_op_latency)
     assert p.on_target(target, 1) == last
@@ -70,7 +74,7 @@ def test_backtracks_when_later_segments_cannot_be_placed():
     def device(num_ops):
         out, start = [], 0
         for n in num_ops:
-            out.append(1000 * sum(cost[start:start + n]))
+            out.append(1000 * sum(cost[start : start + n]))
             start += n
         return out
 
@@ -183,14 +187,13 @@ def model(request):
 def segments_of(order, num_ops):
     out, start = [], 0
     for n in num_ops:
-        out.append(sorted(order[start:start + n]))
+        out.append(sorted(order[start : start + n]))
         start += n
     return out
 
 
 @pytest.mark.parametrize("k", range(1, 9))
-@pytest.mark.parametrize("step, threshold", [(1, 1000), (1, 1_000_000), (2, 1000), (4, 100_000), (8, 100_000),
-                                             (16, 1000)])
+@pytest.mark.parametrize("step, threshold", [(1, 1000), (1, 1_000_000), (2, 1000), (4, 100_000), (8, 100_000), (16, 1000)])
 def test_outcome_and_segments_match_the_literal_libcoral_port(model, k, step, threshold):
     """Where libcoral writes segments ours are the same; where it aborts or writes nothing,
     scheduler_stats says so and the plan is still a valid pipeline."""
@@ -248,8 +251,10 @@ def test_compiler_abort_is_libcoral_initial_partition_failure():
     g = read(MOBILENET)  # the compiler's split CHECK-fails from K=4 on (an op larger than total/K + 1)
     plan = profiling_schedule(g, 4, USB, diff_threshold_ns=1000)
     s = dict(plan.stats)
-    assert s["libcoral_outcome"].startswith("CHECK failure: Can not compile initial partition "
-                                            "(edgetpu_compiler --num_segments=4: CHECK_GT(num_ops_per_segment[2], 0)")
+    assert s["libcoral_outcome"].startswith(
+        "CHECK failure: Can not compile initial partition "
+        "(edgetpu_compiler --num_segments=4: CHECK_GT(num_ops_per_segment[2], 0)"
+    )
     assert s["result"] == "search" and s["device_runs"] > 0
 
 

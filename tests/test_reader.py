@@ -1,14 +1,14 @@
 from pathlib import Path
 
+import crafting
 import pytest
+from conftest import zoo_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import examples
 
-import crafting
-from conftest import zoo_model
 from tflite_io import ModelFormatError, RespectPassError, UnsupportedModelError, read, read_model
 from tflite_io.reader import parse_model
-from strategies import examples
 
 DATA = crafting.EMBEDDED.read_bytes()
 
@@ -38,18 +38,21 @@ def test_per_channel_quantization_is_kept(embedded_model):
     assert w.is_constant and len(w.quantization.scale) == w.shape[0]
 
 
-@pytest.mark.parametrize("make,error,match", [
-    # an int8 CONV_2D writing a float tensor: LiteRT refuses to prepare it, and so do we (naming the op)
-    (crafting.float_model, ModelFormatError, r"LiteRT cannot prepare op 0 \(CONV_2D\)"),
-    (crafting.two_subgraphs, UnsupportedModelError, "2 subgraphs"),
-    (crafting.dynamic_batch, UnsupportedModelError, "dynamic batch dimension .* rerun with --fix-batch"),
-    (crafting.compiled, UnsupportedModelError, "already compiled for the Edge TPU .* from before edgetpu_compiler"),
-    (crafting.bad_zero_point, ModelFormatError, r"LiteRT cannot prepare op \d+ \(CONV_2D\)"),
-    (crafting.wrong_identifier, ModelFormatError, "file identifier is b'XYZ1'"),
-    (lambda d: d[: len(d) // 3], ModelFormatError, "not a valid TFLite flatbuffer"),
-    (lambda d: b"TFL", ModelFormatError, "too small"),
-    (lambda d: b"\x00" * 1000, ModelFormatError, "file identifier"),
-])
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        # an int8 CONV_2D writing a float tensor: LiteRT refuses to prepare it, and so do we (naming the op)
+        (crafting.float_model, ModelFormatError, r"LiteRT cannot prepare op 0 \(CONV_2D\)"),
+        (crafting.two_subgraphs, UnsupportedModelError, "2 subgraphs"),
+        (crafting.dynamic_batch, UnsupportedModelError, "dynamic batch dimension .* rerun with --fix-batch"),
+        (crafting.compiled, UnsupportedModelError, "already compiled for the Edge TPU .* from before edgetpu_compiler"),
+        (crafting.bad_zero_point, ModelFormatError, r"LiteRT cannot prepare op \d+ \(CONV_2D\)"),
+        (crafting.wrong_identifier, ModelFormatError, "file identifier is b'XYZ1'"),
+        (lambda d: d[: len(d) // 3], ModelFormatError, "not a valid TFLite flatbuffer"),
+        (lambda d: b"TFL", ModelFormatError, "too small"),
+        (lambda d: b"\x00" * 1000, ModelFormatError, "file identifier"),
+    ],
+)
 def test_bad_models_raise_one_domain_error(tmp_path, make, error, match):
     p = tmp_path / "bad.tflite"
     p.write_bytes(make(DATA))
@@ -86,12 +89,15 @@ def test_fuzz_byte_flips_only_raise_domain_errors(flips):
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name,ops,params,macs", [
-    # Published figures: MobileNetV2 1.0/224 ~3.5 M parameters, ~300 M MACs;
-    # ResNet-50 ~25.6 M parameters, ~4.1 G (multiply-add) FLOPs (3.9 G MACs counted exactly).
-    ("MobileNetV2", 64, 3.5e6, 300e6),
-    ("ResNet50", 74, 25.6e6, 3.9e9),
-])
+@pytest.mark.parametrize(
+    "name,ops,params,macs",
+    [
+        # Published figures: MobileNetV2 1.0/224 ~3.5 M parameters, ~300 M MACs;
+        # ResNet-50 ~25.6 M parameters, ~4.1 G (multiply-add) FLOPs (3.9 G MACs counted exactly).
+        ("MobileNetV2", 64, 3.5e6, 300e6),
+        ("ResNet50", 74, 25.6e6, 3.9e9),
+    ],
+)
 def test_zoo_model_figures(name, ops, params, macs):
     g = read(zoo_model(name))
     assert g.num_ops == ops
@@ -133,6 +139,7 @@ def test_fix_batch_does_not_hide_other_dynamic_dimensions(tmp_path):
     def edit(m):
         t = m.subgraphs[0].tensors[m.subgraphs[0].inputs[0]]
         t.shapeSignature = [1, -1, -1, 3]
+
     p = tmp_path / "dyn_hw.tflite"
     p.write_bytes(crafting.mutate(DATA, edit))
     with pytest.raises(UnsupportedModelError, match="dynamic shape"):

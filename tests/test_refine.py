@@ -1,5 +1,6 @@
 """Block moves in the ``respect`` refinement (respect_pass/schedulers/refine.py): monotone maps, pins kept,
 never worse, and a branch that only moves as a whole."""
+
 from __future__ import annotations
 
 import random
@@ -55,8 +56,11 @@ def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng
             assert not (step < 0 and ga.pinned[ops].any())
             assert work == pytest.approx(float((ga.op_s + ga.param_bytes / USB.stream_bytes_per_s)[ops].sum()))
             # forward: the op and its descendants in the stage; backward: the op and its ancestors
-            root = [v for v in block if (ga.ancestors[v, list(block)].sum() == 0 if step > 0
-                                          else ga.ancestors[list(block), v].sum() == 0)]
+            root = [
+                v
+                for v in block
+                if (ga.ancestors[v, list(block)].sum() == 0 if step > 0 else ga.ancestors[list(block), v].sum() == 0)
+            ]
             assert len(root) == 1
             if any(m[v] != 0 for v in first):
                 assert stage == 0 and step > 0  # only a forward block out of stage 0 can carry them: the caller checks
@@ -82,8 +86,9 @@ def test_refine_with_block_moves_never_returns_a_worse_plan(graph, k, seed, bloc
     order = greedy_order(scores, ga, st_arr)
     cuts = [int(np.searchsorted(st_arr[order], s)) for s in range(1, k)]
     key = map_period_s(ga, st_arr, k)
-    new_order, new_cuts, new_key, rounds = refine(ga, scores, order, cuts, key, k, 4, np.random.default_rng(seed),
-                                                  blocks=blocks)
+    new_order, new_cuts, new_key, rounds = refine(
+        ga, scores, order, cuts, key, k, 4, np.random.default_rng(seed), blocks=blocks
+    )
     plan = tuple(split_order(new_order.tolist(), new_cuts, ga.n))
     assert validate_stage_map(graph, plan, k) == plan
     b, lat = latency_key(graph, plan, k, USB)
@@ -150,8 +155,7 @@ def test_a_two_op_branch_moves_where_no_single_op_can():
     key = map_period_s(ga, start, k)
     runs = {}
     for blocks in (0, None):
-        new_order, new_cuts, new_key, _ = refine(ga, scores, order, [5], key, k, 4, np.random.default_rng(0),
-                                                 blocks=blocks)
+        new_order, new_cuts, new_key, _ = refine(ga, scores, order, [5], key, k, 4, np.random.default_rng(0), blocks=blocks)
         runs[blocks] = (tuple(split_order(new_order.tolist(), new_cuts, ga.n)), new_key)
     without, with_blocks = runs[0], runs[None]
     assert with_blocks[1][0] < 0.75 * without[1][0]

@@ -1,25 +1,32 @@
 """--refine-on-device: schedule, measure on a (simulated) device, refit, reschedule."""
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import crafting
+import pytest
+from strategies import BRANCHY
+
 from hardware import USB
 from hardware.calibrate import SimDevice
 from hardware.kernel import cost_arrays, map_period_s
 from respect_pass.partition import load_model
 from respect_pass.refine_device import refine_on_device
 from respect_pass.schedulers import get_scheduler
-from strategies import BRANCHY
 from tflite_io import RespectPassError
 
 #: a device slower than the preset in every linear term, with the preset's cache
-TRUTH = USB.with_(name="truth", t_invoke_s=3e-4, efficiency={"conv": 0.45, "depthwise": 0.06},
-                  elementwise_s_per_byte=8e-10, io_bytes_per_s=1.6e8, stream_bytes_per_s=3e8)
+TRUTH = USB.with_(
+    name="truth",
+    t_invoke_s=3e-4,
+    efficiency={"conv": 0.45, "depthwise": 0.06},
+    elementwise_s_per_byte=8e-10,
+    io_bytes_per_s=1.6e8,
+    stream_bytes_per_s=3e8,
+)
 
 
 def period(model, stages, k, spec):
@@ -36,8 +43,9 @@ def test_reaches_the_best_plan_for_the_device_within_three_rounds(path, k):
     assert 1 <= ref.device_runs == device.runs == len(ref.rounds) <= 3
     assert [r["round"] for r in ref.rounds] == list(range(len(ref.rounds)))
     # the written plan is the best measured one, and the measurement is the device's (TRUTH's) period
-    assert min(r["measured_bottleneck_ms"] for r in ref.rounds) == pytest.approx(period(model, ref.plan.stages, k, TRUTH),
-                                                                                 rel=1e-6)
+    assert min(r["measured_bottleneck_ms"] for r in ref.rounds) == pytest.approx(
+        period(model, ref.plan.stages, k, TRUTH), rel=1e-6
+    )
 
 
 def test_the_refit_moves_the_model_towards_the_device():
@@ -69,8 +77,20 @@ def respect_pass(*args, cwd=None, env=None):
 def test_cli_records_every_round_in_plan_json(tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text(TRUTH.to_json())
-    r = respect_pass(str(BRANCHY), "-n", "2", "-o", str(tmp_path / "out"), "--refine-on-device", "3",
-                     "--backend", "sim", "--device-spec", str(truth), "--json")
+    r = respect_pass(
+        str(BRANCHY),
+        "-n",
+        "2",
+        "-o",
+        str(tmp_path / "out"),
+        "--refine-on-device",
+        "3",
+        "--backend",
+        "sim",
+        "--device-spec",
+        str(truth),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     refined = doc["device_refinement"]
@@ -80,13 +100,16 @@ def test_cli_records_every_round_in_plan_json(tmp_path):
     assert json.loads(next((tmp_path / "out").glob("*_plan.json")).read_text())["device_refinement"] == refined
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--backend", "sim"], "applies only with --refine-on-device"),
-    (["--refine-on-device", "2", "--stages", "0,1"], "does not combine with --refine-on-device"),
-    (["--refine-on-device", "2", "--backend", "sim", "--devices", "usb:0"], "apply to --backend coral only"),
-    (["--refine-on-device", "2", "--device-spec", "usb"], "applies to --backend sim only"),
-    (["--refine-on-device", "2"], "edgetpu_compiler"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "sim"], "applies only with --refine-on-device"),
+        (["--refine-on-device", "2", "--stages", "0,1"], "does not combine with --refine-on-device"),
+        (["--refine-on-device", "2", "--backend", "sim", "--devices", "usb:0"], "apply to --backend coral only"),
+        (["--refine-on-device", "2", "--device-spec", "usb"], "applies to --backend sim only"),
+        (["--refine-on-device", "2"], "edgetpu_compiler"),
+    ],
+)
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message):
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     r = respect_pass(str(BRANCHY), "-n", "2", "-o", str(tmp_path / "out"), *args, env=env)

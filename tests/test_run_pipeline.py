@@ -3,9 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import crafting
 import pytest
 
-import crafting
 from respect_pass import partition
 from respect_pass.run_pipeline import find_segments
 from tflite_io import RespectPassError
@@ -26,7 +26,9 @@ def test_sim_chains_and_verifies(tmp_path):
     assert doc["stages"][0]["in_bytes"] == 96 * 96 * 3
     keys = {"backend", "num_segments", "bottleneck_ms", "latency_ms", "throughput_ips", "verified", "stages"}
     assert keys <= set(doc)
-    assert {"index", "ms", "param_bytes", "on_chip_bytes", "off_chip_bytes", "in_bytes", "out_bytes"} <= set(doc["stages"][0])
+    assert {"index", "ms", "param_bytes", "on_chip_bytes", "off_chip_bytes", "in_bytes", "out_bytes"} <= set(
+        doc["stages"][0]
+    )
     ms = [s["ms"] for s in doc["stages"]]
     assert doc["bottleneck_ms"] == pytest.approx(max(ms)) and doc["latency_ms"] == pytest.approx(sum(ms))
     assert doc["throughput_ips"] == pytest.approx(1000 / max(ms))

@@ -1,4 +1,5 @@
 """hardware/runner.py: LiteRtPipelinedRunner on LiteRT CPU interpreters and on pure-Python interpreter doubles."""
+
 import gc
 import threading
 import time
@@ -239,9 +240,11 @@ class Fake:
 
 
 def test_binding_by_name_forwards_model_inputs_and_returns_the_last_outputs():
-    segs = [Fake(["x"], ["a"], lambda x: x + 1),
-            Fake(["a"], ["b"], lambda a: a * 10),
-            Fake(["b", "x"], ["y"], lambda b, x: b - x)]  # x skips two segments
+    segs = [
+        Fake(["x"], ["a"], lambda x: x + 1),
+        Fake(["a"], ["b"], lambda a: a * 10),
+        Fake(["b", "x"], ["y"], lambda b, x: b - x),
+    ]  # x skips two segments
     with LiteRtPipelinedRunner(segs) as runner:
         runner.push({"x": np.array([1, 2], np.int32)})
         out = runner.pop(timeout_s=10)

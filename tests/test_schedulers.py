@@ -1,14 +1,15 @@
 """Every registered scheduler: valid plans, costs the cost model reproduces, nothing beats a proven optimum."""
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from strategies import examples, placed_dags, random_dags
 
 from hardware import USB
 from respect_pass.generator import generate
 from respect_pass.objectives import latency_key
 from respect_pass.oracle import best_map
 from respect_pass.schedulers import SCHEDULERS
-from strategies import examples, placed_dags, random_dags
 from tflite_io import StageMapError, validate_stage_map
 
 NAMES = ("compiler", "profiling", "dp", "multiorder", "exact")

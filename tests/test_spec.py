@@ -26,16 +26,19 @@ def test_partial_file_falls_back_to_usb(tmp_path):
     assert spec.efficiency["conv"] == 0.5 and spec.efficiency["depthwise"] == USB.efficiency["depthwise"]
 
 
-@pytest.mark.parametrize("content,match", [
-    ("{not json", "unreadable JSON"),
-    ("[1, 2]", "must be a JSON object"),
-    ('{"bogus": 1}', r"unknown key\(s\) \['bogus'\]"),
-    ('{"io_bytes_per_s": -5}', "must be a positive number"),
-    ('{"efficiency": {"conv": 2}}', r"efficiency\[conv\] must be in \(0, 1\]"),
-    ('{"cache_bytes": "big"}', "non-negative number"),
-    ('{"shared_link_bytes_per_s": -1}', "non-negative number"),
-    ('{"stream_tile_positions": 0}', "must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("{not json", "unreadable JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"bogus": 1}', r"unknown key\(s\) \['bogus'\]"),
+        ('{"io_bytes_per_s": -5}', "must be a positive number"),
+        ('{"efficiency": {"conv": 2}}', r"efficiency\[conv\] must be in \(0, 1\]"),
+        ('{"cache_bytes": "big"}', "non-negative number"),
+        ('{"shared_link_bytes_per_s": -1}', "non-negative number"),
+        ('{"stream_tile_positions": 0}', "must be a positive number"),
+    ],
+)
 def test_bad_spec_files(tmp_path, content, match):
     p = tmp_path / "bad.json"
     p.write_text(content)
@@ -56,9 +59,10 @@ def test_efficiency_needs_all_classes():
 
 
 def test_a_scheduler_given_something_that_is_not_a_spec_refuses_it():
+    from strategies import BRANCHY
+
     from hardware import as_spec
     from respect_pass.schedulers import SCHEDULERS
-    from strategies import BRANCHY
     from tflite_io import read
 
     assert as_spec(None) is USB and as_spec(PCIE) is PCIE

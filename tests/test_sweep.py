@@ -1,4 +1,5 @@
 """``respect-pass sweep`` (library and command line) and the idle-stage check of a normal run."""
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,16 @@ from respect_pass.schedulers import get_scheduler
 from respect_pass.sweep import IDLE_BELOW, SAME_PERIOD, SweepRow, idle_stage, recommend, sweep
 from tflite_io import RespectPassError
 
-ROW_KEYS = {"k", "bottleneck_ms", "latency_ms", "throughput_ips", "speedup_vs_1", "speedup_vs_compiler",
-            "compiler_bottleneck_ms", "idle_stages"}
+ROW_KEYS = {
+    "k",
+    "bottleneck_ms",
+    "latency_ms",
+    "throughput_ips",
+    "speedup_vs_1",
+    "speedup_vs_compiler",
+    "compiler_bottleneck_ms",
+    "idle_stages",
+}
 #: No per-invoke cost: stages after the input-bound first one are nearly idle, and more TPUs do not help.
 NO_INVOKE = replace(USB, t_invoke_s=0.0)
 #: ... and a 200x slower MAC array: compute-bound, so a fourth TPU helps although its first stage idles.
@@ -74,6 +83,7 @@ def test_recommended_is_the_smallest_k_within_two_percent_of_the_best(graph):
 def test_recommend_skips_missing_plans_and_ties():
     def row(k, ips):
         return SweepRow(k, None if ips is None else 1e3 / ips, None, ips, None, None, None)
+
     assert recommend([row(1, 100.0), row(2, 150.0), row(3, None), row(4, 152.0)]) == 2
     assert recommend([row(1, 100.0), row(2, 97.0)]) == 1
     assert recommend([row(1, None)]) is None
@@ -103,6 +113,7 @@ def test_bad_arguments_raise():
 
 
 # idle stages -----------------------------------------------------------------------------------------------
+
 
 def test_idle_stage_fires_when_fewer_tpus_give_the_same_period(graph):
     _, times, plan = costed(graph, "respect", 3, NO_INVOKE)
@@ -134,6 +145,7 @@ def test_slow_schedulers_are_rechecked_with_respect(graph):
 
 # the command line ------------------------------------------------------------------------------------------
 
+
 def test_cli_json(tmp_path):
     r = run("sweep", str(crafting.EMBEDDED), "--max-tpus", "4", "--json", "--scheduler", "dp")
     assert r.returncode == 0, r.stderr
@@ -164,13 +176,16 @@ def test_cli_caps_max_tpus_with_a_note():
     assert all(row["speedup_vs_compiler"] == pytest.approx(1.0) for row in doc["rows"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--max-tpus", "0"), "respect-pass sweep: error: --max-tpus must be at least 1, got 0\n"),
-    (("--max-tpus", "2", "--plot", "{tmp}/nodir/x.png"), "its directory does not exist"),
-    (("--max-tpus", "2", "--plot", "{tmp}/x.txt"), "the plot must be a .png file"),
-    (("--max-tpus", "2", "--spec", "nope"), "not a preset"),
-    (("--max-tpus", "x"), "invalid int value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--max-tpus", "0"), "respect-pass sweep: error: --max-tpus must be at least 1, got 0\n"),
+        (("--max-tpus", "2", "--plot", "{tmp}/nodir/x.png"), "its directory does not exist"),
+        (("--max-tpus", "2", "--plot", "{tmp}/x.txt"), "the plot must be a .png file"),
+        (("--max-tpus", "2", "--spec", "nope"), "not a preset"),
+        (("--max-tpus", "x"), "invalid int value"),
+    ],
+)
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message):
     r = run("sweep", str(crafting.EMBEDDED), *(a.format(tmp=tmp_path) for a in args))
     assert r.returncode == 2 and r.stdout == ""

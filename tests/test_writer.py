@@ -3,10 +3,10 @@ import struct
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from hypothesis import given, settings
-
 from crafting import EMBEDDED
+from hypothesis import given, settings
 from strategies import BRANCHY, examples, monotone_maps
+
 from tflite_io import (
     OutputError,
     StageMapError,
@@ -56,6 +56,7 @@ def test_random_maps_are_really_non_contiguous():
     import random
 
     from respect_pass.orders import random_stage_map
+
     rng = random.Random(1)
     maps = [random_stage_map(BRANCHY_MODEL.graph, 4, rng) for _ in range(30)]
     assert sum(list(m) != sorted(m) for m in maps) > 20

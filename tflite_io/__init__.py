@@ -1,4 +1,5 @@
 """tflite_io: the bottom layer. Flatbuffer I/O for ``.tflite`` models and the OpGraph IR."""
+
 from .errors import (
     ModelFormatError,
     OutputError,
@@ -14,9 +15,33 @@ from .verify import VerifyReport, check_wiring, verify_model_segments, verify_se
 from .writer import build_segments, segment_file_name, write_files, write_segments
 
 __all__ = [
-    "EDGETPU_CUSTOM_OP", "custom_op_codes", "Edge", "ModelFormatError", "Op", "OpGraph", "OutputError", "Quantization", "RespectPassError",
-    "SegmentInterface", "StageMapError", "TensorInfo", "TfliteModel", "UnsupportedModelError",
-    "VerificationError", "VerifyReport", "build_segments", "check_wiring", "verify_model_segments", "contiguous_stage_map", "max_stages", "read", "read_model",
-    "segment_file_name", "segment_interfaces", "validate_stage_map", "verify_segments", "write_files",
+    "EDGETPU_CUSTOM_OP",
+    "custom_op_codes",
+    "Edge",
+    "ModelFormatError",
+    "Op",
+    "OpGraph",
+    "OutputError",
+    "Quantization",
+    "RespectPassError",
+    "SegmentInterface",
+    "StageMapError",
+    "TensorInfo",
+    "TfliteModel",
+    "UnsupportedModelError",
+    "VerificationError",
+    "VerifyReport",
+    "build_segments",
+    "check_wiring",
+    "verify_model_segments",
+    "contiguous_stage_map",
+    "max_stages",
+    "read",
+    "read_model",
+    "segment_file_name",
+    "segment_interfaces",
+    "validate_stage_map",
+    "verify_segments",
+    "write_files",
     "write_segments",
 ]

@@ -1,9 +1,14 @@
 """Domain errors of the tflite_io layer. Each carries the offending values."""
+
 from __future__ import annotations
 
 __all__ = [
-    "RespectPassError", "ModelFormatError", "UnsupportedModelError", "StageMapError",
-    "OutputError", "VerificationError",
+    "RespectPassError",
+    "ModelFormatError",
+    "UnsupportedModelError",
+    "StageMapError",
+    "OutputError",
+    "VerificationError",
 ]
 
 

@@ -4,6 +4,7 @@ Nodes are operators in execution order (a topological order); edges are
 activation tensors produced by one op and read by another. Constants (weights,
 biases) are not edges: they are folded into each op's ``param_bytes``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,7 @@ class TensorInfo:
         return n
 
 
-def distinct_constants(tensors: Sequence["TensorInfo"], ids: Iterable[int]) -> dict[int, TensorInfo]:
+def distinct_constants(tensors: Sequence[TensorInfo], ids: Iterable[int]) -> dict[int, TensorInfo]:
     """Constant tensors among ``ids`` (-1 skipped), one per buffer: buffer -> first tensor reading it."""
     out: dict[int, TensorInfo] = {}
     for t in ids:

@@ -1,4 +1,5 @@
 """Multiply-accumulate counts of TFLite operators from tensor shapes (pure functions)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

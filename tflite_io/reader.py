@@ -12,6 +12,7 @@ model before it is prepared instead and the op is listed in
 :attr:`TfliteModel.no_kernel_ops`. Which ops run on the Edge TPU and which on
 the CPU is not decided here but by ``hardware.placement``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,18 @@ log = logging.getLogger(__name__)
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 _DTYPES = {
-    "FLOAT32": "float32", "FLOAT16": "float16", "FLOAT64": "float64", "INT32": "int32",
-    "UINT8": "uint8", "INT64": "int64", "BOOL": "bool", "INT16": "int16", "INT8": "int8",
-    "UINT64": "uint64", "UINT32": "uint32", "UINT16": "uint16",
+    "FLOAT32": "float32",
+    "FLOAT16": "float16",
+    "FLOAT64": "float64",
+    "INT32": "int32",
+    "UINT8": "uint8",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "INT16": "int16",
+    "INT8": "int8",
+    "UINT64": "uint64",
+    "UINT32": "uint32",
+    "UINT16": "uint16",
 }
 #: The custom op that edgetpu_compiler puts in place of the ops it maps to the Edge TPU.
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
@@ -119,8 +129,11 @@ def parse_model(data: bytes, path: Path, fix_batch: bool = False) -> TfliteModel
         raise ModelFormatError(shown, f"file identifier is {ident!r}, expected b'TFL3': not a TFLite model")
     interpreter = _verify_flatbuffer(data, shown)
     if EDGETPU_CUSTOM_OP in custom_op_codes(data, shown):
-        raise UnsupportedModelError(shown, "this model is already compiled for the Edge TPU (it contains "
-                                    f"{EDGETPU_CUSTOM_OP}); give the model from before edgetpu_compiler")
+        raise UnsupportedModelError(
+            shown,
+            "this model is already compiled for the Edge TPU (it contains "
+            f"{EDGETPU_CUSTOM_OP}); give the model from before edgetpu_compiler",
+        )
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:  # the verifier passed but the object API still choked
@@ -143,8 +156,7 @@ def _short(name: str, limit: int = 60) -> str:
 def _interpreter(data: bytes) -> Any:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    return Interpreter(model_content=data,
-                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 def _verify_flatbuffer(data: bytes, shown: str) -> Any:
@@ -204,8 +216,11 @@ def _check_shapes(interpreter: Any, graph: OpGraph, shown: str) -> None:
     for d in interpreter.get_tensor_details():
         i = d["index"]
         if i < len(graph.tensors) and graph.tensors[i].shape and tuple(int(x) for x in d["shape"]) != graph.tensors[i].shape:
-            raise ModelFormatError(shown, f"tensor {i} '{_short(graph.tensors[i].name)}' is {list(graph.tensors[i].shape)} "
-                                   f"in the file but {[int(x) for x in d['shape']]} when LiteRT prepares the model")
+            raise ModelFormatError(
+                shown,
+                f"tensor {i} '{_short(graph.tensors[i].name)}' is {list(graph.tensors[i].shape)} "
+                f"in the file but {[int(x) for x in d['shape']]} when LiteRT prepares the model",
+            )
 
 
 def _check_quantization(t: TensorInfo, shown: str) -> None:
@@ -215,8 +230,11 @@ def _check_quantization(t: TensorInfo, shown: str) -> None:
     if q is None or t.dtype not in _ZERO_POINT_RANGE:
         return
     if not all(math.isfinite(x) and x > 0 for x in q.scale):
-        raise ModelFormatError(shown, f"tensor {t.index} '{_short(t.name)}' has a quantization scale that is not a "
-                               f"positive number ({list(q.scale)[:4]})")
+        raise ModelFormatError(
+            shown,
+            f"tensor {t.index} '{_short(t.name)}' has a quantization scale that is not a "
+            f"positive number ({list(q.scale)[:4]})",
+        )
     lo, hi = _ZERO_POINT_RANGE[t.dtype]
     if not all(lo <= z <= hi for z in q.zero_point):
         raise ModelFormatError(shown, f"tensor {t.index} '{_short(t.name)}' has a zero point outside the {t.dtype} range")
@@ -240,17 +258,19 @@ def runnable_interface(graph: OpGraph, ops: list[int], keep_outputs: frozenset[i
     inside = set(ops)
     produced = {t for v in ops for t in graph.ops[v].outputs}
     reads = {t for v in ops for t in graph.ops[v].inputs if t >= 0}
-    inputs = tuple(t for t in graph.inputs if t in reads) + tuple(
-        sorted(t for t in reads - produced if t in graph.producer))
-    outputs = tuple(sorted(t for t in produced if t in graph.outputs
-                           or any(r not in inside for r in graph.consumers.get(t, ()))))
+    inputs = tuple(t for t in graph.inputs if t in reads) + tuple(sorted(t for t in reads - produced if t in graph.producer))
+    outputs = tuple(
+        sorted(t for t in produced if t in graph.outputs or any(r not in inside for r in graph.consumers.get(t, ())))
+    )
     return SegmentInterface(-1, tuple(ops), inputs, outputs, 0)
 
 
 def _build_graph(model: Any, name: str, shown: str, fixed: list[str] | None) -> OpGraph:
     subgraphs = model.subgraphs or []
     if len(subgraphs) != 1:
-        raise UnsupportedModelError(shown, f"model has {len(subgraphs)} subgraphs; only single-subgraph models are supported")
+        raise UnsupportedModelError(
+            shown, f"model has {len(subgraphs)} subgraphs; only single-subgraph models are supported"
+        )
     sg = subgraphs[0]
     buffers = model.buffers or []
     tensors = tuple(_tensor_info(i, t, buffers, shown, fixed) for i, t in enumerate(sg.tensors or []))
@@ -281,8 +301,11 @@ def _build_graph(model: Any, name: str, shown: str, fixed: list[str] | None) -> 
     for op in ops:
         for t in op.inputs:
             if t >= 0 and t not in produced and not tensors[t].is_constant and t not in variables:
-                raise ModelFormatError(shown, f"op {op.index} ({op.label}) reads tensor {t} '{_short(tensors[t].name)}', "
-                                       "which has no data, no producer and is not a model input")
+                raise ModelFormatError(
+                    shown,
+                    f"op {op.index} ({op.label}) reads tensor {t} '{_short(tensors[t].name)}', "
+                    "which has no data, no producer and is not a model input",
+                )
     if not inputs or not outputs:
         raise UnsupportedModelError(shown, "model has no inputs or no outputs")
     return OpGraph(name, tuple(ops), tensors, inputs, outputs)
@@ -300,19 +323,26 @@ def _tensor_info(index: int, t: Any, buffers: list[Any], shown: str, fixed: list
     if any(d < 0 for d in shape + sig):
         batch_only = len(sig) == len(shape) and sig[0] < 0 and shape[:1] == (1,) and all(d >= 0 for d in sig[1:] + shape)
         if not batch_only:
-            raise UnsupportedModelError(shown, f"tensor '{_short(name)}' has a dynamic shape {list(sig)}; "
-                                        "fix the input shape (batch 1) before converting")
+            raise UnsupportedModelError(
+                shown,
+                f"tensor '{_short(name)}' has a dynamic shape {list(sig)}; fix the input shape (batch 1) before converting",
+            )
         if fixed is None:
-            raise UnsupportedModelError(shown, f"tensor '{_short(name)}' has a dynamic batch dimension {list(sig)}; "
-                                        "rerun with --fix-batch to set it to 1 in the segments (the Edge TPU "
-                                        "needs static shapes)")
+            raise UnsupportedModelError(
+                shown,
+                f"tensor '{_short(name)}' has a dynamic batch dimension {list(sig)}; "
+                "rerun with --fix-batch to set it to 1 in the segments (the Edge TPU "
+                "needs static shapes)",
+            )
         t.shapeSignature = None
         fixed.append(name)
     type_name = _TYPE_NAMES.get(t.type, f"TYPE_{t.type}")
     dtype = _DTYPES.get(type_name, type_name.lower())
     buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
     if buf is not None and int(getattr(buf, "offset", 0) or 0) > 1:
-        raise UnsupportedModelError(shown, f"tensor '{name}' keeps its data outside the flatbuffer (models over 2 GB are not supported)")
+        raise UnsupportedModelError(
+            shown, f"tensor '{name}' keeps its data outside the flatbuffer (models over 2 GB are not supported)"
+        )
     data = getattr(buf, "data", None)
     is_const = data is not None and len(data) > 0
     if data is not None and is_const:

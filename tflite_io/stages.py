@@ -10,6 +10,7 @@ after the Edge TPU part go with the end segments, as in Google's own SSD pipelin
 and every model input is read by stage 0 (the runner pushes the model inputs
 into segment 0 only, then forwards them to later consumers).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,7 +40,9 @@ def validate_stage_map(graph: OpGraph, stages: Sequence[int], num_stages: int) -
     """
     n = graph.num_ops
     if not 1 <= num_stages <= max(n, 1):
-        raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}", num_stages)
+        raise StageMapError(
+            f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}", num_stages
+        )
     s = tuple(int(x) for x in stages)
     if len(s) != n:
         raise StageMapError(f"stage map has {len(s)} entries for {n} ops", num_stages)
@@ -59,8 +62,11 @@ def validate_stage_map(graph: OpGraph, stages: Sequence[int], num_stages: int) -
             )
     for i in sorted(graph.last_stage_ops):
         if s[i] != num_stages - 1:
-            why = ("produces a model output" if i in graph.output_ops
-                   else "runs on the host CPU after the Edge TPU part, so it goes with the last segment")
+            why = (
+                "produces a model output"
+                if i in graph.output_ops
+                else "runs on the host CPU after the Edge TPU part, so it goes with the last segment"
+            )
             raise StageMapError(
                 f"op {i} ({graph.ops[i].label}) {why} but is in stage {s[i]}, not the last stage {num_stages - 1}",
                 num_stages,

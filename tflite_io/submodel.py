@@ -8,6 +8,7 @@ buffers and op codes its own ops use, an empty buffer 0, no stale signature
 defs, and the model's metadata entries with their buffers copied. Constant
 buffers are 16-byte aligned like the converter's.
 """
+
 from __future__ import annotations
 
 import copy

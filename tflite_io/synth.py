@@ -12,6 +12,7 @@ uniform over its int8 range (rectified-Gaussian moments after a fused ReLU), and
 int8 kernels require to share quantization (RESHAPE, MAX_POOL_2D and CONCATENATION inputs and outputs)
 get the union of their ranges (the input's range if it is one).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,15 +27,32 @@ from ai_edge_litert import schema_py_generated as schema
 from .errors import RespectPassError
 from .submodel import AlignedBufferT
 
-__all__ = ["Add", "Concat", "Conv2D", "Dense", "DepthwiseConv2D", "Layer", "MaxPool", "SynthError", "describe",
-           "synth_model"]
+__all__ = [
+    "Add",
+    "Concat",
+    "Conv2D",
+    "Dense",
+    "DepthwiseConv2D",
+    "Layer",
+    "MaxPool",
+    "SynthError",
+    "describe",
+    "synth_model",
+]
 
 _INPUT_SCALE = 1.0 / 128.0  # the model input covers [-1, 1) with zero point 0
 _SIGMAS = 3.0
 _OPS = schema.BuiltinOperator
 #: Op versions the TFLite converter writes for int8 (per-channel) kernels.
-_VERSIONS = {_OPS.CONV_2D: 3, _OPS.DEPTHWISE_CONV_2D: 3, _OPS.FULLY_CONNECTED: 4, _OPS.ADD: 2, _OPS.RESHAPE: 1,
-             _OPS.CONCATENATION: 2, _OPS.MAX_POOL_2D: 2}
+_VERSIONS = {
+    _OPS.CONV_2D: 3,
+    _OPS.DEPTHWISE_CONV_2D: 3,
+    _OPS.FULLY_CONNECTED: 4,
+    _OPS.ADD: 2,
+    _OPS.RESHAPE: 1,
+    _OPS.CONCATENATION: 2,
+    _OPS.MAX_POOL_2D: 2,
+}
 
 
 class SynthError(RespectPassError, ValueError):
@@ -147,8 +165,16 @@ class _Plan:
         self.ops: list[tuple[int, list[tuple[str, int]], int, Any]] = []
         self.parent: dict[int, int] = {}  # union-find over acts that must share quantization
 
-    def act(self, name: str, shape: tuple[int, ...], mean: np.ndarray, var: np.ndarray,
-            lo: float, hi: float, same_as: int | None = None) -> int:
+    def act(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        mean: np.ndarray,
+        var: np.ndarray,
+        lo: float,
+        hi: float,
+        same_as: int | None = None,
+    ) -> int:
         self.acts.append(_Act(name, shape, mean, var, lo, hi))
         self.parent[len(self.acts) - 1] = len(self.acts) - 1 if same_as is None else self.group(same_as)
         return len(self.acts) - 1
@@ -162,8 +188,9 @@ class _Plan:
         self.consts.append(c)
         return ("c", len(self.consts) - 1)
 
-    def weighted(self, name: str, code: int, x: int, w: np.ndarray, axis: int, out_shape: tuple[int, ...],
-                 relu: bool, options: Any) -> int:
+    def weighted(
+        self, name: str, code: int, x: int, w: np.ndarray, axis: int, out_shape: tuple[int, ...], relu: bool, options: Any
+    ) -> int:
         """Quantize real weights ``w`` per channel on ``axis``, add a bias, plan the op and its output."""
         moved = np.moveaxis(w, axis, 0)
         n = moved.shape[0]
@@ -178,8 +205,11 @@ class _Plan:
         else:  # weights are (out, ..., in) with the input channel fastest, like an NHWC flatten
             rep = real.shape[1] // src.mean.size
             mean, var = real @ np.tile(src.mean, rep) + bias, (real**2) @ np.tile(src.var, rep)
-        ins = [("a", x), self.const(_Const(f"{name}/weights", schema.TensorType.INT8, q, scales, axis)),
-               self.const(_Const(f"{name}/bias", schema.TensorType.INT32, bias, scales, 0, x))]
+        ins = [
+            ("a", x),
+            self.const(_Const(f"{name}/weights", schema.TensorType.INT8, q, scales, axis)),
+            self.const(_Const(f"{name}/bias", schema.TensorType.INT32, bias, scales, 0, x)),
+        ]
         out = self.act(name, out_shape, *_activation(mean, var, relu))
         self.ops.append((code, ins, out, options))
         return out
@@ -222,15 +252,28 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
         if not same and (k > h or k > w):
             raise SynthError(f"layer {i} {layer!r}: a {k}x{k} VALID kernel does not fit the {h}x{w} input")
         h, w = (-(-h // s), -(-w // s)) if same else ((h - k) // s + 1, (w - k) // s + 1)
-        geo = {"padding": schema.Padding.SAME if same else schema.Padding.VALID, "strideH": s, "strideW": s,
-               "fusedActivationFunction": act}
+        geo = {
+            "padding": schema.Padding.SAME if same else schema.Padding.VALID,
+            "strideH": s,
+            "strideW": s,
+            "fusedActivationFunction": act,
+        }
         if isinstance(layer, Conv2D):
             weights = _he(plan.rng, k * k * c, (layer.filters, k, k, c))
-            return plan.weighted(name, _OPS.CONV_2D, x, weights, 0, (1, h, w, layer.filters), layer.relu,
-                                 _obj(schema.Conv2DOptionsT, **geo))
+            return plan.weighted(
+                name, _OPS.CONV_2D, x, weights, 0, (1, h, w, layer.filters), layer.relu, _obj(schema.Conv2DOptionsT, **geo)
+            )
         weights = _he(plan.rng, k * k, (1, k, k, c))
-        return plan.weighted(name, _OPS.DEPTHWISE_CONV_2D, x, weights, 3, (1, h, w, c), layer.relu,
-                             _obj(schema.DepthwiseConv2DOptionsT, depthMultiplier=1, **geo))
+        return plan.weighted(
+            name,
+            _OPS.DEPTHWISE_CONV_2D,
+            x,
+            weights,
+            3,
+            (1, h, w, c),
+            layer.relu,
+            _obj(schema.DepthwiseConv2DOptionsT, depthMultiplier=1, **geo),
+        )
     if isinstance(layer, Dense):
         n = int(np.prod(src.shape))
         if len(src.shape) != 2:
@@ -240,42 +283,74 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
             plan.ops.append((_OPS.RESHAPE, [("a", x), shape], y, _obj(schema.ReshapeOptionsT, newShape=list(flat))))
             x = y
         weights = _he(plan.rng, n, (layer.units, n))
-        return plan.weighted(name, _OPS.FULLY_CONNECTED, x, weights, 0, (1, layer.units), layer.relu,
-                             _obj(schema.FullyConnectedOptionsT, fusedActivationFunction=act))
+        return plan.weighted(
+            name,
+            _OPS.FULLY_CONNECTED,
+            x,
+            weights,
+            0,
+            (1, layer.units),
+            layer.relu,
+            _obj(schema.FullyConnectedOptionsT, fusedActivationFunction=act),
+        )
     if isinstance(layer, MaxPool):
         k = layer.size
         if k > min(src.shape[1:3]):
             raise SynthError(f"layer {i} {layer!r}: a {k}x{k} window does not fit the input of shape {src.shape}")
         h, w = src.shape[1] // k, src.shape[2] // k
         y = plan.act(name, (1, h, w, src.shape[3]), src.mean, src.var, src.lo, src.hi, x)
-        plan.ops.append((_OPS.MAX_POOL_2D, [("a", x)], y, _obj(schema.Pool2DOptionsT, padding=schema.Padding.VALID,
-                         strideH=k, strideW=k, filterHeight=k, filterWidth=k)))
+        plan.ops.append(
+            (
+                _OPS.MAX_POOL_2D,
+                [("a", x)],
+                y,
+                _obj(
+                    schema.Pool2DOptionsT, padding=schema.Padding.VALID, strideH=k, strideW=k, filterHeight=k, filterWidth=k
+                ),
+            )
+        )
         return y
     if layer.back >= len(outs):
-        raise SynthError(f"layer {i} {layer!r}: no tensor {layer.back} layer(s) back (only the model input "
-                         f"and {len(outs) - 1} layer output(s) come before it)")
+        raise SynthError(
+            f"layer {i} {layer!r}: no tensor {layer.back} layer(s) back (only the model input "
+            f"and {len(outs) - 1} layer output(s) come before it)"
+        )
     other = outs[-1 - layer.back]
     o = plan.acts[other]
     add = isinstance(layer, Add)
     if (o.shape != src.shape) if add else (o.shape[:-1] != src.shape[:-1]):
-        raise SynthError(f"layer {i} {layer!r}: the current tensor is {src.shape} but '{o.name}' is {o.shape}; "
-                         + ("ADD needs equal shapes" if add else "CONCATENATION needs equal shapes but the last axis"))
+        raise SynthError(
+            f"layer {i} {layer!r}: the current tensor is {src.shape} but '{o.name}' is {o.shape}; "
+            + ("ADD needs equal shapes" if add else "CONCATENATION needs equal shapes but the last axis")
+        )
     if add:
         y = plan.act(name, src.shape, *_activation(src.mean + o.mean, src.var + o.var, False))
         plan.ops.append((_OPS.ADD, [("a", other), ("a", x)], y, schema.AddOptionsT()))
         return y
     joined = src.shape[:-1] + (src.shape[-1] + o.shape[-1],)
-    y = plan.act(name, joined, np.concatenate([o.mean, src.mean]), np.concatenate([o.var, src.var]),
-                 min(src.lo, o.lo), max(src.hi, o.hi), x)
+    y = plan.act(
+        name,
+        joined,
+        np.concatenate([o.mean, src.mean]),
+        np.concatenate([o.var, src.var]),
+        min(src.lo, o.lo),
+        max(src.hi, o.hi),
+        x,
+    )
     plan.parent[plan.group(other)] = plan.group(x)
-    plan.ops.append((_OPS.CONCATENATION, [("a", other), ("a", x)], y,
-                     _obj(schema.ConcatenationOptionsT, axis=len(joined) - 1)))
+    plan.ops.append(
+        (_OPS.CONCATENATION, [("a", other), ("a", x)], y, _obj(schema.ConcatenationOptionsT, axis=len(joined) - 1))
+    )
     return y
 
 
 def _quantization(scales: Sequence[float] | np.ndarray, zero_points: Sequence[int], axis: int = 0) -> Any:
-    return _obj(schema.QuantizationParametersT, scale=np.asarray(scales, np.float32),
-                zeroPoint=np.asarray(zero_points, np.int64), quantizedDimension=axis)
+    return _obj(
+        schema.QuantizationParametersT,
+        scale=np.asarray(scales, np.float32),
+        zeroPoint=np.asarray(zero_points, np.int64),
+        quantizedDimension=axis,
+    )
 
 
 def _build(plan: _Plan, name: str) -> bytes:
@@ -284,10 +359,21 @@ def _build(plan: _Plan, name: str) -> bytes:
     for a, act in enumerate(plan.acts):
         lo, hi = ranges.get(plan.group(a), (act.lo, act.hi))
         ranges[plan.group(a)] = (min(lo, act.lo), max(hi, act.hi))
-    quant = [(_INPUT_SCALE, 0) if plan.group(a) == plan.group(0) else _quant(*ranges[plan.group(a)])
-             for a in range(len(plan.acts))]
-    tensors = [_obj(schema.TensorT, name=a.name, shape=np.array(a.shape, np.int32), type=schema.TensorType.INT8,
-                    buffer=0, quantization=_quantization([s], [z])) for a, (s, z) in zip(plan.acts, quant)]
+    quant = [
+        (_INPUT_SCALE, 0) if plan.group(a) == plan.group(0) else _quant(*ranges[plan.group(a)])
+        for a in range(len(plan.acts))
+    ]
+    tensors = [
+        _obj(
+            schema.TensorT,
+            name=a.name,
+            shape=np.array(a.shape, np.int32),
+            type=schema.TensorType.INT8,
+            buffer=0,
+            quantization=_quantization([s], [z]),
+        )
+        for a, (s, z) in zip(plan.acts, quant)
+    ]
     buffers: list[Any] = [schema.BufferT()]
     for c in plan.consts:
         q, values = None, c.values
@@ -297,19 +383,46 @@ def _build(plan: _Plan, name: str) -> bytes:
                 values = np.round(c.values / scales.astype(np.float64)).astype(np.int32)
             q = _quantization(scales, [0] * len(scales), c.axis)
         buffers.append(AlignedBufferT(data=np.frombuffer(np.ascontiguousarray(values).tobytes(), np.uint8)))
-        tensors.append(_obj(schema.TensorT, name=c.name, shape=np.array(values.shape, np.int32), type=c.dtype,
-                            buffer=len(buffers) - 1, quantization=q))
+        tensors.append(
+            _obj(
+                schema.TensorT,
+                name=c.name,
+                shape=np.array(values.shape, np.int32),
+                type=c.dtype,
+                buffer=len(buffers) - 1,
+                quantization=q,
+            )
+        )
     codes = list(dict.fromkeys(op[0] for op in plan.ops))
-    ops = [_obj(schema.OperatorT, opcodeIndex=codes.index(code), outputs=np.array([out], np.int32),
-                inputs=np.array([t if kind == "a" else len(plan.acts) + t for kind, t in inputs], np.int32),
-                builtinOptionsType=getattr(schema.BuiltinOptions, type(options).__name__[:-1]), builtinOptions=options)
-           for code, inputs, out, options in plan.ops]
-    sg = _obj(schema.SubGraphT, name="main", tensors=tensors, operators=ops, inputs=np.array([0], np.int32),
-              outputs=np.array([plan.ops[-1][2]], np.int32))
-    model = _obj(schema.ModelT, version=3, description=f"respect-pass synthetic micro-model {name}",
-                 subgraphs=[sg], buffers=buffers,
-                 operatorCodes=[_obj(schema.OperatorCodeT, builtinCode=c, deprecatedBuiltinCode=min(c, 127),
-                                     version=_VERSIONS[c]) for c in codes])
+    ops = [
+        _obj(
+            schema.OperatorT,
+            opcodeIndex=codes.index(code),
+            outputs=np.array([out], np.int32),
+            inputs=np.array([t if kind == "a" else len(plan.acts) + t for kind, t in inputs], np.int32),
+            builtinOptionsType=getattr(schema.BuiltinOptions, type(options).__name__[:-1]),
+            builtinOptions=options,
+        )
+        for code, inputs, out, options in plan.ops
+    ]
+    sg = _obj(
+        schema.SubGraphT,
+        name="main",
+        tensors=tensors,
+        operators=ops,
+        inputs=np.array([0], np.int32),
+        outputs=np.array([plan.ops[-1][2]], np.int32),
+    )
+    model = _obj(
+        schema.ModelT,
+        version=3,
+        description=f"respect-pass synthetic micro-model {name}",
+        subgraphs=[sg],
+        buffers=buffers,
+        operatorCodes=[
+            _obj(schema.OperatorCodeT, builtinCode=c, deprecatedBuiltinCode=min(c, 127), version=_VERSIONS[c]) for c in codes
+        ],
+    )
     builder = flatbuffers.Builder(sum(c.values.nbytes + 16 for c in plan.consts) + (1 << 14))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -330,8 +443,16 @@ def synth_model(input_shape: tuple[int, ...], layers: Sequence[Layer], seed: int
         raise SynthError(f"model '{name}' has no layers: give at least one of Conv2D, DepthwiseConv2D, Dense, ...")
     plan = _Plan(seed)
     var = (256**2 - 1) / 12.0 * _INPUT_SCALE**2  # uniform over the int8 range
-    outs = [plan.act("input", shape, np.full(shape[-1], -0.5 * _INPUT_SCALE), np.full(shape[-1], var),
-                     -128 * _INPUT_SCALE, 127 * _INPUT_SCALE)]
+    outs = [
+        plan.act(
+            "input",
+            shape,
+            np.full(shape[-1], -0.5 * _INPUT_SCALE),
+            np.full(shape[-1], var),
+            -128 * _INPUT_SCALE,
+            127 * _INPUT_SCALE,
+        )
+    ]
     for i, layer in enumerate(layers):
         if not isinstance(layer, (Conv2D, DepthwiseConv2D, Dense, Add, Concat, MaxPool)):
             raise SynthError(f"layer {i} is {layer!r}, not a Conv2D, DepthwiseConv2D, Dense, Add, Concat or MaxPool")
@@ -352,4 +473,3 @@ def _label(layer: Layer) -> str:
 def describe(input_shape: tuple[int, ...], layers: Sequence[Layer]) -> str:
     """A one-line description, e.g. ``1x16x16x8 -> conv 16 3x3/1 same relu -> add(-1)``."""
     return " -> ".join(["x".join(map(str, input_shape))] + [_label(layer) for layer in layers])
-

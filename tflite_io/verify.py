@@ -10,6 +10,7 @@ A model with custom ops that LiteRT has no kernel for (``PosenetDecoderOp``)
 cannot run whole: :func:`verify_model_segments` then checks the wiring of the
 segment files by tensor name and runs the chain up to those ops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,8 +45,7 @@ class VerifyReport:
 
 
 def _interpreter(data: bytes, preserve: bool = False) -> Interpreter:
-    it = Interpreter(model_content=data, experimental_op_resolver_type=_RESOLVER,
-                     experimental_preserve_all_tensors=preserve)
+    it = Interpreter(model_content=data, experimental_op_resolver_type=_RESOLVER, experimental_preserve_all_tensors=preserve)
     it.allocate_tensors()
     return it
 
@@ -66,8 +66,9 @@ def random_inputs(details: Sequence[dict], rng: np.random.Generator) -> dict[str
     return out
 
 
-def verify_segments(model: bytes, segments: Sequence[bytes], trials: int = 2, seed: int = 0,
-                    same_outputs: bool = True) -> VerifyReport:
+def verify_segments(
+    model: bytes, segments: Sequence[bytes], trials: int = 2, seed: int = 0, same_outputs: bool = True
+) -> VerifyReport:
     """Run ``trials`` random inputs through the model and the chained segments and compare.
 
     With ``same_outputs`` the last segment must also write exactly the model's outputs. A LiteRT
@@ -109,8 +110,11 @@ def _chain(model: bytes, segments: Sequence[bytes], trials: int, seed: int, same
                 want = ref.get_tensor(index_of[d["name"]]) if d["name"] in index_of else None
                 checked += 1
                 if want is None or got.dtype != want.dtype or got.shape != want.shape or not np.array_equal(got, want):
-                    diff = "" if want is None or got.shape != want.shape else (
-                        f", max |diff| {int(np.max(np.abs(got.astype(np.int64) - want.astype(np.int64))))}")
+                    diff = (
+                        ""
+                        if want is None or got.shape != want.shape
+                        else (f", max |diff| {int(np.max(np.abs(got.astype(np.int64) - want.astype(np.int64))))}")
+                    )
                     mismatches.append(f"trial {trial}: segment {k} output '{d['name']}' differs{diff}")
                 env[d["name"]] = got
     return VerifyReport(trials, checked, tuple(mismatches))
@@ -120,8 +124,7 @@ def _io_names(blob: bytes) -> tuple[list[str], list[str]]:
     m = schema.Model.GetRootAs(blob, 0)
     sg = m.Subgraphs(0)
     name = lambda t: sg.Tensors(t).Name().decode("utf-8", "replace")  # noqa: E731
-    return ([name(sg.Inputs(i)) for i in range(sg.InputsLength())],
-            [name(sg.Outputs(i)) for i in range(sg.OutputsLength())])
+    return ([name(sg.Inputs(i)) for i in range(sg.InputsLength())], [name(sg.Outputs(i)) for i in range(sg.OutputsLength())])
 
 
 def check_wiring(model: bytes, segments: Sequence[bytes]) -> list[str]:
@@ -138,8 +141,9 @@ def check_wiring(model: bytes, segments: Sequence[bytes]) -> list[str]:
     return problems
 
 
-def verify_model_segments(model: TfliteModel, stages: Sequence[int], segments: Sequence[bytes],
-                          trials: int = 2, seed: int = 0) -> VerifyReport:
+def verify_model_segments(
+    model: TfliteModel, stages: Sequence[int], segments: Sequence[bytes], trials: int = 2, seed: int = 0
+) -> VerifyReport:
     """Verify the segments of ``stages``: :func:`verify_segments` when LiteRT can run the whole model; else
     :func:`check_wiring` plus the chain of the segments' runnable parts against the model's runnable part."""
     if not model.no_kernel_ops:

@@ -1,5 +1,6 @@
 """Write the K segment models of a stage map (each built by :func:`tflite_io.submodel.submodel`),
 all or nothing."""
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from .submodel import submodel
 
 __all__ = ["segment_file_name", "build_segments", "write_files", "write_segments"]
 
+
 def segment_file_name(stem: str, index: int, num_segments: int) -> str:
     """``<stem>_segment_<i>_of_<K>.tflite``, the names ``edgetpu_compiler --num_segments`` uses."""
     return f"{stem}_segment_{index}_of_{num_segments}.tflite"
@@ -29,11 +31,15 @@ def _check_names(graph: OpGraph, interfaces: Sequence[SegmentInterface]) -> None
         if t in boundary and not name:
             raise StageMapError(f"boundary tensor {t} has no name; PipelinedModelRunner binds segments by tensor name")
         if name in by_name and (t in boundary or by_name[name] in boundary):
-            raise StageMapError(f"tensor name '{name}' is used by tensors {by_name[name]} and {t}; segment boundaries need unique names")
+            raise StageMapError(
+                f"tensor name '{name}' is used by tensors {by_name[name]} and {t}; segment boundaries need unique names"
+            )
         by_name[name] = t
 
 
-def build_segments(model: TfliteModel, stages: Sequence[int], num_segments: int) -> tuple[tuple[SegmentInterface, ...], list[bytes]]:
+def build_segments(
+    model: TfliteModel, stages: Sequence[int], num_segments: int
+) -> tuple[tuple[SegmentInterface, ...], list[bytes]]:
     """Validate the stage map and return the segment interfaces and the K segment flatbuffers."""
     interfaces = segment_interfaces(model.graph, stages, num_segments)
     _check_names(model.graph, interfaces)

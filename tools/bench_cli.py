@@ -6,6 +6,7 @@ times, alternating, and the median is kept. Prints a markdown table and writes C
 
     python -m tools.bench_cli --runs 3 --out results/bench_cli
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,12 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.runs):
             theirs.append(wall_s(model, args.k, "compiler"))
             ours.append(wall_s(model, args.k, None))
-        row = {"model": model.stem, "k": args.k, "respect_s": statistics.median(ours),
-               "compiler_s": statistics.median(theirs)}
+        row = {
+            "model": model.stem,
+            "k": args.k,
+            "respect_s": statistics.median(ours),
+            "compiler_s": statistics.median(theirs),
+        }
         row["ratio"] = row["respect_s"] / row["compiler_s"]
         rows.append(row)
-        print(f"{model.stem}: respect {row['respect_s']:.2f} s, compiler {row['compiler_s']:.2f} s, "
-              f"{row['ratio']:.2f}x", flush=True)
+        print(
+            f"{model.stem}: respect {row['respect_s']:.2f} s, compiler {row['compiler_s']:.2f} s, {row['ratio']:.2f}x",
+            flush=True,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{out}.csv", "w", newline="") as f:
@@ -69,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     met = sum(r["ratio"] <= GOAL for r in rows)
-    lines = [f"`respect-pass MODEL -n {args.k} -o DIR` wall time, default scheduler vs `--scheduler compiler` "
-             f"({when}; {machine()}; commit {commit()}; median of {args.runs} alternating runs each; "
-             f"goal: within {GOAL}x on every model; met on {met}/{len(rows)})", "",
-             "| model | respect (default) s | compiler s | ratio |", "|---|---|---|---|"]
+    lines = [
+        f"`respect-pass MODEL -n {args.k} -o DIR` wall time, default scheduler vs `--scheduler compiler` "
+        f"({when}; {machine()}; commit {commit()}; median of {args.runs} alternating runs each; "
+        f"goal: within {GOAL}x on every model; met on {met}/{len(rows)})",
+        "",
+        "| model | respect (default) s | compiler s | ratio |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['model']} | {r['respect_s']:.2f} | {r['compiler_s']:.2f} | {r['ratio']:.2f} |" for r in rows]
     report = "\n".join(lines) + "\n"
     Path(f"{out}.md").write_text(report)

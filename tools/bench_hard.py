@@ -20,6 +20,7 @@ it reports the mean and max gap (%) of each scheduler to exact's best plan and o
     python -m tools.bench_hard                        # nas_cell, 400/600/800 ops x 2 seeds, K = 2,4,8
     python -m tools.bench_hard --sizes 400 --ks 4 --time-limit 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,16 +39,30 @@ from respect_pass.schedulers import get_scheduler
 from tools.common import ROOT, commit, machine, parse_ks
 
 SCHEDULERS = ("respect", "respect-noblock", "multiorder@t", "exact")
-FIELDS = ["family", "graph", "ops", "seed", "gen_s", "K", "scheduler", "period_ms", "latency_ms", "solve_s",
-          "gap_to_exact_pct", "gap_to_best_pct", "exact_optimal", "relaxation_optimal", "refined_rounds"]
+FIELDS = [
+    "family",
+    "graph",
+    "ops",
+    "seed",
+    "gen_s",
+    "K",
+    "scheduler",
+    "period_ms",
+    "latency_ms",
+    "solve_s",
+    "gap_to_exact_pct",
+    "gap_to_best_pct",
+    "exact_optimal",
+    "relaxation_optimal",
+    "refined_rounds",
+]
 
 
 def _run(name: str, graph, k: int, **kwargs) -> dict:
     """One scheduler run: period and latency (ms, device model), wall seconds and the plan's stats."""
     import respect_pass.schedulers.refine as refine_mod
 
-    sched = get_scheduler("multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect")
-                          else name)
+    sched = get_scheduler("multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect") else name)
     before = refine_mod.BLOCK_MOVES
     refine_mod.BLOCK_MOVES = name != "respect-noblock"
     try:
@@ -57,8 +72,7 @@ def _run(name: str, graph, k: int, **kwargs) -> dict:
     finally:
         refine_mod.BLOCK_MOVES = before
     period, latency = latency_key(graph, plan.stages, k, USB)
-    return {"period_ms": period, "latency_ms": latency, "solve_s": secs, "optimal": plan.optimal,
-            "stats": dict(plan.stats)}
+    return {"period_ms": period, "latency_ms": latency, "solve_s": secs, "optimal": plan.optimal, "stats": dict(plan.stats)}
 
 
 def bench(family: str, sizes: list[int], seeds: list[int], ks: list[int], time_limit: float) -> list[dict]:
@@ -78,19 +92,31 @@ def bench(family: str, sizes: list[int], seeds: list[int], ks: list[int], time_l
                 best = min(r["period_ms"] for r in res.values())
                 for name in SCHEDULERS:
                     r = res[name]
-                    rows.append({
-                        "family": family, "graph": g.name, "ops": g.num_ops, "seed": seed, "gen_s": round(gen_s, 3),
-                        "K": k, "scheduler": name, "period_ms": round(r["period_ms"], 5),
-                        "latency_ms": round(r["latency_ms"], 5), "solve_s": round(r["solve_s"], 3),
-                        "gap_to_exact_pct": round(100 * (r["period_ms"] / ex["period_ms"] - 1), 3),
-                        "gap_to_best_pct": round(100 * (r["period_ms"] / best - 1), 3),
-                        "exact_optimal": bool(ex["optimal"]),
-                        "relaxation_optimal": bool(ex["stats"].get("relaxation_optimal", 0)),
-                        "refined_rounds": r["stats"].get("refined_rounds", ""),
-                    })
-                print(f"{g.name:<24} n={g.num_ops} K={k}  " + "  ".join(
-                    f"{name}={res[name]['period_ms']:.4f}ms/{res[name]['solve_s']:.1f}s" for name in SCHEDULERS)
-                    + f"  exact proved={bool(ex['optimal'])}", flush=True)
+                    rows.append(
+                        {
+                            "family": family,
+                            "graph": g.name,
+                            "ops": g.num_ops,
+                            "seed": seed,
+                            "gen_s": round(gen_s, 3),
+                            "K": k,
+                            "scheduler": name,
+                            "period_ms": round(r["period_ms"], 5),
+                            "latency_ms": round(r["latency_ms"], 5),
+                            "solve_s": round(r["solve_s"], 3),
+                            "gap_to_exact_pct": round(100 * (r["period_ms"] / ex["period_ms"] - 1), 3),
+                            "gap_to_best_pct": round(100 * (r["period_ms"] / best - 1), 3),
+                            "exact_optimal": bool(ex["optimal"]),
+                            "relaxation_optimal": bool(ex["stats"].get("relaxation_optimal", 0)),
+                            "refined_rounds": r["stats"].get("refined_rounds", ""),
+                        }
+                    )
+                print(
+                    f"{g.name:<24} n={g.num_ops} K={k}  "
+                    + "  ".join(f"{name}={res[name]['period_ms']:.4f}ms/{res[name]['solve_s']:.1f}s" for name in SCHEDULERS)
+                    + f"  exact proved={bool(ex['optimal'])}",
+                    flush=True,
+                )
     return rows
 
 
@@ -108,9 +134,11 @@ def _by_case(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
 def summary(rows: list[dict]) -> str:
     """Per (family, K): mean / max gaps over the graphs."""
     cases = _by_case(rows)
-    lines = ["| family | K | cases | respect gap to exact % | respect-noblock gap to exact % | multiorder@t gap to exact % "
-             "| respect vs multiorder@t % | block-move gain % (cases improved) | exact proved | respect s (median) |",
-             "|" + "---|" * 10]
+    lines = [
+        "| family | K | cases | respect gap to exact % | respect-noblock gap to exact % | multiorder@t gap to exact % "
+        "| respect vs multiorder@t % | block-move gain % (cases improved) | exact proved | respect s (median) |",
+        "|" + "---|" * 10,
+    ]
     for fam, k in sorted({(c[0], c[1]) for c in cases}):
         runs = [v for c, v in cases.items() if c[:2] == (fam, k)]
         gap = {n: [v[n]["gap_to_exact_pct"] for v in runs] for n in SCHEDULERS}
@@ -119,57 +147,68 @@ def summary(rows: list[dict]) -> str:
         improved = sum(1 for x in gain if x > 1e-6)
         proved = sum(1 for v in runs if v["exact"]["exact_optimal"])
         secs = statistics.median(v["respect"]["solve_s"] for v in runs)
-        lines.append(f"| {fam} | {k} | {len(runs)} | {_pct(gap['respect'])} | {_pct(gap['respect-noblock'])} | "
-                     f"{_pct(gap['multiorder@t'])} | {_pct(vs_mo)} | {_pct(gain)} ({improved}) | {proved}/{len(runs)} | "
-                     f"{secs:.2f} |")
+        lines.append(
+            f"| {fam} | {k} | {len(runs)} | {_pct(gap['respect'])} | {_pct(gap['respect-noblock'])} | "
+            f"{_pct(gap['multiorder@t'])} | {_pct(vs_mo)} | {_pct(gain)} ({improved}) | {proved}/{len(runs)} | "
+            f"{secs:.2f} |"
+        )
     runs = list(cases.values())
     gap = {n: [v[n]["gap_to_exact_pct"] for v in runs] for n in SCHEDULERS}
     vs_mo = [100 * (v["respect"]["period_ms"] / v["multiorder@t"]["period_ms"] - 1) for v in runs]
     gain = [100 * (1 - v["respect"]["period_ms"] / v["respect-noblock"]["period_ms"]) for v in runs]
-    lines.append(f"| **all** | | {len(runs)} | {_pct(gap['respect'])} | {_pct(gap['respect-noblock'])} | "
-                 f"{_pct(gap['multiorder@t'])} | {_pct(vs_mo)} | {_pct(gain)} ({sum(1 for x in gain if x > 1e-6)}) | "
-                 f"{sum(1 for v in runs if v['exact']['exact_optimal'])}/{len(runs)} | "
-                 f"{statistics.median(v['respect']['solve_s'] for v in runs):.2f} |")
+    lines.append(
+        f"| **all** | | {len(runs)} | {_pct(gap['respect'])} | {_pct(gap['respect-noblock'])} | "
+        f"{_pct(gap['multiorder@t'])} | {_pct(vs_mo)} | {_pct(gain)} ({sum(1 for x in gain if x > 1e-6)}) | "
+        f"{sum(1 for v in runs if v['exact']['exact_optimal'])}/{len(runs)} | "
+        f"{statistics.median(v['respect']['solve_s'] for v in runs):.2f} |"
+    )
     return "\n".join(lines)
 
 
 def per_case(rows: list[dict]) -> str:
-    lines = ["| graph | ops | K | exact ms (proved) | respect ms | respect-noblock ms | multiorder@t ms | respect s | "
-             "noblock s | exact s |", "|" + "---|" * 10]
+    lines = [
+        "| graph | ops | K | exact ms (proved) | respect ms | respect-noblock ms | multiorder@t ms | respect s | "
+        "noblock s | exact s |",
+        "|" + "---|" * 10,
+    ]
     cases = sorted(_by_case(rows).items(), key=lambda kv: (kv[1]["exact"]["ops"], kv[0][3], kv[0][1]))
     for (_, k, graph, _), v in cases:
         ex = v["exact"]
-        lines.append(f"| {graph} | {ex['ops']} | {k} | {ex['period_ms']:.4f} ({'yes' if ex['exact_optimal'] else 'no'}) | "
-                     f"{v['respect']['period_ms']:.4f} | {v['respect-noblock']['period_ms']:.4f} | "
-                     f"{v['multiorder@t']['period_ms']:.4f} | {v['respect']['solve_s']:.2f} | "
-                     f"{v['respect-noblock']['solve_s']:.2f} | {ex['solve_s']:.1f} |")
+        lines.append(
+            f"| {graph} | {ex['ops']} | {k} | {ex['period_ms']:.4f} ({'yes' if ex['exact_optimal'] else 'no'}) | "
+            f"{v['respect']['period_ms']:.4f} | {v['respect-noblock']['period_ms']:.4f} | "
+            f"{v['multiorder@t']['period_ms']:.4f} | {v['respect']['solve_s']:.2f} | "
+            f"{v['respect-noblock']['solve_s']:.2f} | {ex['solve_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def report(rows: list[dict], meta: dict) -> str:
     gens = {(r["graph"], r["seed"]): r["gen_s"] for r in rows}
-    return "\n".join([
-        "# Hard graphs: respect's block moves on NASNet-style cells",
-        "",
-        f"Run {meta['date']} on {meta['machine']}; commit {meta['commit']}; `{meta['command']}`; "
-        f"wall {meta['wall_min']} min (graph generation {sum(gens.values()):.1f} s for {len(gens)} graphs). "
-        "Periods are *predicted* by the USB device model; solve times are wall-clock on a shared machine.",
-        "",
-        "Gaps are `100 * (period / exact's period - 1)` against exact's best plan within the time limit "
-        f"({meta['time_limit']:g} s, {meta['workers']} workers; negative: better than exact's plan), "
-        "given as mean / max over the graphs. `respect vs multiorder@t`: `100 * (respect's period / "
-        "multiorder@t's - 1)`, multiorder given respect's wall time (positive: respect is worse). "
-        "`block-move gain`: by how much respect's period is lower than with block moves off "
-        "(`respect-noblock`: `BLOCK_MOVES = False`, the refinement before this change). "
-        "`exact proved`: the re-costed plan meets CP-SAT's bound.",
-        "",
-        summary(rows),
-        "",
-        "## Per case",
-        "",
-        per_case(rows),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Hard graphs: respect's block moves on NASNet-style cells",
+            "",
+            f"Run {meta['date']} on {meta['machine']}; commit {meta['commit']}; `{meta['command']}`; "
+            f"wall {meta['wall_min']} min (graph generation {sum(gens.values()):.1f} s for {len(gens)} graphs). "
+            "Periods are *predicted* by the USB device model; solve times are wall-clock on a shared machine.",
+            "",
+            "Gaps are `100 * (period / exact's period - 1)` against exact's best plan within the time limit "
+            f"({meta['time_limit']:g} s, {meta['workers']} workers; negative: better than exact's plan), "
+            "given as mean / max over the graphs. `respect vs multiorder@t`: `100 * (respect's period / "
+            "multiorder@t's - 1)`, multiorder given respect's wall time (positive: respect is worse). "
+            "`block-move gain`: by how much respect's period is lower than with block moves off "
+            "(`respect-noblock`: `BLOCK_MOVES = False`, the refinement before this change). "
+            "`exact proved`: the re-costed plan meets CP-SAT's bound.",
+            "",
+            summary(rows),
+            "",
+            "## Per case",
+            "",
+            per_case(rows),
+            "",
+        ]
+    )
 
 
 def main() -> int:
@@ -183,11 +222,22 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     t0 = time.perf_counter()
-    rows = bench(args.family, [int(x) for x in args.sizes.split(",")], [int(x) for x in args.seeds.split(",")],
-                 parse_ks(args.ks), args.time_limit)
-    meta = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(), "commit": commit(),
-            "command": " ".join(["python -m tools.bench_hard", *sys.argv[1:]]),
-            "wall_min": round((time.perf_counter() - t0) / 60, 1), "time_limit": args.time_limit, "workers": 2}
+    rows = bench(
+        args.family,
+        [int(x) for x in args.sizes.split(",")],
+        [int(x) for x in args.seeds.split(",")],
+        parse_ks(args.ks),
+        args.time_limit,
+    )
+    meta = {
+        "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "commit": commit(),
+        "command": " ".join(["python -m tools.bench_hard", *sys.argv[1:]]),
+        "wall_min": round((time.perf_counter() - t0) / 60, 1),
+        "time_limit": args.time_limit,
+        "workers": 2,
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "bench_hard.csv", "w", newline="") as f:

@@ -43,6 +43,7 @@ and the result clipped to it). Each graph's width
 multiplier is then solved so its parameters hit that target, which spreads the
 suite below and above the Edge TPU's ~7 MiB on-chip parameter cache.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,10 +61,22 @@ __all__ = ["FAMILIES", "MIN_OPS", "MAX_OPS", "generate", "generate_suite", "targ
 
 FAMILIES: tuple[str, ...] = ("residual", "inception", "dense", "squeeze_excite", "nas_cell", "layered")
 MIN_OPS, MAX_OPS = 20, 800
-_RES_GROUP = {"residual": "resnet", "inception": "inception", "dense": "dense",
-              "squeeze_excite": "mobile", "nas_cell": "mobile", "layered": "all"}
-_PARAM_GROUP = {"residual": "resnet", "inception": "inception", "dense": "dense",
-                "squeeze_excite": "mobile", "nas_cell": "mobile", "layered": "all"}  # MobileNetV2: "mobile"
+_RES_GROUP = {
+    "residual": "resnet",
+    "inception": "inception",
+    "dense": "dense",
+    "squeeze_excite": "mobile",
+    "nas_cell": "mobile",
+    "layered": "all",
+}
+_PARAM_GROUP = {
+    "residual": "resnet",
+    "inception": "inception",
+    "dense": "dense",
+    "squeeze_excite": "mobile",
+    "nas_cell": "mobile",
+    "layered": "all",
+}  # MobileNetV2: "mobile"
 
 
 def _check(family: str, num_ops: int) -> None:
@@ -145,8 +158,9 @@ def generate(family: str, num_ops: int, seed: int) -> OpGraph:
     return b.finish(b.outputs)
 
 
-def generate_suite(count: int, seed: int, min_ops: int = MIN_OPS, max_ops: int = MAX_OPS,
-                   families: Sequence[str] = FAMILIES) -> list[OpGraph]:
+def generate_suite(
+    count: int, seed: int, min_ops: int = MIN_OPS, max_ops: int = MAX_OPS, families: Sequence[str] = FAMILIES
+) -> list[OpGraph]:
     """``count`` graphs: families in equal shares (shuffled), sizes log-uniform in ``[min_ops, max_ops]``."""
     if count < 0:
         raise ValueError(f"count must be non-negative, got {count}")

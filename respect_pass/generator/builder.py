@@ -9,6 +9,7 @@ constants, batch-norm left unfolded is MUL + ADD with ``(1, 1, 1, c)`` int8
 constants. ``param_bytes`` and ``macs`` are computed exactly as
 :mod:`tflite_io.reader` does (distinct constant inputs; :func:`tflite_io.macs.op_macs`).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,7 @@ def _out_hw(h: int, w: int, kh: int, kw: int, stride: int, padding: str) -> tupl
     return -(-h // stride), -(-w // stride)
 
 
-def split_budget(total: int, lo: int, hi: int, typical: float, rng: np.random.Generator,
-                 min_count: int = 1) -> list[int]:
+def split_budget(total: int, lo: int, hi: int, typical: float, rng: np.random.Generator, min_count: int = 1) -> list[int]:
     """Random sizes in ``[lo, hi]`` summing to ``total``: about ``total / typical`` of them and at least
     ``min_count``; [] if impossible."""
     k_min, k_max = max(min_count, -(-total // hi)), total // lo
@@ -55,8 +55,9 @@ class GraphBuilder:
     to size the widths) produces exactly the same structure.
     """
 
-    def __init__(self, name: str, rng: np.random.Generator, alpha: float = 1.0,
-                 quantize: bool = True, qseed: int = 0) -> None:
+    def __init__(
+        self, name: str, rng: np.random.Generator, alpha: float = 1.0, quantize: bool = True, qseed: int = 0
+    ) -> None:
         self.name = name
         self.rng = rng
         self.alpha = alpha

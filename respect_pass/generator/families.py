@@ -8,11 +8,11 @@ the zoo (``fitted.LEVEL_FRACTIONS``); widths per level come from
 ``fitted.BLOCK_WIDTHS`` / ``fitted.CONV_WIDTHS`` scaled by the builder's width
 multiplier. Budget left over that no block fits is spent on filler ops.
 """
+
 from __future__ import annotations
 
-from typing import cast
-
 from collections.abc import Callable, Sequence, Sized
+from typing import cast
 
 import numpy as np
 
@@ -123,17 +123,30 @@ def residual(b: GraphBuilder, x: int, end: int) -> int:
 
 # ---------------------------------------------------------------- inception (InceptionV3-like)
 # Branch templates: ("conv", channels as a fraction of the block's output width, kh, kw) or ("avg",) / ("max",).
-_A = [[("conv", .22, 1, 1)], [("conv", .17, 1, 1), ("conv", .22, 5, 5)],
-      [("conv", .22, 1, 1), ("conv", .33, 3, 3), ("conv", .33, 3, 3)], [("avg",), ("conv", .2, 1, 1)]]
-_C = [[("conv", .25, 1, 1)], [("conv", .2, 1, 1), ("conv", .2, 1, 7), ("conv", .25, 7, 1)],
-      [("conv", .2, 1, 1), ("conv", .2, 7, 1), ("conv", .2, 1, 7), ("conv", .2, 7, 1), ("conv", .25, 1, 7)],
-      [("avg",), ("conv", .25, 1, 1)]]
-_E = [[("conv", .16, 1, 1)], [("conv", .19, 1, 1), ("conv", .19, 1, 3), ("conv", .375, 3, 1)],
-      [("conv", .22, 1, 1), ("conv", .19, 3, 3), ("conv", .19, 1, 3), ("conv", .375, 3, 1)],
-      [("avg",), ("conv", .09, 1, 1)]]
-_RA = [[("conv", .5, 3, 3)], [("conv", .083, 1, 1), ("conv", .125, 3, 3), ("conv", .125, 3, 3)], [("max",)]]
-_RB = [[("conv", .15, 1, 1), ("conv", .25, 3, 3)],
-       [("conv", .15, 1, 1), ("conv", .15, 1, 7), ("conv", .15, 7, 1), ("conv", .15, 3, 3)], [("max",)]]
+_A = [
+    [("conv", 0.22, 1, 1)],
+    [("conv", 0.17, 1, 1), ("conv", 0.22, 5, 5)],
+    [("conv", 0.22, 1, 1), ("conv", 0.33, 3, 3), ("conv", 0.33, 3, 3)],
+    [("avg",), ("conv", 0.2, 1, 1)],
+]
+_C = [
+    [("conv", 0.25, 1, 1)],
+    [("conv", 0.2, 1, 1), ("conv", 0.2, 1, 7), ("conv", 0.25, 7, 1)],
+    [("conv", 0.2, 1, 1), ("conv", 0.2, 7, 1), ("conv", 0.2, 1, 7), ("conv", 0.2, 7, 1), ("conv", 0.25, 1, 7)],
+    [("avg",), ("conv", 0.25, 1, 1)],
+]
+_E = [
+    [("conv", 0.16, 1, 1)],
+    [("conv", 0.19, 1, 1), ("conv", 0.19, 1, 3), ("conv", 0.375, 3, 1)],
+    [("conv", 0.22, 1, 1), ("conv", 0.19, 3, 3), ("conv", 0.19, 1, 3), ("conv", 0.375, 3, 1)],
+    [("avg",), ("conv", 0.09, 1, 1)],
+]
+_RA = [[("conv", 0.5, 3, 3)], [("conv", 0.083, 1, 1), ("conv", 0.125, 3, 3), ("conv", 0.125, 3, 3)], [("max",)]]
+_RB = [
+    [("conv", 0.15, 1, 1), ("conv", 0.25, 3, 3)],
+    [("conv", 0.15, 1, 1), ("conv", 0.15, 1, 7), ("conv", 0.15, 7, 1), ("conv", 0.15, 3, 3)],
+    [("max",)],
+]
 _BLOCKS = {3: _A, 4: _C, 5: _E}
 
 
@@ -373,7 +386,7 @@ def layered(b: GraphBuilder, x: int, end: int) -> int:
             continue
         c = b.ch(_width(widths, cur))
         w = min(int(rng.integers(1, max_w + 1)), rem)
-        owners = rng.permutation(np.arange(len(prev)) % w if len(prev) >= w else rng.permutation(w)[:len(prev)])
+        owners = rng.permutation(np.arange(len(prev)) % w if len(prev) >= w else rng.permutation(w)[: len(prev)])
         new = []
         for j in range(w):
             preds = [prev[i] for i in range(len(prev)) if owners[i] == j]
@@ -395,6 +408,10 @@ def layered(b: GraphBuilder, x: int, end: int) -> int:
 
 
 FAMILY_BUILDERS: dict[str, Callable[[GraphBuilder, int, int], int]] = {
-    "residual": residual, "inception": inception, "dense": dense,
-    "squeeze_excite": squeeze_excite, "nas_cell": nas_cell, "layered": layered,
+    "residual": residual,
+    "inception": inception,
+    "dense": dense,
+    "squeeze_excite": squeeze_excite,
+    "nas_cell": nas_cell,
+    "layered": layered,
 }

@@ -13,19 +13,34 @@ Public API (imported lazily, so ``import respect_pass.policy`` is cheap):
   :func:`load_checkpoint` and :data:`DEFAULT_CHECKPOINT` (:mod:`.checkpoint`);
 * :class:`NumpyPolicy` and :class:`ModelConfig` (:mod:`.numpy_net`).
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__all__ = ["train", "TrainConfig", "train_main", "load_policy",
-           "load_checkpoint", "save_checkpoint", "DEFAULT_CHECKPOINT", "NumpyPolicy", "ModelConfig"]
+__all__ = [
+    "train",
+    "TrainConfig",
+    "train_main",
+    "load_policy",
+    "load_checkpoint",
+    "save_checkpoint",
+    "DEFAULT_CHECKPOINT",
+    "NumpyPolicy",
+    "ModelConfig",
+]
 
 _WHERE = {
     "train": "train",
-    "TrainConfig": "train", "train_main": "train_cli", "load_policy": "checkpoint",
-    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "DEFAULT_CHECKPOINT": "checkpoint",
-    "NumpyPolicy": "numpy_net", "ModelConfig": "numpy_net",
+    "TrainConfig": "train",
+    "train_main": "train_cli",
+    "load_policy": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "DEFAULT_CHECKPOINT": "checkpoint",
+    "NumpyPolicy": "numpy_net",
+    "ModelConfig": "numpy_net",
 }
 
 

@@ -12,6 +12,7 @@ scheduler calls; cached per process) gives the numpy
 gives the torch :class:`~respect_pass.policy.model.PolicyNet` (training, tests)
 and imports torch when called; :func:`save_checkpoint` takes a ``PolicyNet``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,16 @@ from .numpy_net import ModelConfig, NumpyPolicy
 if TYPE_CHECKING:
     from .model import PolicyNet
 
-__all__ = ["FORMAT", "DEFAULT_CHECKPOINT", "save_checkpoint", "read_checkpoint", "load_checkpoint", "load_policy",
-           "numpy_policy", "checkpoint_paths"]
+__all__ = [
+    "FORMAT",
+    "DEFAULT_CHECKPOINT",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "load_policy",
+    "numpy_policy",
+    "checkpoint_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +58,12 @@ def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return stem.with_suffix(".npz"), stem.with_suffix(".json")
 
 
-def save_checkpoint(model: PolicyNet, path: str | os.PathLike[str], train_args: dict[str, Any] | None = None,
-                    metrics: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def save_checkpoint(
+    model: PolicyNet,
+    path: str | os.PathLike[str],
+    train_args: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
     """Write ``<stem>.npz`` (weights) and ``<stem>.json`` (config, features, args, metrics); return both paths."""
     npz, meta = checkpoint_paths(path)
     npz.parent.mkdir(parents=True, exist_ok=True)
@@ -58,8 +71,13 @@ def save_checkpoint(model: PolicyNet, path: str | os.PathLike[str], train_args: 
     tmp = npz.with_name(npz.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, npz)
-    doc = {"format": FORMAT, "model": model.config.as_dict(), "features": list(NODE_FEATURES + CONTEXT_FEATURES),
-           "train_args": train_args or {}, "metrics": metrics or {}}
+    doc = {
+        "format": FORMAT,
+        "model": model.config.as_dict(),
+        "features": list(NODE_FEATURES + CONTEXT_FEATURES),
+        "train_args": train_args or {},
+        "metrics": metrics or {},
+    }
     meta.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return npz, meta
 

@@ -21,6 +21,7 @@ construction, with no repair step.
   :mod:`respect_pass.policy.model` and are re-exported here lazily: importing
   this module (as the ``respect`` scheduler does) never imports torch.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -70,15 +71,17 @@ def greedy_order(scores: np.ndarray, ga: GraphArrays, stages: np.ndarray | None 
     return np.asarray(order, dtype=np.int64)
 
 
-def perturbed_orders(scores: np.ndarray, ga: GraphArrays, num: int, rng: np.random.Generator,
-                     temperature: float = 1.0) -> list[np.ndarray]:
+def perturbed_orders(
+    scores: np.ndarray, ga: GraphArrays, num: int, rng: np.random.Generator, temperature: float = 1.0
+) -> list[np.ndarray]:
     """``num`` greedy decodings of ``scores + temperature * Gumbel noise`` (a fresh noise vector each)."""
     g = rng.gumbel(size=(num, ga.n))
     return [greedy_order(scores + temperature * g[i], ga) for i in range(num)]
 
 
-def sample_orders(scores: np.ndarray, ga: GraphArrays, num: int, rng: np.random.Generator,
-                  temperature: float = 1.0) -> np.ndarray:
+def sample_orders(
+    scores: np.ndarray, ga: GraphArrays, num: int, rng: np.random.Generator, temperature: float = 1.0
+) -> np.ndarray:
     """(num, n) orders drawn from the decoder's distribution (sequential softmax over the ready set)."""
     n = ga.n
     logits = np.asarray(scores, dtype=np.float64) / temperature

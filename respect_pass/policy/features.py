@@ -16,6 +16,7 @@ DenseNet. ``K`` enters through the stage coordinates (the share of the
 graph's compute and parameters that must come before an op, times ``K``) and
 through the context columns shared by every node.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -30,15 +31,44 @@ __all__ = ["GraphArrays", "graph_arrays", "node_features", "NODE_FEATURES", "CON
 
 #: Names of the per-node columns of :func:`node_features`, then the per-graph context columns.
 NODE_FEATURES = (
-    "log_compute_per_stage", "param_per_cache", "log_param_per_stage_share", "log_out_io_per_stage",
-    "log_in_io_per_stage", "anc_compute_share", "anc_param_share", "desc_compute_share", "desc_param_share",
-    "stage_coord_compute", "stage_coord_param", "stage_coord_time", "rev_coord_time", "log_cache_coord",
-    "anc_count_share", "desc_count_share", "depth", "rev_depth", "log_in_degree", "log_out_degree", "pinned",
-    "reads_input", "sink", "conv", "depthwise", "elementwise", "has_params",
+    "log_compute_per_stage",
+    "param_per_cache",
+    "log_param_per_stage_share",
+    "log_out_io_per_stage",
+    "log_in_io_per_stage",
+    "anc_compute_share",
+    "anc_param_share",
+    "desc_compute_share",
+    "desc_param_share",
+    "stage_coord_compute",
+    "stage_coord_param",
+    "stage_coord_time",
+    "rev_coord_time",
+    "log_cache_coord",
+    "anc_count_share",
+    "desc_count_share",
+    "depth",
+    "rev_depth",
+    "log_in_degree",
+    "log_out_degree",
+    "pinned",
+    "reads_input",
+    "sink",
+    "conv",
+    "depthwise",
+    "elementwise",
+    "has_params",
 )
 CONTEXT_FEATURES = (
-    "inv_k", "k_over_8", "log_params_per_cache", "params_per_k_cache", "compute_share", "stream_share",
-    "io_share", "log_max_op_per_stage", "log_invoke_per_stage",
+    "inv_k",
+    "k_over_8",
+    "log_params_per_cache",
+    "params_per_k_cache",
+    "compute_share",
+    "stream_share",
+    "io_share",
+    "log_max_op_per_stage",
+    "log_invoke_per_stage",
 )
 NUM_FEATURES = len(NODE_FEATURES) + len(CONTEXT_FEATURES)
 
@@ -48,18 +78,18 @@ class GraphArrays(CostArrays):
     """The device model's :class:`~hardware.kernel.CostArrays` of one graph under one spec, plus what the
     policy's features and decoder need (see the module docstring)."""
 
-    src: np.ndarray            # (E,) distinct precedence pairs u -> v
+    src: np.ndarray  # (E,) distinct precedence pairs u -> v
     dst: np.ndarray
     succs: tuple[tuple[int, ...], ...]
-    indeg: np.ndarray          # (n,) number of distinct predecessors
-    out_bytes: np.ndarray      # (n,) activation bytes each op produces for other ops or the model
-    in_bytes: np.ndarray       # (n,) activation bytes each op reads
-    pinned: np.ndarray         # (n,) bool: pinned to the last stage or a descendant of such an op
-    reads_input: np.ndarray    # (n,) bool
-    op_class: np.ndarray       # (n,) 0 conv, 1 depthwise, 2 elementwise
-    ancestors: np.ndarray      # (n, n) bool: ancestors[v, u] = u is a proper ancestor of v
-    depth: np.ndarray          # (n,) longest path from a source, in ops
-    rev_depth: np.ndarray      # (n,) longest path to a sink, in ops
+    indeg: np.ndarray  # (n,) number of distinct predecessors
+    out_bytes: np.ndarray  # (n,) activation bytes each op produces for other ops or the model
+    in_bytes: np.ndarray  # (n,) activation bytes each op reads
+    pinned: np.ndarray  # (n,) bool: pinned to the last stage or a descendant of such an op
+    reads_input: np.ndarray  # (n,) bool
+    op_class: np.ndarray  # (n,) 0 conv, 1 depthwise, 2 elementwise
+    ancestors: np.ndarray  # (n, n) bool: ancestors[v, u] = u is a proper ancestor of v
+    depth: np.ndarray  # (n,) longest path from a source, in ops
+    rev_depth: np.ndarray  # (n,) longest path to a sink, in ops
 
 
 def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
@@ -106,8 +136,18 @@ def graph_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> GraphArrays:
             rev[v] = rev[list(s)].max() + 1
     return GraphArrays(
         **{f.name: getattr(ca, f.name) for f in fields(CostArrays)},
-        src=src, dst=dst, succs=succs, indeg=indeg, out_bytes=out_bytes, in_bytes=in_bytes, pinned=pinned,
-        reads_input=reads_input, op_class=cls, ancestors=anc, depth=depth, rev_depth=rev,
+        src=src,
+        dst=dst,
+        succs=succs,
+        indeg=indeg,
+        out_bytes=out_bytes,
+        in_bytes=in_bytes,
+        pinned=pinned,
+        reads_input=reads_input,
+        op_class=cls,
+        ancestors=anc,
+        depth=depth,
+        rev_depth=rev,
     )
 
 

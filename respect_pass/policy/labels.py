@@ -14,6 +14,7 @@ The imitation target of a label is its stage-major order
 stage in execution order with pinned ops (model-output producers and their
 descendants) last, which is exactly what the decoder's pinned rule emits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,16 @@ import numpy as np
 from hardware import EdgeTpuSpec
 from tflite_io import OpGraph, RespectPassError
 
-__all__ = ["Label", "graph_key", "make_graphs", "choose_ks", "label_instances", "stage_major_order", "max_stages",
-           "TEACHERS"]
+__all__ = [
+    "Label",
+    "graph_key",
+    "make_graphs",
+    "choose_ks",
+    "label_instances",
+    "stage_major_order",
+    "max_stages",
+    "TEACHERS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +117,24 @@ def _solve(job: tuple[OpGraph, int, EdgeTpuSpec, float, str]) -> dict | None:
     try:
         if teacher == "exact":
             from ..schedulers.exact import exact_schedule
+
             plan = exact_schedule(graph, k, spec, time_limit_s=time_limit, workers=1, seed=0)
         else:
             from ..schedulers.multiorder import multiorder_schedule
+
             plan = multiorder_schedule(graph, k, spec)
     except RespectPassError:
         return None
     from ..objectives import latency_key
+
     b, lat = latency_key(graph, plan.stages, k, spec)
-    return {"stages": list(plan.stages), "bottleneck_ms": b, "latency_ms": lat, "optimal": bool(plan.optimal),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "stages": list(plan.stages),
+        "bottleneck_ms": b,
+        "latency_ms": lat,
+        "optimal": bool(plan.optimal),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def _cache_file(cache: Path, graph: OpGraph, k: int, spec: EdgeTpuSpec, time_limit: float, teacher: str) -> Path:
@@ -125,9 +142,18 @@ def _cache_file(cache: Path, graph: OpGraph, k: int, spec: EdgeTpuSpec, time_lim
     return cache / f"{teacher}_{key.hexdigest()[:32]}.json"
 
 
-def label_instances(graphs: Sequence[OpGraph], tasks: Sequence[tuple[int, int]], spec: EdgeTpuSpec, *,
-                    time_limit: float, workers: int, cache: str | os.PathLike[str] | None,
-                    teacher: str = "exact", progress: bool = True, desc: str = "labels") -> list[Label]:
+def label_instances(
+    graphs: Sequence[OpGraph],
+    tasks: Sequence[tuple[int, int]],
+    spec: EdgeTpuSpec,
+    *,
+    time_limit: float,
+    workers: int,
+    cache: str | os.PathLike[str] | None,
+    teacher: str = "exact",
+    progress: bool = True,
+    desc: str = "labels",
+) -> list[Label]:
     """Labels of every (graph index, K) task, in task order; cached in ``cache`` (None: no cache)."""
     if teacher not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher!r} (known: {', '.join(TEACHERS)})")
@@ -146,8 +172,16 @@ def label_instances(graphs: Sequence[OpGraph], tasks: Sequence[tuple[int, int]],
             except (OSError, ValueError):
                 log.warning("unreadable label cache %s: solving again", f)
         todo.append((j, f))
-    log.info("%s: %d of %d cached, %d to solve with %s (%g s limit, %d workers)", desc, len(tasks) - len(todo),
-             len(tasks), len(todo), teacher, time_limit, workers)
+    log.info(
+        "%s: %d of %d cached, %d to solve with %s (%g s limit, %d workers)",
+        desc,
+        len(tasks) - len(todo),
+        len(tasks),
+        len(todo),
+        teacher,
+        time_limit,
+        workers,
+    )
     if todo:
         from tqdm import tqdm
 
@@ -175,6 +209,15 @@ def label_instances(graphs: Sequence[OpGraph], tasks: Sequence[tuple[int, int]],
     labels = []
     for (i, k), res in zip(tasks, results):
         if res is not None:
-            labels.append(Label(graphs[i], k, tuple(res["stages"]), float(res["bottleneck_ms"]),
-                                float(res["latency_ms"]), bool(res["optimal"]), float(res["seconds"])))
+            labels.append(
+                Label(
+                    graphs[i],
+                    k,
+                    tuple(res["stages"]),
+                    float(res["bottleneck_ms"]),
+                    float(res["latency_ms"]),
+                    bool(res["optimal"]),
+                    float(res["seconds"]),
+                )
+            )
     return labels

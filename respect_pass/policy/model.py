@@ -23,6 +23,7 @@ that training needs (:func:`order_log_probs`, re-exported by
 :mod:`respect_pass.policy.decode`) and :func:`torch_scores`, the torch twin of
 :meth:`NumpyPolicy.scores <respect_pass.policy.numpy_net.NumpyPolicy.scores>`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -36,20 +37,29 @@ from torch import nn
 from .features import GraphArrays, node_features
 from .numpy_net import ModelConfig
 
-__all__ = ["ModelConfig", "PolicyNet", "GraphBatch", "make_batch", "single_thread", "torch_scores",
-           "DecodeTensors", "decode_tensors", "order_log_probs"]
+__all__ = [
+    "ModelConfig",
+    "PolicyNet",
+    "GraphBatch",
+    "make_batch",
+    "single_thread",
+    "torch_scores",
+    "DecodeTensors",
+    "decode_tensors",
+    "order_log_probs",
+]
 
 
 @dataclass(frozen=True)
 class GraphBatch:
     """A disjoint union of graphs as tensors: features, edges, per-op graph index and the mean weights."""
 
-    x: torch.Tensor          # (N, in_dim) float32
-    src: torch.Tensor        # (E,) int64, global op indices
+    x: torch.Tensor  # (N, in_dim) float32
+    src: torch.Tensor  # (E,) int64, global op indices
     dst: torch.Tensor
-    batch: torch.Tensor      # (N,) int64 graph of each op
-    inv_in: torch.Tensor     # (N, 1) 1 / max(1, in-degree)
-    inv_out: torch.Tensor    # (N, 1) 1 / max(1, out-degree)
+    batch: torch.Tensor  # (N,) int64 graph of each op
+    inv_in: torch.Tensor  # (N, 1) 1 / max(1, in-degree)
+    inv_out: torch.Tensor  # (N, 1) 1 / max(1, out-degree)
     inv_count: torch.Tensor  # (G, 1) 1 / ops per graph
     offsets: tuple[int, ...]  # first op of each graph, then N
 
@@ -69,8 +79,16 @@ def make_batch(items) -> GraphBatch:
     indeg = torch.bincount(dst, minlength=n).clamp_min(1).to(torch.float32)
     outdeg = torch.bincount(src, minlength=n).clamp_min(1).to(torch.float32)
     counts = torch.tensor([offs[i + 1] - offs[i] for i in range(len(items))], dtype=torch.float32)
-    return GraphBatch(torch.cat(xs), src, dst, torch.cat(bs), (1 / indeg)[:, None], (1 / outdeg)[:, None],
-                      (1 / counts.clamp_min(1))[:, None], tuple(offs))
+    return GraphBatch(
+        torch.cat(xs),
+        src,
+        dst,
+        torch.cat(bs),
+        (1 / indeg)[:, None],
+        (1 / outdeg)[:, None],
+        (1 / counts.clamp_min(1))[:, None],
+        tuple(offs),
+    )
 
 
 class _Block(nn.Module):
@@ -97,8 +115,9 @@ class PolicyNet(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         c = self.config
-        self.embed = nn.Sequential(nn.Linear(c.in_dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden),
-                                   nn.LayerNorm(c.hidden))
+        self.embed = nn.Sequential(
+            nn.Linear(c.in_dim, c.hidden), nn.ReLU(), nn.Linear(c.hidden, c.hidden), nn.LayerNorm(c.hidden)
+        )
         self.blocks = nn.ModuleList(_Block(c.hidden) for _ in range(c.layers))
         self.head = nn.Sequential(nn.Linear(c.hidden, c.hidden), nn.ReLU(), nn.Linear(c.hidden, 1))
 
@@ -136,18 +155,18 @@ class DecodeTensors:
     n: int
     src: torch.Tensor
     dst: torch.Tensor
-    pinned: torch.Tensor     # (n,) bool
+    pinned: torch.Tensor  # (n,) bool
     num_unpinned: int
 
 
 def decode_tensors(ga: GraphArrays) -> DecodeTensors:
     """The :class:`DecodeTensors` of one graph."""
-    return DecodeTensors(ga.n, torch.from_numpy(ga.src), torch.from_numpy(ga.dst), torch.from_numpy(ga.pinned),
-                         int((~ga.pinned).sum()))
+    return DecodeTensors(
+        ga.n, torch.from_numpy(ga.src), torch.from_numpy(ga.dst), torch.from_numpy(ga.pinned), int((~ga.pinned).sum())
+    )
 
 
-def order_log_probs(scores: torch.Tensor, orders: torch.Tensor, dt: DecodeTensors,
-                    temperature: float = 1.0) -> torch.Tensor:
+def order_log_probs(scores: torch.Tensor, orders: torch.Tensor, dt: DecodeTensors, temperature: float = 1.0) -> torch.Tensor:
     """(B,) log-probability of each order in ``orders`` (B, n) under the decoder with these (n,) scores.
 
     Vectorised over steps: op v is ready at step t iff ``max(pos[preds(v)]) < t <= pos[v]`` (and, when
@@ -159,10 +178,10 @@ def order_log_probs(scores: torch.Tensor, orders: torch.Tensor, dt: DecodeTensor
     start = torch.zeros((b, n), dtype=torch.int64)
     if dt.src.numel():
         start.scatter_reduce_(1, dt.dst.expand(b, -1), pos[:, dt.src] + 1, reduce="amax", include_self=True)
-    steps = torch.arange(n)[None, :, None]                       # (1, T, 1)
+    steps = torch.arange(n)[None, :, None]  # (1, T, 1)
     ready = (start[:, None, :] <= steps) & (steps <= pos[:, None, :])  # (B, T, n)
     ready &= ~(dt.pinned[None, None, :] & (steps < dt.num_unpinned))
     z = scores / temperature
     masked = torch.where(ready, z[None, None, :], torch.full((), -torch.inf))
-    lse = torch.logsumexp(masked, dim=2)                         # (B, T)
+    lse = torch.logsumexp(masked, dim=2)  # (B, T)
     return (z[orders] - lse).sum(dim=1)

@@ -23,6 +23,7 @@ tens of times the arithmetic (measured: 100-250 ms instead of 2-20 ms for a
 that reading a checkpoint needs no torch; :mod:`respect_pass.policy.model`
 re-exports it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -88,8 +89,8 @@ def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 class _Segments:
     """Sum rows of a (E, h) array into ``n`` targets: rows sorted by target, then ``reduceat`` per target."""
 
-    order: np.ndarray    # (E,) edge permutation sorting the targets
-    starts: np.ndarray   # (T,) first sorted row of each target that has edges
+    order: np.ndarray  # (E,) edge permutation sorting the targets
+    starts: np.ndarray  # (T,) first sorted row of each target that has edges
     targets: np.ndarray  # (T,) those targets
 
     @classmethod
@@ -113,10 +114,10 @@ class EdgeIndex:
     n: int
     src: np.ndarray
     dst: np.ndarray
-    into: _Segments          # sums over incoming edges (grouped by dst)
-    out_of: _Segments        # sums over outgoing edges (grouped by src)
-    inv_in: np.ndarray       # (n, 1) float32 1 / max(1, in-degree)
-    inv_out: np.ndarray      # (n, 1) float32 1 / max(1, out-degree)
+    into: _Segments  # sums over incoming edges (grouped by dst)
+    out_of: _Segments  # sums over outgoing edges (grouped by src)
+    inv_in: np.ndarray  # (n, 1) float32 1 / max(1, in-degree)
+    inv_out: np.ndarray  # (n, 1) float32 1 / max(1, out-degree)
 
     @classmethod
     def of(cls, n: int, src: np.ndarray, dst: np.ndarray) -> EdgeIndex:
@@ -129,10 +130,12 @@ class EdgeIndex:
 
 
 # (set, get) thread-count entry points of the OpenBLAS builds numpy ships (scipy-openblas, 64-bit ints) or links
-_OPENBLAS_SYMBOLS = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                     ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-                     ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                     ("openblas_set_num_threads", "openblas_get_num_threads"))
+_OPENBLAS_SYMBOLS = (
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+)
 _BLAS_LOCK = threading.Lock()
 
 
@@ -144,8 +147,9 @@ def _loaded_openblas_paths() -> list[str]:
         return sorted({f[5].strip() for f in fields if len(f) == 6 and os.path.isfile(f[5].strip())})
     except OSError:
         here = os.path.dirname(np.__file__)
-        return sorted(glob.glob(os.path.join(here + ".libs", "*openblas*")) +
-                      glob.glob(os.path.join(here, ".dylibs", "*openblas*")))
+        return sorted(
+            glob.glob(os.path.join(here + ".libs", "*openblas*")) + glob.glob(os.path.join(here, ".dylibs", "*openblas*"))
+        )
 
 
 @lru_cache(maxsize=1)
@@ -207,8 +211,12 @@ class NumpyPolicy:
                 raise ValueError(f"weight {name}: dtype {np.asarray(weights[name]).dtype}, expected floating point")
         self.config = config
         # Linear weights transposed once, so that every layer is ``x @ w + b``
-        self._w = {k: np.ascontiguousarray((np.asarray(v).T if k.endswith(".weight") and np.ndim(v) == 2
-                                            else np.asarray(v)), dtype=np.float32) for k, v in weights.items()}
+        self._w = {
+            k: np.ascontiguousarray(
+                (np.asarray(v).T if k.endswith(".weight") and np.ndim(v) == 2 else np.asarray(v)), dtype=np.float32
+            )
+            for k, v in weights.items()
+        }
 
     def _linear(self, name: str, x: np.ndarray) -> np.ndarray:
         return x @ self._w[f"{name}.weight"] + self._w[f"{name}.bias"]

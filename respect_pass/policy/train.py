@@ -23,6 +23,7 @@ the sampling temperature is picked on the validation set and
 Deterministic for a seed (single-threaded torch by default; labels that hit
 the solver's time limit are pinned by the cache).
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,12 +42,12 @@ import torch
 from hardware import USB
 from hardware.kernel import range_costs
 
+from ..schedulers.split import bottleneck_value
 from .checkpoint import save_checkpoint
 from .decode import DecodeTensors, decode_tensors, greedy_order, order_log_probs, perturbed_orders, sample_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .labels import Label, choose_ks, label_instances, make_graphs, stage_major_order
 from .model import ModelConfig, PolicyNet, make_batch
-from ..schedulers.split import bottleneck_value
 
 __all__ = ["TrainConfig", "QUICK", "train", "Prepared", "prepare", "evaluate"]
 
@@ -87,8 +88,19 @@ class TrainConfig:
 
 
 #: Overrides of ``--quick``: a tiny model on tiny graphs in about a minute.
-QUICK: dict[str, Any] = dict(graphs=40, val_graphs=12, min_ops=20, max_ops=36, epochs=8, rl_epochs=1, hidden=32,
-                             layers=2, batch=8, time_limit=2.0, rl_samples=4)
+QUICK: dict[str, Any] = dict(
+    graphs=40,
+    val_graphs=12,
+    min_ops=20,
+    max_ops=36,
+    epochs=8,
+    rl_epochs=1,
+    hidden=32,
+    layers=2,
+    batch=8,
+    time_limit=2.0,
+    rl_samples=4,
+)
 
 
 @dataclass
@@ -99,9 +111,9 @@ class Prepared:
     ga: GraphArrays
     x: np.ndarray
     dt: DecodeTensors
-    target: torch.Tensor       # (1, n) stage-major order
-    stage_of: torch.Tensor     # (n,) label stage of each op
-    cuts: torch.Tensor         # (n,) stage of each step of the target order
+    target: torch.Tensor  # (1, n) stage-major order
+    stage_of: torch.Tensor  # (n,) label stage of each op
+    cuts: torch.Tensor  # (n,) stage of each step of the target order
 
 
 def prepare(label: Label) -> Prepared:
@@ -109,8 +121,15 @@ def prepare(label: Label) -> Prepared:
     ga = graph_arrays(label.graph, USB)
     order = stage_major_order(label.graph, label.stages)
     stage_of = torch.tensor(label.stages, dtype=torch.int64)
-    return Prepared(label, ga, node_features(ga, label.num_stages), decode_tensors(ga),
-                    torch.from_numpy(order)[None, :], stage_of, stage_of[torch.from_numpy(order)])
+    return Prepared(
+        label,
+        ga,
+        node_features(ga, label.num_stages),
+        decode_tensors(ga),
+        torch.from_numpy(order)[None, :],
+        stage_of,
+        stage_of[torch.from_numpy(order)],
+    )
 
 
 def _imitation_loss(scores: torch.Tensor, p: Prepared, kind: str) -> torch.Tensor:
@@ -144,26 +163,30 @@ def _bottleneck_ms(p: Prepared, order: np.ndarray) -> float:
     return bottleneck_value(range_costs(p.ga, order), p.label.num_stages) * 1e3
 
 
-def evaluate(model: PolicyNet, items: list[Prepared], samples: int = 0, temperature: float = 1.0,
-             seed: int = 0, chunk: int = 32) -> dict[str, float]:
+def evaluate(
+    model: PolicyNet, items: list[Prepared], samples: int = 0, temperature: float = 1.0, seed: int = 0, chunk: int = 32
+) -> dict[str, float]:
     """Greedy (or best of greedy + ``samples`` perturbed decodings) gap to the labels: geomean - 1, worst."""
     ratios = []
     rng = np.random.default_rng(seed)
     model.eval()
     with torch.inference_mode():
         for c in range(0, len(items), chunk):
-            part = items[c:c + chunk]
+            part = items[c : c + chunk]
             scores, offs = _scores(model, part)
             for i, p in enumerate(part):
-                s = scores[offs[i]:offs[i + 1]].double().numpy()
+                s = scores[offs[i] : offs[i + 1]].double().numpy()
                 orders = [greedy_order(s, p.ga)]
                 if samples:
                     orders += perturbed_orders(s, p.ga, samples, rng, temperature)
                 best = min(_bottleneck_ms(p, o) for o in orders)
                 ratios.append(best / p.label.bottleneck_ms)
     r = np.asarray(ratios)
-    return {"gap": float(np.exp(np.log(r).mean()) - 1), "worst": float(r.max() - 1),
-            "share_within_1pct": float((r <= 1.01).mean())}
+    return {
+        "gap": float(np.exp(np.log(r).mean()) - 1),
+        "worst": float(r.max() - 1),
+        "share_within_1pct": float((r <= 1.01).mean()),
+    }
 
 
 def _baseline_gaps(items: list[Prepared]) -> dict[str, float]:
@@ -175,15 +198,14 @@ def _baseline_gaps(items: list[Prepared]) -> dict[str, float]:
         dp_r.append(_bottleneck_ms(p, np.arange(p.ga.n)) / p.label.bottleneck_ms)
         plan = multiorder_schedule(p.label.graph, p.label.num_stages, USB)
         mo_r.append(plan.stats.number("bottleneck_ms") / p.label.bottleneck_ms)
-    return {"dp_gap": float(np.exp(np.log(dp_r).mean()) - 1),
-            "multiorder_gap": float(np.exp(np.log(mo_r).mean()) - 1)}
+    return {"dp_gap": float(np.exp(np.log(dp_r).mean()) - 1), "multiorder_gap": float(np.exp(np.log(mo_r).mean()) - 1)}
 
 
 def _shuffled_batches(items: list, batch: int, rng: random.Random) -> list[list]:
     """``items`` in ``rng``-shuffled order, cut into batches of ``batch``."""
     idx = list(range(len(items)))
     rng.shuffle(idx)
-    return [[items[i] for i in idx[j:j + batch]] for j in range(0, len(idx), batch)]
+    return [[items[i] for i in idx[j : j + batch]] for j in range(0, len(idx), batch)]
 
 
 def _imitation_epoch(model, opt, items, cfg, rng: random.Random, bar_desc: str) -> float:
@@ -193,7 +215,7 @@ def _imitation_epoch(model, opt, items, cfg, rng: random.Random, bar_desc: str) 
     total, count = 0.0, 0
     for part in tqdm(_shuffled_batches(items, cfg.batch, rng), desc=bar_desc, disable=not cfg.progress, leave=False):
         scores, offs = _scores(model, part)
-        loss = torch.stack([_imitation_loss(scores[offs[i]:offs[i + 1]], p, cfg.loss) for i, p in enumerate(part)]).mean()
+        loss = torch.stack([_imitation_loss(scores[offs[i] : offs[i + 1]], p, cfg.loss) for i, p in enumerate(part)]).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,7 +234,7 @@ def _rl_epoch(model, opt, items, cfg, rng: random.Random, nrng: np.random.Genera
         scores, offs = _scores(model, part)
         terms = []
         for i, p in enumerate(part):
-            s = scores[offs[i]:offs[i + 1]]
+            s = scores[offs[i] : offs[i + 1]]
             s_np = s.detach().double().numpy()
             base = _bottleneck_ms(p, greedy_order(s_np, p.ga))
             orders = sample_orders(s_np, p.ga, cfg.rl_samples, nrng)
@@ -244,16 +266,21 @@ def _data(cfg: TrainConfig) -> tuple[list[Prepared], list[Prepared], dict[str, A
     val_graphs = make_graphs(cfg.val_graphs, cfg.seed + 10_007, cfg.min_ops, cfg.max_ops, cfg.families)
     tasks = choose_ks(train_graphs, cfg.ks_per_graph, cfg.k_min, cfg.k_max, cfg.seed)
     val_tasks = choose_ks(val_graphs, cfg.ks_per_graph, cfg.k_min, cfg.k_max, cfg.seed + 1)
-    common: dict[str, Any] = dict(time_limit=cfg.time_limit, workers=cfg.workers, cache=cfg.cache, teacher=cfg.teacher,
-                  progress=cfg.progress)
+    common: dict[str, Any] = dict(
+        time_limit=cfg.time_limit, workers=cfg.workers, cache=cfg.cache, teacher=cfg.teacher, progress=cfg.progress
+    )
     val = label_instances(val_graphs, val_tasks, USB, desc="validation labels", **common)
     train = label_instances(train_graphs, tasks, USB, desc="training labels", **common)
     t1 = time.perf_counter()
     optimal = sum(lb.optimal for lb in train + val) / max(1, len(train) + len(val))
-    log.info("labels: %d training and %d validation instances in %.1f s (%.0f%% proven optimal)",
-             len(train), len(val), t1 - t0, 100 * optimal)
-    return [prepare(lb) for lb in train], [prepare(lb) for lb in val], {"label_s": t1 - t0,
-                                                                        "label_optimal_share": optimal}
+    log.info(
+        "labels: %d training and %d validation instances in %.1f s (%.0f%% proven optimal)",
+        len(train),
+        len(val),
+        t1 - t0,
+        100 * optimal,
+    )
+    return [prepare(lb) for lb in train], [prepare(lb) for lb in val], {"label_s": t1 - t0, "label_optimal_share": optimal}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -273,8 +300,11 @@ def train(cfg: TrainConfig) -> Path:
     if not train_items or not val_items:
         raise ValueError("no labelled instances: raise --graphs / --val-graphs")
     metrics.update(_baseline_gaps(val_items))
-    log.info("validation baselines: dp gap %.2f%%, multiorder gap %.2f%%", 100 * metrics["dp_gap"],
-             100 * metrics["multiorder_gap"])
+    log.info(
+        "validation baselines: dp gap %.2f%%, multiorder gap %.2f%%",
+        100 * metrics["dp_gap"],
+        100 * metrics["multiorder_gap"],
+    )
 
     model = PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
     rng, nrng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
@@ -288,8 +318,15 @@ def train(cfg: TrainConfig) -> Path:
         nonlocal best
         v = evaluate(model, val_items)
         history.append({"phase": phase, "epoch": epoch, "loss": loss, "seconds": t, **v})
-        log.info("%s epoch %d: loss %.4f, validation gap %.2f%% (worst %.1f%%), %.1f s", phase, epoch, loss,
-                 100 * v["gap"], 100 * v["worst"], t)
+        log.info(
+            "%s epoch %d: loss %.4f, validation gap %.2f%% (worst %.1f%%), %.1f s",
+            phase,
+            epoch,
+            loss,
+            100 * v["gap"],
+            100 * v["worst"],
+            t,
+        )
         if v["gap"] < best[0]:
             best = (v["gap"], copy.deepcopy(model.state_dict()), f"{phase}{epoch}")
 
@@ -317,13 +354,29 @@ def train(cfg: TrainConfig) -> Path:
     for temp in (1.0, 2.0, 4.0, 8.0):
         temps[temp] = evaluate(model, val_items, samples=8, temperature=temp, seed=cfg.seed)
     temperature = min(temps, key=lambda k: (temps[k]["gap"], k))
-    metrics.update({"best_epoch": best[2], "val_gap_greedy": best[0], "sample_temperature": temperature,
-                    "val_gap_best_of_8": temps[temperature]["gap"], "val_worst_best_of_8": temps[temperature]["worst"],
-                    "imitation_s": t_rl - t_il, "reinforce_s": t_end - t_rl,
-                    "total_s": time.perf_counter() - t_start, "train_instances": len(train_items),
-                    "val_instances": len(val_items), "history": history})
-    log.info("best %s: validation gap %.2f%% greedy, %.2f%% best of 8 (temperature %g); total %.1f s", best[2],
-             100 * best[0], 100 * metrics["val_gap_best_of_8"], temperature, metrics["total_s"])
+    metrics.update(
+        {
+            "best_epoch": best[2],
+            "val_gap_greedy": best[0],
+            "sample_temperature": temperature,
+            "val_gap_best_of_8": temps[temperature]["gap"],
+            "val_worst_best_of_8": temps[temperature]["worst"],
+            "imitation_s": t_rl - t_il,
+            "reinforce_s": t_end - t_rl,
+            "total_s": time.perf_counter() - t_start,
+            "train_instances": len(train_items),
+            "val_instances": len(val_items),
+            "history": history,
+        }
+    )
+    log.info(
+        "best %s: validation gap %.2f%% greedy, %.2f%% best of 8 (temperature %g); total %.1f s",
+        best[2],
+        100 * best[0],
+        100 * metrics["val_gap_best_of_8"],
+        temperature,
+        metrics["total_s"],
+    )
     npz, _ = save_checkpoint(model, out / "respect_policy", train_args=asdict(cfg), metrics=metrics)
     return npz
 

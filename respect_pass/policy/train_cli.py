@@ -1,4 +1,5 @@
 """``respect-pass train``: the command line of :func:`respect_pass.policy.train.train`."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,30 @@ _HELP = {
     "out": "output directory: respect_policy.npz + respect_policy.json (copy both to respect_pass/data/) and args.json",
     "seed": "seed of the graphs, the K draws, the model and the sampling",
     "quick": "a tiny model on tiny graphs in about a minute (tests); explicit flags still win",
-    "graphs": "training graphs", "val_graphs": "validation graphs (another seed)",
-    "min_ops": "smallest graph", "max_ops": "largest graph (at most 120 for the shipped checkpoint)",
-    "ks_per_graph": "distinct K labelled per graph", "k_min": "smallest K", "k_max": "largest K",
+    "graphs": "training graphs",
+    "val_graphs": "validation graphs (another seed)",
+    "min_ops": "smallest graph",
+    "max_ops": "largest graph (at most 120 for the shipped checkpoint)",
+    "ks_per_graph": "distinct K labelled per graph",
+    "k_min": "smallest K",
+    "k_max": "largest K",
     "families": "comma-separated generator families",
-    "epochs": "imitation epochs", "rl_epochs": "REINFORCE epochs", "batch": "instances per step",
-    "lr": "imitation learning rate", "rl_lr": "REINFORCE learning rate", "rl_samples": "orders sampled per instance",
+    "epochs": "imitation epochs",
+    "rl_epochs": "REINFORCE epochs",
+    "batch": "instances per step",
+    "lr": "imitation learning rate",
+    "rl_lr": "REINFORCE learning rate",
+    "rl_samples": "orders sampled per instance",
     "rl_imitation": "weight of the imitation loss during REINFORCE",
     "loss": "imitation target: the stage-major order (canonical) or any ready op of the stage (stage_set)",
-    "hidden": "hidden width", "layers": "message-passing blocks",
-    "workers": "label worker processes", "time_limit": "exact solver time limit per label (s)",
-    "teacher": "label source: exact (CP-SAT) or multiorder", "cache": "label cache directory",
-    "threads": "torch threads during training", "progress": "progress bars",
+    "hidden": "hidden width",
+    "layers": "message-passing blocks",
+    "workers": "label worker processes",
+    "time_limit": "exact solver time limit per label (s)",
+    "teacher": "label source: exact (CP-SAT) or multiorder",
+    "cache": "label cache directory",
+    "threads": "torch threads during training",
+    "progress": "progress bars",
 }
 
 
@@ -40,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults are None so that ``--quick`` presets can fill the unset ones."""
     from .train import TrainConfig
 
-    p = _OneLineParser(prog="respect-pass train", description="Train the RESPECT scheduling policy on "
-                                "synthetic graphs labelled by the exact scheduler.")
+    p = _OneLineParser(
+        prog="respect-pass train",
+        description="Train the RESPECT scheduling policy on synthetic graphs labelled by the exact scheduler.",
+    )
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "quick":

@@ -6,6 +6,7 @@ beside ``dp``; :mod:`respect_pass.policy` holds only the learned parts (features
 checkpoint, training), so imports point one way: schedulers -> policy for inference, and only the
 training code (policy.labels, policy.train) reads schedulers, never the other way round at import time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,21 +30,46 @@ def _check_samples(samples: int) -> None:
         raise RespectPassError(f"--samples must be >= 0, got {samples}")
 
 
-def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
-                     seed: int = 0, objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
+def respect_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    samples: int = 8,
+    seed: int = 0,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+) -> Plan:
     """The learned scheduler with the options the command line offers (:func:`.respect.respect_schedule`)."""
     _check_samples(samples)
-    return _respect.respect_schedule(graph, num_stages, cost, samples=samples, seed=seed, objective=objective,
-                                     alpha=alpha)
+    return _respect.respect_schedule(graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha)
 
 
-def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
-                           time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
-                           objective: str = "latency", alpha: float = DEFAULT_ALPHA) -> Plan:
+def respect_exact_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    time_limit_s: float = 30.0,
+    workers: int = 2,
+    samples: int = 8,
+    seed: int = 0,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+) -> Plan:
     """CP-SAT warm-started from the learned scheduler's plan."""
     _check_samples(samples)
-    return _respect.respect_exact_schedule(graph, num_stages, cost, time_limit_s=time_limit_s, workers=workers,
-                                           samples=samples, seed=seed, objective=objective, alpha=alpha)
+    return _respect.respect_exact_schedule(
+        graph,
+        num_stages,
+        cost,
+        time_limit_s=time_limit_s,
+        workers=workers,
+        samples=samples,
+        seed=seed,
+        objective=objective,
+        alpha=alpha,
+    )
 
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]

@@ -24,6 +24,7 @@ op reads), the cuts are moved the least needed (``scheduler_stats.correction``);
 valid split at all, the ops pinned last (with their descendants) are moved to the end of the order and those
 pinned first (with their ancestors) to its front.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,9 +36,17 @@ from tflite_io import OpGraph, StageMapError
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan, PlanStats
 
-__all__ = ["CompilerSplit", "compiler_schedule", "compiler_split", "libcoral_num_ops_per_segment",
-           "libcoral_parameter_sizes", "libcoral_split", "libcoral_strategy_check", "param_balanced_sizes",
-           "pipeline_cut_bounds"]
+__all__ = [
+    "CompilerSplit",
+    "compiler_schedule",
+    "compiler_split",
+    "libcoral_num_ops_per_segment",
+    "libcoral_parameter_sizes",
+    "libcoral_split",
+    "libcoral_strategy_check",
+    "param_balanced_sizes",
+    "pipeline_cut_bounds",
+]
 
 
 @dataclass(frozen=True)
@@ -76,8 +85,9 @@ def libcoral_parameter_sizes(graph: OpGraph) -> list[int]:
     return sizes
 
 
-def libcoral_num_ops_per_segment(sizes: Sequence[int], order: Sequence[int], first_sink: int, num_segments: int,
-                                 at_least_one: bool = False) -> tuple[list[int], str | None]:
+def libcoral_num_ops_per_segment(
+    sizes: Sequence[int], order: Sequence[int], first_sink: int, num_segments: int, at_least_one: bool = False
+) -> tuple[list[int], str | None]:
     """``GetNumOpsPerSegment``'s loop over ``order``: (ops per segment, the CHECK libcoral fails or None).
 
     With ``at_least_one`` every segment takes its first op whatever its size, and may run up to
@@ -93,8 +103,10 @@ def libcoral_num_ops_per_segment(sizes: Sequence[int], order: Sequence[int], fir
     for k in range(num_segments - 1):
         max_end = limit - (num_segments - k - 1)
         if max_end < node:
-            return counts, (f"CHECK_GE(max_segment_end_exe_idx, node_i) failed: {first_sink} ops before the first "
-                            f"op nobody consumes, fewer than the {num_segments - 1} segments before the last")
+            return counts, (
+                f"CHECK_GE(max_segment_end_exe_idx, node_i) failed: {first_sink} ops before the first "
+                f"op nobody consumes, fewer than the {num_segments - 1} segments before the last"
+            )
         while node <= max_end:
             cur = sizes[order[node]]
             if seg_size[k] + cur > average and not (at_least_one and counts[k] == 0):
@@ -106,9 +118,11 @@ def libcoral_num_ops_per_segment(sizes: Sequence[int], order: Sequence[int], fir
     empty = [k for k, c in enumerate(counts) if c <= 0]
     if empty:
         v = order[node] if node < n else None
-        return counts, (f"CHECK_GT(num_ops_per_segment[{empty[0]}], 0) failed: segment {empty[0]} is empty "
-                        f"(op {v} alone has {sizes[v] if v is not None else 0} parameter bytes, more than the "
-                        f"{average} per segment)")
+        return counts, (
+            f"CHECK_GT(num_ops_per_segment[{empty[0]}], 0) failed: segment {empty[0]} is empty "
+            f"(op {v} alone has {sizes[v] if v is not None else 0} parameter bytes, more than the "
+            f"{average} per segment)"
+        )
     return counts, None
 
 
@@ -127,12 +141,14 @@ def libcoral_strategy_check(graph: OpGraph, order: Sequence[int], num_ops: Seque
     if num_segments > n:
         return f"CHECK_LE(num_segments, num_nodes) failed: {num_segments} > {n}"
     if sum(num_ops) != n:
-        return (f"CHECK_EQ(sum of num_ops, num_nodes) failed: {sum(num_ops)} != {n} (Sum of num_segment_ops must "
-                "be equal to model's nodes number)")
+        return (
+            f"CHECK_EQ(sum of num_ops, num_nodes) failed: {sum(num_ops)} != {n} (Sum of num_segment_ops must "
+            "be equal to model's nodes number)"
+        )
     seg = [0] * n
     start = 0
     for k, c in enumerate(num_ops):
-        for v in order[start:start + c]:
+        for v in order[start : start + c]:
             seg[v] = k
         start += c
     for v in range(n):
@@ -141,8 +157,10 @@ def libcoral_strategy_check(graph: OpGraph, order: Sequence[int], num_ops: Seque
             continue
         crosses = any(seg[w] != seg[v] for w in graph.succs[v])
         if crosses or (not graph.succs[v] and v < n - 1):
-            return (f"CHECK_EQ(outputs size, 1) failed: op {v} ({graph.ops[v].label}) has {outs} output tensors "
-                    "and its outputs leave its segment (Only one output tensor per operator)")
+            return (
+                f"CHECK_EQ(outputs size, 1) failed: op {v} ({graph.ops[v].label}) has {outs} output tensors "
+                "and its outputs leave its segment (Only one output tensor per operator)"
+            )
     return None
 
 
@@ -187,12 +205,16 @@ def _pinned_order(graph: OpGraph, order: Sequence[int]) -> list[int]:
         if any(w in first for w in graph.succs[v]):
             first.add(v)
     first -= last
-    return ([v for v in order if v in first] + [v for v in order if v not in first and v not in last]
-            + [v for v in order if v in last])
+    return (
+        [v for v in order if v in first]
+        + [v for v in order if v not in first and v not in last]
+        + [v for v in order if v in last]
+    )
 
 
-def libcoral_split(graph: OpGraph, num_stages: int, order: Sequence[int] | None = None,
-                   sizes: Sequence[int] | None = None) -> tuple[list[int], str | None]:
+def libcoral_split(
+    graph: OpGraph, num_stages: int, order: Sequence[int] | None = None, sizes: Sequence[int] | None = None
+) -> tuple[list[int], str | None]:
     """What libcoral's ``GetStrategy(num_stages)`` does: (ops per segment along ``order``, the CHECK it fails).
 
     ``order`` defaults to libcoral's TopologicalSort. The counts are meaningful only where nothing fails.
@@ -201,22 +223,27 @@ def libcoral_split(graph: OpGraph, num_stages: int, order: Sequence[int] | None 
     sizes = libcoral_parameter_sizes(graph) if sizes is None else sizes
     if num_stages <= 1:
         return [graph.num_ops], "CHECK_GT(num_segments, 1) failed: num_segments must be >1"
-    weights_only = [op.index for op in graph.ops
-                    if op.op_type != "CUSTOM" and not any(t >= 0 and not graph.tensors[t].is_constant for t in op.inputs)]
+    weights_only = [
+        op.index
+        for op in graph.ops
+        if op.op_type != "CUSTOM" and not any(t >= 0 and not graph.tensors[t].is_constant for t in op.inputs)
+    ]
     if weights_only:
         v = weights_only[0]
-        return [], (f"CHECK_GT(num_non_weight_tensors, 0) failed in CalculateParameterSizes: op {v} "
-                    f"({graph.ops[v].label}) reads only constants")
+        return [], (
+            f"CHECK_GT(num_non_weight_tensors, 0) failed in CalculateParameterSizes: op {v} "
+            f"({graph.ops[v].label}) reads only constants"
+        )
     counts, abort = libcoral_num_ops_per_segment(sizes, order, _first_sink(graph, order), num_stages)
     return counts, abort or libcoral_strategy_check(graph, order, counts)
 
 
-def _corrected(graph: OpGraph, order: list[int], num_stages: int, sizes: list[int],
-               counts: list[int] | None) -> tuple[list[int], str | None] | None:
+def _corrected(
+    graph: OpGraph, order: list[int], num_stages: int, sizes: list[int], counts: list[int] | None
+) -> tuple[list[int], str | None] | None:
     """``counts`` (or, if None, the at-least-one-op loop) with the cuts moved into the pipeline bounds."""
     if counts is None:
-        counts, _ = libcoral_num_ops_per_segment(sizes, order, _first_sink(graph, order), num_stages,
-                                                 at_least_one=True)
+        counts, _ = libcoral_num_ops_per_segment(sizes, order, _first_sink(graph, order), num_stages, at_least_one=True)
     cuts = [sum(counts[:k]) for k in range(1, num_stages)]
     lo, hi = pipeline_cut_bounds(graph, order)
     fixed = _clamp_cuts(cuts, lo, hi)
@@ -253,13 +280,17 @@ def compiler_split(graph: OpGraph, num_stages: int) -> CompilerSplit:
     moved = _pinned_order(graph, order)
     fixed = _corrected(graph, moved, num_stages, sizes, None) if moved != order else None
     if fixed is None:
-        raise StageMapError(f"cannot split {n} ops into {num_stages} contiguous segments of libcoral's "
-                            "execution order with the pinned ops in the first and last stage", num_stages)
-    note = ("libcoral's execution order has no valid split: the ops pinned last (and their descendants) were "
-            "moved to its end and those pinned first (and their ancestors) to its front, then split with at "
-            "least one op per segment")
-    return CompilerSplit(tuple(moved), tuple(fixed[0]), libcoral, abort,
-                         note + (f"; {fixed[1]}" if fixed[1] else ""))
+        raise StageMapError(
+            f"cannot split {n} ops into {num_stages} contiguous segments of libcoral's "
+            "execution order with the pinned ops in the first and last stage",
+            num_stages,
+        )
+    note = (
+        "libcoral's execution order has no valid split: the ops pinned last (and their descendants) were "
+        "moved to its end and those pinned first (and their ancestors) to its front, then split with at "
+        "least one op per segment"
+    )
+    return CompilerSplit(tuple(moved), tuple(fixed[0]), libcoral, abort, note + (f"; {fixed[1]}" if fixed[1] else ""))
 
 
 def param_balanced_sizes(graph: OpGraph, num_stages: int) -> list[int]:

@@ -18,6 +18,7 @@ a shortest-path DP over the ranges under the cap; the smallest feasible cap is
 a min-max DP on parameter bytes, and from there each larger cap that lowers
 the crossings is found by bisection over the distinct range parameter sizes.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,10 +26,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tflite_io import OpGraph, StageMapError
-
 from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import CostArrays, RangeCosts, cost_arrays, map_period_s, range_costs
+from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import split_order
@@ -45,11 +45,14 @@ def _check_feasible(rc: RangeCosts, num_stages: int) -> None:
         raise StageMapError(
             f"no {num_stages}-stage contiguous split of this order: the first stage needs the first "
             f"{rc.min_first_end} ops (model inputs), non-last stages must end by op {rc.max_end} of {n} "
-            "(the first model output)", num_stages)
+            "(the first model output)",
+            num_stages,
+        )
 
 
-def range_dp(cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int,
-            combine=np.maximum, want_cuts: bool = True) -> tuple[float, list[int]]:
+def range_dp(
+    cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int, combine=np.maximum, want_cuts: bool = True
+) -> tuple[float, list[int]]:
     """Generic K-stage DP over ranges: ``combine`` is max (bottleneck) or add (sums); returns the value and
     the cuts (none with ``want_cuts=False``, which skips the back-pointers)."""
     n1 = cost.shape[0]
@@ -123,8 +126,13 @@ def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float
 
     def fewest_bytes(cap: float) -> tuple[float, list[int]]:
         t, t_last = capped(rc, cap)
-        return range_dp(np.where(np.isfinite(t), rc.io, np.inf), np.where(np.isfinite(t_last), rc.io_last, np.inf),
-                        num_stages, rc.min_first_end, combine=np.add)
+        return range_dp(
+            np.where(np.isfinite(t), rc.io, np.inf),
+            np.where(np.isfinite(t_last), rc.io_last, np.inf),
+            num_stages,
+            rc.min_first_end,
+            combine=np.add,
+        )
 
     lo, hi = 0, len(caps) - 1  # the smallest cap whose fewest link bytes fit under it
     while lo < hi:
@@ -156,8 +164,12 @@ def min_crossing_cuts(rc: RangeCosts, num_stages: int, cap: float) -> tuple[floa
 def _memory_cuts(rc: RangeCosts, num_stages: int, alpha: float) -> tuple[list[int], float]:
     n = len(rc.order)
     last_ok = np.isfinite(rc.time_last)
-    min_cap, _ = range_dp(np.where(np.isfinite(rc.time), rc.params, np.inf),
-                         np.where(last_ok, rc.params[:, n], np.inf), num_stages, rc.min_first_end)
+    min_cap, _ = range_dp(
+        np.where(np.isfinite(rc.time), rc.params, np.inf),
+        np.where(last_ok, rc.params[:, n], np.inf),
+        num_stages,
+        rc.min_first_end,
+    )
     values = np.unique(np.concatenate([rc.params[np.isfinite(rc.time)], rc.params[last_ok, n]]))
     values = values[values >= min_cap - 0.5]
     cross, cuts = min_crossing_cuts(rc, num_stages, values[0])
@@ -181,9 +193,16 @@ def _memory_cuts(rc: RangeCosts, num_stages: int, alpha: float) -> tuple[list[in
     return best[1], best[0]
 
 
-def dp_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, objective: str = "latency",
-                alpha: float = DEFAULT_ALPHA, order: Sequence[int] | None = None,
-                arrays: CostArrays | None = None) -> Plan:
+def dp_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+    order: Sequence[int] | None = None,
+    arrays: CostArrays | None = None,
+) -> Plan:
     """Optimal contiguous split of ``order`` (default: the model's execution order) into ``num_stages``
     (``arrays``: the graph's :func:`~hardware.kernel.cost_arrays` under ``cost``, when the caller has them)."""
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ The model (downset encoding, integer time units, objectives) is in
 CP-SAT's presolve for half its time, then without it (memory: only without),
 warm-started from the best map so far with a complete hint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,10 +16,9 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_map
-
 from hardware import EdgeTpuSpec, as_spec, pipeline_period_ms, stage_costs
 from hardware.cost import shared_link_ms
+from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_map
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
 from ..plan import REL_TOL, Plan, PlanStats
@@ -32,13 +32,16 @@ log = logging.getLogger(__name__)
 _BOUND_REL = 1e-6
 
 
-def default_hint(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str = "latency",
-                 alpha: float = DEFAULT_ALPHA) -> tuple[int, ...] | None:
+def default_hint(
+    graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str = "latency", alpha: float = DEFAULT_ALPHA
+) -> tuple[int, ...] | None:
     """The ``dp`` plan (best contiguous split of the execution order), else the ``compiler`` plan, if valid."""
     from .compiler import compiler_schedule
+
     candidates = [lambda: compiler_schedule(graph, num_stages, spec)]
     try:
         from .dp import dp_schedule
+
         candidates.insert(0, lambda: dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha))
     except ImportError:
         pass
@@ -81,8 +84,9 @@ class _Outcome:
     wall_s: float = 0.0
 
 
-def _optimise(model: ExactModel, limit: float, workers: int, seed: int, presolve_share: float,
-              start: Sequence[int] | None) -> _Outcome:
+def _optimise(
+    model: ExactModel, limit: float, workers: int, seed: int, presolve_share: float, start: Sequence[int] | None
+) -> _Outcome:
     """Minimise the objective in ``limit`` s: with presolve for ``presolve_share`` of it, then without,
     warm-started from the best map so far. Presolve makes most real models fast, but on some (NAS-like
     cells) it hides the indicator rows from the LP and the bound stalls. A presolved run whose bound
@@ -112,8 +116,11 @@ def _optimise(model: ExactModel, limit: float, workers: int, seed: int, presolve
                 model.hint(stages)
         bound = solver.best_objective_bound
         if out.value is not None and bound > out.value + 0.5 + 1e-9 * abs(bound):
-            log.warning("exact: CP-SAT's bound %.0f exceeds a known map's value %d (solver presolve bug); "
-                        "bound ignored", bound, out.value)
+            log.warning(
+                "exact: CP-SAT's bound %.0f exceeds a known map's value %d (solver presolve bug); bound ignored",
+                bound,
+                out.value,
+            )
             continue
         if math.isfinite(bound):
             out.bound = max(out.bound, bound)
@@ -123,9 +130,18 @@ def _optimise(model: ExactModel, limit: float, workers: int, seed: int, presolve
     return out
 
 
-def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, objective: str = "latency",
-                   alpha: float = DEFAULT_ALPHA, time_limit_s: float = 30.0, workers: int = 2,
-                   hint: Sequence[int] | None = None, seed: int = 0) -> Plan:
+def exact_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+    time_limit_s: float = 30.0,
+    workers: int = 2,
+    hint: Sequence[int] | None = None,
+    seed: int = 0,
+) -> Plan:
     """Optimal K-stage plan by CP-SAT; ``optimal`` says whether the primary objective was proven.
 
     ``latency``: minimum bottleneck (80% of ``time_limit_s``), then minimum
@@ -150,12 +166,18 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
     # Presolve hides the memory model's crossing rows from the LP (its bound collapses to alpha * P_max).
     first = _optimise(model, time_limit_s * (0.8 if latency else 1.0), workers, seed, 0.5 if latency else 0.0, hint)
     if first.infeasible:
-        raise StageMapError(f"no valid {K}-stage pipeline exists: every stage must be non-empty, every op "
-                            "producing a model output (and every op after it) must be in the last stage, and "
-                            "every model input must be read by the first stage; use fewer segments", K)
+        raise StageMapError(
+            f"no valid {K}-stage pipeline exists: every stage must be non-empty, every op "
+            "producing a model output (and every op after it) must be in the last stage, and "
+            "every model input must be read by the first stage; use fewer segments",
+            K,
+        )
     if first.stages is None:
-        raise StageMapError(f"exact: no valid {K}-stage plan found within {time_limit_s} s and no hint "
-                            "to fall back on; raise the time limit", K)
+        raise StageMapError(
+            f"exact: no valid {K}-stage plan found within {time_limit_s} s and no hint "
+            "to fall back on; raise the time limit",
+            K,
+        )
     if not first.found:
         log.warning("exact: no solution within %.3g s; returning the hint plan", time_limit_s)
     stages, branches, wall = first.stages, first.branches, first.wall_s
@@ -186,9 +208,23 @@ def exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = N
             stats.append(("objective_bound", first.bound / model.alpha_pq[1]))
     seconds = time.perf_counter() - t0
     stats += [("branches", branches), ("wall_s", wall)]
-    log.info("exact: K=%d %s objective, %s in %.2f s, bottleneck %.4f ms", K, objective,
-             "optimal" if optimal else "not proven optimal", seconds, max(stage_ms))
-    return Plan(stages, K, "exact", objective=objective, stage_ms=stage_ms, link_ms=shared_link_ms(costs, spec),
-                optimal=optimal,
-                lower_bound_ms=lower_bound_ms, solve_seconds=seconds, stats=PlanStats(stats))
-
+    log.info(
+        "exact: K=%d %s objective, %s in %.2f s, bottleneck %.4f ms",
+        K,
+        objective,
+        "optimal" if optimal else "not proven optimal",
+        seconds,
+        max(stage_ms),
+    )
+    return Plan(
+        stages,
+        K,
+        "exact",
+        objective=objective,
+        stage_ms=stage_ms,
+        link_ms=shared_link_ms(costs, spec),
+        optimal=optimal,
+        lower_bound_ms=lower_bound_ms,
+        solve_seconds=seconds,
+        stats=PlanStats(stats),
+    )

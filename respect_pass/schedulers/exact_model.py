@@ -30,6 +30,7 @@ Memory: ``p * P_max + q * crossings`` with ``alpha = p / q`` exactly when that s
 below 2**53 (every dyadic alpha like the default 2**-20), else q the largest power of
 two <= 2**40 that does and ``p = round(alpha * q)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -38,11 +39,10 @@ from functools import partial
 
 from ortools.sat.python import cp_model
 
-from tflite_io import OpGraph, SegmentInterface, segment_interfaces
-from tflite_io.graph import distinct_constants
-
 from hardware import EdgeTpuSpec, op_seconds
 from hardware.cost import device_param_bytes, link_bytes, stream_tiles
+from tflite_io import OpGraph, SegmentInterface, segment_interfaces
+from tflite_io.graph import distinct_constants
 
 from ..objectives import crossing_count
 
@@ -50,7 +50,6 @@ __all__ = ["ExactModel", "stage_ranges"]
 
 _MAX_UNITS = 2**53
 _MAX_M = 2**20
-
 
 
 # Values of the model's auxiliary variables for a given stage map ``s`` (for hints and checks).
@@ -124,8 +123,10 @@ class ExactModel:
         self.lo, self.hi = lo, hi = stage_ranges(g, K)
         if any(a > b for a, b in zip(lo, hi)):
             m.add(0 >= 1)  # some op has no possible stage: infeasible
-        self.y: list[list] = [[int(k >= hi[v]) if k < lo[v] or k >= hi[v] else m.new_bool_var(f"y{v}_{k}")
-                               for k in range(K - 1)] + [1] for v in range(n)]
+        self.y: list[list] = [
+            [int(k >= hi[v]) if k < lo[v] or k >= hi[v] else m.new_bool_var(f"y{v}_{k}") for k in range(K - 1)] + [1]
+            for v in range(n)
+        ]
         for v, k in ((v, k) for v in range(n) for k in range(K - 1) if not isinstance(self.y[v][k], int)):
             self.defs.append((self.y[v][k], partial(_at_most, v, k)))
             if not isinstance(self.y[v][k + 1], int):
@@ -137,11 +138,15 @@ class ExactModel:
             m.add(sum(self.x(v, k) for v in range(n)) >= 1)
         for t in g.inputs:
             m.add(sum(self.x(r, 0) for r in g.consumers.get(t, ())) >= 1)
-        # buffer -> (bytes, reader ops): the device's padded layer bytes for latency, raw bytes for RESPECT's memory objective
+        # buffer -> (bytes, reader ops): the device's padded layer bytes for latency,
+        # raw bytes for RESPECT's memory objective
         self.buffers: dict[int, tuple[int, list[int]]] = {}
         for op in g.ops:
-            sizes = ({b: t.nbytes for b, t in distinct_constants(g.tensors, op.inputs).items()} if objective == "memory"
-                     else device_param_bytes(g, op))
+            sizes = (
+                {b: t.nbytes for b, t in distinct_constants(g.tensors, op.inputs).items()}
+                if objective == "memory"
+                else device_param_bytes(g, op)
+            )
             for b, nbytes in sizes.items():
                 if nbytes:
                     self.buffers.setdefault(b, (nbytes, []))[1].append(op.index)
@@ -175,8 +180,10 @@ class ExactModel:
             if len(readers) == 1:
                 terms.append(nbytes * self.x(readers[0], k))
             else:
-                terms.append(nbytes * self._indicator(f"z{b}_{k}", [self.x(v, k) for v in readers],
-                                                      partial(_any_at, tuple(readers), k)))
+                terms.append(
+                    nbytes
+                    * self._indicator(f"z{b}_{k}", [self.x(v, k) for v in readers], partial(_any_at, tuple(readers), k))
+                )
         return sum(terms)
 
     def _latency(self) -> None:
@@ -187,16 +194,21 @@ class ExactModel:
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
         op_s = op_seconds(g, spec)
         max_tiles = max((stream_tiles(g, op, spec) for op in g.ops), default=1)
-        upper_s = (K * spec.t_invoke_s + float(op_s.sum())
-                   + K * total_params * max_tiles / spec.stream_bytes_per_s + 2 * K * act / spec.io_bytes_per_s
-                   + (2 * K * act / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0))
+        upper_s = (
+            K * spec.t_invoke_s
+            + float(op_s.sum())
+            + K * total_params * max_tiles / spec.stream_bytes_per_s
+            + 2 * K * act / spec.io_bytes_per_s
+            + (2 * K * act / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0)
+        )
         mult = _MAX_M
         while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
             mult //= 2
         self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
         self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
-        self.link_c = (round(mult * spec.io_bytes_per_s / spec.shared_link_bytes_per_s)
-                       if spec.shared_link_bytes_per_s > 0 else 0)
+        self.link_c = (
+            round(mult * spec.io_bytes_per_s / spec.shared_link_bytes_per_s) if spec.shared_link_bytes_per_s > 0 else 0
+        )
         self.share = Fraction(spec.cache_io_share).limit_denominator(1000)
         self.invoke = round(spec.t_invoke_s / self.unit_s)
         self.op_c = [round(float(t) / self.unit_s) for t in op_s]
@@ -227,8 +239,9 @@ class ExactModel:
 
     def _seg_io(self, seg: SegmentInterface) -> int:
         """Host-link bytes of a segment, as :func:`hardware.stage_cost` counts them."""
-        return (sum(link_bytes(self.graph, t, True) for t in seg.inputs)
-                + sum(link_bytes(self.graph, t, False) for t in seg.outputs))
+        return sum(link_bytes(self.graph, t, True) for t in seg.inputs) + sum(
+            link_bytes(self.graph, t, False) for t in seg.outputs
+        )
 
     def _excess(self, stages: Sequence[int], k: int) -> int:
         """The relaxation's streamed bytes of stage k: ``max(0, ceil(P_k - cache + share * io_k))``."""
@@ -242,25 +255,34 @@ class ExactModel:
     def _io_bytes(self, k: int):
         """In_k + Out_k in bytes, as a linear expression of indicators (constants for the model's I/O)."""
         g, K, y, x, inputs = self.graph, self.K, self.y, self.x, set(self.graph.inputs)
-        terms = [sum(link_bytes(g, t, True) for t in g.inputs) if k == 0 else 0,
-                 sum(link_bytes(g, t, False) for t in g.outputs) if k == K - 1 else 0]
+        terms = [
+            sum(link_bytes(g, t, True) for t in g.inputs) if k == 0 else 0,
+            sum(link_bytes(g, t, False) for t in g.outputs) if k == K - 1 else 0,
+        ]
         for t, rs in g.consumers.items():
             nbytes, u = link_bytes(g, t, True), g.producer.get(t)
             if t in inputs:  # always enters stage 0 (a pipeline rule); enters k > 0 iff read there
                 if k > 0:
-                    terms.append(nbytes * self._indicator(f"in{t}_{k}", [x(c, k) for c in rs],
-                                                          partial(_any_at, tuple(rs), k)))
+                    terms.append(
+                        nbytes * self._indicator(f"in{t}_{k}", [x(c, k) for c in rs], partial(_any_at, tuple(rs), k))
+                    )
                 continue
             if u is None:
                 continue
             if k > 0:
-                terms.append(nbytes * self._indicator(
-                    f"in{t}_{k}", [x(c, k) + y[u][k - 1] - 1 for c in rs],
-                    partial(_enters_from_before, u, tuple(rs), k)))
+                terms.append(
+                    nbytes
+                    * self._indicator(
+                        f"in{t}_{k}", [x(c, k) + y[u][k - 1] - 1 for c in rs], partial(_enters_from_before, u, tuple(rs), k)
+                    )
+                )
             if k < K - 1:
-                terms.append(link_bytes(g, t, False) * self._indicator(
-                    f"out{t}_{k}", [x(u, k) - y[c][k] for c in rs],
-                    partial(_leaves_to_later, u, tuple(rs), k)))
+                terms.append(
+                    link_bytes(g, t, False)
+                    * self._indicator(
+                        f"out{t}_{k}", [x(u, k) - y[c][k] for c in rs], partial(_leaves_to_later, u, tuple(rs), k)
+                    )
+                )
         return sum(terms)
 
     def _memory(self, alpha: float) -> None:
@@ -284,8 +306,9 @@ class ExactModel:
         for t, rs in ((t, rs) for t, rs in g.consumers.items() if t in g.producer):
             u = g.producer[t]
             for k in range(K - 1):
-                crossings[k].append(self._indicator(f"cross{t}_{k}", [y[u][k] - y[r][k] for r in rs],
-                                                    partial(_crosses_cut, u, tuple(rs), k)))
+                crossings[k].append(
+                    self._indicator(f"cross{t}_{k}", [y[u][k] - y[r][k] for r in rs], partial(_crosses_cut, u, tuple(rs), k))
+                )
         if all(self.hi[v] == 0 for v in range(g.num_ops) if not g.preds[v]):
             # Redundant: with every source op in stage 0, a path into stage k+1 crosses cut k.
             for cut in crossings:
@@ -300,15 +323,21 @@ class ExactModel:
 
     def stages(self, solver: cp_model.CpSolver) -> tuple[int, ...]:
         """The stage map of the solver's solution: stage(v) = first k with y[v][k] = 1."""
+
         def one(y) -> bool:
             return bool(y) if isinstance(y, int) else solver.boolean_value(y)
+
         return tuple(next(k for k in range(self.K) if one(self.y[v][k])) for v in range(self.graph.num_ops))
 
     def scaled_times(self, stages: Sequence[int]) -> list[int]:
         """Integer stage times of a valid map, term by term as the encoding counts them at an optimum."""
-        return [self.invoke + sum(self.op_c[v] for v in seg.ops) + self.io_c * self._seg_io(seg)
-                + (self.stream_c * self._excess(stages, seg.index) if self.total_params > 0 else 0)
-                for seg in segment_interfaces(self.graph, stages, self.K)]
+        return [
+            self.invoke
+            + sum(self.op_c[v] for v in seg.ops)
+            + self.io_c * self._seg_io(seg)
+            + (self.stream_c * self._excess(stages, seg.index) if self.total_params > 0 else 0)
+            for seg in segment_interfaces(self.graph, stages, self.K)
+        ]
 
     def scaled_period(self, stages: Sequence[int]) -> int:
         """The encoding's bottleneck of a valid map: the slowest stage, or the shared host link."""

@@ -6,14 +6,14 @@ rule) and returns it as a :class:`~respect_pass.plan.Plan`, so a split made
 elsewhere (by hand, or by libcoral's profiling partitioner) is written,
 verified and predicted by the same device model as ours.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
-from tflite_io import OpGraph, StageMapError, validate_stage_map
-
 from hardware import EdgeTpuSpec
+from tflite_io import OpGraph, StageMapError, validate_stage_map
 
 from ..plan import Plan
 
@@ -25,12 +25,13 @@ def parse_stages(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",")]
     for i, p in enumerate(parts):
         if not p.lstrip("-").isdigit():
-            raise StageMapError(f"--stages entry {i} is {p!r}, not a stage number (give one integer per op, comma-separated)")
+            raise StageMapError(
+                f"--stages entry {i} is {p!r}, not a stage number (give one integer per op, comma-separated)"
+            )
     return tuple(int(p) for p in parts)
 
 
-def given_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
-                   stages: Sequence[int]) -> Plan:
+def given_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, stages: Sequence[int]) -> Plan:
     """``stages`` (one stage per op, in the model's op order) after the pipeline checks."""
     t0 = time.perf_counter()
     checked = validate_stage_map(graph, stages, num_stages)

@@ -44,6 +44,7 @@ returns its corrected result in every case:
 
 ``scheduler_stats.result`` says whether the plan came from the search or is the compiler split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,12 +52,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from tflite_io import OpGraph, StageMapError
-
 import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec, stage_costs
 from hardware.kernel import cost_arrays, map_stage_times, range_costs
+from tflite_io import OpGraph, StageMapError
 
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan, PlanStats
@@ -87,8 +87,16 @@ class ProfilingPartitioner:
     corrected version runs (see the module doc).
     """
 
-    def __init__(self, num_ops_total: int, first_output_index: int, num_segments: int, measure: Measure, *,
-                 libcoral: bool = False, strategy_check: Callable[[list[int]], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        num_ops_total: int,
+        first_output_index: int,
+        num_segments: int,
+        measure: Measure,
+        *,
+        libcoral: bool = False,
+        strategy_check: Callable[[list[int]], str | None] | None = None,
+    ) -> None:
         self.num_ops_total = num_ops_total
         self.first_output_index = first_output_index
         self.num_segments = num_segments
@@ -149,11 +157,16 @@ class ProfilingPartitioner:
             candidate[i] = step
         candidate[k] = searchable - (last - 1 - k) * step - candidate[last]
         if self.libcoral:
-            self._check(candidate[k] > 0, f"CHECK_GT(candidate_partition[{k}], 0) failed in SearchPartition: "
-                        f"{candidate[k]} ({searchable} ops left, the last segment needs {candidate[last]}, "
-                        f"partition_search_step {step})")
-            self._check(sum(candidate[k:]) == searchable,
-                        f"CHECK_EQ(sum of candidate_partition[{k}:], {searchable}) failed in SearchPartition")
+            self._check(
+                candidate[k] > 0,
+                f"CHECK_GT(candidate_partition[{k}], 0) failed in SearchPartition: "
+                f"{candidate[k]} ({searchable} ops left, the last segment needs {candidate[last]}, "
+                f"partition_search_step {step})",
+            )
+            self._check(
+                sum(candidate[k:]) == searchable,
+                f"CHECK_EQ(sum of candidate_partition[{k}:], {searchable}) failed in SearchPartition",
+            )
         elif candidate[k] <= 0:
             return False
         trial = list(candidate)
@@ -174,21 +187,28 @@ class ProfilingPartitioner:
             if usable is None:
                 raise StageMapError(
                     f"profiling: {self.num_ops_total} ops, the first {self.first_output_index} before the last "
-                    f"segment, are too few for {self.num_segments} segments", self.num_segments)
+                    f"segment, are too few for {self.num_segments} segments",
+                    self.num_segments,
+                )
             step = usable
         num_ops = [step] * self.num_segments
         num_ops[0] = self.num_ops_total - (self.num_segments - 1) * step
         if self.libcoral:
-            self._check(num_ops[0] > 0, f"CHECK_GT(num_ops[0], 0) failed in PartitionOnTargetLatency: "
-                        f"{self.num_ops_total} ops are too few for {self.num_segments} segments with "
-                        f"partition_search_step {step}")
+            self._check(
+                num_ops[0] > 0,
+                f"CHECK_GT(num_ops[0], 0) failed in PartitionOnTargetLatency: "
+                f"{self.num_ops_total} ops are too few for {self.num_segments} segments with "
+                f"partition_search_step {step}",
+            )
         if not self.search(num_ops, target, 0, step):
             log.debug("no partition meets target %d ns", target)
             return INT64_MAX
         if self.libcoral:
-            self._check(sum(num_ops) == self.num_ops_total,
-                        f"CHECK_EQ(sum of num_ops, total_num_ops) failed in PartitionOnTargetLatency: "
-                        f"{sum(num_ops)} != {self.num_ops_total}")
+            self._check(
+                sum(num_ops) == self.num_ops_total,
+                f"CHECK_EQ(sum of num_ops, total_num_ops) failed in PartitionOnTargetLatency: "
+                f"{sum(num_ops)} != {self.num_ops_total}",
+            )
         last = self.analyze(num_ops, self.num_segments - 1)
         if last <= 0:
             if self.libcoral:
@@ -198,8 +218,9 @@ class ProfilingPartitioner:
         return last
 
 
-def bisect_partition(partitioner: ProfilingPartitioner, lower: int, upper: int, diff_threshold_ns: int,
-                     step: int) -> tuple[list[int], int]:
+def bisect_partition(
+    partitioner: ProfilingPartitioner, lower: int, upper: int, diff_threshold_ns: int, step: int
+) -> tuple[list[int], int]:
     """``BisectPartition``'s loop: the best op counts found (empty if none) and the number of targets tried.
 
     (The callers deal with libcoral's ``CHECK_GT(upper_bound, lower_bound)`` and bounds already close.)
@@ -247,48 +268,83 @@ def _simulated_device(graph: OpGraph, order: Sequence[int], spec: EdgeTpuSpec) -
     return measure
 
 
-def _libcoral_outcome(graph: OpGraph, order: list[int], measure: Measure, bounds: tuple[int, int],
-                      num_stages: int, diff_threshold_ns: int, step: int,
-                      compiler_abort: str | None) -> tuple[str, list[int] | None]:
+def _libcoral_outcome(
+    graph: OpGraph,
+    order: list[int],
+    measure: Measure,
+    bounds: tuple[int, int],
+    num_stages: int,
+    diff_threshold_ns: int,
+    step: int,
+    compiler_abort: str | None,
+) -> tuple[str, list[int] | None]:
     """What ``partition_with_profiling`` does here: (outcome, the partition it writes, if any)."""
     if compiler_abort:
-        return (f"CHECK failure: Can not compile initial partition (edgetpu_compiler --num_segments={num_stages}: "
-                f"{compiler_abort})"), None
+        return (
+            f"CHECK failure: Can not compile initial partition (edgetpu_compiler --num_segments={num_stages}: "
+            f"{compiler_abort})"
+        ), None
     lower, upper = bounds
     if not upper > lower:
         return f"CHECK failure: CHECK_GT(upper_bound, lower_bound) ({upper} <= {lower} ns)", None
     if abs(upper - lower) <= diff_threshold_ns:
-        return ("not run: the initial bounds are within diff_threshold_ns; partition_with_profiling "
-                "exits 0 without writing segments"), None
+        return (
+            "not run: the initial bounds are within diff_threshold_ns; partition_with_profiling "
+            "exits 0 without writing segments"
+        ), None
     first_sink = next(i for i, v in enumerate(order) if not graph.succs[v])
-    literal = ProfilingPartitioner(graph.num_ops, first_sink, num_stages, measure, libcoral=True,
-                                   strategy_check=lambda num_ops: libcoral_strategy_check(graph, order, num_ops))
+    literal = ProfilingPartitioner(
+        graph.num_ops,
+        first_sink,
+        num_stages,
+        measure,
+        libcoral=True,
+        strategy_check=lambda num_ops: libcoral_strategy_check(graph, order, num_ops),
+    )
     try:
         best, _ = bisect_partition(literal, lower, upper, diff_threshold_ns, step)
     except LibcoralAbort as abort:
-        why = (f" (SearchPartition's reset loop, which starts at partition_search_step + 1, overwrote segments "
-               f"already placed: K={num_stages} >= partition_search_step + 4)"
-               if literal.overwrote_placed_segments else "")
+        why = (
+            f" (SearchPartition's reset loop, which starts at partition_search_step + 1, overwrote segments "
+            f"already placed: K={num_stages} >= partition_search_step + 4)"
+            if literal.overwrote_placed_segments
+            else ""
+        )
         return f"CHECK failure: {abort}{why}", None
     if not best:
         return "CHECK failure: Failed to find valid partition that meets the latency target", None
     return "ok", best
 
 
-def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
-                       diff_threshold_ns: int = 1_000_000, partition_search_step: int = 1,
-                       **options: object) -> Plan:
+def profiling_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    diff_threshold_ns: int = 1_000_000,
+    partition_search_step: int = 1,
+    **options: object,
+) -> Plan:
     """libcoral's profiling-based partition, with the cost model (``cost``, an EdgeTpuSpec) as the device."""
     t0 = time.perf_counter()
     spec = as_spec(cost)
     if partition_search_step < 1 or diff_threshold_ns < 1:  # libcoral: CHECK-fails at step 0, loops forever at 0 ns
-        raise StageMapError(f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
-                            f"{partition_search_step} and {diff_threshold_ns}", num_stages)
+        raise StageMapError(
+            f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
+            f"{partition_search_step} and {diff_threshold_ns}",
+            num_stages,
+        )
     baseline = compiler_split(graph, num_stages)
     if num_stages == 1:
-        return Plan(baseline.stages(), 1, "profiling", solve_seconds=time.perf_counter() - t0,
-                    stats=PlanStats(libcoral_outcome="fatal: num_segments must be at least 2",
-                                    libcoral_would_abort=True, result="whole model"))
+        return Plan(
+            baseline.stages(),
+            1,
+            "profiling",
+            solve_seconds=time.perf_counter() - t0,
+            stats=PlanStats(
+                libcoral_outcome="fatal: num_segments must be at least 2", libcoral_would_abort=True, result="whole model"
+            ),
+        )
     order = libcoral_topological_order(graph)
     measure = _simulated_device(graph, order, spec)
     base = measure(list(baseline.num_ops)) if baseline.order == tuple(order) else set()
@@ -296,8 +352,9 @@ def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None
         base = [round(c.total_s * 1e9) for c in stage_costs(graph, baseline.stages(), num_stages, spec)]
     lower, upper = min(base), max(base)
 
-    outcome, libcoral_best = _libcoral_outcome(graph, order, measure, (lower, upper), num_stages,
-                                               diff_threshold_ns, partition_search_step, baseline.libcoral_abort)
+    outcome, libcoral_best = _libcoral_outcome(
+        graph, order, measure, (lower, upper), num_stages, diff_threshold_ns, partition_search_step, baseline.libcoral_abort
+    )
 
     # as libcoral, the last segment starts at the first sink at the latest; the device fails candidates
     # with an op pinned last before the last segment, and the search then grows the last segment
@@ -308,21 +365,34 @@ def profiling_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None
     targets = 0
     if step is not None:
         best, targets = bisect_partition(partitioner, lower, upper, diff_threshold_ns, step)
-    log.info("profiling: bounds %d..%d ns, %d targets, %d simulated compile+benchmark runs, best %s; libcoral: %s",
-             lower, upper, targets, partitioner.measurements, best or "none (compiler split)", outcome)
+    log.info(
+        "profiling: bounds %d..%d ns, %d targets, %d simulated compile+benchmark runs, best %s; libcoral: %s",
+        lower,
+        upper,
+        targets,
+        partitioner.measurements,
+        best or "none (compiler split)",
+        outcome,
+    )
     if best:
         stages = split_order(order, [sum(best[:i]) for i in range(1, num_stages)], graph.num_ops)
         result = "search"
     else:
         stages = baseline.stages()
-        result = ("compiler split (the initial bounds are already within diff_threshold_ns)"
-                  if upper <= lower or upper - lower <= diff_threshold_ns else
-                  "compiler split (fewer ops before the first sink than segments before the last)" if step is None else
-                  "compiler split (no target latency gave a partition)")
+        result = (
+            "compiler split (the initial bounds are already within diff_threshold_ns)"
+            if upper <= lower or upper - lower <= diff_threshold_ns
+            else "compiler split (fewer ops before the first sink than segments before the last)"
+            if step is None
+            else "compiler split (no target latency gave a partition)"
+        )
     stats: list[tuple[str, int | float | str]] = [
-        ("targets", targets), ("device_runs", partitioner.measurements),
-        ("libcoral_outcome", outcome), ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
-        ("result", result)]
+        ("targets", targets),
+        ("device_runs", partitioner.measurements),
+        ("libcoral_outcome", outcome),
+        ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
+        ("result", result),
+    ]
     if targets and step is not None and step != partition_search_step:
         stats.append(("partition_search_step_used", step))
     if libcoral_best is not None and libcoral_best != best:

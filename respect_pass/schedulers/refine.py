@@ -31,19 +31,27 @@ Every candidate is accepted only when its (period, latency) under the device mod
 plan's, so :func:`refine` never makes a plan worse. :data:`BLOCK_MOVES` (or ``refine(blocks=0)``)
 turns block moves, and the direct candidate, off: the refinement is then exactly the single-op one.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from ..orders import split_order
 from hardware.kernel import RangeCosts, map_period_s, map_stage_times, range_costs
 
+from ..orders import split_order
 from ..policy.decode import greedy_order
 from ..policy.features import GraphArrays
 from .split import best_split
 
-__all__ = ["BLOCK_MOVES", "range_stage_times", "movable_ops", "block_moves", "default_block_limit", "improve_by_moves",
-           "refine"]
+__all__ = [
+    "BLOCK_MOVES",
+    "range_stage_times",
+    "movable_ops",
+    "block_moves",
+    "default_block_limit",
+    "improve_by_moves",
+    "refine",
+]
 
 _REL = 1e-9
 
@@ -75,8 +83,9 @@ def _own_work(ga: GraphArrays) -> np.ndarray:
     return ga.op_s + ga.param_bytes / ga.spec.stream_bytes_per_s
 
 
-def block_moves(ga: GraphArrays, stages: np.ndarray, stage: int, num_stages: int,
-                own: np.ndarray | None = None) -> list[tuple[np.ndarray, int, float]]:
+def block_moves(
+    ga: GraphArrays, stages: np.ndarray, stage: int, num_stages: int, own: np.ndarray | None = None
+) -> list[tuple[np.ndarray, int, float]]:
     """(ops, +1 or -1, own work in s) of every block of >= 2 ops of ``stage`` that can move to a neighbouring
     stage together keeping the map monotone: an op and its descendants in the stage (+1, unless ``stage`` is
     the last) or an op and its ancestors in the stage (-1, unless ``stage`` is 0 or the block holds an op
@@ -117,8 +126,9 @@ def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[0] * (1 - _REL) or (a[0] <= b[0] * (1 + _REL) and a[1] < b[1] * (1 - _REL))
 
 
-def _ranked_blocks(ga: GraphArrays, stages: np.ndarray, worst: int, num_stages: int, times: np.ndarray,
-                   own: np.ndarray, limit: int) -> list[tuple[np.ndarray, int]]:
+def _ranked_blocks(
+    ga: GraphArrays, stages: np.ndarray, worst: int, num_stages: int, times: np.ndarray, own: np.ndarray, limit: int
+) -> list[tuple[np.ndarray, int]]:
     """The ``limit`` blocks of stage ``worst`` whose own work is closest to half its gap to the target stage."""
     blocks = block_moves(ga, stages, worst, num_stages, own)
     if len(blocks) > limit:
@@ -127,8 +137,9 @@ def _ranked_blocks(ga: GraphArrays, stages: np.ndarray, worst: int, num_stages: 
     return [(ops, step) for ops, step, _ in blocks[:limit]]
 
 
-def improve_by_moves(ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int,
-                     blocks: int = 0) -> tuple[np.ndarray, int]:
+def improve_by_moves(
+    ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int, blocks: int = 0
+) -> tuple[np.ndarray, int]:
     """Greedy descent: at most ``steps`` times, apply the best of at most ``limit`` single-op moves (ops
     with the most own work first) and ``blocks`` block moves (:func:`block_moves`) out of the slowest stage
     if it lowers (bottleneck, latency); the map and the number of moves applied. The first stage must keep
@@ -171,9 +182,18 @@ def default_block_limit(n: int) -> int:
     return max(8, min(48, 16000 // max(n, 1)))
 
 
-def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[int], key: tuple[float, float],
-           num_stages: int, rounds: int, rng: np.random.Generator, moves: int | None = None,
-           blocks: int | None = None) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
+def refine(
+    ga: GraphArrays,
+    scores: np.ndarray,
+    order: np.ndarray,
+    cuts: list[int],
+    key: tuple[float, float],
+    num_stages: int,
+    rounds: int,
+    rng: np.random.Generator,
+    moves: int | None = None,
+    blocks: int | None = None,
+) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
     """Improve a split order while it helps (at most ``rounds`` times); see the module docstring.
 
     ``moves`` caps the single-op moves tried per step (default 4000 / n, between 4 and 32; 0 turns them
@@ -188,8 +208,11 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
     improved = 0
     for _ in range(rounds):
         stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
-        variants = [greedy_order(scores, ga, stages), greedy_order(-ga.depth.astype(float), ga, stages),
-                    greedy_order(ga.rev_depth.astype(float), ga, stages)]
+        variants = [
+            greedy_order(scores, ga, stages),
+            greedy_order(-ga.depth.astype(float), ga, stages),
+            greedy_order(ga.rev_depth.astype(float), ga, stages),
+        ]
         variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
         direct: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
         if (limit > 0 or blocks > 0) and num_stages > 1:
@@ -198,8 +221,7 @@ def refine(ga: GraphArrays, scores: np.ndarray, order: np.ndarray, cuts: list[in
                 moved_order = greedy_order(scores, ga, moved)
                 variants.append(moved_order)
                 if blocks > 0:  # the moved map as it stands, cut at its own stage boundaries
-                    direct = (moved_order, _stage_cuts(moved, moved_order, num_stages),
-                              map_period_s(ga, moved, num_stages))
+                    direct = (moved_order, _stage_cuts(moved, moved_order, num_stages), map_period_s(ga, moved, num_stages))
         seen, uniq = {order.tobytes()}, []
         for v in variants:
             if v.tobytes() not in seen:

@@ -26,6 +26,7 @@ network), ``decode_ms`` (greedy, sampled and heuristic orders), ``split_ms``
 
 ``respect+exact``: the ``respect`` plan as the CP-SAT warm start of ``exact``.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,16 +42,15 @@ from tflite_io import OpGraph, StageMapError
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
 from ..orders import depth_first_order, depth_order, has_unique_order, libcoral_topological_order, split_order
 from ..plan import REL_TOL, Plan, PlanStats
-from .dp import dp_schedule
 from ..policy.checkpoint import load_policy
 from ..policy.decode import greedy_order, perturbed_orders
 from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
+from .dp import dp_schedule
 from .refine import refine
 from .split import best_split, bottleneck_value
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders"]
-
 
 
 def policy_scores(net: NumpyPolicy, ga: GraphArrays, num_stages: int) -> np.ndarray:
@@ -58,17 +58,27 @@ def policy_scores(net: NumpyPolicy, ga: GraphArrays, num_stages: int) -> np.ndar
     return net.scores(ga, num_stages)
 
 
-def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, samples: int, seed: int,
-                     temperature: float = 1.0, heuristics: bool = True) -> list[tuple[str, np.ndarray]]:
+def candidate_orders(
+    graph: OpGraph,
+    ga: GraphArrays,
+    scores: np.ndarray,
+    samples: int,
+    seed: int,
+    temperature: float = 1.0,
+    heuristics: bool = True,
+) -> list[tuple[str, np.ndarray]]:
     """(name, order) candidates, greedy first, without duplicates."""
     cands = [("greedy", greedy_order(scores, ga))]
     if samples > 0:
         rng = np.random.default_rng(seed)
         cands += [(f"sample{i}", o) for i, o in enumerate(perturbed_orders(scores, ga, samples, rng, temperature))]
     if heuristics:
-        cands += [("execution", np.arange(ga.n)), ("depth", np.asarray(depth_order(graph))),
-                  ("depth_first", np.asarray(depth_first_order(graph))),
-                  ("libcoral", np.asarray(libcoral_topological_order(graph)))]
+        cands += [
+            ("execution", np.arange(ga.n)),
+            ("depth", np.asarray(depth_order(graph))),
+            ("depth_first", np.asarray(depth_first_order(graph))),
+            ("libcoral", np.asarray(libcoral_topological_order(graph))),
+        ]
     seen: set[bytes] = set()
     out = []
     for name, order in cands:
@@ -82,26 +92,47 @@ def candidate_orders(graph: OpGraph, ga: GraphArrays, scores: np.ndarray, sample
 def _check_k(graph: OpGraph, num_stages: int) -> None:
     n = graph.num_ops
     if not 1 <= num_stages <= max(n, 1):
-        raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}",
-                            num_stages)
+        raise StageMapError(
+            f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}", num_stages
+        )
 
 
-def _unique_order_plan(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str, alpha: float,
-                       samples: int, t0: float) -> Plan:
+def _unique_order_plan(
+    graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, objective: str, alpha: float, samples: int, t0: float
+) -> Plan:
     """The ``dp`` split of a graph's only topological order: optimal, no network needed."""
     plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha)
     bound = plan.stats.number("bottleneck_ms") if "bottleneck_ms" in plan.stats else None
     stats = plan.stats.with_(refined_rounds=0, samples=samples, candidates=1, best_order="unique")
     if bound is not None:
         stats = stats.with_(bound_ms=bound)
-    return Plan(plan.stages, num_stages, "respect", objective=objective, optimal=True, lower_bound_ms=bound,
-                solve_seconds=time.perf_counter() - t0, stats=stats)
+    return Plan(
+        plan.stages,
+        num_stages,
+        "respect",
+        objective=objective,
+        optimal=True,
+        lower_bound_ms=bound,
+        solve_seconds=time.perf_counter() - t0,
+        stats=stats,
+    )
 
 
-def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *, samples: int = 8,
-                     seed: int = 0, checkpoint: str | Path | None = None, objective: str = "latency",
-                     alpha: float = DEFAULT_ALPHA, temperature: float | None = None,
-                     heuristics: bool = True, refine_rounds: int = 4, one_order_shortcut: bool = True) -> Plan:
+def respect_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    samples: int = 8,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+    temperature: float | None = None,
+    heuristics: bool = True,
+    refine_rounds: int = 4,
+    one_order_shortcut: bool = True,
+) -> Plan:
     """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc).
     ``one_order_shortcut=False`` runs the network even on a graph with one topological order (benchmarks)."""
     t0 = time.perf_counter()
@@ -144,8 +175,9 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
         bottleneck, latency = map_period_s(ga, np.asarray(split_order(order.tolist(), cuts, graph.num_ops)), num_stages)
         if refine_rounds > 0 and bottleneck > bound * (1 + REL_TOL):
             rng = np.random.default_rng((seed, 1))
-            order, cuts, (bottleneck, latency), improved = refine(ga, scores, order, cuts, (bottleneck, latency),
-                                                                  num_stages, refine_rounds, rng)
+            order, cuts, (bottleneck, latency), improved = refine(
+                ga, scores, order, cuts, (bottleneck, latency), num_stages, refine_rounds, rng
+            )
         stages = split_order(order.tolist(), cuts, graph.num_ops)
         # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
         # written segments, shared link included) is a floor the plan must not be worse than
@@ -157,8 +189,12 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
             floor_key = tuple(floor.stats.number(k) / 1e3 for k in ("bottleneck_ms", "latency_ms"))
             if floor_key < (bottleneck * (1 - REL_TOL), latency):
                 stages, (bottleneck, latency), name = floor.stages, floor_key, "execution"
-        stats += [("bottleneck_ms", bottleneck * 1e3), ("latency_ms", latency * 1e3), ("bound_ms", bound * 1e3),
-                  ("refined_rounds", improved)]
+        stats += [
+            ("bottleneck_ms", bottleneck * 1e3),
+            ("latency_ms", latency * 1e3),
+            ("bound_ms", bound * 1e3),
+            ("refined_rounds", improved),
+        ]
         lower_bound_ms = bound * 1e3
         optimal = True if bottleneck <= bound * (1 + REL_TOL) else None  # the bottleneck is proven optimal
     else:
@@ -180,33 +216,68 @@ def respect_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None =
         stats.append(("objective_value", value))
     t5 = time.perf_counter()
     decode = t4 - t3
-    stats += [("samples", samples), ("candidates", len(cands)), ("best_order", name),
-              ("load_ms", (t1 - t0) * 1e3), ("features_ms", (t2 - t1) * 1e3), ("policy_ms", (t3 - t2) * 1e3),
-              ("decode_ms", decode * 1e3), ("split_ms", (t5 - t3 - decode) * 1e3)]
-    return Plan(tuple(stages), num_stages, "respect", objective=objective, optimal=optimal,
-                lower_bound_ms=lower_bound_ms, solve_seconds=t5 - t0, stats=PlanStats(stats))
+    stats += [
+        ("samples", samples),
+        ("candidates", len(cands)),
+        ("best_order", name),
+        ("load_ms", (t1 - t0) * 1e3),
+        ("features_ms", (t2 - t1) * 1e3),
+        ("policy_ms", (t3 - t2) * 1e3),
+        ("decode_ms", decode * 1e3),
+        ("split_ms", (t5 - t3 - decode) * 1e3),
+    ]
+    return Plan(
+        tuple(stages),
+        num_stages,
+        "respect",
+        objective=objective,
+        optimal=optimal,
+        lower_bound_ms=lower_bound_ms,
+        solve_seconds=t5 - t0,
+        stats=PlanStats(stats),
+    )
 
 
-def respect_exact_schedule(graph: OpGraph, num_stages: int, cost: EdgeTpuSpec | None = None, *,
-                           time_limit_s: float = 30.0, workers: int = 2, samples: int = 8, seed: int = 0,
-                           objective: str = "latency", alpha: float = DEFAULT_ALPHA,
-                           checkpoint: str | Path | None = None) -> Plan:
+def respect_exact_schedule(
+    graph: OpGraph,
+    num_stages: int,
+    cost: EdgeTpuSpec | None = None,
+    *,
+    time_limit_s: float = 30.0,
+    workers: int = 2,
+    samples: int = 8,
+    seed: int = 0,
+    objective: str = "latency",
+    alpha: float = DEFAULT_ALPHA,
+    checkpoint: str | Path | None = None,
+) -> Plan:
     """``exact`` (CP-SAT) warm-started from the ``respect`` plan; never worse than that plan."""
     from .exact import exact_schedule  # OR-Tools only when asked for
 
     t0 = time.perf_counter()
     spec = as_spec(cost)
-    hint = respect_schedule(graph, num_stages, spec, samples=samples, seed=seed, checkpoint=checkpoint,
-                            objective=objective, alpha=alpha)
+    hint = respect_schedule(
+        graph, num_stages, spec, samples=samples, seed=seed, checkpoint=checkpoint, objective=objective, alpha=alpha
+    )
     if hint.stats.get("best_order") == "unique":  # already proven: nothing for CP-SAT to do
         return replace(hint, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0)
-    plan = exact_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, time_limit_s=time_limit_s,
-                          workers=workers, hint=hint.stages, seed=seed)
+    plan = exact_schedule(
+        graph,
+        num_stages,
+        spec,
+        objective=objective,
+        alpha=alpha,
+        time_limit_s=time_limit_s,
+        workers=workers,
+        hint=hint.stages,
+        seed=seed,
+    )
     if objective == "latency":
         mine = latency_key(graph, hint.stages, num_stages, spec)
         theirs = latency_key(graph, plan.stages, num_stages, spec)
         if mine[0] < theirs[0] * (1 - REL_TOL):  # CP-SAT lost the hint: keep the policy's plan
             plan = replace(plan, stages=hint.stages, stage_ms=None, optimal=False)
-    stats = plan.stats.with_(respect_ms=hint.solve_seconds * 1e3,
-                             respect_bottleneck_ms=hint.stats.number("bottleneck_ms", float("nan")))
+    stats = plan.stats.with_(
+        respect_ms=hint.solve_seconds * 1e3, respect_bottleneck_ms=hint.stats.number("bottleneck_ms", float("nan"))
+    )
     return replace(plan, scheduler="respect+exact", solve_seconds=time.perf_counter() - t0, stats=stats)

@@ -10,19 +10,19 @@ tie; :func:`best_split` picks the lexicographically best candidate and
 recovers its cuts with the latency pass of ``best_cuts`` (:func:`cuts_under`),
 so the final split is what the ``dp`` scheduler returns for that order (tested).
 """
-from __future__ import annotations
 
-from ..plan import REL_TOL
+from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
 
 from hardware.kernel import RangeCosts
+
+from ..plan import REL_TOL
 from .dp import capped, cuts_under, range_dp
 
 __all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "feasible"]
-
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
@@ -48,13 +48,15 @@ def latency_value(rc: RangeCosts, num_stages: int, bottleneck: float) -> float:
     return range_dp(*capped(rc, bottleneck), num_stages, rc.min_first_end, combine=np.add, want_cuts=False)[0]
 
 
-def split_values(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,
-                 known: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray]:
+def split_values(
+    rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4, known: Sequence[float] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """(bottleneck, latency) in seconds of each candidate's best split; the latency only for the first
     ``max_tied`` candidates whose bottleneck ties the smallest (inf elsewhere, and wherever no split exists).
     ``known`` gives the bottlenecks of the first candidates when the caller has them already."""
-    bott = np.array([known[i] if i < len(known) else bottleneck_value(rc, num_stages) for i, rc in enumerate(rcs)],
-                    dtype=np.float64)
+    bott = np.array(
+        [known[i] if i < len(known) else bottleneck_value(rc, num_stages) for i, rc in enumerate(rcs)], dtype=np.float64
+    )
     lat = np.full(len(rcs), np.inf)
     if len(rcs) and np.isfinite(bott).any():
         tied = np.flatnonzero(bott <= bott.min() * (1 + REL_TOL))[:max_tied]
@@ -65,8 +67,9 @@ def split_values(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,
     return bott, lat
 
 
-def best_split(rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4,
-               known: Sequence[float] = ()) -> tuple[int, list[int], float, float]:
+def best_split(
+    rcs: Sequence[RangeCosts], num_stages: int, max_tied: int = 4, known: Sequence[float] = ()
+) -> tuple[int, list[int], float, float]:
     """Index of the best candidate by (bottleneck, latency), its cuts and both values (s).
 
     Bottlenecks within a relative 1e-9 count as equal; the latency breaks ties among the first ``max_tied``

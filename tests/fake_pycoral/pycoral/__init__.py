@@ -6,4 +6,5 @@ strict (tensor names, segment order, end-of-stream push), so tests of our
 adapter fail when the adapter misuses the API. Nothing it times is an Edge
 TPU measurement.
 """
+
 __version__ = "2.0.0+fake"

@@ -19,6 +19,7 @@ left unconsumed.
 collectable) so a test can check that it was shut down and drained; the workers
 hold no reference to the runner either, as libcoral's C++ threads hold none.
 """
+
 import queue
 import threading
 
@@ -69,8 +70,10 @@ class PipelinedModelRunner:
         self._output_names = [d["name"] for d in interpreters[-1].get_output_details()]
         self._queues = [queue.Queue() for _ in range(len(interpreters) + 1)]
         self.record = Record()
-        self._workers = [threading.Thread(target=_work, args=(it, self._queues[k], self._queues[k + 1]), daemon=True)
-                         for k, it in enumerate(interpreters)]
+        self._workers = [
+            threading.Thread(target=_work, args=(it, self._queues[k], self._queues[k + 1]), daemon=True)
+            for k, it in enumerate(interpreters)
+        ]
         for w in self._workers:
             w.start()
         self._runner = _Wrapper()

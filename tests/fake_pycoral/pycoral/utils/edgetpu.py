@@ -3,6 +3,7 @@
 ``FAKE_CORAL_TPUS`` sets how many USB Edge TPUs are "connected" (default 4).
 Every interpreter made is recorded in ``OPENED`` as (device, path).
 """
+
 import os
 import re
 
@@ -13,7 +14,10 @@ OPENED = []
 
 def list_edge_tpus():
     """Same shape as pycoral's: a list of {'type': 'usb'|'pci', 'path': ...} dicts."""
-    return [{"type": "usb", "path": f"/sys/bus/usb/devices/2-{i + 1}"} for i in range(int(os.environ.get("FAKE_CORAL_TPUS", "4")))]
+    return [
+        {"type": "usb", "path": f"/sys/bus/usb/devices/2-{i + 1}"}
+        for i in range(int(os.environ.get("FAKE_CORAL_TPUS", "4")))
+    ]
 
 
 def make_interpreter(model_path_or_content, device=None, delegate=None):
@@ -27,10 +31,13 @@ def make_interpreter(model_path_or_content, device=None, delegate=None):
     if index >= len(candidates):
         raise ValueError("Failed to load delegate from libedgetpu.so.1")
     if isinstance(model_path_or_content, bytes):
-        it = Interpreter(model_content=model_path_or_content,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it = Interpreter(
+            model_content=model_path_or_content,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
     else:
-        it = Interpreter(model_path=model_path_or_content,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it = Interpreter(
+            model_path=model_path_or_content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     OPENED.append((device, str(model_path_or_content)[:200]))
     return it
