@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +88,12 @@ def bad_zero_point(data: bytes) -> bytes:
         w.quantization.zeroPoint = [3] + list(w.quantization.zeroPoint)[1:]
 
     return mutate(data, edit)
+
+
+def libedgetpu_installed() -> bool:
+    """Whether the Edge TPU runtime loads on this machine (tests of its absence skip where it does)."""
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+        return True
+    except OSError:
+        return False

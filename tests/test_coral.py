@@ -1,6 +1,5 @@
 """hardware/coral.py: run_coral with our LiteRT runner (CPU interpreters) and with the pycoral double."""
 
-import ctypes
 import gc
 import importlib
 import json
@@ -41,14 +40,6 @@ STAGE_KEYS = {"index", "ms", "ms_in_pipeline", "file", "in_bytes", "out_bytes"}
 def cpu_factory(path, device):
     """LiteRT on the CPU in place of an Edge TPU (the fake compiler's segments still run there)."""
     return Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-
-
-def libedgetpu_installed():
-    try:
-        ctypes.CDLL("libedgetpu.so.1")
-        return True
-    except OSError:
-        return False
 
 
 def forget_pycoral():
@@ -145,7 +136,7 @@ def test_litert_fewer_devices_named(compiled):
         run_coral(compiled[1], runner="litert", devices="usb:0,usb:1", interpreter_factory=cpu_factory)
 
 
-@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+@pytest.mark.skipif(crafting.libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 def test_litert_without_the_runtime_for_real(compiled, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "fake_pycoral" not in p])
     with pytest.raises(CoralError, match=r"libedgetpu.so.1 cannot be loaded .*libedgetpu1-std"):
@@ -339,7 +330,7 @@ def test_cli_runner_and_devices_apply_to_coral_only(compiled):
     assert r.returncode == 2 and "--backend coral only" in r.stderr and r.stderr.count("\n") == 1
 
 
-@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+@pytest.mark.skipif(crafting.libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 def test_cli_coral_without_pycoral_or_runtime(compiled):
     out, _ = compiled
     r = run_pipeline("--tpus", "3", str(out), "--backend", "coral")

@@ -1,10 +1,10 @@
 """hardware/devices.py: Edge TPU enumeration on fake sysfs and /dev trees, --devices parsing, the runtime library."""
 
-import ctypes
 import subprocess
 import sys
 import types
 
+import crafting
 import pytest
 
 from hardware import devices
@@ -17,14 +17,6 @@ from hardware.devices import (
     parse_devices,
     select_devices,
 )
-
-
-def libedgetpu_installed():
-    try:
-        ctypes.CDLL("libedgetpu.so.1")
-        return True
-    except OSError:
-        return False
 
 
 def usb_device(root, name, vendor=None, product=None, busnum=None, devnum=None):
@@ -112,7 +104,7 @@ def test_parse_devices_normalises():
     assert parse_devices([" PCI:2 "]) == ["pci:2"]
 
 
-@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+@pytest.mark.skipif(crafting.libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # LiteRT's Delegate.__del__
 def test_missing_runtime_for_real(tmp_path):
     """No mock: on this machine dlopen("libedgetpu.so.1") fails, and LiteRT's load_delegate with it."""
@@ -129,7 +121,7 @@ def test_missing_runtime_for_real(tmp_path):
         assert "libedgetpu1-std from Coral's apt repository" in message
 
 
-@pytest.mark.skipif(libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
+@pytest.mark.skipif(crafting.libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 def test_missing_runtime_leaves_one_stderr_line():
     """LiteRT's failed Delegate prints an ignored AttributeError; the ctypes check keeps it from happening."""
     code = (

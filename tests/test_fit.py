@@ -43,14 +43,19 @@ def graphs():
     return gs + [placed(read(BRANCHY))]
 
 
-def test_fit_recovers_the_linear_constants_from_exact_times():
-    samples = [Sample(g, one_stage_ms(g, SCALED)) for g in graphs()]
-    prior = USB.with_(
+def usb_with_scaled_discrete_constants():
+    """The preset's linear constants with SCALED's cache, tile and per-op cost (what fit_linear keeps)."""
+    return USB.with_(
         cache_bytes=SCALED.cache_bytes,
         cache_io_share=SCALED.cache_io_share,
         stream_tile_positions=SCALED.stream_tile_positions,
         t_op_s=SCALED.t_op_s,
     )
+
+
+def test_fit_recovers_the_linear_constants_from_exact_times():
+    samples = [Sample(g, one_stage_ms(g, SCALED)) for g in graphs()]
+    prior = usb_with_scaled_discrete_constants()
     fitted = fit_linear(samples, prior)
     assert theta(fitted) == pytest.approx(theta(SCALED), rel=1e-6)
     assert predict_ms(samples, fitted) == pytest.approx([s.measured_ms for s in samples], rel=1e-9)
@@ -62,12 +67,7 @@ def test_a_constant_no_sample_informs_keeps_its_prior():
         Sample(g, one_stage_ms(g, SCALED)) for g in graphs() if not any(op.op_type == "DEPTHWISE_CONV_2D" for op in g.ops)
     ]
     assert samples
-    prior = USB.with_(
-        cache_bytes=SCALED.cache_bytes,
-        cache_io_share=SCALED.cache_io_share,
-        stream_tile_positions=SCALED.stream_tile_positions,
-        t_op_s=SCALED.t_op_s,
-    )
+    prior = usb_with_scaled_discrete_constants()
     fitted = fit_linear(samples, prior)
     assert fitted.efficiency["depthwise"] == USB.efficiency["depthwise"]
     assert fitted.efficiency["conv"] == pytest.approx(SCALED.efficiency["conv"], rel=1e-6)
