@@ -16,7 +16,14 @@ the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
 bound is ``lower_bound_ms`` in every latency plan). Otherwise the winner goes through :func:`refine`
 (``refine_rounds``): its stages are re-ordered internally in a few ways, single
 ops of the slowest stage move to a neighbouring stage, and ``dp`` may move the
-cuts, a cheap local search that never makes a plan worse.
+cuts, a cheap local search that never makes a plan worse (single ops and whole
+branches of the slowest stage move to a neighbouring stage).
+
+A larger candidate budget where the bound says it can pay: when the best
+candidate's bottleneck is still more than :data:`PAY_GAP` above the lower bound,
+``EXTRA_SAMPLES`` times ``samples`` more perturbed decodings and as many seeded
+random topological orders (``multiorder``'s source of luck) are split too, before
+refinement. Where the bound is met or nearly so, nothing extra is spent.
 
 ``Plan.stats`` records the bottleneck and latency (ms), the bound, the number
 of candidates, which one won, the refine rounds that helped, and the time of
@@ -29,6 +36,7 @@ network), ``decode_ms`` (greedy, sampled and heuristic orders), ``split_ms``
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +48,14 @@ from hardware.kernel import lower_bound_s, map_period_s, range_costs
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
-from ..orders import depth_first_order, depth_order, has_unique_order, libcoral_topological_order, split_order
+from ..orders import (
+    depth_first_order,
+    depth_order,
+    has_unique_order,
+    libcoral_topological_order,
+    random_topological_order,
+    split_order,
+)
 from ..plan import REL_TOL, Plan, PlanStats
 from ..policy.checkpoint import load_policy
 from ..policy.decode import greedy_order, perturbed_orders
@@ -50,7 +65,12 @@ from .dp import dp_schedule
 from .refine import refine
 from .split import best_split, bottleneck_value
 
-__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders"]
+__all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP", "EXTRA_SAMPLES"]
+
+#: Extra candidates are drawn only while the best plan is this far above the lower bound.
+PAY_GAP = 0.02
+#: How many times ``samples`` extra perturbed decodings (and as many random orders) that buys.
+EXTRA_SAMPLES = 3
 
 
 def policy_scores(net: NumpyPolicy, ga: GraphArrays, num_stages: int) -> np.ndarray:
@@ -95,6 +115,30 @@ def _check_k(graph: OpGraph, num_stages: int) -> None:
         raise StageMapError(
             f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}", num_stages
         )
+
+
+def _extra_orders(
+    graph: OpGraph,
+    ga: GraphArrays,
+    scores: np.ndarray,
+    count: int,
+    seed: int,
+    temperature: float,
+    have: list[tuple[str, np.ndarray]],
+) -> list[tuple[str, np.ndarray]]:
+    """``count`` more perturbed decodings and ``count`` seeded random topological orders, new ones only."""
+    rng = np.random.default_rng((seed, 2))
+    orders = [(f"extra{i}", o) for i, o in enumerate(perturbed_orders(scores, ga, count, rng, temperature))]
+    pyrng = random.Random(seed)
+    orders += [(f"random{i}", np.asarray(random_topological_order(graph, pyrng))) for i in range(count)]
+    seen = {np.asarray(o, dtype=np.int64).tobytes() for _, o in have}
+    out = []
+    for name, order in orders:
+        key = np.asarray(order, dtype=np.int64).tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append((name, np.asarray(order, dtype=np.int64)))
+    return out
 
 
 def _unique_order_plan(
@@ -152,6 +196,7 @@ def respect_schedule(
     t3 = time.perf_counter()
     stats: list[tuple[str, int | float | str]] = []
     optimal, lower_bound_ms = None, None
+    extra = 0
     if objective == "latency":
         greedy = greedy_order(scores, ga)
         t4 = time.perf_counter()
@@ -169,6 +214,13 @@ def respect_schedule(
             best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
         except ValueError:
             raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
+        if heuristics and samples > 0 and bottleneck > bound * (1 + PAY_GAP):  # the bound says more can pay
+            more = _extra_orders(graph, ga, scores, EXTRA_SAMPLES * samples, seed, temperature, cands)
+            extra = len(more)
+            if more:
+                cands += more
+                rcs += [range_costs(ga, o) for _, o in more]
+                best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
         name, order = cands[best]
         improved = 0
         # as the device model costs the written segments (ops in execution order, shared link)
@@ -219,6 +271,7 @@ def respect_schedule(
     stats += [
         ("samples", samples),
         ("candidates", len(cands)),
+        ("extra_candidates", extra),
         ("best_order", name),
         ("load_ms", (t1 - t0) * 1e3),
         ("features_ms", (t2 - t1) * 1e3),
