@@ -107,6 +107,14 @@ def _partition_parser() -> OneLineParser:
     )
     opt.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
     opt.add_argument("--samples", type=int, default=None, help="respect: sampled orders besides the greedy one (default 8)")
+    opt.add_argument(
+        "--extra-samples",
+        dest="extra_samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="respect: while the plan is >2%% above the lower bound, N more sampled and N random orders (default 0)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
     p.add_argument(
         "--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)"
@@ -339,6 +347,7 @@ _OPTION_FLAGS = {
     "workers": "--workers",
     "seed": "--seed",
     "samples": "--samples",
+    "extra_samples": "--extra-samples",
 }
 
 

@@ -326,3 +326,18 @@ def test_a_graph_with_one_order_gets_the_dp_split_as_proven_optimal(random_check
         assert plan.lower_bound_ms == pytest.approx(latency_key(g, plan.stages, k, USB)[0], rel=1e-9)
         warm = respect_exact_schedule(g, k, USB, checkpoint=random_checkpoint)
         assert warm.scheduler == "respect+exact" and warm.optimal is True and warm.stages == plan.stages
+
+
+def test_extra_samples_spend_only_where_the_bound_leaves_room_and_never_worsen():
+    from respect_pass.generator import generate
+
+    graph = generate("nas_cell", 200, 1)
+    for k in (2, 4):
+        plain = respect_schedule(graph, k, USB)
+        more = respect_schedule(graph, k, USB, extra_samples=6)
+        validate_stage_map(graph, more.stages, k)
+        assert latency_key(graph, more.stages, k, USB) <= latency_key(graph, plain.stages, k, USB)
+        gap = plain.stats.number("bottleneck_ms") / plain.stats.number("bound_ms") - 1
+        if gap > 0.02:  # the bound leaves room even after refinement: the extra budget was spent
+            assert more.stats["extra_candidates"] > 0
+        assert plain.stats["extra_candidates"] == 0

@@ -58,11 +58,17 @@ FIELDS = [
 ]
 
 
+#: respect's extra candidate budget in this benchmark (``--extra-samples``; 24 = 3x the 8 default samples)
+EXTRA_SAMPLES = 24
+
+
 def _run(name: str, graph, k: int, **kwargs) -> dict:
     """One scheduler run: period and latency (ms, device model), wall seconds and the plan's stats."""
     import respect_pass.schedulers.refine as refine_mod
 
     sched = get_scheduler("multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect") else name)
+    if name.startswith("respect"):
+        kwargs = {"extra_samples": EXTRA_SAMPLES, **kwargs}
     before = refine_mod.BLOCK_MOVES
     refine_mod.BLOCK_MOVES = name != "respect-noblock"
     try:

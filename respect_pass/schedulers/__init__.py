@@ -39,10 +39,15 @@ def respect_schedule(
     seed: int = 0,
     objective: str = "latency",
     alpha: float = DEFAULT_ALPHA,
+    extra_samples: int = 0,
 ) -> Plan:
     """The learned scheduler with the options the command line offers (:func:`.respect.respect_schedule`)."""
     _check_samples(samples)
-    return _respect.respect_schedule(graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha)
+    if extra_samples < 0:
+        raise RespectPassError(f"--extra-samples must be >= 0, got {extra_samples}")
+    return _respect.respect_schedule(
+        graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha, extra_samples=extra_samples
+    )
 
 
 def respect_exact_schedule(
