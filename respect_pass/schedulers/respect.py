@@ -100,9 +100,13 @@ def candidate_orders(
             ("depth_first", np.asarray(depth_first_order(graph))),
             ("libcoral", np.asarray(libcoral_topological_order(graph))),
         ]
-    seen: set[bytes] = set()
+    return _new_orders(cands, set())
+
+
+def _new_orders(orders: list[tuple[str, np.ndarray]], seen: set[bytes]) -> list[tuple[str, np.ndarray]]:
+    """``orders`` as int64 arrays, each order once and none already in ``seen`` (which grows)."""
     out = []
-    for name, order in cands:
+    for name, order in orders:
         key = np.asarray(order, dtype=np.int64).tobytes()
         if key not in seen:
             seen.add(key)
@@ -132,14 +136,7 @@ def _extra_orders(
     orders = [(f"extra{i}", o) for i, o in enumerate(perturbed_orders(scores, ga, count, rng, temperature))]
     pyrng = random.Random(seed)
     orders += [(f"random{i}", np.asarray(random_topological_order(graph, pyrng))) for i in range(count)]
-    seen = {np.asarray(o, dtype=np.int64).tobytes() for _, o in have}
-    out = []
-    for name, order in orders:
-        key = np.asarray(order, dtype=np.int64).tobytes()
-        if key not in seen:
-            seen.add(key)
-            out.append((name, np.asarray(order, dtype=np.int64)))
-    return out
+    return _new_orders(orders, {np.asarray(o, dtype=np.int64).tobytes() for _, o in have})
 
 
 def _unique_order_plan(
