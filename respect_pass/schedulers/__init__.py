@@ -11,71 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hardware import EdgeTpuSpec
-from tflite_io import OpGraph, RespectPassError
+from tflite_io import RespectPassError
 
-from ..objectives import DEFAULT_ALPHA
 from ..plan import Plan
-from . import respect as _respect
 from .compiler import compiler_schedule
 from .dp import dp_schedule
 from .exact import exact_schedule
 from .given import given_schedule
 from .multiorder import multiorder_schedule
 from .profiling import profiling_schedule
-
-
-def _check_samples(samples: int) -> None:
-    if samples < 0:
-        raise RespectPassError(f"--samples must be >= 0, got {samples}")
-
-
-def respect_schedule(
-    graph: OpGraph,
-    num_stages: int,
-    cost: EdgeTpuSpec | None = None,
-    *,
-    samples: int = 8,
-    seed: int = 0,
-    objective: str = "latency",
-    alpha: float = DEFAULT_ALPHA,
-    extra_samples: int = 0,
-) -> Plan:
-    """The learned scheduler with the options the command line offers (:func:`.respect.respect_schedule`)."""
-    _check_samples(samples)
-    if extra_samples < 0:
-        raise RespectPassError(f"--extra-samples must be >= 0, got {extra_samples}")
-    return _respect.respect_schedule(
-        graph, num_stages, cost, samples=samples, seed=seed, objective=objective, alpha=alpha, extra_samples=extra_samples
-    )
-
-
-def respect_exact_schedule(
-    graph: OpGraph,
-    num_stages: int,
-    cost: EdgeTpuSpec | None = None,
-    *,
-    time_limit_s: float = 30.0,
-    workers: int = 2,
-    samples: int = 8,
-    seed: int = 0,
-    objective: str = "latency",
-    alpha: float = DEFAULT_ALPHA,
-) -> Plan:
-    """CP-SAT warm-started from the learned scheduler's plan."""
-    _check_samples(samples)
-    return _respect.respect_exact_schedule(
-        graph,
-        num_stages,
-        cost,
-        time_limit_s=time_limit_s,
-        workers=workers,
-        samples=samples,
-        seed=seed,
-        objective=objective,
-        alpha=alpha,
-    )
-
+from .respect import respect_exact_schedule, respect_schedule
 
 __all__ = ["Scheduler", "SCHEDULERS", "get_scheduler"]
 

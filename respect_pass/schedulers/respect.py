@@ -48,7 +48,7 @@ import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import lower_bound_s, map_period_s, range_costs
-from tflite_io import OpGraph, StageMapError
+from tflite_io import OpGraph, RespectPassError, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
 from ..orders import (
@@ -179,6 +179,10 @@ def respect_schedule(
     """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc).
     ``one_order_shortcut=False`` runs the network even on a graph with one topological order (benchmarks)."""
     t0 = time.perf_counter()
+    if samples < 0:
+        raise RespectPassError(f"--samples must be >= 0, got {samples}")
+    if extra_samples < 0:
+        raise RespectPassError(f"--extra-samples must be >= 0, got {extra_samples}")
     check_objective(objective)
     _check_k(graph, num_stages)
     spec = as_spec(cost)
