@@ -24,13 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tflite_io import OpGraph, segment_interfaces
+from tflite_io import OpGraph, SegmentInterface, segment_interfaces
 
 from .cost import CHANNEL_GROUP, cache_layers, host_handoff_bytes, link_bytes, stream_tiles
 from .spec import EdgeTpuSpec, op_class
 
 __all__ = [
     "Sample",
+    "SegmentTerms",
+    "segment_terms",
     "FEATURES",
     "stage_features",
     "theta",
@@ -57,9 +59,19 @@ class Sample:
     label: str = ""
 
 
-def stage_features(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
-    """The columns of :data:`FEATURES` for the whole graph run as one stage on one Edge TPU."""
-    seg = segment_interfaces(graph, (0,) * graph.num_ops, 1)[0]
+@dataclass(frozen=True)
+class SegmentTerms:
+    """The linear terms of one segment's time (:data:`FEATURES`, the streamed column left 0), its streamed
+    parameter bytes by output-position count (a layer streams ``ceil(positions / tile)`` times; 1 for
+    non-conv layers), and the bytes it moves over its host link (In + Out)."""
+
+    linear: np.ndarray
+    streamed: dict[int, float]
+    io_bytes: float
+
+
+def segment_terms(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec) -> SegmentTerms:
+    """:class:`SegmentTerms` of ``seg`` (cache and host constants from ``spec``), as :mod:`hardware.cost` costs it."""
     f = np.zeros(len(FEATURES))
     f[0] = 1.0
     in_b = sum(link_bytes(graph, t, True) for t in seg.inputs)
@@ -80,7 +92,20 @@ def stage_features(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
             c = max(int(shape[-1]), 1) if shape else 1
             f[1 if kind == "conv" else 2] += op.macs * (-(-c // CHANNEL_GROUP) * CHANNEL_GROUP / c) / spec.peak_macs_per_s
     usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_b + out_b))
-    f[5] = sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in cache_layers(graph, seg.ops, usable)[1])
+    per_position = spec.with_(stream_tile_positions=1)  # stream_tiles then counts output positions
+    streamed: dict[int, float] = {}
+    for op, nbytes in cache_layers(graph, seg.ops, usable)[1]:
+        p = stream_tiles(graph, op, per_position)
+        streamed[p] = streamed.get(p, 0.0) + nbytes
+    return SegmentTerms(f, streamed, float(in_b + out_b))
+
+
+def stage_features(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
+    """The columns of :data:`FEATURES` for the whole graph run as one stage on one Edge TPU."""
+    terms = segment_terms(graph, segment_interfaces(graph, (0,) * graph.num_ops, 1)[0], spec)
+    f = terms.linear.copy()
+    tile = spec.stream_tile_positions
+    f[5] = sum(nbytes * max(1, -(-p // tile)) for p, nbytes in terms.streamed.items())
     return f
 
 

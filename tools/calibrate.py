@@ -64,18 +64,15 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from hardware import USB, EdgeTpuSpec, op_class
+from hardware import USB, EdgeTpuSpec
 from hardware.cost import (
-    CHANNEL_GROUP,
-    cache_layers,
     device_param_bytes,
-    host_handoff_bytes,
     latency_ms,
     link_bytes,
     pipeline_period_ms,
     stage_costs,
-    stream_tiles,
 )
+from hardware.fit import segment_terms
 from hardware.placement import placed
 from tflite_io import OpGraph, read, segment_interfaces
 from tools import calibration_data as cd
@@ -227,38 +224,18 @@ class Features:
     weights: np.ndarray
 
 
+#: hardware.fit.FEATURES columns in this fit's order: invokes, conv s, depthwise s, element-wise bytes, link bytes,
+#: fixed s (host compute, t_op); the streamed column is kept apart, by output-position count.
+_LINEAR_COLUMNS = [0, 1, 2, 3, 4, 6]
+
+
 def stage_features(graph: OpGraph, stages: Sequence[int], k: int, spec: EdgeTpuSpec) -> list[tuple]:
+    """Per stage: the linear terms in this fit's column order (:class:`Features`), streamed bytes by
+    output-position count, and In + Out (from :func:`hardware.fit.segment_terms`)."""
     rows = []
-    pos_spec = spec.with_(stream_tile_positions=1)
     for seg in segment_interfaces(graph, stages, k):
-        lin = np.zeros(6)
-        lin[0] = 1.0
-        in_b = sum(link_bytes(graph, t, True) for t in seg.inputs)
-        out_b = sum(link_bytes(graph, t, False) for t in seg.outputs)
-        lin[4] = in_b + out_b
-        n_tpu = 0
-        for v in seg.ops:
-            op = graph.ops[v]
-            if v in graph.host_ops:
-                lin[5] += spec.cpu_op_s + op.macs / spec.cpu_macs_per_s
-                lin[4] += host_handoff_bytes(graph, v)
-                continue
-            n_tpu += 1
-            kind = op_class(op.op_type)
-            if kind == "elementwise":
-                lin[3] += sum(graph.tensors[t].nbytes for t in op.outputs)
-            else:
-                shape = graph.tensors[op.outputs[0]].shape if op.outputs else ()
-                c = max(int(shape[-1]), 1) if shape else 1
-                padded = -(-c // CHANNEL_GROUP) * CHANNEL_GROUP
-                lin[1 if kind == "conv" else 2] += op.macs * (padded / c) / spec.peak_macs_per_s
-        lin[5] += n_tpu * spec.t_op_s
-        usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_b + out_b))
-        streamed: dict[int, float] = {}
-        for op, nbytes in cache_layers(graph, seg.ops, usable)[1]:  # the caching rule of hardware.cost
-            p = stream_tiles(graph, op, pos_spec)
-            streamed[p] = streamed.get(p, 0.0) + nbytes
-        rows.append((lin, streamed, in_b + out_b))
+        t = segment_terms(graph, seg, spec)
+        rows.append((t.linear[_LINEAR_COLUMNS], t.streamed, t.io_bytes))
     return rows
 
 
