@@ -8,24 +8,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench(*args: str) -> subprocess.CompletedProcess:
+    """``python -m tools.bench ARGS`` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "tools.bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
 def test_quick_bench(tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.bench",
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--schedulers",
-            "compiler,profiling,dp,multiorder,exact",
-            "--synthetic",
-            "2",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    r = bench(
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--schedulers",
+        "compiler,profiling,dp,multiorder,exact",
+        "--synthetic",
+        "2",
     )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
@@ -48,27 +46,18 @@ def test_quick_bench(tmp_path):
 
 def test_quick_bench_derived_runs_and_tables(tmp_path):
     """multiorder@t gets respect's time; respect+exact runs on every case with --hard-s 0; tables re-render from CSV."""
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.bench",
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--ks",
-            "3",
-            "--schedulers",
-            "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net",
-            "--synthetic",
-            "1",
-            "--hard-s",
-            "0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    r = bench(
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--ks",
+        "3",
+        "--schedulers",
+        "compiler,dp,exact,respect,multiorder@t,respect+exact,respect-net",
+        "--synthetic",
+        "1",
+        "--hard-s",
+        "0",
     )
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "bench_quick.csv")))
@@ -95,22 +84,13 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     assert text.count("| real | mobilenet_v2_0.35_96_int8 | 3 |") == 1  # the warm-start table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- tools/bench.py: begin -->\nold table\n<!-- tools/bench.py: end -->\n\ntail\n")
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.bench",
-            "--from-csv",
-            str(tmp_path / "bench_quick.csv"),
-            "--out",
-            str(tmp_path / "again"),
-            "--readme",
-            str(readme),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    again = bench(
+        "--from-csv",
+        str(tmp_path / "bench_quick.csv"),
+        "--out",
+        str(tmp_path / "again"),
+        "--readme",
+        str(readme),
     )
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again/bench.md").read_text() == text  # same title: the run's metadata travels with the CSV
