@@ -25,9 +25,10 @@ from tflite_io import OpGraph, RespectPassError, write_files
 
 from . import __version__
 from .partition import PartitionResult, load_model, partition
+from .plot import check_plot_path
 from .schedulers import SCHEDULERS, get_scheduler
 from .schedulers.given import parse_stages
-from .sweep import check_plot_path, format_sweep, idle_stage, sweep
+from .sweep import format_sweep, idle_stage, sweep
 
 __all__ = ["main", "OneLineParser", "run_cli"]
 

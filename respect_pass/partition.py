@@ -15,7 +15,6 @@ from hardware.cost import shared_link_ms
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 from tflite_io import (
-    OutputError,
     RespectPassError,
     TfliteModel,
     UnsupportedModelError,
@@ -30,7 +29,7 @@ from tflite_io import (
 )
 
 from .plan import Plan, plan_json
-from .plot import stage_plot_png
+from .plot import check_plot_path, stage_plot_png
 from .refine_device import refine_on_device
 from .schedulers import get_scheduler
 
@@ -126,7 +125,7 @@ def partition(
     """
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
-    plot_path = _check_plot_path(plot, out_dir) if plot is not None else None
+    plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch)
     graph = model.graph
     largest = max_stages(graph)
@@ -195,16 +194,6 @@ def partition(
         breakdown,
         plot_path,
     )
-
-
-def _check_plot_path(plot: str | Path, out_dir: str | Path) -> Path:
-    """The plot's path; its directory must exist already (or be the output directory)."""
-    path = Path(plot)
-    if path.suffix.lower() != ".png":
-        raise OutputError(str(path), "the plot must be a .png file")
-    if path.is_dir() or not (path.parent.is_dir() or path.parent.resolve() == Path(out_dir).resolve()):
-        raise OutputError(str(path), "its directory does not exist" if not path.is_dir() else "is a directory")
-    return path
 
 
 def _add_compiled(doc: dict[str, Any], files: dict[str, bytes], compiled: list[CompiledSegment]) -> None:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tflite_io import OutputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 
     from .sweep import SweepResult
 
-__all__ = ["LOG_RATIO", "figure_png", "stage_figure", "stage_plot_png", "sweep_figure", "sweep_plot_png"]
+__all__ = ["LOG_RATIO", "check_plot_path", "figure_png", "stage_figure", "stage_plot_png", "sweep_figure", "sweep_plot_png"]
 
 _PARTS = (
     ("compute_ms", "compute", "#4c72b0"),
@@ -207,3 +210,16 @@ def sweep_figure(result: SweepResult) -> Figure:
 def sweep_plot_png(result: SweepResult) -> bytes:
     """Render :func:`sweep_figure` and return the PNG bytes (nothing is written)."""
     return figure_png(sweep_figure(result))
+
+
+def check_plot_path(plot: str | Path, out_dir: str | Path | None = None) -> Path:
+    """The path of a PNG to write, checked before any work: a ``.png`` name whose directory exists
+    (or is ``out_dir``, created by the same run), not a directory."""
+    path = Path(plot)
+    if path.suffix.lower() != ".png":
+        raise OutputError(str(path), "the plot must be a .png file")
+    if path.is_dir():
+        raise OutputError(str(path), "is a directory")
+    if not (path.parent.is_dir() or (out_dir is not None and path.parent.resolve() == Path(out_dir).resolve())):
+        raise OutputError(str(path), "its directory does not exist")
+    return path

@@ -25,7 +25,7 @@ import numpy as np
 
 from hardware import USB, EdgeTpuSpec
 from hardware.kernel import cost_arrays, map_period_s, map_stage_times
-from tflite_io import OpGraph, OutputError, RespectPassError, TfliteModel, max_stages, validate_stage_map
+from tflite_io import OpGraph, RespectPassError, TfliteModel, max_stages, validate_stage_map
 
 from .plan import Plan
 from .schedulers import get_scheduler
@@ -36,7 +36,6 @@ __all__ = [
     "IdleStage",
     "SweepResult",
     "SweepRow",
-    "check_plot_path",
     "format_sweep",
     "idle_stage",
     "recommend",
@@ -313,15 +312,3 @@ def idle_stage(
     if fewer_ms > period * (1 + SAME_PERIOD):
         return None
     return IdleStage(stage, times[stage], period, k - 1, fewer_ms, name if name != plan.scheduler else None)
-
-
-def check_plot_path(plot: str | Path) -> Path:
-    """The path of a PNG to write: a ``.png`` name in an existing directory (checked before any work)."""
-    path = Path(plot)
-    if path.suffix.lower() != ".png":
-        raise OutputError(str(path), "the plot must be a .png file")
-    if path.is_dir():
-        raise OutputError(str(path), "is a directory")
-    if not path.parent.is_dir():
-        raise OutputError(str(path), "its directory does not exist")
-    return path
