@@ -77,7 +77,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
     """Body of ``respect-pass calibrate``."""
     args = _parser().parse_args(argv)
     out = Path(args.out)
-    if out.suffix.lower() != ".json" or not (out.parent.is_dir() or out.parent == Path("")):
+    if out.suffix.lower() != ".json" or not out.parent.is_dir():  # "f.json" has parent "."
         raise RespectPassError(f"{out}: the fitted spec must be a .json file in an existing directory")
     prior = load_spec(args.prior)
     device: Device
@@ -92,7 +92,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
         find_compiler()  # before any probe is built
         device = CoralDevice(devices=parse_devices(args.devices) if args.devices else None, runner=args.runner)
     cal = calibrate(device, prior, seed=args.seed, name=out.stem)
-    write_files(out.parent if str(out.parent) else ".", {out.name: cal.spec.to_json().encode()})
+    write_files(out.parent, {out.name: cal.spec.to_json().encode()})
     if args.json:
         print(
             json.dumps(
