@@ -290,6 +290,9 @@ def test_bad_respect_flags_are_one_line(tmp_path):
     r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "o"), "--samples", "-1")
     assert r.returncode == 2 and r.stderr == "respect-pass: error: --samples must be >= 0, got -1\n"
     assert not (tmp_path / "o").exists()
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "o"), "--extra-samples", "-2")
+    assert r.returncode == 2 and r.stderr == "respect-pass: error: --extra-samples must be >= 0, got -2\n"
+    assert not (tmp_path / "o").exists()
     r = run("train", "--bogus")
     assert r.returncode == 2 and r.stderr == "respect-pass train: error: unrecognized arguments: --bogus\n"
 
