@@ -85,7 +85,9 @@ def calibrate_main(argv: Sequence[str]) -> int:
         if args.devices is not None:
             raise RespectPassError("--devices applies to --backend coral only")
         truth = load_spec(args.device_spec or "usb")
-        device = SimDevice(truth, jitter=max(args.jitter, 0.0), seed=args.seed)
+        if not args.jitter >= 0:  # also NaN
+            raise RespectPassError(f"--jitter must be >= 0, got {args.jitter}")
+        device = SimDevice(truth, jitter=args.jitter, seed=args.seed)
     else:
         if args.device_spec is not None:
             raise RespectPassError("--device-spec applies to --backend sim only (a real device has its own constants)")

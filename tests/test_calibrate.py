@@ -140,6 +140,7 @@ def test_the_text_report_lists_every_probe_and_the_constants(calibration):
         (["--backend", "coral", "--device-spec", "usb", "-o", "f.json"], "applies to --backend sim only"),
         (["--backend", "sim", "--devices", "usb:0", "-o", "f.json"], "applies to --backend coral only"),
         (["--backend", "sim", "--device-spec", "nope.json", "-o", "f.json"], "nope.json"),
+        (["--backend", "sim", "--jitter", "-0.1", "-o", "f.json"], "--jitter must be >= 0, got -0.1"),
     ],
 )
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message):
