@@ -13,6 +13,9 @@ construction, with no repair step.
   score with a heap, O(n log n)).
 * :func:`sample_orders`: exact samples of the decoder, vectorised over samples
   (used by REINFORCE, where samples must come from the policy itself).
+* :func:`live_order`: at every step the ready op that leaves the fewest activation bytes live
+  (its outputs minus the inputs it reads last), the policy's score breaking ties: orders whose
+  prefixes cut few bytes, which is what a stage boundary costs on the host link.
 * :func:`perturbed_orders`: Gumbel-perturbed greedy decoding, a cheaper way to
   draw diverse orders at inference time (one noise vector per order).
 * :func:`order_log_probs` (with :class:`DecodeTensors` and
@@ -32,7 +35,7 @@ import numpy as np
 
 from .features import GraphArrays
 
-__all__ = ["greedy_order", "perturbed_orders", "sample_orders"]
+__all__ = ["greedy_order", "live_order", "perturbed_orders", "sample_orders"]
 
 #: torch-based names served from :mod:`respect_pass.policy.model` on first use
 _TORCH_NAMES = frozenset({"DecodeTensors", "decode_tensors", "order_log_probs"})
@@ -68,6 +71,53 @@ def greedy_order(scores: np.ndarray, ga: GraphArrays, stages: np.ndarray | None 
             indeg[w] -= 1
             if indeg[w] == 0:
                 push(heap, (pinned[w], neg[w], w))
+    return np.asarray(order, dtype=np.int64)
+
+
+def live_order(scores: np.ndarray, ga: GraphArrays, stages: np.ndarray | None = None) -> np.ndarray:
+    """The ready op that adds the fewest live activation bytes at every step, unpinned ops first; ties go
+    to the higher score, then the lower index. With ``stages`` (a monotone stage map) ready ops of lower
+    stages come first: a stage-major order of that map, each stage in live-bytes order.
+
+    An op adds the bytes of the tensors it produces (those with readers) and frees those of the inputs it
+    is the last remaining reader of (model inputs included). Every prefix of the order is a cut of the
+    graph, and the live bytes after a prefix are what crosses that cut: this order keeps the crossing small
+    where the ``dp`` split will look for cuts. O(n * ready set) Python work."""
+    n = ga.n
+    ins: list[list[int]] = [[] for _ in range(n)]  # per op: its distinct input tensors
+    nbytes: dict[int, float] = {}
+    readers: dict[int, int] = {}
+    for t, r, b in zip(ga.in_tensor.tolist(), ga.in_reader.tolist(), ga.in_bytes_pair.tolist()):
+        nbytes[t] = max(nbytes.get(t, 0.0), b)
+        if t not in ins[r]:  # an op reading one tensor twice frees it once
+            ins[r].append(t)
+            readers[t] = readers.get(t, 0) + 1
+    out = np.zeros(n)
+    np.add.at(out, ga.out_producer, ga.out_bytes_t)
+    added = out.tolist()
+    neg = (-np.asarray(scores, dtype=np.float64)).tolist()
+    pinned: list = ga.pinned.tolist()
+    if stages is not None:
+        pinned = [(a, int(b)) for a, b in zip(pinned, stages)]
+    indeg = ga.indeg.tolist()
+    succs = ga.succs
+    ready = [v for v in range(n) if indeg[v] == 0]
+    order = []
+    while ready:
+        best_i, best_key = 0, None
+        for i, v in enumerate(ready):
+            freed = sum(nbytes[t] for t in ins[v] if readers[t] == 1)
+            key = (pinned[v], added[v] - freed, neg[v], v)
+            if best_key is None or key < best_key:
+                best_i, best_key = i, key
+        v = ready.pop(best_i)
+        order.append(v)
+        for t in ins[v]:
+            readers[t] -= 1
+        for w in succs[v]:
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
     return np.asarray(order, dtype=np.int64)
 
 

@@ -5,7 +5,7 @@ plus cuts):
 
 * *re-orderings*: stage-major orders of the same map with the ops inside each
   stage listed differently (by score, as soon as possible, as late as
-  possible, perturbed scores); ``dp`` may then move any cut;
+  possible, perturbed scores, fewest live activation bytes first); ``dp`` may then move any cut;
 * *moves* out of the slowest stage to a neighbouring stage:
 
   - *single-op moves*: one op, which keeps the map monotone when every successor is in a later
@@ -27,9 +27,13 @@ plus cuts):
   re-orderings as one more order for ``dp`` and, with block moves on, also competes as it stands
   (its stage-major order cut at its own stage boundaries, costed by :func:`hardware.kernel.map_period_s`).
 
+When no move out of the slowest stage helps, *exchanges* (:data:`SWAPS` candidates per side) trade one of its
+moves for a move of the neighbouring stage's ops (single or block) into it: on wide cells the boundary often has
+to swap one branch for another, neither of which can cross alone.
+
 Every candidate is accepted only when its (period, latency) under the device model beats the
 plan's, so :func:`refine` never makes a plan worse. :data:`BLOCK_MOVES` (or ``refine(blocks=0)``)
-turns block moves, and the direct candidate, off: the refinement is then exactly the single-op one.
+turns block moves, the exchanges and the direct candidate off: the refinement then moves single ops only.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import numpy as np
 from hardware.kernel import RangeCosts, map_period_s, map_stage_times, range_costs
 
 from ..orders import split_order
-from ..policy.decode import greedy_order
+from ..policy.decode import greedy_order, live_order
 from ..policy.features import GraphArrays
 from .split import best_split
 
@@ -54,6 +58,9 @@ __all__ = [
 ]
 
 _REL = 1e-9
+
+#: Candidates per side of the exchanges :func:`improve_by_moves` tries when no move helps (0: none).
+SWAPS = 12
 
 #: Module-level switch for block moves in :func:`refine` (benchmarks compare before/after with it).
 BLOCK_MOVES = True
@@ -138,12 +145,13 @@ def _ranked_blocks(
 
 
 def improve_by_moves(
-    ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int, blocks: int = 0
+    ga: GraphArrays, stages: np.ndarray, num_stages: int, limit: int, steps: int, blocks: int = 0, swaps: int = 0
 ) -> tuple[np.ndarray, int]:
     """Greedy descent: at most ``steps`` times, apply the best of at most ``limit`` single-op moves (ops
     with the most own work first) and ``blocks`` block moves (:func:`block_moves`) out of the slowest stage
     if it lowers (bottleneck, latency); the map and the number of moves applied. The first stage must keep
-    an op that reads every model input (and every op pinned to it)."""
+    an op that reads every model input (and every op pinned to it). With ``swaps`` > 0, a step where no
+    move helps tries exchanges with a neighbouring stage instead (:func:`_best_swap`)."""
     own = _own_work(ga)
     stages = stages.copy()
     times = map_stage_times(ga, stages, num_stages)
@@ -164,12 +172,58 @@ def improve_by_moves(
                 if _better(_key(t), _key(times if best is None else best[0])):
                     best = (t, ops, step)
             stages[ops] -= step
+        if best is None and swaps > 0:
+            found = _best_swap(ga, stages, worst, num_stages, times, own, cands, swaps)
+            if found is not None:
+                times, stages = found
+                done += 1
+                continue
         if best is None:
             break
         times, ops, step = best
         stages[ops] += step
         done += 1
     return stages, done
+
+
+def _best_swap(
+    ga: GraphArrays,
+    stages: np.ndarray,
+    worst: int,
+    num_stages: int,
+    times: np.ndarray,
+    own: np.ndarray,
+    cands: list[tuple[np.ndarray | int, int]],
+    swaps: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The best improving exchange between the slowest stage and a neighbour: one of its moves out (from
+    ``cands``) together with one move of the neighbour's ops (single or block) into it, each side limited
+    to ``swaps`` candidates; (times, map) or None. Used when no one-way move helps: on wide cells the
+    stage boundary often has to trade a branch for another, neither of which can cross alone."""
+    best: tuple[np.ndarray, np.ndarray] | None = None
+    for step in (+1, -1):
+        nb = worst + step
+        if not 0 <= nb < num_stages or (stages == nb).sum() < 2:
+            continue
+        outs = [(ops, s) for ops, s in cands if s == step][:swaps]
+        ins: list[np.ndarray | int] = [
+            v for v, s in sorted(movable_ops(ga, stages, nb, num_stages), key=lambda m: -own[m[0]]) if s == -step
+        ][:swaps]
+        blocks = sorted((b for b in block_moves(ga, stages, nb, num_stages, own) if b[1] == -step), key=lambda b: b[2])
+        ins += [ops for ops, _, _ in blocks[: max(0, swaps - len(ins))]]
+        for out_ops, _ in outs:
+            for in_ops in ins:
+                m = stages.copy()
+                m[out_ops] += step
+                m[in_ops] -= step
+                if not (m[ga.src] <= m[ga.dst]).all() or (m == nb).sum() == 0 or (m == worst).sum() == 0:
+                    continue
+                if not all((m[r] == 0).any() for r in ga.input_readers):
+                    continue
+                t = map_stage_times(ga, m, num_stages)
+                if _better(_key(t), _key(times if best is None else best[0])):
+                    best = (t, m)
+    return best
 
 
 def _stage_cuts(stages: np.ndarray, order: np.ndarray, num_stages: int) -> list[int]:
@@ -212,11 +266,15 @@ def refine(
             greedy_order(scores, ga, stages),
             greedy_order(-ga.depth.astype(float), ga, stages),
             greedy_order(ga.rev_depth.astype(float), ga, stages),
+            live_order(scores, ga, stages),
+            live_order(np.zeros(ga.n), ga, stages),
         ]
         variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(2)]
         direct: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
         if (limit > 0 or blocks > 0) and num_stages > 1:
-            moved, applied = improve_by_moves(ga, stages, num_stages, limit, steps=4 * num_stages, blocks=blocks)
+            moved, applied = improve_by_moves(
+                ga, stages, num_stages, limit, steps=4 * num_stages, blocks=blocks, swaps=SWAPS if blocks else 0
+            )
             if applied:
                 moved_order = greedy_order(scores, ga, moved)
                 variants.append(moved_order)

@@ -8,8 +8,10 @@ Otherwise: features -> policy scores (one call of the numpy network,
 candidate topological orders -> the ``dp`` split of each -> the best plan by
 (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
-the orders ``multiorder`` starts from (execution, depth, depth-first,
-libcoral). Duplicate orders are split once. When the greedy plan's bottleneck
+two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
+ready op that leaves the fewest activation bytes live, ties by the policy's
+score or by execution order) and the orders ``multiorder`` starts from
+(execution, depth, depth-first, libcoral). Duplicate orders are split once. When the greedy plan's bottleneck
 already equals a simple lower bound (the slowest single op on its own TPU, or
 the total work spread evenly over K TPUs) no other candidate can beat it and
 the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
@@ -61,7 +63,7 @@ from ..orders import (
 )
 from ..plan import REL_TOL, Plan, PlanStats
 from ..policy.checkpoint import load_policy
-from ..policy.decode import greedy_order, perturbed_orders
+from ..policy.decode import greedy_order, live_order, perturbed_orders
 from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
@@ -95,6 +97,8 @@ def candidate_orders(
         cands += [(f"sample{i}", o) for i, o in enumerate(perturbed_orders(scores, ga, samples, rng, temperature))]
     if heuristics:
         cands += [
+            ("live", live_order(scores, ga)),
+            ("live_execution", live_order(np.zeros(ga.n), ga)),
             ("execution", np.arange(ga.n)),
             ("depth", np.asarray(depth_order(graph))),
             ("depth_first", np.asarray(depth_first_order(graph))),
