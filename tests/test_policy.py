@@ -19,7 +19,7 @@ from hardware.kernel import cost_arrays, map_period_s, map_stage_times, range_co
 from respect_pass.objectives import latency_key
 from respect_pass.orders import has_unique_order, random_stage_map, random_topological_order, split_order
 from respect_pass.policy.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, load_policy, save_checkpoint
-from respect_pass.policy.decode import greedy_order, perturbed_orders, sample_orders
+from respect_pass.policy.decode import greedy_order, live_order, perturbed_orders, sample_orders
 from respect_pass.policy.features import NUM_FEATURES, graph_arrays, node_features
 from respect_pass.policy.labels import max_stages, stage_major_order
 from respect_pass.policy.model import ModelConfig, PolicyNet, decode_tensors, order_log_probs, torch_scores
@@ -137,8 +137,41 @@ def test_decoded_orders_are_topological_with_pinned_ops_last(graph, seed):
     rng = np.random.default_rng(seed)
     scores = rng.normal(size=graph.num_ops) * 3
     orders = [greedy_order(scores, ga)] + perturbed_orders(scores, ga, 3, rng) + list(sample_orders(scores, ga, 4, rng))
+    orders += [live_order(scores, ga), live_order(np.zeros(graph.num_ops), ga)]
     for order in orders:
         assert is_topological(graph, order) and pinned_last(graph, order)
+    stages = random_stage_map(graph, 3, random.Random(seed))
+    if stages is not None:  # with a stage map: a stage-major order of it
+        order = live_order(scores, ga, np.asarray(stages))
+        assert is_topological(graph, order)
+        assert [stages[v] for v in order] == sorted(stages)
+
+
+def _live_bytes(graph, prefix) -> float:
+    """Activation bytes live after ``prefix``: produced in it (or model inputs) and still read outside it."""
+    done = set(prefix)
+    live = 0.0
+    for t, readers in graph.consumers.items():
+        made = t in graph.inputs or (t in graph.producer and graph.producer[t] in done)
+        if made and any(r not in done for r in readers):
+            live += graph.tensors[t].nbytes
+    return live
+
+
+def test_live_order_takes_the_ready_op_that_leaves_the_fewest_bytes_live():
+    graph = read(BRANCHY)
+    ga = graph_arrays(graph, USB)
+    order = live_order(np.zeros(graph.num_ops), ga).tolist()
+    for i, v in enumerate(order):
+        done = set(order[:i])
+        ready = [
+            u for u in range(graph.num_ops) if u not in done and all(p in done for p in graph.preds[u]) and not ga.pinned[u]
+        ]
+        if not ready:
+            continue
+        after = {u: _live_bytes(graph, order[:i] + [u]) for u in ready}
+        assert after[v] == pytest.approx(min(after.values()))
+        assert v == min(u for u in ready if after[u] == pytest.approx(after[v]))  # ties: execution order
 
 
 def test_greedy_follows_the_scores_among_ready_ops():

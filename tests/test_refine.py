@@ -1,5 +1,5 @@
-"""Block moves in the ``respect`` refinement (respect_pass/schedulers/refine.py): monotone maps, pins kept,
-never worse, and a branch that only moves as a whole."""
+"""Block moves and exchanges in the ``respect`` refinement (respect_pass/schedulers/refine.py): monotone maps,
+pins kept, never worse, and a branch that only moves as a whole."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from strategies import placed_dags, random_dags
 
@@ -18,7 +18,7 @@ from respect_pass.objectives import latency_key
 from respect_pass.orders import random_stage_map, split_order
 from respect_pass.policy.decode import greedy_order, live_order
 from respect_pass.policy.features import graph_arrays
-from respect_pass.schedulers.refine import block_moves, improve_by_moves, refine
+from respect_pass.schedulers.refine import _best_swap, block_moves, improve_by_moves, refine
 from tflite_io import Op, OpGraph, TensorInfo, validate_stage_map
 
 dags = st.one_of(random_dags(max_ops=24), placed_dags(max_ops=24))
@@ -64,7 +64,7 @@ def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng
             assert len(root) == 1
             if any(m[v] != 0 for v in first):
                 assert stage == 0 and step > 0  # only a forward block out of stage 0 can carry them: the caller checks
-    moved, applied = improve_by_moves(ga, st_arr, k, limit=8, steps=12, blocks=64)
+    moved, applied = improve_by_moves(ga, st_arr, k, limit=8, steps=12, blocks=64, swaps=8)
     plan = tuple(int(s) for s in moved)
     assert validate_stage_map(graph, plan, k) == plan  # pins and stage 0's input readers included
     if applied:
@@ -72,6 +72,37 @@ def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng
         assert after[0] < before[0] * (1 - 1e-9) or (after[0] <= before[0] * (1 + 1e-9) and after[1] < before[1])
     else:
         assert plan == tuple(stages)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dags, st.integers(2, 4), st.randoms(use_true_random=False))
+def test_an_exchange_trades_one_move_out_of_the_slowest_stage_for_one_move_in(graph, k, rng):
+    stages = random_stage_map(graph, k, rng)
+    if stages is None:
+        return
+    ga = graph_arrays(graph, USB)
+    st_arr = np.asarray(stages)
+    times = map_stage_times(ga, st_arr, k)
+    worst = int(np.argmax(times))
+    own = ga.op_s + ga.param_bytes / USB.stream_bytes_per_s
+    outs = [(v, s) for v, s in refine_mod.movable_ops(ga, st_arr, worst, k)]
+    outs += [(ops, s) for ops, s, _ in block_moves(ga, st_arr, worst, k, own)]
+    found = _best_swap(ga, st_arr, worst, k, times, own, outs, swaps=6)
+    event("exchange found" if found is not None else "no improving exchange")
+    if found is None:
+        return
+    new_times, m = found
+    plan = tuple(int(s) for s in m)
+    assert validate_stage_map(graph, plan, k) == plan  # monotone, pins kept, stage 0 keeps its input readers
+    assert np.allclose(new_times, map_stage_times(ga, m, k), rtol=1e-12)
+    assert _key(ga, plan, k)[0] < times.max() * (1 - 1e-9) or (
+        _key(ga, plan, k)[0] <= times.max() * (1 + 1e-9) and _key(ga, plan, k)[1] < times.sum()
+    )
+    changed = np.flatnonzero(m != st_arr)
+    assert set(st_arr[changed].tolist()) <= {worst, *(s for s in (worst - 1, worst + 1) if 0 <= s < k)}
+    nb = [s for s in set(m[changed].tolist()) | set(st_arr[changed].tolist()) if s != worst]
+    assert len(nb) == 1 and abs(nb[0] - worst) == 1  # one neighbour, ops crossing in both directions
+    assert (st_arr[changed] == worst).any() and (st_arr[changed] == nb[0]).any()
 
 
 @settings(max_examples=60, deadline=None)
