@@ -15,6 +15,7 @@ from hardware.cost import shared_link_ms
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 from tflite_io import (
+    OpGraph,
     RespectPassError,
     TfliteModel,
     UnsupportedModelError,
@@ -50,6 +51,7 @@ class PartitionResult:
     compiled_paths: tuple[Path, ...] = ()
     stage_breakdown: tuple[dict[str, Any], ...] = ()
     plot_path: Path | None = None
+    graph: OpGraph | None = None  # the model's graph, as scheduled
 
 
 def plan_file_name(stem: str) -> str:
@@ -193,6 +195,7 @@ def partition(
         tuple(written[c.file] for c in compiled),
         breakdown,
         plot_path,
+        graph,
     )
 
 

@@ -11,7 +11,8 @@ from hardware import PCIE, USB, EdgeTpuSpec, stage_costs
 from respect_pass.objectives import DEFAULT_ALPHA, latency_key, memory_objective
 from respect_pass.oracle import all_monotone_maps, best_map
 from respect_pass.schedulers.compiler import compiler_schedule
-from respect_pass.schedulers.exact import exact_schedule, stage_ranges
+from respect_pass.schedulers.exact import exact_schedule
+from respect_pass.schedulers.exact_model import stage_ranges
 from tflite_io import Op, OpGraph, StageMapError, TensorInfo, read, validate_stage_map
 
 #: Unequal link bandwidths, a per-op overhead and a small cache (streaming on most random graphs).

@@ -64,3 +64,28 @@ def test_train_command_line_errors(capsys, tmp_path):
     assert "respect-pass train: error" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--loss", "nope"])
+
+
+def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_shape(quick_run, tmp_path):
+    root, _ = quick_run
+    init = root / "run" / "respect_policy.npz"
+    out = tmp_path / "tuned"
+    argv = ["--quick", "--init", str(init), "--teacher", "respect+exact", "--graphs", "8", "--val-graphs", "4"]
+    argv += ["--epochs", "1", "--rl-epochs", "1", "--hidden", "16", "--out", str(out), "--cache", str(tmp_path / "c")]
+    assert train_main(argv + ["--no-progress"]) == 0
+    doc = json.loads((out / "respect_policy.json").read_text())
+    assert doc["metrics"]["init"]["path"] == str(init)
+    history = doc["metrics"]["history"]
+    assert history[0]["phase"] == "init"
+    assert doc["metrics"]["val_gap_greedy"] <= history[0]["gap"]  # the best on validation, the start included
+    with np.load(init) as a, np.load(out / "respect_policy.npz") as b:  # --hidden 16 lost to the checkpoint's width
+        assert a.files == b.files and all(a[k].shape == b[k].shape for k in a.files)
+    assert list((tmp_path / "c").glob("respect+exact_*.json"))  # labels from CP-SAT warm-started by the policy
+
+
+def test_fine_tuning_from_a_missing_checkpoint_is_one_error_line(capsys, tmp_path):
+    argv = ["--quick", "--init", str(tmp_path / "none.npz"), "--out", str(tmp_path / "x"), "--no-progress"]
+    assert train_main(argv + ["--cache", str(tmp_path / "c"), "--graphs", "4", "--val-graphs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "respect-pass train: error" in err and "none.npz" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "c").exists()  # nothing written

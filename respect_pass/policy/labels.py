@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TEACHERS = ("exact", "multiorder")
+TEACHERS = ("exact", "multiorder", "respect+exact")
 _VERSION = 1
 
 
@@ -119,6 +119,10 @@ def _solve(job: tuple[OpGraph, int, EdgeTpuSpec, float, str]) -> dict | None:
             from ..schedulers.exact import exact_schedule
 
             plan = exact_schedule(graph, k, spec, time_limit_s=time_limit, workers=1, seed=0)
+        elif teacher == "respect+exact":  # CP-SAT from the shipped policy's plan: never worse than either alone
+            from ..schedulers.respect import respect_exact_schedule
+
+            plan = respect_exact_schedule(graph, k, spec, time_limit_s=time_limit, workers=1, seed=0)
         else:
             from ..schedulers.multiorder import multiorder_schedule
 

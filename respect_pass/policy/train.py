@@ -43,7 +43,7 @@ from hardware import USB
 from hardware.kernel import range_costs
 
 from ..schedulers.split import bottleneck_value
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .decode import DecodeTensors, decode_tensors, greedy_order, order_log_probs, perturbed_orders, sample_orders
 from .features import GraphArrays, graph_arrays, node_features
 from .labels import Label, choose_ks, label_instances, make_graphs, stage_major_order
@@ -85,6 +85,7 @@ class TrainConfig:
     cache: str = ".cache/respect_labels"
     threads: int = 1
     progress: bool = True
+    init: str = ""
 
 
 #: Overrides of ``--quick``: a tiny model on tiny graphs in about a minute.
@@ -292,6 +293,7 @@ def train(cfg: TrainConfig) -> Path:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
+    init = load_checkpoint(cfg.init) if cfg.init else None  # before any output or label: a bad path fails at once
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "args.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -306,7 +308,13 @@ def train(cfg: TrainConfig) -> Path:
         100 * metrics["multiorder_gap"],
     )
 
-    model = PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
+    if init is not None:  # fine-tune: the checkpoint's weights and shape (its hidden width and depth win)
+        model, init_doc = init
+        model.train()
+        metrics["init"] = {"path": str(cfg.init), "train_args": init_doc.get("train_args", {})}
+        log.info("fine-tuning %s", cfg.init)
+    else:
+        model = PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
     rng, nrng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     history: list[dict[str, Any]] = []
     v0 = evaluate(model, val_items)

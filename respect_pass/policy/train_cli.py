@@ -35,10 +35,11 @@ _HELP = {
     "layers": "message-passing blocks",
     "workers": "label worker processes",
     "time_limit": "exact solver time limit per label (s)",
-    "teacher": "label source: exact (CP-SAT) or multiorder",
+    "teacher": "label source: exact (CP-SAT), multiorder, or respect+exact (CP-SAT from the shipped policy's plan)",
     "cache": "label cache directory",
     "threads": "torch threads during training",
     "progress": "progress bars",
+    "init": "fine-tune this checkpoint (.npz) instead of starting from random weights; its width and depth win",
 }
 
 
@@ -51,6 +52,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults are None so that ``--quick`` presets can fill the unset ones."""
+    from .labels import TEACHERS
     from .train import TrainConfig
 
     p = _OneLineParser(
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.name in ("loss",):
             p.add_argument(flag, default=None, choices=("canonical", "stage_set"), help=_HELP[f.name])
         elif f.name == "teacher":
-            p.add_argument(flag, default=None, choices=("exact", "multiorder"), help=_HELP[f.name])
+            p.add_argument(flag, default=None, choices=TEACHERS, help=_HELP[f.name])
         else:
             kind = type(f.default)
             p.add_argument(flag, type=kind, default=None, help=f"{_HELP[f.name]} (default {f.default})")
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, print the checkpoint path; 0 on success, 2 on a bad argument or failure."""
+    from tflite_io import RespectPassError
+
     from .train import QUICK, TrainConfig, train
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -90,7 +94,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         npz = train(cfg)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RespectPassError) as exc:  # e.g. a missing --init checkpoint
         print(f"respect-pass train: error: {exc}", file=sys.stderr)
         return 2
     print(npz)

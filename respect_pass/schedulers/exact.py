@@ -13,8 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from ortools.sat.python import cp_model
+from typing import TYPE_CHECKING
 
 from hardware import EdgeTpuSpec, as_spec, pipeline_period_ms, stage_costs
 from hardware.cost import shared_link_ms
@@ -22,9 +21,13 @@ from tflite_io import OpGraph, RespectPassError, StageMapError, validate_stage_m
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key, memory_objective
 from ..plan import REL_TOL, Plan, PlanStats
-from .exact_model import ExactModel, stage_ranges
 
-__all__ = ["exact_schedule", "default_hint", "stage_ranges"]
+if TYPE_CHECKING:  # OR-Tools costs ~0.5 s to import: only when exact runs, not when the registry loads
+    from ortools.sat.python import cp_model
+
+    from .exact_model import ExactModel
+
+__all__ = ["exact_schedule", "default_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ def default_hint(
 
 
 def _solve(model: ExactModel, limit: float, workers: int, seed: int, presolve: bool) -> tuple[cp_model.CpSolver, int]:
+    from ortools.sat.python import cp_model
+
     solver = cp_model.CpSolver()
     p = solver.parameters
     p.max_time_in_seconds, p.num_workers, p.random_seed = max(limit, 1e-3), max(1, workers), seed
@@ -91,6 +96,8 @@ def _optimise(
     warm-started from the best map so far. Presolve makes most real models fast, but on some (NAS-like
     cells) it hides the indicator rows from the LP and the bound stalls. A presolved run whose bound
     beats a known map, or that says infeasible, is not trusted (google/or-tools#5293, #5274)."""
+    from ortools.sat.python import cp_model
+
     t0 = time.perf_counter()
     out = _Outcome(tuple(start), model.value(start)) if start is not None else _Outcome()
     if start is not None:
@@ -160,6 +167,8 @@ def exact_schedule(
     if not 1 <= K <= max(n, 1):
         raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {K}", K)
     hint = validate_stage_map(graph, hint, K) if hint is not None else default_hint(graph, K, spec, objective, alpha)
+    from .exact_model import ExactModel
+
     model = ExactModel(graph, K, spec, objective, alpha)
     latency = objective == "latency"
     model.minimize("bottleneck" if latency else "memory")
