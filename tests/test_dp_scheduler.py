@@ -122,3 +122,19 @@ def test_dp_equals_brute_force_on_the_branchy_model(seed):
     for k in (2, 3):
         best = brute_force(g, order, k, lambda s, k=k: latency_key(g, s, k, USB))
         assert close(latency_key(g, dp_schedule(g, k, USB, order=order).stages, k, USB), best)
+
+
+def test_dp_reuses_the_range_costs_a_caller_already_has():
+    from hardware.kernel import cost_arrays, range_costs
+
+    graph = read(BRANCHY)
+    ca = cost_arrays(graph, USB)
+    execution = list(range(graph.num_ops))
+    for k in (2, 3, 4):
+        fresh = dp_schedule(graph, k, USB, arrays=ca)
+        given_ranges = dp_schedule(graph, k, USB, arrays=ca, ranges=range_costs(ca, execution))
+        assert given_ranges.stages == fresh.stages and dict(given_ranges.stats) == dict(fresh.stats)
+    other = random_topological_order(graph, random.Random(1))
+    assert other != execution
+    with pytest.raises(ValueError, match="another order"):
+        dp_schedule(graph, 3, USB, arrays=ca, ranges=range_costs(ca, other))

@@ -319,7 +319,7 @@ def train(cfg: TrainConfig) -> Path:
     history: list[dict[str, Any]] = []
     v0 = evaluate(model, val_items)
     history.append({"phase": "init", "epoch": 0, **v0})
-    log.info("untrained: validation gap %.2f%%", 100 * v0["gap"])
+    log.info("%s: validation gap %.2f%%", "initial" if init is not None else "untrained", 100 * v0["gap"])
     best = (math.inf, copy.deepcopy(model.state_dict()), "init")
 
     def keep(phase: str, epoch: int, loss: float, t: float) -> None:

@@ -202,15 +202,19 @@ def dp_schedule(
     alpha: float = DEFAULT_ALPHA,
     order: Sequence[int] | None = None,
     arrays: CostArrays | None = None,
+    ranges: RangeCosts | None = None,
 ) -> Plan:
     """Optimal contiguous split of ``order`` (default: the model's execution order) into ``num_stages``
-    (``arrays``: the graph's :func:`~hardware.kernel.cost_arrays` under ``cost``, when the caller has them)."""
+    (``arrays``: the graph's :func:`~hardware.kernel.cost_arrays` under ``cost``, and ``ranges`` the
+    :func:`~hardware.kernel.range_costs` of ``order`` under them, when the caller has them)."""
     t0 = time.perf_counter()
     check_objective(objective)
     spec = as_spec(cost)
     order = tuple(range(graph.num_ops)) if order is None else tuple(order)
     ca = arrays if arrays is not None else cost_arrays(graph, spec)
-    rc = range_costs(ca, order)
+    if ranges is not None and ranges.order != order:
+        raise ValueError("dp_schedule: ranges were computed for another order")
+    rc = ranges if ranges is not None else range_costs(ca, order)
     if objective == "latency":
         link = 1.0 / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0
         cuts, bottleneck, latency = best_cuts(rc, num_stages, link)

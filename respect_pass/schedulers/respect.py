@@ -240,8 +240,10 @@ def respect_schedule(
         stages = split_order(order.tolist(), cuts, graph.num_ops)
         # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
         # written segments, shared link included) is a floor the plan must not be worse than
+        execution = np.arange(graph.num_ops)
+        exec_rc = next((rc for (_, o), rc in zip(cands, rcs) if np.array_equal(o, execution)), None)
         try:
-            floor = dp_schedule(graph, num_stages, spec, arrays=ga)
+            floor = dp_schedule(graph, num_stages, spec, arrays=ga, ranges=exec_rc)
         except StageMapError:
             floor = None  # the execution order has no K-split
         if floor is not None:
