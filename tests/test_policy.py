@@ -12,7 +12,7 @@ import torch
 from crafting import EMBEDDED
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import BRANCHY, random_dags, relabel
+from strategies import BRANCHY, placed_dags, random_dags, relabel
 
 from hardware import USB, stage_costs
 from hardware.kernel import cost_arrays, map_period_s, map_stage_times, range_costs
@@ -26,7 +26,7 @@ from respect_pass.policy.model import ModelConfig, PolicyNet, decode_tensors, or
 from respect_pass.schedulers.dp import best_cuts, dp_schedule
 from respect_pass.schedulers.refine import improve_by_moves, movable_ops, range_stage_times, refine
 from respect_pass.schedulers.respect import policy_scores, respect_exact_schedule, respect_schedule
-from respect_pass.schedulers.split import best_split
+from respect_pass.schedulers.split import best_split, best_written_split, bottleneck_value
 from tflite_io import RespectPassError, StageMapError, contiguous_stage_map, read, validate_stage_map
 
 
@@ -246,6 +246,31 @@ def test_best_split_equals_the_dp_scheduler(graph, seed, k):
         return
     _, cuts, bott, lat = best_split([rc], k)
     assert bott == pytest.approx(expected[1], rel=1e-12) and lat == pytest.approx(expected[2], rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(placed_dags(max_ops=16), st.integers(0, 2**16), st.integers(2, 4), st.integers(1, 5))
+def test_best_written_split_beats_the_best_range_split_as_written(graph, seed, k, top):
+    """The winner is the best written (period, latency) of the ``top`` lowest range bottlenecks, so never worse
+    as written than the range winner, which comes second where it is another candidate."""
+    ga = graph_arrays(graph, USB)
+    rng = random.Random(seed)
+    rcs = [range_costs(ga, random_topological_order(graph, rng)) for _ in range(5)]
+    bott = [bottleneck_value(rc, k) for rc in rcs]
+    if not np.isfinite(bott).any():
+        with pytest.raises(ValueError):
+            best_written_split(ga, rcs, k, top)
+        return
+    picks = best_written_split(ga, rcs, k, top)
+    assert 1 <= len(picks) <= 2
+    for i, cuts, period, latency in picks:
+        stages = split_order(rcs[i].order, cuts, graph.num_ops)
+        assert validate_stage_map(graph, stages, k) == stages
+        assert (period, latency) == map_period_s(ga, np.asarray(stages), k)
+        assert bott[i] <= sorted(bott)[min(top, len(bott)) - 1]  # among the top range bottlenecks
+    range_best = int(np.argmin(bott))
+    assert picks[-1][0] == range_best
+    assert picks[0][2:] <= picks[-1][2:]
 
 
 def test_features_are_finite_and_scale_free():

@@ -5,7 +5,9 @@ DenseNet: every op feeds the next) every plan is a contiguous split of it, so
 the ``dp`` split is returned as proven optimal with no network call.
 Otherwise: features -> policy scores (one call of the numpy network,
 :mod:`respect_pass.policy.numpy_net`, K-conditioned; no torch) ->
-candidate topological orders -> the ``dp`` split of each -> the best plan by
+candidate topological orders -> the ``dp`` split of each -> the :data:`WRITTEN_TOP`
+splits with the lowest range bottleneck, costed as their segments are written
+(:func:`respect_pass.schedulers.split.best_written_split`) -> the best by
 (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
 two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
@@ -15,11 +17,12 @@ score or by execution order) and the orders ``multiorder`` starts from
 already equals a simple lower bound (the slowest single op on its own TPU, or
 the total work spread evenly over K TPUs) no other candidate can beat it and
 the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
-bound is ``lower_bound_ms`` in every latency plan). Otherwise the winner goes through :func:`refine`
+bound is ``lower_bound_ms`` in every latency plan). Otherwise the winner (and the
+best by range bottleneck, if that is another candidate) goes through :func:`refine`
 (``refine_rounds``): its stages are re-ordered internally in a few ways, single
-ops of the slowest stage move to a neighbouring stage, and ``dp`` may move the
-cuts, a cheap local search that never makes a plan worse (single ops and whole
-branches of the slowest stage move to a neighbouring stage).
+ops and whole branches of the slowest stage move to a neighbouring stage or are
+exchanged with the neighbour's, and ``dp`` may move the cuts, a cheap local search
+that never makes a plan worse; the better refined plan wins.
 
 A larger candidate budget where the bound says it can pay (``extra_samples``, off
 by default; ``--extra-samples N``): when the best candidate's bottleneck is still
@@ -49,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec
-from hardware.kernel import lower_bound_s, map_period_s, range_costs
+from hardware.kernel import lower_bound_s, range_costs
 from tflite_io import OpGraph, RespectPassError, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
@@ -68,9 +71,12 @@ from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
 from .refine import refine
-from .split import best_split, bottleneck_value
+from .split import best_written_split, bottleneck_value
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
+
+#: Candidates (lowest range bottleneck first) re-costed as written before one is refined.
+WRITTEN_TOP = 4
 
 #: Extra candidates are drawn only while the best plan is this far above the lower bound.
 PAY_GAP = 0.02
@@ -218,25 +224,27 @@ def respect_schedule(
             t4 += time.perf_counter() - t
             rcs = [rc0] + [range_costs(ga, o) for _, o in cands[1:]]
         try:
-            best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
+            picks = best_written_split(ga, rcs, num_stages, WRITTEN_TOP, known=(b0,))
         except ValueError:
             raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
-        if extra_samples > 0 and bottleneck > bound * (1 + PAY_GAP):  # the bound says more can pay
+        if extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
             more = _extra_orders(graph, ga, scores, extra_samples, seed, temperature, cands)
             extra = len(more)
             if more:
                 cands += more
                 rcs += [range_costs(ga, o) for _, o in more]
-                best, cuts, bottleneck, latency = best_split(rcs, num_stages, known=(b0,))
-        name, order = cands[best]
-        improved = 0
-        # as the device model costs the written segments (ops in execution order, shared link)
-        bottleneck, latency = map_period_s(ga, np.asarray(split_order(order.tolist(), cuts, graph.num_ops)), num_stages)
-        if refine_rounds > 0 and bottleneck > bound * (1 + REL_TOL):
-            rng = np.random.default_rng((seed, 1))
-            order, cuts, (bottleneck, latency), improved = refine(
-                ga, scores, order, cuts, (bottleneck, latency), num_stages, refine_rounds, rng
-            )
+                picks = best_written_split(ga, rcs, num_stages, WRITTEN_TOP, known=(b0,))
+        # refine the best written plan, and the best by range bottleneck where that is another candidate
+        results = []
+        for best, cuts, bottleneck, latency in picks:
+            order, improved = cands[best][1], 0
+            if refine_rounds > 0 and bottleneck > bound * (1 + REL_TOL):
+                rng = np.random.default_rng((seed, 1))
+                order, cuts, (bottleneck, latency), improved = refine(
+                    ga, scores, order, cuts, (bottleneck, latency), num_stages, refine_rounds, rng
+                )
+            results.append(((bottleneck, latency), cands[best][0], order, cuts, improved))
+        (bottleneck, latency), name, order, cuts, improved = min(results, key=lambda r: r[0])
         stages = split_order(order.tolist(), cuts, graph.num_ops)
         # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
         # written segments, shared link included) is a floor the plan must not be worse than

@@ -17,12 +17,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hardware.kernel import RangeCosts
+from hardware.kernel import CostArrays, RangeCosts, map_period_s
 
+from ..orders import split_order
 from ..plan import REL_TOL
 from .dp import capped, cuts_under, range_dp
 
-__all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "feasible"]
+__all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "best_written_split", "feasible"]
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
@@ -88,3 +89,31 @@ def best_split(
         raise ValueError(f"no candidate order has a valid {num_stages}-stage split")
     cuts, lt = cuts_under(rcs[best], num_stages, b)
     return best, cuts, b, lt
+
+
+def best_written_split(
+    ca: CostArrays, rcs: Sequence[RangeCosts], num_stages: int, top: int, known: Sequence[float] = ()
+) -> list[tuple[int, list[int], float, float]]:
+    """The ``top`` candidates with the lowest range bottleneck, each split (:func:`cuts_under`) and costed as its
+    segments are written (:func:`hardware.kernel.map_period_s`: ops in execution order within a stage, so
+    layers are cached in that order, and the shared link): (index, cuts, period s, latency s) of the best by
+    written (period, latency), then of the best by range bottleneck if that is another candidate.
+
+    The range costs of an order cache a stage's layers in the order's sequence; where stages stream, the
+    written plan can differ, so the best range bottleneck is not always the best plan. Raises ValueError if
+    no candidate can be split."""
+    bott = np.array(
+        [known[i] if i < len(known) else bottleneck_value(rc, num_stages) for i, rc in enumerate(rcs)], dtype=np.float64
+    )
+    if not np.isfinite(bott).any():
+        raise ValueError(f"no candidate order has a valid {num_stages}-stage split")
+    found: list[tuple[tuple[float, float], int, list[int]]] = []
+    for i in np.argsort(bott, kind="stable")[: max(top, 1)].tolist():
+        if not np.isfinite(bott[i]):
+            break
+        cuts, _ = cuts_under(rcs[i], num_stages, float(bott[i]))
+        found.append((map_period_s(ca, np.asarray(split_order(rcs[i].order, cuts, ca.n)), num_stages), i, cuts))
+    picks = [min(found, key=lambda f: f[0])]
+    if picks[0][1] != found[0][1]:
+        picks.append(found[0])
+    return [(i, cuts, key[0], key[1]) for key, i, cuts in picks]
