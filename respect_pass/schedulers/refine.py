@@ -211,9 +211,9 @@ def _best_swap(
         if not 0 <= nb < num_stages or (stages == nb).sum() < 2:
             continue
         outs = [(ops, s) for ops, s in cands if s == step][:swaps]
-        ins: list[np.ndarray | int] = [
-            v for v, s in sorted(movable_ops(ga, stages, nb, num_stages), key=lambda m: -own[m[0]]) if s == -step
-        ][:swaps]
+        singles = sorted(movable_ops(ga, stages, nb, num_stages), key=lambda m: -own[m[0]])
+        ins: list[np.ndarray | int] = []
+        ins += [v for v, s in singles if s == -step][:swaps]
         blocks = sorted((b for b in block_moves(ga, stages, nb, num_stages, own) if b[1] == -step), key=lambda b: b[2])
         ins += [ops for ops, _, _ in blocks[: max(0, swaps - len(ins))]]
         for out_ops, _ in outs:
