@@ -5,10 +5,9 @@ DenseNet: every op feeds the next) every plan is a contiguous split of it, so
 the ``dp`` split is returned as proven optimal with no network call.
 Otherwise: features -> policy scores (one call of the numpy network,
 :mod:`respect_pass.policy.numpy_net`, K-conditioned; no torch) ->
-candidate topological orders -> the ``dp`` split of each -> the :data:`WRITTEN_TOP`
-splits with the lowest range bottleneck, costed as their segments are written
-(:func:`respect_pass.schedulers.split.best_written_split`) -> the best by
-(bottleneck, latency). Candidates, in order of preference on ties: the greedy
+candidate topological orders -> the ``dp`` split of each, costed as its segments
+are written (:func:`respect_pass.schedulers.split.best_written_split`) -> the best
+by (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
 two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
 ready op that leaves the fewest activation bytes live, ties by the policy's
@@ -75,8 +74,6 @@ from .split import best_written_split, bottleneck_value
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
 
-#: Candidates (lowest range bottleneck first) re-costed as written before one is refined.
-WRITTEN_TOP = 4
 
 #: Extra candidates are drawn only while the best plan is this far above the lower bound.
 PAY_GAP = 0.02
@@ -224,7 +221,7 @@ def respect_schedule(
             t4 += time.perf_counter() - t
             rcs = [rc0] + [range_costs(ga, o) for _, o in cands[1:]]
         try:
-            picks = best_written_split(ga, rcs, num_stages, WRITTEN_TOP, known=(b0,))
+            picks = best_written_split(ga, rcs, num_stages, len(rcs), known=(b0,))
         except ValueError:
             raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
         if extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
@@ -233,7 +230,7 @@ def respect_schedule(
             if more:
                 cands += more
                 rcs += [range_costs(ga, o) for _, o in more]
-                picks = best_written_split(ga, rcs, num_stages, WRITTEN_TOP, known=(b0,))
+                picks = best_written_split(ga, rcs, num_stages, len(rcs), known=(b0,))
         # refine the best written plan, and the best by range bottleneck where that is another candidate
         results = []
         for best, cuts, bottleneck, latency in picks:
