@@ -33,14 +33,20 @@ def _monotone(graph, stages) -> bool:
     return all(stages[e.src] <= stages[e.dst] for e in graph.edges)
 
 
+def _random_map(graph, k, rng):
+    """(graph arrays, a random monotone K-stage map as an array), or None where the graph has no such map."""
+    stages = random_stage_map(graph, k, rng)
+    return None if stages is None else (graph_arrays(graph, USB), np.asarray(stages))
+
+
 @settings(max_examples=60, deadline=None)
 @given(dags, st.integers(2, 5), st.randoms(use_true_random=False))
 def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng):
-    stages = random_stage_map(graph, k, rng)
-    if stages is None:
+    drawn = _random_map(graph, k, rng)
+    if drawn is None:
         return
-    ga = graph_arrays(graph, USB)
-    st_arr = np.asarray(stages)
+    ga, st_arr = drawn
+    stages = tuple(int(s) for s in st_arr)
     last, first = graph.last_stage_ops, graph.first_stage_ops
     for stage in range(k):
         here = set(np.flatnonzero(st_arr == stage).tolist())
@@ -77,11 +83,10 @@ def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng
 @settings(max_examples=60, deadline=None)
 @given(dags, st.integers(2, 4), st.randoms(use_true_random=False))
 def test_an_exchange_trades_one_move_out_of_the_slowest_stage_for_one_move_in(graph, k, rng):
-    stages = random_stage_map(graph, k, rng)
-    if stages is None:
+    drawn = _random_map(graph, k, rng)
+    if drawn is None:
         return
-    ga = graph_arrays(graph, USB)
-    st_arr = np.asarray(stages)
+    ga, st_arr = drawn
     times = map_stage_times(ga, st_arr, k)
     worst = int(np.argmax(times))
     own = ga.op_s + ga.param_bytes / USB.stream_bytes_per_s
