@@ -28,9 +28,9 @@ by default; ``--extra-samples N``): when the best candidate's bottleneck is stil
 more than :data:`PAY_GAP` above the lower bound, N more perturbed decodings and N
 seeded random topological orders (``multiorder``'s source of luck) are split too,
 before refinement. Where the bound is met or nearly so, nothing extra is spent.
-On NASNet-style cells N = 24 makes ``respect`` never worse than ``multiorder`` given
-the same time, at ~2.7x the time; on the zoo the bound is weak, so it would spend
-that time where ``respect`` is already optimal (results/BENCHMARKS.md).
+On the NASNet-style cells of ``tools/bench_hard.py`` N = 24 found no better plan than
+the default at 2-4x the time; on the zoo the bound is weak, so it would spend that
+time where ``respect`` is already optimal (results/BENCHMARKS.md).
 
 ``Plan.stats`` records the bottleneck and latency (ms), the bound, the number
 of candidates, which one won, the refine rounds that helped, and the time of
