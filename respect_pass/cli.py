@@ -490,26 +490,9 @@ def _device(args: Any) -> Any:
     return CoralDevice(devices=parse_devices(args.devices) if args.devices else None, runner=args.runner or "auto")
 
 
-def keep_freed_memory() -> bool:
-    """glibc only, for a process the CLI owns: keep freed blocks of up to 32 MiB in the heap (``mallopt``
-    ``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``) instead of returning each to the OS. The schedulers build
-    O(n^2) range matrices per candidate order (1-5 MB each); by default every one is a fresh mmap whose
-    pages fault in again, which doubled ``respect``'s time in a fresh process. Whether it took effect."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 32 << 20)) and bool(libc.mallopt(-1, 256 << 20))
-    except (OSError, AttributeError):  # not glibc
-        return False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``respect-pass`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    keep_freed_memory()  # the console script owns the process
     if argv and argv[0] == "inspect":
         return run_cli("respect-pass inspect", _inspect, argv[1:])
     if argv and argv[0] == "sweep":
