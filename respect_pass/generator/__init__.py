@@ -61,7 +61,8 @@ __all__ = ["FAMILIES", "MIN_OPS", "MAX_OPS", "generate", "generate_suite", "targ
 
 FAMILIES: tuple[str, ...] = ("residual", "inception", "dense", "squeeze_excite", "nas_cell", "layered")
 MIN_OPS, MAX_OPS = 20, 800
-_RES_GROUP = {
+#: The zoo group each family draws its fitted resolutions and parameter budget from (MobileNetV2: "mobile").
+_GROUP = {
     "residual": "resnet",
     "inception": "inception",
     "dense": "dense",
@@ -69,14 +70,6 @@ _RES_GROUP = {
     "nas_cell": "mobile",
     "layered": "all",
 }
-_PARAM_GROUP = {
-    "residual": "resnet",
-    "inception": "inception",
-    "dense": "dense",
-    "squeeze_excite": "mobile",
-    "nas_cell": "mobile",
-    "layered": "all",
-}  # MobileNetV2: "mobile"
 
 
 def _check(family: str, num_ops: int) -> None:
@@ -109,11 +102,11 @@ def _build(family: str, num_ops: int, seed: int, alpha: float, quantize: bool) -
     style, second = choice(rng, fitted.HEAD_STYLES), choice(rng, fitted.TWO_OUTPUTS)
     classes = int(choice(rng, fitted.NUM_CLASSES))
     head_ops = (2 if style == "fc" else 3) + {"": 0, "shared": 1 if style == "fc" else 2, "aux": 4}[second]
-    res = int(choice(rng, fitted.RESOLUTIONS[_RES_GROUP[family]]))
+    res = int(choice(rng, fitted.RESOLUTIONS[_GROUP[family]]))
     x = b.input((1, res, res, 3))
     if rng.random() < fitted.QUANTIZE_INPUT:
         x = b.unary("QUANTIZE", x)
-    b.group = _PARAM_GROUP[family]
+    b.group = _GROUP[family]
     x = FAMILY_BUILDERS[family](b, x, num_ops - head_ops)
     if b.pos != num_ops - head_ops:  # an internal invariant of the family builders
         raise RuntimeError(f"{b.name}: body has {b.pos} ops, expected {num_ops - head_ops}")
