@@ -48,10 +48,10 @@ class PartitionResult:
     plan_path: Path
     plan_doc: dict[str, Any]
     verify: VerifyReport | None
+    graph: OpGraph  # the model's graph, as scheduled
     compiled_paths: tuple[Path, ...] = ()
     stage_breakdown: tuple[dict[str, Any], ...] = ()
     plot_path: Path | None = None
-    graph: OpGraph | None = None  # the model's graph, as scheduled
 
 
 def plan_file_name(stem: str) -> str:
@@ -192,10 +192,10 @@ def partition(
         written[plan_name],
         doc,
         report,
+        graph,
         tuple(written[c.file] for c in compiled),
         breakdown,
         plot_path,
-        graph,
     )
 
 
