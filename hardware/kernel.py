@@ -55,7 +55,7 @@ class CostArrays:
     param_bytes: np.ndarray  # (n,) distinct constant bytes of each op
     pb_buf: np.ndarray  # (buffer, reader op, device bytes, streamed s/byte) of every distinct constant read,
     pb_op: np.ndarray  # in execution order (:func:`hardware.cost.device_param_bytes`, ``stream_tiles``)
-    pb_bytes: np.ndarray
+    pb_bytes: np.ndarray  # whole bytes (exact in float64: the range kernel relies on it)
     pb_stream_s: np.ndarray
     in_tensor: np.ndarray  # (tensor, reader op, producer op or -1, bytes) pairs: activations entering ops
     in_reader: np.ndarray
@@ -270,28 +270,32 @@ def _streamed(
     until the usable cache ``cache - share * io`` is full, the rest cost ``stream_if`` from there on.
 
     ``params[a, j]`` (bytes of positions a..j-1) grows with j, so the cached prefix of range [a, b) ends
-    at j* = the last j <= b with ``params[a, j] <= usable[a, b]`` (one searchsorted per row), and the
-    range streams ``stream_if[a, b] - stream_if[a, j*]``.
+    at j* = the last j <= b with ``params[a, j] <= usable[a, b]``, and the range streams
+    ``stream_if[a, b] - stream_if[a, j*]``. Parameter bytes are whole numbers (exact in float64), so
+    ``params <= usable`` is ``params <= floor(usable)``, and with each row shifted by ``row * shift``
+    (``shift`` above every byte count) the flattened matrix is sorted: one searchsorted finds j* for every
+    range that does not fit whole (the others stream nothing).
     """
     n1 = params.shape[0]
     usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
     usable_last = np.maximum(spec.cache_bytes - spec.cache_io_share * io_last, 0.0)
     stream = np.zeros_like(params)
-    stream_last = np.zeros(n1)
-    upper = ~empty_ranges(n1)
+    empty = empty_ranges(n1)
+    upper = ~empty
     if not len(params) or params[upper].max(initial=0.0) <= min(usable[upper].min(initial=np.inf), usable_last.min()):
-        return stream, stream_last  # everything fits everywhere
-    cols = np.arange(n1)
-    for a in range(n1 - 1):
-        row = np.maximum.accumulate(params[a, a:])
-        if row[-1] <= min(usable[a, a + 1 :].min(), usable_last[a]):
-            continue
-        j = a + np.searchsorted(row, usable[a, a:], side="right") - 1
-        np.minimum(j, cols[a:], out=j)
-        stream[a, a:] = stream_if[a, a:] - stream_if[a, j]
-        j_last = min(a + int(np.searchsorted(row, usable_last[a], side="right")) - 1, n1 - 1)
-        stream_last[a] = stream_if[a, n1 - 1] - stream_if[a, j_last]
-    return stream, stream_last
+        return stream, np.zeros(n1)  # everything fits everywhere
+    shift = 2.0 ** np.ceil(np.log2(max(float(params.max()), spec.cache_bytes) + 2.0))
+    base = np.arange(n1, dtype=np.float64) * shift
+    keys = params.copy()
+    keys[empty] = -1.0  # below every query of its row: positions before a (and a itself) always count
+    keys += base[:, None]
+    flat = keys.ravel()
+    a, b = np.nonzero(upper & (params > usable))  # ranges that do not fit whole
+    j = np.searchsorted(flat, np.floor(usable[a, b]) + base[a], side="right") - a * n1 - 1  # j < b
+    stream[a, b] = stream_if[a, b] - stream_if[a, j]
+    rows = np.arange(n1)
+    j_last = np.searchsorted(flat, np.floor(usable_last) + base, side="right") - rows * n1 - 1
+    return stream, stream_if[:, n1 - 1] - stream_if[rows, j_last]
 
 
 def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:
