@@ -162,10 +162,20 @@ def empty_ranges(size: int) -> np.ndarray:
 
 
 def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b."""
-    w = n + 1
+    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b.
+
+    Complex ``values`` sum two real matrices at once (real and imaginary parts), each bit-identical to its
+    own real call, for little more than the time of one."""
+    w, size = n + 1, (n + 2) * (n + 1)
     idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
-    diff = np.bincount(idx, weights=np.concatenate([values, -values]), minlength=(n + 2) * w).reshape(n + 2, w)
+    vals = np.concatenate([values, -values])
+    if np.iscomplexobj(vals):
+        flat = np.empty(size, dtype=np.complex128)
+        flat.real = np.bincount(idx, weights=vals.real, minlength=size)
+        flat.imag = np.bincount(idx, weights=vals.imag, minlength=size)
+    else:
+        flat = np.bincount(idx, weights=vals, minlength=size)
+    diff = flat.reshape(n + 2, w)
     np.cumsum(diff, axis=0, out=diff)  # in place: half the time of allocating cumsums
     out = diff[:w]
     np.cumsum(out, axis=1, out=out)
@@ -200,8 +210,8 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
         p = pos[ca.pb_op]
         key, prev = _prev_in_group(ca.pb_buf, p, np.full(len(p), -1, dtype=np.int64))
         ps = p[key]
-        params = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key])
-        stream_if = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key] * ca.pb_stream_s[key]).copy()
+        both = range_sum(n, prev + 1, ps + 1, ps, ca.pb_bytes[key] + 1j * (ca.pb_bytes[key] * ca.pb_stream_s[key]))
+        params, stream_if = both.real.copy(), both.imag.copy()
     else:
         params = np.zeros((n + 1, n + 1))
         stream_if = np.zeros((n + 1, n + 1))
