@@ -170,7 +170,7 @@ def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, v
     idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
     vals = np.concatenate([values, -values])
     if np.iscomplexobj(vals):
-        flat = np.empty(size, dtype=np.complex128)
+        flat: np.ndarray = np.empty(size, dtype=np.complex128)
         flat.real = np.bincount(idx, weights=vals.real, minlength=size)
         flat.imag = np.bincount(idx, weights=vals.imag, minlength=size)
     else:

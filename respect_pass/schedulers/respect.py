@@ -6,7 +6,7 @@ the ``dp`` split is returned as proven optimal with no network call.
 Otherwise: features -> policy scores (one call of the numpy network,
 :mod:`respect_pass.policy.numpy_net`, K-conditioned; no torch) ->
 candidate topological orders -> the ``dp`` split of each, costed as its segments
-are written (:func:`respect_pass.schedulers.split.best_written_split`) -> the best
+are written (:func:`respect_pass.schedulers.split.written_splits`) -> the best
 by (bottleneck, latency). Candidates, in order of preference on ties: the greedy
 decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
 two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec
-from hardware.kernel import lower_bound_s, range_costs
+from hardware.kernel import RangeCosts, lower_bound_s, range_costs
 from tflite_io import OpGraph, RespectPassError, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective, latency_key
@@ -70,7 +71,7 @@ from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
 from .refine import refine
-from .split import best_written_split, bottleneck_value
+from .split import bottleneck_value, pick_written, written_splits
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
 
@@ -213,24 +214,34 @@ def respect_schedule(
         rc0 = range_costs(ga, greedy)
         b0 = bottleneck_value(rc0, num_stages)
         bound = lower_bound_s(ga, num_stages)
+        execution = np.arange(graph.num_ops)
+        exec_rc: list[RangeCosts] = []  # the execution order's matrices, kept for the floor below
+
+        def ranges(orders: list[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
+            for i, (_, order) in enumerate(orders):  # one candidate's matrices alive at a time
+                rc = first if i == 0 and first is not None else range_costs(ga, order)
+                if not exec_rc and np.array_equal(order, execution):
+                    exec_rc.append(rc)
+                yield rc
+
         if b0 <= bound * (1 + REL_TOL):  # nothing can beat it
-            cands, rcs = [("greedy", greedy)], [rc0]
+            cands = [("greedy", greedy)]
         else:
             t = time.perf_counter()
             cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
             t4 += time.perf_counter() - t
-            rcs = [rc0] + [range_costs(ga, o) for _, o in cands[1:]]
+        entries = written_splits(ga, ranges(cands, rc0), num_stages, known=(b0,))
         try:
-            picks = best_written_split(ga, rcs, num_stages, len(rcs), known=(b0,))
+            picks = pick_written(entries)
         except ValueError:
             raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
         if extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
             more = _extra_orders(graph, ga, scores, extra_samples, seed, temperature, cands)
             extra = len(more)
             if more:
+                entries += written_splits(ga, ranges(more), num_stages, start=len(cands))
                 cands += more
-                rcs += [range_costs(ga, o) for _, o in more]
-                picks = best_written_split(ga, rcs, num_stages, len(rcs), known=(b0,))
+                picks = pick_written(entries)
         # refine the best written plan, and the best by range bottleneck where that is another candidate
         results = []
         for best, cuts, bottleneck, latency in picks:
@@ -245,10 +256,8 @@ def respect_schedule(
         stages = split_order(order.tolist(), cuts, graph.num_ops)
         # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
         # written segments, shared link included) is a floor the plan must not be worse than
-        execution = np.arange(graph.num_ops)
-        exec_rc = next((rc for (_, o), rc in zip(cands, rcs) if np.array_equal(o, execution)), None)
         try:
-            floor = dp_schedule(graph, num_stages, spec, arrays=ga, ranges=exec_rc)
+            floor = dp_schedule(graph, num_stages, spec, arrays=ga, ranges=exec_rc[0] if exec_rc else None)
         except StageMapError:
             floor = None  # the execution order has no K-split
         if floor is not None:

@@ -9,11 +9,14 @@ in place into one buffer) and the latency tie-break only where bottlenecks
 tie; :func:`best_split` picks the lexicographically best candidate and
 recovers its cuts with the latency pass of ``best_cuts`` (:func:`cuts_under`),
 so the final split is what the ``dp`` scheduler returns for that order (tested).
+:func:`written_splits` splits candidates one at a time and costs each split as
+its segments are written; :func:`pick_written` ranks them (:func:`best_written_split`: both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,7 +26,18 @@ from ..orders import split_order
 from ..plan import REL_TOL
 from .dp import capped, cuts_under, range_dp
 
-__all__ = ["cuts_under", "bottleneck_value", "latency_value", "split_values", "best_split", "best_written_split", "feasible"]
+__all__ = [
+    "cuts_under",
+    "bottleneck_value",
+    "latency_value",
+    "split_values",
+    "best_split",
+    "Written",
+    "written_splits",
+    "pick_written",
+    "best_written_split",
+    "feasible",
+]
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
@@ -91,29 +105,51 @@ def best_split(
     return best, cuts, b, lt
 
 
-def best_written_split(
-    ca: CostArrays, rcs: Sequence[RangeCosts], num_stages: int, top: int, known: Sequence[float] = ()
-) -> list[tuple[int, list[int], float, float]]:
-    """The ``top`` candidates with the lowest range bottleneck, each split (:func:`cuts_under`) and costed as its
-    segments are written (:func:`hardware.kernel.map_period_s`: ops in execution order within a stage, so
-    layers are cached in that order, and the shared link): (index, cuts, period s, latency s) of the best by
-    written (period, latency), then of the best by range bottleneck if that is another candidate.
+class Written(NamedTuple):
+    """One candidate order's ``dp`` split: its index in the candidates, range bottleneck (s), cuts, and (period, latency) in s as
+    its segments are written (:func:`hardware.kernel.map_period_s`)."""
+
+    candidate: int
+    bottleneck: float
+    cuts: list[int]
+    key: tuple[float, float]
+
+
+def written_splits(
+    ca: CostArrays, rcs: Iterable[RangeCosts], num_stages: int, known: Sequence[float] = (), start: int = 0
+) -> list[Written]:
+    """The :class:`Written` split of every candidate that has one (indices from ``start``), each split with
+    :func:`cuts_under` at its range bottleneck (``known`` gives the first bottlenecks when the caller has them).
+    ``rcs`` is consumed one at a time, so a generator keeps one candidate's matrices alive, not all of them."""
+    out = []
+    for i, rc in enumerate(rcs, start):
+        b = known[i - start] if i - start < len(known) else bottleneck_value(rc, num_stages)
+        if np.isfinite(b):
+            cuts, _ = cuts_under(rc, num_stages, float(b))
+            key = map_period_s(ca, np.asarray(split_order(rc.order, cuts, ca.n)), num_stages)
+            out.append(Written(i, float(b), cuts, key))
+    return out
+
+
+def pick_written(entries: Sequence[Written], top: int | None = None) -> list[tuple[int, list[int], float, float]]:
+    """(index, cuts, period s, latency s) of the best written (period, latency) among the ``top`` (default: all)
+    lowest range bottlenecks, then of the best range bottleneck if that is another candidate; ties go to the lower
+    range bottleneck, then the lower index. Raises ValueError if there is no entry.
 
     The range costs of an order cache a stage's layers in the order's sequence; where stages stream, the
-    written plan can differ, so the best range bottleneck is not always the best plan. Raises ValueError if
-    no candidate can be split."""
-    bott = np.array(
-        [known[i] if i < len(known) else bottleneck_value(rc, num_stages) for i, rc in enumerate(rcs)], dtype=np.float64
-    )
-    if not np.isfinite(bott).any():
-        raise ValueError(f"no candidate order has a valid {num_stages}-stage split")
-    found: list[tuple[tuple[float, float], int, list[int]]] = []
-    for i in np.argsort(bott, kind="stable")[: max(top, 1)].tolist():
-        if not np.isfinite(bott[i]):
-            break
-        cuts, _ = cuts_under(rcs[i], num_stages, float(bott[i]))
-        found.append((map_period_s(ca, np.asarray(split_order(rcs[i].order, cuts, ca.n)), num_stages), i, cuts))
-    picks = [min(found, key=lambda f: f[0])]
-    if picks[0][1] != found[0][1]:
-        picks.append(found[0])
-    return [(i, cuts, key[0], key[1]) for key, i, cuts in picks]
+    written plan can differ, so the best range bottleneck is not always the best plan."""
+    if not entries:
+        raise ValueError("no candidate order has a valid split")
+    ranked = sorted(entries, key=lambda e: (e.bottleneck, e.candidate))[: max(len(entries) if top is None else top, 1)]
+    picks = [min(ranked, key=lambda e: e.key)]
+    if picks[0].index != ranked[0].index:
+        picks.append(ranked[0])
+    return [(e.candidate, e.cuts, e.key[0], e.key[1]) for e in picks]
+
+
+def best_written_split(
+    ca: CostArrays, rcs: Iterable[RangeCosts], num_stages: int, top: int | None = None, known: Sequence[float] = ()
+) -> list[tuple[int, list[int], float, float]]:
+    """:func:`pick_written` of :func:`written_splits`: the best candidate as written among the ``top`` lowest range
+    bottlenecks, then the range winner if that is another. Raises ValueError if no candidate can be split."""
+    return pick_written(written_splits(ca, rcs, num_stages, known), top)
