@@ -33,6 +33,7 @@ __all__ = [
     "split_values",
     "best_split",
     "Written",
+    "written_split",
     "written_splits",
     "pick_written",
     "best_written_split",
@@ -106,8 +107,8 @@ def best_split(
 
 
 class Written(NamedTuple):
-    """One candidate order's ``dp`` split: its index in the candidates, range bottleneck (s), cuts, and (period, latency) in s as
-    its segments are written (:func:`hardware.kernel.map_period_s`)."""
+    """One candidate order's ``dp`` split: its index among the candidates, range bottleneck (s), cuts, and
+    (period, latency) in s as its segments are written (:func:`hardware.kernel.map_period_s`)."""
 
     candidate: int
     bottleneck: float
@@ -115,20 +116,29 @@ class Written(NamedTuple):
     key: tuple[float, float]
 
 
+def written_split(
+    ca: CostArrays, rc: RangeCosts, num_stages: int, candidate: int, bottleneck: float | None = None
+) -> Written | None:
+    """The :class:`Written` split of one candidate order, split with :func:`cuts_under` at its range bottleneck
+    (``bottleneck`` when the caller has it); None if the order has no split."""
+    b = bottleneck_value(rc, num_stages) if bottleneck is None else bottleneck
+    if not np.isfinite(b):
+        return None
+    cuts, _ = cuts_under(rc, num_stages, float(b))
+    return Written(candidate, float(b), cuts, map_period_s(ca, np.asarray(split_order(rc.order, cuts, ca.n)), num_stages))
+
+
 def written_splits(
     ca: CostArrays, rcs: Iterable[RangeCosts], num_stages: int, known: Sequence[float] = (), start: int = 0
 ) -> list[Written]:
-    """The :class:`Written` split of every candidate that has one (indices from ``start``), each split with
-    :func:`cuts_under` at its range bottleneck (``known`` gives the first bottlenecks when the caller has them).
-    ``rcs`` is consumed one at a time, so a generator keeps one candidate's matrices alive, not all of them."""
-    out = []
-    for i, rc in enumerate(rcs, start):
-        b = known[i - start] if i - start < len(known) else bottleneck_value(rc, num_stages)
-        if np.isfinite(b):
-            cuts, _ = cuts_under(rc, num_stages, float(b))
-            key = map_period_s(ca, np.asarray(split_order(rc.order, cuts, ca.n)), num_stages)
-            out.append(Written(i, float(b), cuts, key))
-    return out
+    """:func:`written_split` of every candidate that has a split (indices from ``start``; ``known`` gives the first
+    bottlenecks when the caller has them). ``rcs`` is consumed one at a time, so a generator keeps one candidate's
+    matrices alive, not all of them."""
+    found = (
+        written_split(ca, rc, num_stages, i, known[i - start] if i - start < len(known) else None)
+        for i, rc in enumerate(rcs, start)
+    )
+    return [w for w in found if w is not None]
 
 
 def pick_written(entries: Sequence[Written], top: int | None = None) -> list[tuple[int, list[int], float, float]]:
