@@ -96,3 +96,31 @@ def test_quick_bench_derived_runs_and_tables(tmp_path):
     assert (tmp_path / "again/bench.md").read_text() == text  # same title: the run's metadata travels with the CSV
     doc = readme.read_text()
     assert "old table" not in doc and text in doc and doc.endswith("<!-- tools/bench.py: end -->\n\ntail\n")
+
+
+def test_bench_cli_on_the_embedded_model(tmp_path):
+    """tools.bench_cli times both commands and reads respect's own share from the plan it wrote."""
+    (tmp_path / "zoo").mkdir()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench_cli",
+            "--zoo",
+            str(tmp_path / "zoo"),
+            "--runs",
+            "1",
+            "--out",
+            str(tmp_path / "cli"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    (row,) = list(csv.DictReader(open(tmp_path / "cli.csv")))
+    assert row["model"] == "mobilenet_v2_0.35_96_int8"
+    assert 0 < float(row["respect_solve_s"]) < float(row["respect_s"])
+    assert float(row["ratio"]) == float(row["respect_s"]) / float(row["compiler_s"])
+    assert "| mobilenet_v2_0.35_96_int8 |" in (tmp_path / "cli.md").read_text()
