@@ -16,7 +16,7 @@ from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 
 from hardware import PCIE, USB, stage_costs
 from hardware.cost import device_param_bytes, stream_tiles
-from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, range_costs
+from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, map_stage_times_many, range_costs
 from respect_pass.generator import generate
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from tflite_io import StageMapError, contiguous_stage_map, read, validate_stage_map
@@ -110,6 +110,34 @@ def test_map_stage_times_equal_the_reference(graph, k, rng):
     want = [c.total_s for c in stage_costs(graph, stages, k, USB)]
     assert np.allclose(map_stage_times(ca, np.asarray(stages), k), want, rtol=1e-12)
     assert lower_bound_s(ca, k) <= max(want) * (1 + 1e-12)
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(placed_dags(max_ops=12), st.integers(1, 4), st.randoms(use_true_random=False), st.booleans())
+def test_many_maps_at_once_equal_one_at_a_time(graph, k, rng, small_cache):
+    """map_stage_times_many: each row bit-identical to map_stage_times of that map (with a cache small enough
+    that stages stream, too)."""
+    maps = [m for m in (random_stage_map(graph, k, rng) for _ in range(5)) if m is not None]
+    if not maps:
+        return
+    ca = cost_arrays(graph, USB.with_(cache_bytes=2_000) if small_cache else USB)
+    many = map_stage_times_many(ca, np.asarray(maps), k)
+    assert many.shape == (len(maps), k)
+    for row, stages in zip(many, maps):
+        assert np.array_equal(row, map_stage_times(ca, np.asarray(stages), k))
+
+
+def test_many_maps_with_real_shapes_stream():
+    g = generate("inception", 60, seed=3)
+    ca = cost_arrays(g, USB.with_(cache_bytes=300_000))
+    rng = random.Random(2)
+    maps = np.asarray([random_stage_map(g, 4, rng) for _ in range(20)])
+    many = map_stage_times_many(ca, maps, 4)
+    singles = np.asarray([map_stage_times(ca, m, 4) for m in maps])
+    assert np.array_equal(many, singles)
+    ref = [[c.total_s for c in stage_costs(g, tuple(m), 4, ca.spec)] for m in maps]
+    assert np.allclose(many, ref, rtol=1e-12)
+    assert any(c.off_chip_bytes > 0 for m in maps for c in stage_costs(g, tuple(m), 4, ca.spec))
 
 
 @pytest.mark.parametrize("family", ["residual", "inception", "dense"])

@@ -23,10 +23,11 @@ plus cuts):
     (many parallel branches per cell) a single op can rarely leave the slowest stage alone: its
     siblings in the branch hold it back.
 
-  Moves are scored on the map itself with :func:`hardware.kernel.map_stage_times` (O(n) per move, no
-  range matrices) and applied greedily while they lower (bottleneck, latency); the result joins the
-  re-orderings as one more order for ``dp`` and, with block moves on, also competes as it stands
-  (its stage-major order cut at its own stage boundaries, costed by :func:`hardware.kernel.map_period_s`).
+  Moves are scored on the map itself with :func:`hardware.kernel.map_stage_times_many` (O(n) per move,
+  a step's moves in one pass, no range matrices) and applied greedily while they lower (bottleneck,
+  latency); the result joins the re-orderings as one more order for ``dp`` and, with block moves on,
+  also competes as it stands (its stage-major order cut at its own stage boundaries, costed by
+  :func:`hardware.kernel.map_period_s`).
 
 When no move out of the slowest stage helps, *exchanges* (:data:`SWAPS` candidates per side) trade one of its
 moves for a move of the neighbouring stage's ops (single or block) into it: on wide cells the boundary often has
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware.kernel import RangeCosts, map_period_s, map_stage_times, range_costs
+from hardware.kernel import RangeCosts, map_period_s, map_stage_times, map_stage_times_many, range_costs
 
 from ..orders import split_order
 from ..policy.decode import greedy_order, live_order
@@ -169,14 +170,10 @@ def improve_by_moves(
         cands: list[tuple[np.ndarray | int, int]] = list(singles)
         if blocks > 0:
             cands += _ranked_blocks(ga, stages, worst, num_stages, times, own, blocks)
-        best: tuple[np.ndarray, np.ndarray | int, int] | None = None
-        for ops, step in cands:
-            stages[ops] += step
-            if all((stages[r] == 0).any() for r in ga.input_readers):
-                t = map_stage_times(ga, stages, num_stages)
-                if _better(_key(t), _key(times if best is None else best[0])):
-                    best = (t, ops, step)
-            stages[ops] -= step
+        maps = np.repeat(stages[None, :], len(cands), axis=0)
+        for i, (ops, step) in enumerate(cands):
+            maps[i, ops] += step
+        best = _best_map(ga, maps[_keeps_inputs(ga, maps)], num_stages, times)
         if best is None and swaps > 0:
             found = _best_swap(ga, stages, worst, num_stages, times, own, cands, swaps)
             if found is not None:
@@ -185,8 +182,7 @@ def improve_by_moves(
                 continue
         if best is None:
             break
-        times, ops, step = best
-        stages[ops] += step
+        times, stages = best
         done += 1
     return stages, done
 
@@ -205,7 +201,7 @@ def _best_swap(
     ``cands``) together with one move of the neighbour's ops (single or block) into it, each side limited
     to ``swaps`` candidates; (times, map) or None. Used when no one-way move helps: on wide cells the
     stage boundary often has to trade a branch for another, neither of which can cross alone."""
-    best: tuple[np.ndarray, np.ndarray] | None = None
+    pool: list[tuple[np.ndarray, int]] = []
     for step in (+1, -1):
         nb = worst + step
         if not 0 <= nb < num_stages or (stages == nb).sum() < 2:
@@ -221,14 +217,35 @@ def _best_swap(
                 m = stages.copy()
                 m[out_ops] += step
                 m[in_ops] -= step
-                if not (m[ga.src] <= m[ga.dst]).all() or (m == nb).sum() == 0 or (m == worst).sum() == 0:
-                    continue
-                if not all((m[r] == 0).any() for r in ga.input_readers):
-                    continue
-                t = map_stage_times(ga, m, num_stages)
-                if _better(_key(t), _key(times if best is None else best[0])):
-                    best = (t, m)
-    return best
+                pool.append((m, nb))
+    if not pool:
+        return None
+    maps = np.stack([m for m, _ in pool])
+    nbs = np.array([nb for _, nb in pool])
+    ok = (maps[:, ga.src] <= maps[:, ga.dst]).all(axis=1)  # still monotone
+    ok &= (maps == nbs[:, None]).any(axis=1) & (maps == worst).any(axis=1)  # neither stage emptied
+    return _best_map(ga, maps[ok & _keeps_inputs(ga, maps)], num_stages, times)
+
+
+def _keeps_inputs(ga: GraphArrays, maps: np.ndarray) -> np.ndarray:
+    """(M,) whether each map keeps, in stage 0, an op of every set that stage 0 must hold one of."""
+    ok = np.ones(len(maps), dtype=bool)
+    for r in ga.input_readers:
+        ok &= (maps[:, r] == 0).any(axis=1)
+    return ok
+
+
+def _best_map(ga: GraphArrays, maps: np.ndarray, num_stages: int, times: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(stage times, map) of the first of ``maps`` with the best (bottleneck, latency), if it beats ``times``;
+    the maps are costed in one pass (:func:`hardware.kernel.map_stage_times_many`)."""
+    if not len(maps):
+        return None
+    found = map_stage_times_many(ga, maps, num_stages)
+    best: int | None = None
+    for i, t in enumerate(found):
+        if _better(_key(t), _key(times if best is None else found[best])):
+            best = i
+    return None if best is None else (found[best], maps[best].copy())
 
 
 def _stage_cuts(stages: np.ndarray, order: np.ndarray, num_stages: int) -> list[int]:
