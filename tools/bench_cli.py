@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=11, help="back-to-back pairs per model (default 11)")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_cli"))
     args = ap.parse_args(argv)
+    rev = commit()  # before this run writes its own CSV into the tree
     models = [EMBEDDED, *sorted(Path(args.zoo).glob("*.tflite"))]
     rows = []
     for model in models:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     met = sum(r["ratio"] <= GOAL for r in rows)
     lines = [
         f"`respect-pass MODEL -n {args.k} -o DIR` wall time, default scheduler vs `--scheduler compiler` "
-        f"({when}; {machine()}; commit {commit()}; {args.runs} back-to-back pairs, median of the pair ratios; "
+        f"({when}; {machine()}; commit {rev}; {args.runs} back-to-back pairs, median of the pair ratios; "
         f"goal: within {GOAL}x on every model; met on {met}/{len(rows)})",
         "",
         "",
