@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=11, help="back-to-back pairs per model (default 11)")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_cli"))
     args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error(f"--runs must be >= 1, got {args.runs}")
     rev = commit()  # before this run writes its own CSV into the tree
     models = [EMBEDDED, *sorted(Path(args.zoo).glob("*.tflite"))]
     rows = []
@@ -96,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         f"`respect-pass MODEL -n {args.k} -o DIR` wall time, default scheduler vs `--scheduler compiler` "
         f"({when}; {machine()}; commit {rev}; {args.runs} back-to-back pairs, median of the pair ratios; "
         f"goal: within {GOAL}x on every model; met on {met}/{len(rows)})",
-        "",
         "",
         "`of which scheduling`: respect's own search (`solve_seconds` in its plan.json); the rest of a call (start, "
         "imports, reading, writing) is common to both columns.",

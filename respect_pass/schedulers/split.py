@@ -152,7 +152,7 @@ def pick_written(entries: Sequence[Written], top: int | None = None) -> list[tup
         raise ValueError("no candidate order has a valid split")
     ranked = sorted(entries, key=lambda e: (e.bottleneck, e.candidate))[: max(len(entries) if top is None else top, 1)]
     picks = [min(ranked, key=lambda e: e.key)]
-    if picks[0].index != ranked[0].index:
+    if picks[0].candidate != ranked[0].candidate:
         picks.append(ranked[0])
     return [(e.candidate, e.cuts, e.key[0], e.key[1]) for e in picks]
 
