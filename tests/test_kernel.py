@@ -16,7 +16,16 @@ from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 
 from hardware import PCIE, USB, stage_costs
 from hardware.cost import device_param_bytes, stream_tiles
-from hardware.kernel import cost_arrays, lower_bound_s, map_stage_times, map_stage_times_many, range_costs
+from hardware.kernel import (
+    cost_arrays,
+    cover_lower_bounds,
+    lower_bound_s,
+    map_stage_times,
+    map_stage_times_many,
+    order_terms,
+    range_costs,
+    range_rows,
+)
 from respect_pass.generator import generate
 from respect_pass.orders import random_stage_map, random_topological_order, split_order
 from tflite_io import StageMapError, contiguous_stage_map, read, validate_stage_map
@@ -166,3 +175,50 @@ def test_streaming_with_real_shapes(family):
             streamed += sum(c.off_chip_bytes > 0 for c in costs)
             assert np.allclose(split_values(rc, cuts), [c.total_s for c in costs], rtol=1e-12)
     assert streamed > 20
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(placed_dags(max_ops=12), st.randoms(use_true_random=False), st.booleans())
+def test_rows_are_bit_identical_to_those_of_the_whole_matrices(graph, rng, small_cache):
+    """range_rows sums each row on its own; every term is a whole number of bytes (or tile-bytes), so the rows
+    equal the whole matrices' bit for bit, streaming included."""
+    ca = cost_arrays(graph, USB.with_(cache_bytes=2_000) if small_cache else USB)
+    order = random_topological_order(graph, rng)
+    whole = range_costs(ca, order)
+    rows = np.asarray(sorted(rng.sample(range(graph.num_ops + 1), rng.randint(1, graph.num_ops + 1))))
+    part = range_rows(ca, order_terms(ca, order), rows)
+    assert np.array_equal(part.time, whole.time[rows])
+    assert np.array_equal(part.time_last, whole.time_last[rows])
+
+
+def test_rows_with_real_shapes_stream():
+    g = generate("inception", 80, seed=4)
+    ca = cost_arrays(g, USB.with_(cache_bytes=300_000))
+    order = random_topological_order(g, random.Random(3))
+    whole = range_costs(ca, order)
+    rows = np.arange(0, g.num_ops + 1, 3)
+    part = range_rows(ca, order_terms(ca, order), rows)
+    assert np.array_equal(part.time, whole.time[rows]) and np.array_equal(part.time_last, whole.time_last[rows])
+    streamed = whole.params[rows][:, :] > 300_000
+    assert streamed.sum() > 100  # the rows stream
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(placed_dags(max_ops=9), st.randoms(use_true_random=False), st.booleans())
+def test_cover_bounds_are_below_every_split_of_a_head_or_tail(graph, rng, small_cache):
+    """head[m, c] <= the total time of any m stages splitting order[:c]; tail[m, a] <= that of any m stages
+    splitting order[a:] (the last of them the last stage)."""
+    ca = cost_arrays(graph, USB.with_(cache_bytes=2_000) if small_cache else USB)
+    order = random_topological_order(graph, rng)
+    rc, n = range_costs(ca, order), graph.num_ops
+    head, tail = cover_lower_bounds(ca, order_terms(ca, order), 3)
+    for m in (1, 2, 3):
+        for a in range(n):
+            for inner in itertools.combinations(range(a + 1, n), m - 1):
+                b = [a, *inner]
+                total = sum(rc.time[b[i], b[i + 1]] for i in range(m - 1)) + rc.time_last[b[-1]]
+                assert tail[m, a] <= total * (1 + 1e-12)
+        for c in range(1, n + 1):
+            for inner in itertools.combinations(range(1, c), m - 1):
+                b = [0, *inner, c]
+                assert head[m, c] <= sum(rc.time[b[i], b[i + 1]] for i in range(m)) * (1 + 1e-12)
