@@ -51,21 +51,31 @@ def _check_feasible(rc: RangeCosts, num_stages: int) -> None:
 
 
 def range_dp(
-    cost: np.ndarray, last: np.ndarray, num_stages: int, first_end: int, combine=np.maximum, want_cuts: bool = True
+    cost: np.ndarray,
+    last: np.ndarray,
+    num_stages: int,
+    first_end: int,
+    combine=np.maximum,
+    want_cuts: bool = True,
+    rows: np.ndarray | None = None,
 ) -> tuple[float, list[int]]:
     """Generic K-stage DP over ranges: ``combine`` is max (bottleneck) or add (sums); returns the value and
-    the cuts (none with ``want_cuts=False``, which skips the back-pointers)."""
+    the cuts (none with ``want_cuts=False``, which skips the back-pointers). ``rows`` (sorted, with 0) are the
+    only range starts whose costs are finite (:attr:`RangeCosts.rows`): the DP reads only those rows, with
+    the same result."""
     n1 = cost.shape[0]
     f = np.full(n1, np.inf)
     f[first_end:] = cost[0, first_end:]
     back = []
     cols = np.arange(n1)
-    buf = np.empty_like(cost)
+    starts = np.arange(n1) if rows is None else rows
+    sub = cost if rows is None else cost[rows]
+    buf = np.empty_like(sub)
     for _ in range(num_stages - 2):
-        combine(f[:, None], cost, out=buf)
+        combine(f[starts, None], sub, out=buf)
         if want_cuts:
             arg = np.argmin(buf, axis=0)
-            back.append(arg)
+            back.append(starts[arg])
             f = buf[arg, cols]
         else:
             f = buf.min(axis=0)
@@ -84,7 +94,11 @@ def range_dp(
 def capped(rc: RangeCosts, bottleneck: float) -> tuple[np.ndarray, np.ndarray]:
     """``rc.time`` and ``rc.time_last`` with every range slower than ``bottleneck`` (1e-9 slack) set to inf."""
     cap = bottleneck * (1 + 1e-9)
-    return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
+    if rc.rows is None:
+        return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
+    time = np.full_like(rc.time, np.inf)
+    time[rc.rows] = np.where(rc.time[rc.rows] <= cap, rc.time[rc.rows], np.inf)
+    return time, np.where(rc.time_last <= cap, rc.time_last, np.inf)
 
 
 def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list[int], float]:
@@ -92,7 +106,7 @@ def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list
     that latency (s): the second pass of :func:`best_cuts`."""
     if num_stages == 1:
         return [], float(rc.time_last[0])
-    latency, cuts = range_dp(*capped(rc, bottleneck), num_stages, rc.min_first_end, combine=np.add)
+    latency, cuts = range_dp(*capped(rc, bottleneck), num_stages, rc.min_first_end, combine=np.add, rows=rc.rows)
     return cuts, latency
 
 

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware.kernel import RangeCosts, map_period_s, map_stage_times, map_stage_times_many, range_costs
+from hardware.kernel import RangeCosts, map_period_s, map_stage_times, map_stage_times_many
 
 from ..orders import split_order
 from ..policy.decode import greedy_order, live_order
 from ..policy.features import GraphArrays
-from .split import best_split
+from .split import best_split, bounded_range_costs
 
 __all__ = [
     "BLOCK_MOVES",
@@ -310,7 +310,9 @@ def refine(
         found: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
         if uniq:
             try:
-                best, new_cuts, _, _ = best_split([range_costs(ga, v) for v in uniq], num_stages)
+                # each variant's split as on its whole matrices, from the rows near the plan's period
+                rcs = [bounded_range_costs(ga, v, num_stages, key[0], cuts) for v in uniq]
+                best, new_cuts, _, _ = best_split(rcs, num_stages)
             except ValueError:
                 pass  # no variant has a valid split
             else:

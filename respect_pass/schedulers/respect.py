@@ -12,7 +12,10 @@ decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
 two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
 ready op that leaves the fewest activation bytes live, ties by the policy's
 score or by execution order) and the orders ``multiorder`` starts from
-(execution, depth, depth-first, libcoral). Duplicate orders are split once. When the greedy plan's bottleneck
+(execution, depth, depth-first, libcoral). Duplicate orders are split once; on graphs of 200+ ops at K <= 4
+each candidate after the greedy one is split from the range-matrix rows that splits near the greedy
+bottleneck can start at (:func:`respect_pass.schedulers.split.bounded_range_costs`: the same split, bit for
+bit, in a third to a half of the time). When the greedy plan's bottleneck
 already equals a simple lower bound (the slowest single op on its own TPU, or
 the total work spread evenly over K TPUs) no other candidate can beat it and
 the rest are skipped and the plan says ``optimal`` (for the bottleneck; the
@@ -71,7 +74,7 @@ from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
 from .refine import refine
-from .split import bottleneck_value, pick_written, written_splits
+from .split import bottleneck_value, bounded_range_costs, cuts_under, pick_written, written_splits
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
 
@@ -216,11 +219,13 @@ def respect_schedule(
         bound = lower_bound_s(ga, num_stages)
         execution = np.arange(graph.num_ops)
         exec_rc: list[RangeCosts] = []  # the execution order's matrices, kept for the floor below
+        hint = cuts_under(rc0, num_stages, b0)[0] if np.isfinite(b0) and num_stages > 1 else []
 
         def ranges(orders: list[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
             for i, (_, order) in enumerate(orders):  # one candidate's matrices alive at a time
-                rc = first if i == 0 and first is not None else range_costs(ga, order)
-                if not exec_rc and np.array_equal(order, execution):
+                # after the greedy order, the rows the splits near its bottleneck use (the same splits)
+                rc = first if i == 0 and first is not None else bounded_range_costs(ga, order, num_stages, b0, hint)
+                if not exec_rc and rc.rows is None and np.array_equal(order, execution):
                     exec_rc.append(rc)
                 yield rc
 
