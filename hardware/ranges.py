@@ -71,12 +71,19 @@ def empty_ranges(size: int) -> np.ndarray:
     return mask
 
 
-def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b.
+def range_sum(
+    n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """M[a, b] = sum of the values whose a-interval [start, stop) contains a and whose column is < b, for
+    a = 0..n (or the sorted ``rows``: with whole-number values, the same bits as those rows of the whole).
 
     Complex ``values`` sum two real matrices at once (real and imaginary parts), each bit-identical to its
     own real call, for little more than the time of one."""
-    w, size = n + 1, (n + 2) * (n + 1)
+    w = n + 1
+    if rows is not None:  # row i stands for rows[i]: the intervals in row indices
+        starts, stops = np.searchsorted(rows, starts), np.searchsorted(rows, stops)
+    m = w if rows is None else len(rows)
+    size = (m + 1) * w
     idx = np.concatenate([starts * w + cols + 1, stops * w + cols + 1])
     vals = np.concatenate([values, -values])
     if np.iscomplexobj(vals):
@@ -85,9 +92,9 @@ def range_sum(n: int, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, v
         flat.imag = np.bincount(idx, weights=vals.imag, minlength=size)
     else:
         flat = np.bincount(idx, weights=vals, minlength=size)
-    diff = flat.reshape(n + 2, w)
+    diff = flat.reshape(m + 1, w)
     np.cumsum(diff, axis=0, out=diff)  # in place: half the time of allocating cumsums
-    out = diff[:w]
+    out = diff[:m]
     np.cumsum(out, axis=1, out=out)
     return out
 
@@ -236,26 +243,15 @@ def _empty(rows: np.ndarray, n1: int) -> np.ndarray:
     return np.arange(n1)[None, :] <= rows[:, None]
 
 
-def _row_sum(
-    n1: int, rows: np.ndarray, starts: np.ndarray, stops: np.ndarray, cols: np.ndarray, values: np.ndarray
-) -> np.ndarray:
-    """The rows ``rows`` of :func:`range_sum` (whole-number ``values``: the same bits)."""
-    i, p = np.nonzero((starts[None, :] <= rows[:, None]) & (rows[:, None] < stops[None, :]))
-    out = np.bincount(i * n1 + cols[p] + 1, weights=values[p], minlength=len(rows) * n1).reshape(len(rows), n1)
-    np.cumsum(out, axis=1, out=out)
-    return out
-
-
 def range_rows(ca: CostArrays, sums: OrderTerms, rows: np.ndarray) -> RowCosts:
     """The rows ``rows`` (range starts) of :func:`range_costs`' matrices for the order of ``sums``
     (:func:`order_terms`), bit-identical to those rows of the whole matrices, in O(len(rows) * n) work."""
     n = ca.n
     rows = np.asarray(rows, dtype=np.int64)
     starts, stops, cols, nbytes, tile_bytes = sums.pb
-    params = _row_sum(n + 1, rows, starts, stops, cols, nbytes)
-    tiles = _row_sum(n + 1, rows, starts, stops, cols, tile_bytes)
-    io = _row_sum(n + 1, rows, *sums.io)
-    time, time_last, _ = _times(ca, sums, rows, params, tiles, io)
+    both = range_sum(n, starts, stops, cols, nbytes + 1j * tile_bytes, rows)
+    io = range_sum(n, *sums.io, rows=rows)
+    time, time_last, _ = _times(ca, sums, rows, both.real.copy(), both.imag.copy(), io)
     return RowCosts(rows, time, time_last, sums)
 
 
