@@ -223,10 +223,13 @@ def respect_schedule(
 
         def ranges(orders: list[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
             for i, (_, order) in enumerate(orders):  # one candidate's matrices alive at a time
-                # after the greedy order, the rows the splits near its bottleneck use (the same splits)
-                rc = first if i == 0 and first is not None else bounded_range_costs(ga, order, num_stages, b0, hint)
-                if not exec_rc and rc.rows is None and np.array_equal(order, execution):
+                if i == 0 and first is not None:
+                    rc = first
+                elif not exec_rc and np.array_equal(order, execution):  # whole: the floor below needs them
+                    rc = range_costs(ga, order)
                     exec_rc.append(rc)
+                else:  # the rows the splits near the greedy bottleneck use (the same splits)
+                    rc = bounded_range_costs(ga, order, num_stages, b0, hint)
                 yield rc
 
         if b0 <= bound * (1 + REL_TOL):  # nothing can beat it
