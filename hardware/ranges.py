@@ -275,7 +275,9 @@ def _streamed(
     stream = np.zeros_like(params)
     empty = _empty(rows, n1)
     upper = ~empty
-    if not m or params[upper].max(initial=0.0) <= min(usable[upper].min(initial=np.inf), usable_last.min()):
+    # a row's bytes grow with b, so its last column holds its largest; usable never passes cache_bytes
+    most = float(params[:, -1].max(initial=0.0))
+    if not m or (most <= spec.cache_bytes and most <= min(usable[upper].min(initial=np.inf), usable_last.min())):
         return stream, np.zeros(m)  # everything fits everywhere
     shift = 2.0 ** np.ceil(np.log2(max(float(params.max()), spec.cache_bytes) + 2.0))
     base = np.arange(m, dtype=np.float64) * shift
