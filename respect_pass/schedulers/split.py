@@ -51,18 +51,18 @@ __all__ = [
     "bounded_range_costs",
 ]
 
-#: :func:`bounded_range_costs` computes the whole matrices on graphs of fewer ops (where they cost less than
+#: :func:`bounded_range_costs` takes the whole matrices on graphs of fewer ops (where they cost less than the
 #: passes over rows) and for more stages (the splits reach most rows: on the zoo, 1.0-1.5x the time at
-#: K = 5..8 against 0.5-0.9x at K = 2..4),
+#: K = 5..8 against 0.5-0.9x at K = 2..4);
 BOUNDED_MIN_OPS = 200
 BOUNDED_MAX_STAGES = 4
-#: once the rows it needs pass this share of them,
-#: or after this many passes (each keeps the rows of the last),
-MAX_ROW_SHARE = 0.4
-#: :func:`bounded_range_costs` does not start where more than this share of the rows may be stage starts.
+#: at once where the bounds alone leave more than this share of the rows open as stage starts;
 MAX_OPEN_SHARE = 0.8
+#: once the rows it needs pass this share of them;
+MAX_ROW_SHARE = 0.4
+#: or after this many passes (each keeps the rows of the last).
 BOUND_TRIES = 3
-#: raising the bound by this factor where no split is found.
+#: Where no split is found under the bound, the next pass raises it by this factor.
 BOUND_STEP = 1.02
 
 
