@@ -295,21 +295,38 @@ def _streamed(
 
 def cover_lower_bounds(ca: CostArrays, sums: OrderTerms, max_stages: int) -> tuple[np.ndarray, np.ndarray]:
     """(head, tail), each (max_stages + 1, n + 1): ``head[m, c]`` and ``tail[m, a]`` are bounds no m stages
-    covering ``order[:c]``, or ``order[a:]``, can beat in total time: their compute, m invocations, and the
+    covering ``order[:c]``, or ``order[a:]``, can beat in total time: their compute, m invocations, the
     parameter bytes beyond m caches streamed at the cheapest rate (a range streams at least its bytes beyond
-    the cache; the ranges' distinct bytes add up to at least those of the whole). They add over consecutive
-    pieces: ``tail[m + 1, a] <= T[a, c] + tail[m, c]`` and ``head[m + 1, c] <= head[m, a] + T[a, c]``."""
-    n, spec = ca.n, ca.spec
+    the cache; the ranges' distinct bytes add up to at least those of the whole), and the activations
+    crossing the cut at c (leaving) or a (entering; with the model outputs, for a tail), each moved once.
+    They add over consecutive pieces: ``tail[m + 1, a] <= T[a, c] + tail[m, c]`` and
+    ``head[m + 1, c] <= head[m, a] + T[a, c]``."""
+    n, spec, pos = ca.n, ca.spec, sums.pos
     starts, stops, cols, nbytes, _ = sums.pb
     diff = np.bincount(starts, weights=nbytes, minlength=n + 2) - np.bincount(stops, weights=nbytes, minlength=n + 2)
     tail_params = np.cumsum(diff)[: n + 1]  # bytes of the distinct buffers order[a:] reads (exact)
     first = starts == 0  # each buffer's first reader
     head_params = np.cumsum(np.bincount(cols[first] + 1, weights=nbytes[first], minlength=n + 1))[: n + 1]
+    entering, leaving = np.zeros(n + 2), np.zeros(n + 2)
+    if len(ca.in_reader):  # a tensor made at q (-1: a model input) and last read at L crosses the cuts q+1..L
+        r = pos[ca.in_reader]
+        q = np.where(ca.in_producer >= 0, pos[np.maximum(ca.in_producer, 0)], -1)
+        last = np.full(int(ca.in_tensor.max()) + 1, -1, dtype=np.int64)
+        np.maximum.at(last, ca.in_tensor, r)
+        tensors, one = np.unique(ca.in_tensor, return_index=True)
+        entering += np.bincount(q[one] + 1, weights=ca.in_bytes_pair[one], minlength=n + 2)
+        entering -= np.bincount(last[tensors] + 1, weights=ca.in_bytes_pair[one], minlength=n + 2)
+        made = ca.in_entry[one] >= 0
+        out = ca.out_bytes_t[ca.in_entry[one][made]]
+        leaving += np.bincount(q[one][made] + 1, weights=out, minlength=n + 2)
+        leaving -= np.bincount(last[tensors][made] + 1, weights=out, minlength=n + 2)
     per_byte = (float(ca.pb_tiles.min()) if len(ca.pb_tiles) else 1.0) / spec.stream_bytes_per_s
     m = np.arange(max_stages + 1)[:, None]
     fixed = m * spec.t_invoke_s
     head = sums.cum + fixed + np.maximum(head_params - m * spec.cache_bytes, 0.0) * per_byte
+    head += np.cumsum(leaving)[: n + 1] / spec.io_bytes_per_s
     tail = (sums.cum[n] - sums.cum) + fixed + np.maximum(tail_params - m * spec.cache_bytes, 0.0) * per_byte
+    tail += (np.cumsum(entering)[: n + 1] + ca.model_out_bytes) / spec.io_bytes_per_s
     return head, tail
 
 

@@ -32,7 +32,7 @@ def same_split(ca, order, k, bound, hint=()):
 @settings(max_examples=examples(100), deadline=None)
 @given(
     placed_dags(max_ops=14),
-    st.integers(2, 4),
+    st.integers(2, 5),
     st.randoms(use_true_random=False),
     st.sampled_from([0.5, 0.97, 1.0, 1.01, 1.3, 3.0]),
     st.booleans(),
@@ -63,7 +63,7 @@ def test_a_large_graph_is_split_from_a_few_rows(family):
     rng = random.Random(0)
     orders = [list(range(g.num_ops))] + [random_topological_order(g, rng) for _ in range(3)]
     partial = 0
-    for k in (2, 3, 4):
+    for k in (2, 3, 4, 5):
         first = range_costs(ca, orders[0])
         b0 = bottleneck_value(first, k)
         for factor in (0.95, 1.0, 1.03):

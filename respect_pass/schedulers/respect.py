@@ -12,7 +12,7 @@ decoding, ``samples`` Gumbel-perturbed decodings, and (``heuristics=True``)
 two low-crossing orders (:func:`respect_pass.policy.decode.live_order`: the
 ready op that leaves the fewest activation bytes live, ties by the policy's
 score or by execution order) and the orders ``multiorder`` starts from
-(execution, depth, depth-first, libcoral). Duplicate orders are split once; on graphs of 200+ ops at K <= 4
+(execution, depth, depth-first, libcoral). Duplicate orders are split once; on graphs of 200+ ops at K <= 5
 each candidate after the greedy one is split from the range-matrix rows that splits near the greedy
 bottleneck can start at (:func:`respect_pass.schedulers.split.bounded_range_costs`: the same split, bit for
 bit, in a third to a half of the time). When the greedy plan's bottleneck

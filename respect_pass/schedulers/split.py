@@ -52,10 +52,10 @@ __all__ = [
 ]
 
 #: :func:`bounded_range_costs` takes the whole matrices on graphs of fewer ops (where they cost less than the
-#: passes over rows) and for more stages (the splits reach most rows: on the zoo, 1.0-1.5x the time at
-#: K = 5..8 against 0.5-0.9x at K = 2..4);
+#: passes over rows) and for more stages (the splits reach most rows: on the 200+-op zoo models, 1.0-1.2x
+#: respect's time at K = 6..8 against 0.4-0.8x at K = 2..4 and 0.65-1.0x at K = 5);
 BOUNDED_MIN_OPS = 200
-BOUNDED_MAX_STAGES = 4
+BOUNDED_MAX_STAGES = 5
 #: at once where the bounds alone leave more than this share of the rows open as stage starts;
 MAX_OPEN_SHARE = 0.8
 #: once the rows it needs pass this share of them;
@@ -195,7 +195,7 @@ def bounded_range_costs(
 ) -> RangeCosts:
     """Range costs of ``order`` that give the same ``dp`` split as :func:`hardware.kernel.range_costs` (same
     bottleneck and cuts, bit for bit), computed on the rows (range starts) that splits with a bottleneck
-    near ``bound`` can use: a few tenths of the matrices for K = 2..4 when ``bound`` is close.
+    near ``bound`` can use: a tenth to a third of the matrices for K = 2..5 when ``bound`` is close.
 
     Stage by stage, the rows kept are the stage starts the min-max DP reaches within the cap (``bound`` plus
     1e-6) from which the rest of the order can still be covered within it
