@@ -130,12 +130,10 @@ class OrderTerms(NamedTuple):
 
 
 class RowCosts(NamedTuple):
-    """Some rows of an order's range costs (:func:`range_rows`); ``sums`` is the order's precomputation."""
+    """Some rows of an order's range costs (:func:`range_rows`), one per row asked for."""
 
-    rows: np.ndarray
     time: np.ndarray  # (len(rows), n+1)
     time_last: np.ndarray  # (len(rows),)
-    sums: OrderTerms
 
 
 def order_terms(ca: CostArrays, order: Sequence[int] | np.ndarray) -> OrderTerms:
@@ -196,17 +194,22 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
 
 def whole_range_costs(ca: CostArrays, sums: OrderTerms) -> RangeCosts:
     """:func:`range_costs` of the order of ``sums`` (:func:`order_terms`)."""
-    n = ca.n
-    starts, stops, cols, nbytes, tile_bytes = sums.pb
-    if len(nbytes):
-        both = range_sum(n, starts, stops, cols, nbytes + 1j * tile_bytes)
-        params, tiles = both.real.copy(), both.imag.copy()
-    else:
-        params, tiles = np.zeros((n + 1, n + 1)), np.zeros((n + 1, n + 1))
-    io = range_sum(n, *sums.io) if len(sums.io[0]) else np.zeros((n + 1, n + 1))
-    time, time_last, io_last = _times(ca, sums, np.arange(n + 1), params, tiles, io)
+    params, io, time, time_last, io_last = _row_terms(ca, sums, None)
     order_t = tuple(sums.order.tolist())
     return RangeCosts(order_t, time, time_last, params, sums.crossings, sums.max_end, sums.min_first_end, io, io_last)
+
+
+def _row_terms(
+    ca: CostArrays, sums: OrderTerms, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(params, io, time, time_last, io_last) of the ranges starting at ``rows`` (None: every row)."""
+    n = ca.n
+    starts, stops, cols, nbytes, tile_bytes = sums.pb
+    both = range_sum(n, starts, stops, cols, nbytes + 1j * tile_bytes, rows)
+    params, tiles = both.real.copy(), both.imag
+    io = range_sum(n, *sums.io, rows=rows)
+    time, time_last, io_last = _times(ca, sums, np.arange(n + 1) if rows is None else rows, params, tiles, io)
+    return params, io, time, time_last, io_last
 
 
 def _checked_order(ca: CostArrays, order: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -244,15 +247,10 @@ def _empty(rows: np.ndarray, n1: int) -> np.ndarray:
 
 
 def range_rows(ca: CostArrays, sums: OrderTerms, rows: np.ndarray) -> RowCosts:
-    """The rows ``rows`` (range starts) of :func:`range_costs`' matrices for the order of ``sums``
+    """The sorted rows ``rows`` (range starts) of :func:`range_costs`' matrices for the order of ``sums``
     (:func:`order_terms`), bit-identical to those rows of the whole matrices, in O(len(rows) * n) work."""
-    n = ca.n
-    rows = np.asarray(rows, dtype=np.int64)
-    starts, stops, cols, nbytes, tile_bytes = sums.pb
-    both = range_sum(n, starts, stops, cols, nbytes + 1j * tile_bytes, rows)
-    io = range_sum(n, *sums.io, rows=rows)
-    time, time_last, _ = _times(ca, sums, rows, both.real.copy(), both.imag.copy(), io)
-    return RowCosts(rows, time, time_last, sums)
+    _, _, time, time_last, _ = _row_terms(ca, sums, np.asarray(rows, dtype=np.int64))
+    return RowCosts(time, time_last)
 
 
 def _streamed(

@@ -94,11 +94,7 @@ def range_dp(
 def capped(rc: RangeCosts, bottleneck: float) -> tuple[np.ndarray, np.ndarray]:
     """``rc.time`` and ``rc.time_last`` with every range slower than ``bottleneck`` (1e-9 slack) set to inf."""
     cap = bottleneck * (1 + 1e-9)
-    if rc.rows is None:
-        return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
-    time = np.full_like(rc.time, np.inf)
-    time[rc.rows] = np.where(rc.time[rc.rows] <= cap, rc.time[rc.rows], np.inf)
-    return time, np.where(rc.time_last <= cap, rc.time_last, np.inf)
+    return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
 
 
 def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list[int], float]:

@@ -74,7 +74,7 @@ from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
 from .refine import refine
-from .split import bottleneck_value, bounded_range_costs, cuts_under, pick_written, written_splits
+from .split import bottleneck_value, bounded_range_costs, cuts_under, pick_written, uses_rows, written_splits
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
 
@@ -219,7 +219,7 @@ def respect_schedule(
         bound = lower_bound_s(ga, num_stages)
         execution = np.arange(graph.num_ops)
         exec_rc: list[RangeCosts] = []  # the execution order's matrices, kept for the floor below
-        hint = cuts_under(rc0, num_stages, b0)[0] if np.isfinite(b0) and num_stages > 1 else []
+        hint: list[list[int]] = []  # the greedy split's cuts, found when a candidate first needs them
 
         def ranges(orders: list[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
             for i, (_, order) in enumerate(orders):  # one candidate's matrices alive at a time
@@ -229,7 +229,9 @@ def respect_schedule(
                     rc = range_costs(ga, order)
                     exec_rc.append(rc)
                 else:  # the rows the splits near the greedy bottleneck use (the same splits)
-                    rc = bounded_range_costs(ga, order, num_stages, b0, hint)
+                    if not hint and uses_rows(graph.num_ops, num_stages) and np.isfinite(b0):
+                        hint.append(cuts_under(rc0, num_stages, b0)[0])
+                    rc = bounded_range_costs(ga, order, num_stages, b0, hint[0] if hint else ())
                 yield rc
 
         if b0 <= bound * (1 + REL_TOL):  # nothing can beat it

@@ -49,6 +49,7 @@ __all__ = [
     "best_written_split",
     "feasible",
     "bounded_range_costs",
+    "uses_rows",
 ]
 
 #: :func:`bounded_range_costs` takes the whole matrices on graphs of fewer ops (where they cost less than the
@@ -190,6 +191,11 @@ def best_written_split(
     return pick_written(written_splits(ca, rcs, num_stages, known), top)
 
 
+def uses_rows(num_ops: int, num_stages: int) -> bool:
+    """Whether :func:`bounded_range_costs` may split a graph of ``num_ops`` ops into ``num_stages`` from rows."""
+    return 2 <= num_stages <= BOUNDED_MAX_STAGES and num_ops >= BOUNDED_MIN_OPS
+
+
 def bounded_range_costs(
     ca: CostArrays, order: np.ndarray, num_stages: int, bound: float, hint: Sequence[int] = ()
 ) -> RangeCosts:
@@ -209,7 +215,7 @@ def bounded_range_costs(
     at once where the bounds alone leave more than :data:`MAX_OPEN_SHARE` of the rows open (on NASNet-like
     cells at K >= 3, say), and on the graphs and K of :data:`BOUNDED_MIN_OPS`."""
     n1, K = ca.n + 1, num_stages
-    if not (2 <= K <= BOUNDED_MAX_STAGES and ca.n >= BOUNDED_MIN_OPS and np.isfinite(bound)):
+    if not (uses_rows(ca.n, K) and np.isfinite(bound)):
         return range_costs(ca, order)
     terms = order_terms(ca, order)
     head, lb = cover_lower_bounds(ca, terms, K)
