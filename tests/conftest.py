@@ -81,23 +81,9 @@ def fake_compiler(tmp_path, monkeypatch):
     return script
 
 
-#: Left out of ``make test-fast``: end-to-end runs through subprocesses, training, benchmarks, calibration loops.
-SLOW_MODULES = frozenset(
-    {"test_cli.py", "test_run_pipeline.py", "test_policy_train.py", "test_bench.py", "test_evidence.py", "test_calibrate.py"}
-)
-SLOW_TESTS = (
-    "test_cli_",
-    "test_parameter_totals_grow",
-    "test_suite_mixes_families",
-    "test_fuzz_byte_flips",
-    "test_random_maps_of_the_embedded_model",
-    "test_every_two_way_cut_of_the_embedded_model",
-    "test_random_non_contiguous_maps_chain",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests ``make test-fast`` leaves out (``-m "not slow"``)."""
+    """A ``zoo`` test (it builds a keras.applications model with tensorflow-cpu) is also ``slow``: ``make test-fast``
+    (``-m "not slow"``) leaves it out. Every other slow test carries ``@pytest.mark.slow`` (or its module's pytestmark)."""
     for item in items:
-        if item.path.name in SLOW_MODULES or item.name.startswith(SLOW_TESTS) or item.get_closest_marker("zoo") is not None:
+        if item.get_closest_marker("zoo") is not None and item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.slow)

@@ -11,6 +11,9 @@ import crafting
 import pytest
 from strategies import BRANCHY
 
+#: subprocess runs of the console scripts: left out of ``make test-fast``
+pytestmark = pytest.mark.slow
+
 STEM = "mobilenet_v2_0.35_96_int8"
 
 

@@ -294,6 +294,7 @@ def run_pipeline(*args, pythonpath=None):
     )
 
 
+@pytest.mark.slow
 def test_cli_coral_backend_with_the_double(compiled):
     """--json stdout must be JSON alone, although pycoral's runner prints when it is deleted."""
     out, _ = compiled
@@ -304,6 +305,7 @@ def test_cli_coral_backend_with_the_double(compiled):
     assert report["stages"][1]["on_chip_bytes"] == round(6.28 * 2**20)  # from the compile log in plan.json
 
 
+@pytest.mark.slow
 def test_cli_coral_table_with_the_double(compiled):
     out, _ = compiled
     table = run_pipeline("--tpus", "3", str(out), "--backend", "coral", "--count", "4", pythonpath=str(FAKE))
@@ -313,6 +315,7 @@ def test_cli_coral_table_with_the_double(compiled):
     assert summary.index("period") < summary.index("idle") < summary.index("under load")
 
 
+@pytest.mark.slow
 def test_cli_coral_runs_segments_without_a_plan(compiled):
     """Segments edgetpu_compiler --num_segments made have no plan.json: they run all the same."""
     out, _ = compiled
@@ -324,12 +327,14 @@ def test_cli_coral_runs_segments_without_a_plan(compiled):
     assert len(report["stages"]) == 3 and report["stages"][1]["on_chip_bytes"] is None
 
 
+@pytest.mark.slow
 def test_cli_runner_and_devices_apply_to_coral_only(compiled):
     out, _ = compiled
     r = run_pipeline("--tpus", "3", str(out), "--runner", "litert")
     assert r.returncode == 2 and "--backend coral only" in r.stderr and r.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(crafting.libedgetpu_installed(), reason="libedgetpu.so.1 is installed here")
 def test_cli_coral_without_pycoral_or_runtime(compiled):
     out, _ = compiled

@@ -13,6 +13,9 @@ import pytest
 from respect_pass import partition
 from respect_pass.partition import load_model
 
+#: end-to-end runs on the evidence models: left out of ``make test-fast``
+pytestmark = pytest.mark.slow
+
 EVIDENCE = Path(__file__).resolve().parent / "data" / "evidence"
 
 #: model -> (ops on the CPU, of which pinned to the first stage, extra CLI flags)

@@ -114,6 +114,7 @@ def test_contiguous_splits_validate_and_cost(family):
             assert sum(c.param_bytes for c in costs) >= g.total_param_bytes
 
 
+@pytest.mark.slow
 def test_suite_mixes_families_and_spans_the_parameter_cache():
     suite = generate_suite(24, 3)
     assert len(suite) == 24 and suite == generate_suite(24, 3)
@@ -127,6 +128,7 @@ def test_suite_mixes_families_and_spans_the_parameter_cache():
     assert {g.name.split("_")[0] for g in small} == {"layered", "dense"}
 
 
+@pytest.mark.slow
 def test_parameter_totals_grow_with_size_and_span_the_cache():
     totals = {}
     for family in FAMILIES:

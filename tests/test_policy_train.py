@@ -14,6 +14,9 @@ from respect_pass.policy.train_cli import build_parser, train_main
 from respect_pass.schedulers.respect import respect_schedule
 from tflite_io import read, validate_stage_map
 
+#: policy training runs: left out of ``make test-fast``
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

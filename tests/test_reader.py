@@ -74,6 +74,7 @@ def test_fuzz_truncation_only_raises_domain_errors(cut):
         parse_model(DATA[:cut], Path("t.tflite"))
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(300), deadline=None)
 @given(flips=st.lists(st.tuples(st.integers(0, len(DATA) - 1), st.integers(1, 255)), min_size=1, max_size=8))
 def test_fuzz_byte_flips_only_raise_domain_errors(flips):

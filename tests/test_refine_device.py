@@ -74,6 +74,7 @@ def respect_pass(*args, cwd=None, env=None):
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_cli_records_every_round_in_plan_json(tmp_path):
     truth = tmp_path / "truth.json"
     truth.write_text(TRUTH.to_json())
@@ -100,6 +101,7 @@ def test_cli_records_every_round_in_plan_json(tmp_path):
     assert json.loads(next((tmp_path / "out").glob("*_plan.json")).read_text())["device_refinement"] == refined
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -10,6 +10,9 @@ from respect_pass import partition
 from respect_pass.run_pipeline import find_segments
 from tflite_io import RespectPassError
 
+#: subprocess runs of run_pipeline: left out of ``make test-fast``
+pytestmark = pytest.mark.slow
+
 
 def run_pipeline(*args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "run_pipeline"

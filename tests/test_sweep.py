@@ -146,6 +146,7 @@ def test_slow_schedulers_are_rechecked_with_respect(graph):
 # the command line ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_json(tmp_path):
     r = run("sweep", str(crafting.EMBEDDED), "--max-tpus", "4", "--json", "--scheduler", "dp")
     assert r.returncode == 0, r.stderr
@@ -156,6 +157,7 @@ def test_cli_json(tmp_path):
     assert doc["recommended"] in (1, 2, 3, 4)
 
 
+@pytest.mark.slow
 def test_cli_table_and_plot(tmp_path):
     png = tmp_path / "sweep.png"
     r = run("sweep", str(crafting.EMBEDDED), "--max-tpus", "3", "--spec", "pcie", "--plot", str(png))
@@ -168,6 +170,7 @@ def test_cli_table_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["sweep.png"]
 
 
+@pytest.mark.slow
 def test_cli_caps_max_tpus_with_a_note():
     r = run("sweep", str(BRANCHY), "--max-tpus", "40", "--scheduler", "compiler", "--json")
     assert r.returncode == 0, r.stderr
@@ -176,6 +179,7 @@ def test_cli_caps_max_tpus_with_a_note():
     assert all(row["speedup_vs_compiler"] == pytest.approx(1.0) for row in doc["rows"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -193,6 +197,7 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_missing_model_is_one_line(tmp_path):
     r = run("sweep", str(tmp_path / "missing.tflite"), "--max-tpus", "2", "--plot", str(tmp_path / "p.png"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.tflite" in r.stderr

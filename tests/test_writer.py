@@ -28,6 +28,7 @@ def _assert_chains(model, stages, k):
     return blobs
 
 
+@pytest.mark.slow
 def test_every_two_way_cut_of_the_embedded_model_chains_bit_exactly(embedded_model):
     n = embedded_model.graph.num_ops
     for cut in range(1, n):
@@ -38,6 +39,7 @@ BRANCHY_MODEL = read_model(BRANCHY)
 EMBEDDED_MODEL = read_model(EMBEDDED)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(150), deadline=None)
 @given(data=monotone_maps(BRANCHY_MODEL.graph, 2, 6))
 def test_random_non_contiguous_maps_chain_bit_exactly(data):
@@ -45,6 +47,7 @@ def test_random_non_contiguous_maps_chain_bit_exactly(data):
     _assert_chains(BRANCHY_MODEL, stages, k)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(40), deadline=None)
 @given(data=monotone_maps(EMBEDDED_MODEL.graph, 2, 6))
 def test_random_maps_of_the_embedded_model_chain_bit_exactly(data):
