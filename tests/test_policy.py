@@ -12,7 +12,7 @@ import torch
 from crafting import EMBEDDED
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import BRANCHY, placed_dags, random_dags, relabel
+from strategies import BRANCHY, examples, placed_dags, random_dags, relabel
 
 from hardware import USB, stage_costs
 from hardware.kernel import cost_arrays, map_period_s, map_stage_times, range_costs
@@ -50,7 +50,7 @@ def pinned_last(graph, order) -> bool:
     return not np.any(flags[:-1] & ~flags[1:])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=14), st.integers(1, 5), st.integers(0, 3), st.integers(0, 2**16))
 def test_policy_plans_are_valid_monotone_maps(random_checkpoint, graph, k, samples, seed):
     k = min(k, max_stages(graph))
@@ -73,7 +73,7 @@ def test_policy_plans_are_valid_monotone_maps(random_checkpoint, graph, k, sampl
     assert b <= dp_b * (1 + 1e-9)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=14), st.integers(2, 4), st.integers(0, 2**16))
 def test_refine_moves_keep_plans_monotone_and_never_worsen(graph, k, seed):
     """Stage times of a map equal the cost model's; moves keep maps monotone; refine never loses."""
@@ -113,7 +113,7 @@ def test_refine_moves_keep_plans_monotone_and_never_worsen(graph, k, seed):
     assert (b, lat) == (pytest.approx(new_key[0] * 1e3, rel=1e-9), pytest.approx(new_key[1] * 1e3, rel=1e-9))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(random_dags(max_ops=8), st.integers(2, 3))
 def test_lower_bound_and_optimal_flag_agree_with_brute_force(random_checkpoint, graph, k):
     from respect_pass.oracle import best_map
@@ -130,7 +130,7 @@ def test_lower_bound_and_optimal_flag_agree_with_brute_force(random_checkpoint, 
         assert bottleneck == pytest.approx(best[0], rel=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(max_ops=14), st.integers(0, 2**16))
 def test_decoded_orders_are_topological_with_pinned_ops_last(graph, seed):
     ga = graph_arrays(graph, USB)
@@ -196,7 +196,7 @@ def all_decoder_orders(graph, ga):
     yield from rec([], frozenset())
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(random_dags(max_ops=7), st.integers(0, 2**16))
 def test_order_log_probs_form_a_distribution(graph, seed):
     ga = graph_arrays(graph, USB)
@@ -233,7 +233,7 @@ def test_sampler_draws_from_the_decoder_distribution():
     assert np.abs(freq - probs).max() < 0.015
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(random_dags(max_ops=14), st.integers(0, 2**16), st.integers(1, 4))
 def test_best_split_equals_the_dp_scheduler(graph, seed, k):
     """The policy's batched split (values only, then cuts) gives what the ``dp`` scheduler gives on one order."""
@@ -248,7 +248,7 @@ def test_best_split_equals_the_dp_scheduler(graph, seed, k):
     assert bott == pytest.approx(expected[1], rel=1e-12) and lat == pytest.approx(expected[2], rel=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(placed_dags(max_ops=16), st.integers(0, 2**16), st.integers(2, 4), st.integers(1, 5))
 def test_best_written_split_beats_the_best_range_split_as_written(graph, seed, k, top):
     """The winner is the best written (period, latency) of the ``top`` lowest range bottlenecks, so never worse

@@ -204,6 +204,7 @@ def test_cli_missing_model_is_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # a wall-clock bound: the fast tier holds no timing assertions
 def test_sweep_is_quick_on_the_embedded_model():
     import time
 
