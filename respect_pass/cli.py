@@ -43,54 +43,76 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _partition_parser() -> OneLineParser:
-    p = OneLineParser(
+    """The parser of ``respect-pass MODEL -n K -o DIR``, one argument group at a time."""
+    parser = OneLineParser(
         prog="respect-pass",
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
         "Other commands: 'respect-pass inspect MODEL', 'respect-pass sweep MODEL --max-tpus N', "
         "'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass train'.",
     )
-    p.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
-    p.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
-    p.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument(
+    _add_target_arguments(parser)
+    _add_profiling_arguments(parser)
+    _add_search_arguments(parser)
+    _add_output_arguments(parser)
+    _add_device_arguments(parser)
+    _add_reporting_arguments(parser)
+    return parser
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, K, the output directory and how the stages are chosen."""
+    parser.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
+    parser.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
+    parser.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument(
         "--scheduler",
         default=None,
         choices=sorted(set(SCHEDULERS) - {"given"}),
         help="scheduling algorithm (default: respect, the learned scheduler)",
     )
-    p.add_argument(
+    parser.add_argument(
         "--stages",
         metavar="S0,S1,...",
         default=None,
         help="use this stage map instead of a scheduler: one stage index per op, in the model's op "
         "order (checked against the pipeline rules; plan.json says scheduler 'given')",
     )
-    prof = p.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
-    prof.add_argument(
+
+
+def _add_profiling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The profiling scheduler's flags (libcoral partition_with_profiling's)."""
+    profiling = parser.add_argument_group("profiling scheduler (libcoral partition_with_profiling's flags)")
+    profiling.add_argument(
         "--diff_threshold_ns",
         type=int,
         default=None,
         metavar="NS",
         help="stop bisecting when the latency bounds are this close (default 1000000)",
     )
-    prof.add_argument(
+    profiling.add_argument(
         "--partition_search_step",
         type=int,
         default=None,
         metavar="N",
         help="ops added to or removed from a segment per search step (default 1)",
     )
-    opt = p.add_argument_group("dp, multiorder and exact schedulers")
-    opt.add_argument(
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the dp, multiorder, exact and respect schedulers."""
+    search = parser.add_argument_group("dp, multiorder and exact schedulers")
+    search.add_argument(
         "--objective",
         choices=["latency", "memory"],
         default=None,
         help="latency: cost-model bottleneck, then latency (default); memory: RESPECT's "
         "alpha * max stage parameter bytes + crossing tensors",
     )
-    opt.add_argument("--alpha", type=float, default=None, help="memory objective: weight per parameter byte (default 2^-20)")
-    opt.add_argument(
+    search.add_argument(
+        "--alpha", type=float, default=None, help="memory objective: weight per parameter byte (default 2^-20)"
+    )
+    search.add_argument(
         "--orders",
         dest="num_random",
         type=int,
@@ -98,7 +120,7 @@ def _partition_parser() -> OneLineParser:
         metavar="N",
         help="multiorder: random topological orders tried besides the heuristic ones (default 16)",
     )
-    opt.add_argument(
+    search.add_argument(
         "--time_limit",
         dest="time_limit_s",
         type=float,
@@ -106,9 +128,11 @@ def _partition_parser() -> OneLineParser:
         metavar="S",
         help="exact: CP-SAT time limit in seconds (default 30)",
     )
-    opt.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
-    opt.add_argument("--samples", type=int, default=None, help="respect: sampled orders besides the greedy one (default 8)")
-    opt.add_argument(
+    search.add_argument("--workers", type=int, default=None, help="exact: CP-SAT worker threads (default 2)")
+    search.add_argument(
+        "--samples", type=int, default=None, help="respect: sampled orders besides the greedy one (default 8)"
+    )
+    search.add_argument(
         "--extra-samples",
         dest="extra_samples",
         type=int,
@@ -116,28 +140,36 @@ def _partition_parser() -> OneLineParser:
         metavar="N",
         help="respect: while the plan is >2%% above the lower bound, N more sampled and N random orders (default 0)",
     )
-    p.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
-    p.add_argument(
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seed, device model, and what is checked and written besides the segments."""
+    parser.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
+    parser.add_argument(
         "--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)"
     )
-    p.add_argument(
+    parser.add_argument(
         "--verify",
         action="store_true",
         help="chain the segments through LiteRT and require bit-exact boundary tensors before writing",
     )
-    p.add_argument(
+    parser.add_argument(
         "--compile",
         action="store_true",
         help="also run edgetpu_compiler -s on every segment (must be on PATH); fail if any op would run on the CPU",
     )
-    p.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
-    p.add_argument(
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw the predicted per-stage time and parameter breakdown")
+    parser.add_argument(
         "--fix-batch",
         action="store_true",
         help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)",
     )
-    dev = p.add_argument_group("measuring on a device (--refine-on-device)")
-    dev.add_argument(
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """Measuring on a device (--refine-on-device) and which device."""
+    device = parser.add_argument_group("measuring on a device (--refine-on-device)")
+    device.add_argument(
         "--refine-on-device",
         type=int,
         default=0,
@@ -145,24 +177,27 @@ def _partition_parser() -> OneLineParser:
         help="schedule, run the segments on the device, refit the device model, reschedule: at most N "
         "rounds, stopping when the measured period stops improving; plan.json records each round",
     )
-    dev.add_argument(
+    device.add_argument(
         "--backend",
         choices=["coral", "sim"],
         default=None,
         help="coral: Edge TPUs (needs edgetpu_compiler and the runtime; default); sim: a simulated device",
     )
-    dev.add_argument(
+    device.add_argument(
         "--device-spec",
         default=None,
         metavar="TRUTH.json|PRESET",
         help="sim: the constants the simulated device really has (default: the usb preset)",
     )
-    dev.add_argument("--devices", default=None, metavar="usb:0,...", help="coral: the Edge TPU of each segment")
-    dev.add_argument("--runner", choices=["auto", "litert", "pycoral"], default=None, help="coral: pipelined runner")
-    p.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    p.add_argument("--version", action="version", version=f"respect-pass {__version__}")
-    return p
+    device.add_argument("--devices", default=None, metavar="usb:0,...", help="coral: the Edge TPU of each segment")
+    device.add_argument("--runner", choices=["auto", "litert", "pycoral"], default=None, help="coral: pipelined runner")
+
+
+def _add_reporting_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is printed: JSON or a table, progress logging, the version."""
+    parser.add_argument("--json", action="store_true", help="print the plan JSON instead of a table")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"respect-pass {__version__}")
 
 
 def _inspect_parser() -> OneLineParser:
