@@ -8,15 +8,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hardware import USB, CompiledSegment, EdgeTpuSpec, compile_segments, op_seconds, stage_cost
+from hardware import USB, CompiledSegment, EdgeTpuSpec, StageCost, compile_segments, op_seconds, stage_cost
 from hardware.calibrate import Device
 from hardware.compiler import find_compiler
 from hardware.cost import shared_link_ms
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
+from hardware.terms import cache_bytes
 from tflite_io import (
     OpGraph,
     RespectPassError,
+    SegmentInterface,
     TfliteModel,
     UnsupportedModelError,
     VerificationError,
@@ -31,7 +33,7 @@ from tflite_io import (
 
 from .plan import Plan, plan_json
 from .plot import check_plot_path, stage_plot_png
-from .refine_device import refine_on_device
+from .refine_device import Refinement, refine_on_device
 from .schedulers import get_scheduler
 
 __all__ = ["PartitionResult", "load_model", "partition", "plan_file_name"]
@@ -129,7 +131,31 @@ def partition(
         find_compiler()  # fail before scheduling when the binary is missing
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch)
-    graph = model.graph
+    _check_num_segments(model.graph, num_segments)
+    scheduled = _schedule(model, num_segments, spec, scheduler, scheduler_options, refine_rounds, device)
+    built = _build_and_predict(model, scheduled.plan, num_segments, scheduled.spec)
+    report = _verify(model, built) if verify else None
+    doc = _plan_document(model, built, scheduled, device)
+    files = _files_to_write(model, built, doc, compile, progress)
+    png = _plot_png(model, built, scheduled.spec) if plot_path is not None else None
+    written = dict(zip(files.contents, write_files(out_dir, files.contents)))
+    if plot_path is not None and png is not None:
+        write_files(plot_path.parent, {plot_path.name: png})
+    return PartitionResult(
+        built.plan,
+        tuple(written[n] for n in built.names),
+        written[files.plan_name],
+        doc,
+        report,
+        model.graph,
+        tuple(written[c.file] for c in files.compiled),
+        built.breakdown,
+        plot_path,
+    )
+
+
+def _check_num_segments(graph: OpGraph, num_segments: int) -> None:
+    """Refuse a K outside 1..max_stages(graph), saying what limits it."""
     largest = max_stages(graph)
     if not 1 <= num_segments <= largest:
         why = (
@@ -139,63 +165,112 @@ def partition(
             "last segment" + (f" and {len(graph.first_stage_ops)} with the first" if graph.first_stage_ops else "")
         )
         raise RespectPassError(f"number of segments must be between 1 and {largest} ({why}), got {num_segments}")
-    refinement = None
-    if refine_rounds:
-        if device is None:
-            raise RespectPassError("refining on a device needs a device")
-        refinement = refine_on_device(model, num_segments, spec, device, refine_rounds, scheduler, scheduler_options)
-        plan, spec = refinement.plan, refinement.spec
-    else:
-        plan = get_scheduler(scheduler)(graph, num_segments, spec, **(scheduler_options or {}))
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    """The plan chosen, the spec that predicts it, and the device refinement when there was one."""
+
+    plan: Plan
+    spec: EdgeTpuSpec
+    refinement: Refinement | None
+
+
+def _schedule(
+    model: TfliteModel,
+    num_segments: int,
+    spec: EdgeTpuSpec,
+    scheduler: str,
+    scheduler_options: dict[str, Any] | None,
+    refine_rounds: int,
+    device: Device | None,
+) -> _Scheduled:
+    """Run the scheduler, or refine on the device (the best measured plan and the last refitted spec)."""
+    if not refine_rounds:
+        plan = get_scheduler(scheduler)(model.graph, num_segments, spec, **(scheduler_options or {}))
+        return _Scheduled(plan, spec, None)
+    if device is None:
+        raise RespectPassError("refining on a device needs a device")
+    refinement = refine_on_device(model, num_segments, spec, device, refine_rounds, scheduler, scheduler_options)
+    return _Scheduled(refinement.plan, refinement.spec, refinement)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The segments in memory and their predicted costs; ``plan`` carries the predicted stage and link times."""
+
+    plan: Plan
+    interfaces: tuple[SegmentInterface, ...]
+    blobs: tuple[bytes, ...]
+    costs: tuple[StageCost, ...]
+    names: tuple[str, ...]
+    breakdown: tuple[dict[str, Any], ...]
+
+
+def _build_and_predict(model: TfliteModel, plan: Plan, num_segments: int, spec: EdgeTpuSpec) -> _Built:
+    """Build one submodel per stage and predict each stage's time with ``spec``."""
+    graph = model.graph
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     op_s = op_seconds(graph, spec)
-    costs = [stage_cost(graph, seg, spec, op_s) for seg in interfaces]
+    costs = tuple(stage_cost(graph, seg, spec, op_s) for seg in interfaces)
     plan = replace(plan, stage_ms=tuple(c.ms for c in costs), link_ms=shared_link_ms(costs, spec))
-    breakdown = tuple(c.as_json() for c in costs)
-    report = None
-    if verify:
-        report = verify_model_segments(model, plan.stages, blobs)
-        if not report.ok:
-            raise VerificationError(list(report.mismatches))
-        log.info("verified: %d boundary tensors bit-exact over %d trials", report.tensors_checked, report.trials)
-    stem = model.path.stem
-    names = [segment_file_name(stem, i, num_segments) for i in range(num_segments)]
-    doc = plan_json(plan, graph, interfaces, names, str(model.path.resolve()), costs)
+    names = tuple(segment_file_name(model.path.stem, i, num_segments) for i in range(num_segments))
+    return _Built(plan, interfaces, tuple(blobs), costs, names, tuple(c.as_json() for c in costs))
+
+
+def _verify(model: TfliteModel, built: _Built) -> VerifyReport:
+    """Chain the segments in LiteRT against the full model; refuse any boundary that is not bit-exact."""
+    report = verify_model_segments(model, built.plan.stages, built.blobs)
+    if not report.ok:
+        raise VerificationError(list(report.mismatches))
+    log.info("verified: %d boundary tensors bit-exact over %d trials", report.tensors_checked, report.trials)
+    return report
+
+
+def _plan_document(model: TfliteModel, built: _Built, scheduled: _Scheduled, device: Device | None) -> dict[str, Any]:
+    """The plan.json document: the plan, the fixed batch, and the device rounds when there were any."""
+    doc = plan_json(built.plan, model.graph, built.interfaces, list(built.names), str(model.path.resolve()), built.costs)
     if model.fixed_batch:
         doc["fixed_batch"] = list(model.fixed_batch)
+    refinement = scheduled.refinement
     if refinement is not None and device is not None:
         doc["device_refinement"] = {
             "backend": device.name,
             "device_runs": refinement.device_runs,
             "rounds": list(refinement.rounds),
-            "spec": json.loads(spec.to_json()),
+            "spec": json.loads(scheduled.spec.to_json()),
         }
-    files = dict(zip(names, blobs))
-    expected_cpu = {name: len(c.cpu_ops) for name, c in zip(names, costs)}
+    return doc
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Every file to write by name (segments, compiled segments and logs, plan.json), and the compiled ones."""
+
+    contents: dict[str, bytes]
+    plan_name: str
+    compiled: tuple[CompiledSegment, ...]
+
+
+def _files_to_write(
+    model: TfliteModel, built: _Built, doc: dict[str, Any], compile: bool, progress: ProgressFactory
+) -> _Files:
+    """Compile the segments when asked (adding the results to ``doc``), then serialise ``doc`` last."""
+    files = dict(zip(built.names, built.blobs))
+    expected_cpu = {name: len(c.cpu_ops) for name, c in zip(built.names, built.costs)}
     compiled = compile_segments(files, progress=progress, expected_cpu_ops=expected_cpu) if compile else []
     _add_compiled(doc, files, compiled)
-    plan_name = plan_file_name(stem)
+    plan_name = plan_file_name(model.path.stem)
     files[plan_name] = (json.dumps(doc, indent=2) + "\n").encode()
-    png = None
-    if plot_path is not None:
-        png = stage_plot_png(
-            breakdown,
-            f"{stem}: {num_segments} segments, {plan.scheduler} scheduler (predicted, {spec.name} spec)",
-            spec.cache_bytes,
-        )
-    written = dict(zip(files, write_files(out_dir, files)))
-    if plot_path is not None and png is not None:
-        write_files(plot_path.parent, {plot_path.name: png})
-    return PartitionResult(
-        plan,
-        tuple(written[n] for n in names),
-        written[plan_name],
-        doc,
-        report,
-        graph,
-        tuple(written[c.file] for c in compiled),
-        breakdown,
-        plot_path,
+    return _Files(files, plan_name, tuple(compiled))
+
+
+def _plot_png(model: TfliteModel, built: _Built, spec: EdgeTpuSpec) -> bytes:
+    """The predicted per-stage chart, rendered in memory."""
+    return stage_plot_png(
+        built.breakdown,
+        f"{model.path.stem}: {len(built.names)} segments, {built.plan.scheduler} scheduler (predicted, {spec.name} spec)",
+        cache_bytes(spec),
     )
 
 
