@@ -320,32 +320,87 @@ def run_coral(
     segments one by one, in order, or a CoralError is raised.
     """
     paths = [Path(p) for p in segment_paths]
+    _check_arguments(paths, count, warmup, runner)
+    if interpreter_factory is None:
+        _check_compiled(paths)
+    choice = _choose_runner(runner, len(paths), devices, interpreter_factory, pycoral)
+    log.info("running %d segments on %s with the %s runner", len(paths), choice.devices, choice.kind)
+    interpreters = _open(paths, choice.devices, choice.factory)
+    requests = _reference_requests(interpreters, count, seed)
+    alone = _time_alone(interpreters, requests.feeds, count, warmup)
+    names = [f"segment {i} ({p.name})" for i, p in enumerate(paths)]
+    if choice.kind == "litert":
+        figures, in_pipeline = _measure_litert(interpreters, names, requests, count, warmup, progress)
+    else:
+        assert choice.pycoral is not None
+        figures = _measure_pycoral(choice.pycoral, interpreters, requests, count, warmup, progress)
+        in_pipeline = [None] * len(paths)
+    return {
+        "backend": "coral",
+        "runner": choice.kind,
+        "devices": list(choice.devices),
+        "num_segments": len(paths),
+        "count": count,
+        **figures,
+        "verified": None,
+        "stages": _stage_reports(paths, interpreters, alone, in_pipeline),
+    }
+
+
+def _check_arguments(paths: Sequence[Path], count: int, warmup: int, runner: str) -> None:
+    """Refuse no segments, a count below 1, a negative warm-up or an unknown runner."""
     if not paths:
         raise CoralError("no segments to run")
     if count < 1 or warmup < 0:
         raise CoralError(f"count must be at least 1 and warmup at least 0, got {count} and {warmup}")
     if runner not in RUNNERS:
         raise CoralError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-    if interpreter_factory is None:
-        _check_compiled(paths)
+
+
+@dataclass(frozen=True)
+class _RunnerChoice:
+    """The runner that pipelines the segments, its pycoral modules, the devices, and the interpreter factory."""
+
+    kind: str
+    pycoral: Pycoral | None
+    devices: list[str]
+    factory: InterpreterFactory
+
+
+def _choose_runner(
+    runner: str,
+    num_segments: int,
+    devices: str | Sequence[str] | None,
+    interpreter_factory: InterpreterFactory | None,
+    pycoral: Pycoral | None,
+) -> _RunnerChoice:
+    """Pick litert or pycoral (``auto``: pycoral when it imports), the device of each segment, and the factory."""
     pc = pycoral
     if runner == "pycoral" and pc is None:
         pc = import_pycoral()
     elif runner == "auto" and pc is None:
         pc = pycoral_available()
-    kind = "litert" if runner == "litert" or pc is None else "pycoral"
-    k = len(paths)
-    if kind == "pycoral":
-        assert pc is not None
-        chosen = _pycoral_devices(pc, k, devices)
-        factory = interpreter_factory or (lambda p, d: pc.edgetpu.make_interpreter(str(p), device=d))
-    else:
+    if runner == "litert" or pc is None:
         if interpreter_factory is None:
             require_edgetpu_runtime()
-        chosen = select_devices(k, devices)
-        factory = interpreter_factory or make_edgetpu_interpreter
-    log.info("running %d segments on %s with the %s runner", k, chosen, kind)
-    interpreters = _open(paths, chosen, factory)
+        chosen = select_devices(num_segments, devices)
+        return _RunnerChoice("litert", None, chosen, interpreter_factory or make_edgetpu_interpreter)
+    modules = pc
+    chosen = _pycoral_devices(modules, num_segments, devices)
+    factory = interpreter_factory or (lambda p, d: modules.edgetpu.make_interpreter(str(p), device=d))
+    return _RunnerChoice("pycoral", modules, chosen, factory)
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """The requests' inputs and, for each, the outputs of the segments run one by one."""
+
+    feeds: list[dict[str, np.ndarray]]
+    expected: list[dict[str, np.ndarray]]
+
+
+def _reference_requests(interpreters: Sequence[Any], count: int, seed: int) -> _Requests:
+    """Up to 8 random inputs and the last segment's outputs for each, from the segments run one by one."""
     rng = np.random.default_rng(seed)
     feeds = [random_inputs(interpreters[0].get_input_details(), rng) for _ in range(min(count, 8))]
     out_names = [d["name"] for d in interpreters[-1].get_output_details()]
@@ -353,45 +408,59 @@ def run_coral(
     for feed in feeds:
         env = _run_sequential(interpreters, feed)
         expected.append({name: env[name] for name in out_names})
-    alone: list[list[float]] = [[] for _ in paths]
+    return _Requests(feeds, expected)
+
+
+def _time_alone(
+    interpreters: Sequence[Any], feeds: Sequence[dict[str, np.ndarray]], count: int, warmup: int
+) -> list[list[float]]:
+    """Each segment's invoke times (seconds) run one by one, after ``warmup`` untimed passes."""
+    alone: list[list[float]] = [[] for _ in interpreters]
     for i in range(warmup + max(count // 5, 5)):
         _run_sequential(interpreters, feeds[i % len(feeds)], alone if i >= warmup else None)
-    names = [f"segment {i} ({p.name})" for i, p in enumerate(paths)]
-    in_pipeline: list[float | None] = [None] * k
-    if kind == "litert":
-        with LiteRtPipelinedRunner(interpreters, names) as ours:
-            figures = _measure(ours, feeds, expected, k, count, warmup, progress)
-            in_pipeline = [float(np.median(t)) * 1e3 if t else None for t in ours.stage_times_s()]
-    else:
-        assert pc is not None
-        try:
-            theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)(interpreters)
-        except ValueError as exc:
-            raise CoralError(f"pycoral's PipelinedModelRunner rejects the segments ({exc})") from None
-        try:
-            figures = _measure(theirs, feeds, expected, k, count, warmup, progress)
-        except BaseException:
-            _stop_pycoral(theirs)
-            raise
-        finally:
-            del theirs
-    return {
-        "backend": "coral",
-        "runner": kind,
-        "devices": list(chosen),
-        "num_segments": k,
-        "count": count,
-        **figures,
-        "verified": None,
-        "stages": [
-            {
-                "index": i,
-                "ms": float(np.median(alone[i])) * 1e3,
-                "ms_in_pipeline": in_pipeline[i],
-                "file": str(p),
-                "in_bytes": _nbytes(it.get_input_details()),
-                "out_bytes": _nbytes(it.get_output_details()),
-            }
-            for i, (p, it) in enumerate(zip(paths, interpreters))
-        ],
-    }
+    return alone
+
+
+def _measure_litert(
+    interpreters: list[Any], names: list[str], requests: _Requests, count: int, warmup: int, progress: ProgressFactory
+) -> tuple[dict[str, Any], list[float | None]]:
+    """The pipeline's figures with our runner, and each stage's median invoke (ms) in the loaded loop."""
+    k = len(interpreters)
+    with LiteRtPipelinedRunner(interpreters, names) as ours:
+        figures = _measure(ours, requests.feeds, requests.expected, k, count, warmup, progress)
+        in_pipeline = [float(np.median(t)) * 1e3 if t else None for t in ours.stage_times_s()]
+    return figures, in_pipeline
+
+
+def _measure_pycoral(
+    pc: Pycoral, interpreters: list[Any], requests: _Requests, count: int, warmup: int, progress: ProgressFactory
+) -> dict[str, Any]:
+    """The pipeline's figures with pycoral's runner, stopped and drained quietly if measuring fails."""
+    try:
+        theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)(interpreters)
+    except ValueError as exc:
+        raise CoralError(f"pycoral's PipelinedModelRunner rejects the segments ({exc})") from None
+    try:
+        return _measure(theirs, requests.feeds, requests.expected, len(interpreters), count, warmup, progress)
+    except BaseException:
+        _stop_pycoral(theirs)
+        raise
+    finally:
+        del theirs
+
+
+def _stage_reports(
+    paths: Sequence[Path], interpreters: Sequence[Any], alone: list[list[float]], in_pipeline: list[float | None]
+) -> list[dict[str, Any]]:
+    """One record per stage: median invoke alone and in the pipeline (ms), file, and bytes in and out."""
+    return [
+        {
+            "index": i,
+            "ms": float(np.median(alone[i])) * 1e3,
+            "ms_in_pipeline": in_pipeline[i],
+            "file": str(p),
+            "in_bytes": _nbytes(it.get_input_details()),
+            "out_bytes": _nbytes(it.get_output_details()),
+        }
+        for i, (p, it) in enumerate(zip(paths, interpreters))
+    ]
