@@ -48,8 +48,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ from ..orders import (
     random_topological_order,
     split_order,
 )
-from ..plan import REL_TOL, Plan, PlanStats
+from ..plan import REL_TOL, Plan, PlanStats, StatValue
 from ..policy.checkpoint import load_policy
 from ..policy.decode import greedy_order, live_order, perturbed_orders
 from ..policy.features import GraphArrays, graph_arrays, node_features
@@ -171,6 +171,282 @@ def _unique_order_plan(
     )
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The search knobs of one ``respect`` call (temperature resolved against the checkpoint)."""
+
+    samples: int
+    seed: int
+    temperature: float
+    heuristics: bool
+    refine_rounds: int
+    extra_samples: int
+    objective: str
+    alpha: float
+
+
+@dataclass(frozen=True)
+class _PolicyRun:
+    """The network's view of a graph: arrays, op scores, and when each phase ended (``perf_counter`` s)."""
+
+    ga: GraphArrays
+    scores: np.ndarray
+    temperature: float
+    loaded_at: float
+    featured_at: float
+    scored_at: float
+
+
+@dataclass(frozen=True)
+class _Pick:
+    """A candidate worth refining: its index, cuts and written (period, latency) in seconds."""
+
+    candidate: int
+    cuts: tuple[int, ...]
+    key: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    """Every candidate order split: the candidates, the picks to refine, the extra candidates drawn."""
+
+    candidates: tuple[tuple[str, np.ndarray], ...]
+    picks: tuple[_Pick, ...]
+    extra: int
+
+
+@dataclass(frozen=True)
+class _Refined:
+    """A pick after :func:`refine`: its (period, latency) in seconds, candidate name, order, cuts, rounds that helped."""
+
+    key: tuple[float, float]
+    name: str
+    order: np.ndarray
+    cuts: tuple[int, ...]
+    improved: int
+
+
+@dataclass(frozen=True)
+class _Winner:
+    """The plan a latency search returns: stage map, (period, latency) in seconds and the order it came from."""
+
+    stages: tuple[int, ...]
+    key: tuple[float, float]
+    name: str
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What a search found: the stage map, the winning order, its stats and the candidate counts."""
+
+    stages: tuple[int, ...]
+    best_order: str
+    stats: tuple[tuple[str, StatValue], ...]
+    candidates: int
+    extra_candidates: int
+    decode_s: float
+    optimal: bool | None = None
+    lower_bound_ms: float | None = None
+
+
+class _CandidateRanges:
+    """Range costs of candidate orders, one candidate's matrices alive at a time.
+
+    The execution order's whole matrices are kept (:attr:`execution_rc`: the floor of
+    :func:`_with_floor` reuses them); any other order is costed on the rows that splits near
+    the greedy bottleneck can start at (the same splits), from the greedy split's cuts, found
+    when a candidate first needs them."""
+
+    def __init__(self, ga: GraphArrays, num_stages: int, greedy_rc: RangeCosts, greedy_bottleneck: float) -> None:
+        self.ga = ga
+        self.num_stages = num_stages
+        self.greedy_rc = greedy_rc
+        self.greedy_bottleneck = greedy_bottleneck
+        self.execution_rc: RangeCosts | None = None
+        self._execution = np.arange(ga.n)
+        self._greedy_cuts: list[int] | None = None
+
+    def of(self, orders: Sequence[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
+        """The range costs of each order in turn (``first``: the first order's, already known)."""
+        for i, (_, order) in enumerate(orders):
+            yield first if i == 0 and first is not None else self._costs(order)
+
+    def _costs(self, order: np.ndarray) -> RangeCosts:
+        """One order's range costs: whole for the execution order the first time, else bounded rows."""
+        if self.execution_rc is None and np.array_equal(order, self._execution):
+            self.execution_rc = range_costs(self.ga, order)
+            return self.execution_rc
+        return bounded_range_costs(self.ga, order, self.num_stages, self.greedy_bottleneck, self._cuts_hint())
+
+    def _cuts_hint(self) -> Sequence[int]:
+        """The greedy split's cuts where bounded rows use them (found once), else none."""
+        n, k, b0 = self.ga.n, self.num_stages, self.greedy_bottleneck
+        if self._greedy_cuts is None and uses_rows(n, k) and np.isfinite(b0):
+            self._greedy_cuts = cuts_under(self.greedy_rc, k, b0)[0]
+        return self._greedy_cuts if self._greedy_cuts is not None else ()
+
+
+def _check_counts(samples: int, extra_samples: int) -> None:
+    """Raise RespectPassError on a negative sample count."""
+    if samples < 0:
+        raise RespectPassError(f"--samples must be >= 0, got {samples}")
+    if extra_samples < 0:
+        raise RespectPassError(f"--extra-samples must be >= 0, got {extra_samples}")
+
+
+def _run_policy(
+    graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, checkpoint: str | Path | None, temperature: float | None
+) -> _PolicyRun:
+    """The checkpoint's scores of every op, the sampling temperature, and the time each phase ended."""
+    net, meta = load_policy(checkpoint)
+    if temperature is None:
+        temperature = float(meta.get("metrics", {}).get("sample_temperature", 1.0))
+    loaded_at = time.perf_counter()
+    ga = graph_arrays(graph, spec)
+    x = node_features(ga, num_stages)
+    featured_at = time.perf_counter()
+    scores = net(x, ga.src, ga.dst).astype(np.float64)
+    return _PolicyRun(ga, scores, temperature, loaded_at, featured_at, time.perf_counter())
+
+
+def _ranked_splits(
+    graph: OpGraph,
+    run: _PolicyRun,
+    opts: _Options,
+    candidates: list[tuple[str, np.ndarray]],
+    ranges: _CandidateRanges,
+    bound: float,
+) -> _Ranked:
+    """The written split of every candidate, plus the extra ones where the bound says more can pay."""
+    num_stages = ranges.num_stages
+    entries = written_splits(run.ga, ranges.of(candidates, ranges.greedy_rc), num_stages, known=(ranges.greedy_bottleneck,))
+    try:
+        picks = pick_written(entries)
+    except ValueError:
+        raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
+    extra = 0
+    if opts.extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
+        more = _extra_orders(graph, run.ga, run.scores, opts.extra_samples, opts.seed, run.temperature, candidates)
+        extra = len(more)
+        if more:
+            entries += written_splits(run.ga, ranges.of(more), num_stages, start=len(candidates))
+            candidates = candidates + more
+            picks = pick_written(entries)
+    chosen = tuple(_Pick(index, tuple(cuts), (period, latency)) for index, cuts, period, latency in picks)
+    return _Ranked(tuple(candidates), chosen, extra)
+
+
+def _refined(run: _PolicyRun, opts: _Options, ranked: _Ranked, pick: _Pick, num_stages: int, bound: float) -> _Refined:
+    """``pick`` after :func:`refine` (as it is where refinement is off or the bound is met)."""
+    name, order = ranked.candidates[pick.candidate]
+    if opts.refine_rounds <= 0 or pick.key[0] <= bound * (1 + REL_TOL):
+        return _Refined(pick.key, name, order, pick.cuts, 0)
+    rng = np.random.default_rng((opts.seed, 1))
+    order, cuts, key, improved = refine(
+        run.ga, run.scores, order, list(pick.cuts), pick.key, num_stages, opts.refine_rounds, rng
+    )
+    return _Refined(key, name, order, tuple(cuts), improved)
+
+
+def _with_floor(
+    graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, run: _PolicyRun, ranges: _CandidateRanges, best: _Refined
+) -> _Winner:
+    """``best``, or the ``dp`` split of the execution order where that is better.
+
+    The candidates were ranked on their ranges; the dp split of the execution order (exact for the
+    written segments, shared link included) is a floor the plan must not be worse than."""
+    stages = split_order(best.order.tolist(), list(best.cuts), graph.num_ops)
+    try:
+        floor = dp_schedule(graph, num_stages, spec, arrays=run.ga, ranges=ranges.execution_rc)
+    except StageMapError:
+        return _Winner(tuple(stages), best.key, best.name)  # the execution order has no K-split
+    floor_key = (floor.stats.number("bottleneck_ms") / 1e3, floor.stats.number("latency_ms") / 1e3)
+    if floor_key < (best.key[0] * (1 - REL_TOL), best.key[1]):
+        return _Winner(tuple(floor.stages), floor_key, "execution")
+    return _Winner(tuple(stages), best.key, best.name)
+
+
+def _latency_search(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, run: _PolicyRun, opts: _Options) -> _Search:
+    """The best written split over the candidate orders, refined, never worse than the execution order's."""
+    greedy = greedy_order(run.scores, run.ga)
+    decode_s = time.perf_counter() - run.scored_at
+    greedy_rc = range_costs(run.ga, greedy)
+    ranges = _CandidateRanges(run.ga, num_stages, greedy_rc, bottleneck_value(greedy_rc, num_stages))
+    bound = lower_bound_s(run.ga, num_stages)
+    if ranges.greedy_bottleneck <= bound * (1 + REL_TOL):  # nothing can beat it
+        candidates = [("greedy", greedy)]
+    else:
+        started = time.perf_counter()
+        candidates = candidate_orders(graph, run.ga, run.scores, opts.samples, opts.seed, run.temperature, opts.heuristics)
+        decode_s += time.perf_counter() - started
+    ranked = _ranked_splits(graph, run, opts, candidates, ranges, bound)
+    # refine the best written plan, and the best by range bottleneck where that is another candidate
+    best = min((_refined(run, opts, ranked, pick, num_stages, bound) for pick in ranked.picks), key=lambda r: r.key)
+    winner = _with_floor(graph, num_stages, spec, run, ranges, best)
+    bottleneck, latency = winner.key
+    stats = (
+        ("bottleneck_ms", bottleneck * 1e3),
+        ("latency_ms", latency * 1e3),
+        ("bound_ms", bound * 1e3),
+        ("refined_rounds", best.improved),
+    )
+    return _Search(
+        winner.stages,
+        winner.name,
+        stats,
+        len(ranked.candidates),
+        ranked.extra,
+        decode_s,
+        optimal=True if bottleneck <= bound * (1 + REL_TOL) else None,  # the bottleneck is proven optimal
+        lower_bound_ms=bound * 1e3,
+    )
+
+
+def _objective_search(graph: OpGraph, num_stages: int, spec: EdgeTpuSpec, run: _PolicyRun, opts: _Options) -> _Search:
+    """The candidate order whose ``dp`` split has the least objective value (the first on ties)."""
+    candidates = candidate_orders(graph, run.ga, run.scores, opts.samples, opts.seed, run.temperature, opts.heuristics)
+    decode_s = time.perf_counter() - run.scored_at
+    found: tuple[float, str, Plan] | None = None
+    for name, order in candidates:
+        try:
+            plan = dp_schedule(graph, num_stages, spec, objective=opts.objective, alpha=opts.alpha, order=order.tolist())
+        except StageMapError:
+            continue
+        value = plan.stats.number("objective_value")
+        if found is None or value < found[0]:
+            found = (value, name, plan)
+    if found is None:
+        raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages)
+    value, name, plan = found
+    return _Search(tuple(plan.stages), name, (("objective_value", value),), len(candidates), 0, decode_s)
+
+
+def _respect_plan(num_stages: int, opts: _Options, run: _PolicyRun, search: _Search, started: float) -> Plan:
+    """The plan of a search, its stats followed by the candidate counts and the time of each phase."""
+    done = time.perf_counter()
+    stats = search.stats + (
+        ("samples", opts.samples),
+        ("candidates", search.candidates),
+        ("extra_candidates", search.extra_candidates),
+        ("best_order", search.best_order),
+        ("load_ms", (run.loaded_at - started) * 1e3),
+        ("features_ms", (run.featured_at - run.loaded_at) * 1e3),
+        ("policy_ms", (run.scored_at - run.featured_at) * 1e3),
+        ("decode_ms", search.decode_s * 1e3),
+        ("split_ms", (done - run.scored_at - search.decode_s) * 1e3),
+    )
+    return Plan(
+        search.stages,
+        num_stages,
+        "respect",
+        objective=opts.objective,
+        optimal=search.optimal,
+        lower_bound_ms=search.lower_bound_ms,
+        solve_seconds=done - started,
+        stats=PlanStats(stats),
+    )
+
+
 def respect_schedule(
     graph: OpGraph,
     num_stages: int,
@@ -189,139 +465,17 @@ def respect_schedule(
 ) -> Plan:
     """The learned scheduler: best ``dp`` split over the policy's greedy and sampled orders (see module doc).
     ``one_order_shortcut=False`` runs the network even on a graph with one topological order (benchmarks)."""
-    t0 = time.perf_counter()
-    if samples < 0:
-        raise RespectPassError(f"--samples must be >= 0, got {samples}")
-    if extra_samples < 0:
-        raise RespectPassError(f"--extra-samples must be >= 0, got {extra_samples}")
+    started = time.perf_counter()
+    _check_counts(samples, extra_samples)
     check_objective(objective)
     _check_k(graph, num_stages)
     spec = as_spec(cost)
     if one_order_shortcut and has_unique_order(graph):
-        return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, t0)
-    net, meta = load_policy(checkpoint)
-    if temperature is None:
-        temperature = float(meta.get("metrics", {}).get("sample_temperature", 1.0))
-    t1 = time.perf_counter()
-    ga = graph_arrays(graph, spec)
-    x = node_features(ga, num_stages)
-    t2 = time.perf_counter()
-    scores = net(x, ga.src, ga.dst).astype(np.float64)
-    t3 = time.perf_counter()
-    stats: list[tuple[str, int | float | str]] = []
-    optimal, lower_bound_ms = None, None
-    extra = 0
-    if objective == "latency":
-        greedy = greedy_order(scores, ga)
-        t4 = time.perf_counter()
-        rc0 = range_costs(ga, greedy)
-        b0 = bottleneck_value(rc0, num_stages)
-        bound = lower_bound_s(ga, num_stages)
-        execution = np.arange(graph.num_ops)
-        exec_rc: list[RangeCosts] = []  # the execution order's matrices, kept for the floor below
-        hint: list[list[int]] = []  # the greedy split's cuts, found when a candidate first needs them
-
-        def ranges(orders: list[tuple[str, np.ndarray]], first: RangeCosts | None = None) -> Iterator[RangeCosts]:
-            for i, (_, order) in enumerate(orders):  # one candidate's matrices alive at a time
-                if i == 0 and first is not None:
-                    rc = first
-                elif not exec_rc and np.array_equal(order, execution):  # whole: the floor below needs them
-                    rc = range_costs(ga, order)
-                    exec_rc.append(rc)
-                else:  # the rows the splits near the greedy bottleneck use (the same splits)
-                    if not hint and uses_rows(graph.num_ops, num_stages) and np.isfinite(b0):
-                        hint.append(cuts_under(rc0, num_stages, b0)[0])
-                    rc = bounded_range_costs(ga, order, num_stages, b0, hint[0] if hint else ())
-                yield rc
-
-        if b0 <= bound * (1 + REL_TOL):  # nothing can beat it
-            cands = [("greedy", greedy)]
-        else:
-            t = time.perf_counter()
-            cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
-            t4 += time.perf_counter() - t
-        entries = written_splits(ga, ranges(cands, rc0), num_stages, known=(b0,))
-        try:
-            picks = pick_written(entries)
-        except ValueError:
-            raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
-        if extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
-            more = _extra_orders(graph, ga, scores, extra_samples, seed, temperature, cands)
-            extra = len(more)
-            if more:
-                entries += written_splits(ga, ranges(more), num_stages, start=len(cands))
-                cands += more
-                picks = pick_written(entries)
-        # refine the best written plan, and the best by range bottleneck where that is another candidate
-        results = []
-        for best, cuts, bottleneck, latency in picks:
-            order, improved = cands[best][1], 0
-            if refine_rounds > 0 and bottleneck > bound * (1 + REL_TOL):
-                rng = np.random.default_rng((seed, 1))
-                order, cuts, (bottleneck, latency), improved = refine(
-                    ga, scores, order, cuts, (bottleneck, latency), num_stages, refine_rounds, rng
-                )
-            results.append(((bottleneck, latency), cands[best][0], order, cuts, improved))
-        (bottleneck, latency), name, order, cuts, improved = min(results, key=lambda r: r[0])
-        stages = split_order(order.tolist(), cuts, graph.num_ops)
-        # the candidates were ranked on their ranges; the dp split of the execution order (exact for the
-        # written segments, shared link included) is a floor the plan must not be worse than
-        try:
-            floor = dp_schedule(graph, num_stages, spec, arrays=ga, ranges=exec_rc[0] if exec_rc else None)
-        except StageMapError:
-            floor = None  # the execution order has no K-split
-        if floor is not None:
-            floor_key = tuple(floor.stats.number(k) / 1e3 for k in ("bottleneck_ms", "latency_ms"))
-            if floor_key < (bottleneck * (1 - REL_TOL), latency):
-                stages, (bottleneck, latency), name = floor.stages, floor_key, "execution"
-        stats += [
-            ("bottleneck_ms", bottleneck * 1e3),
-            ("latency_ms", latency * 1e3),
-            ("bound_ms", bound * 1e3),
-            ("refined_rounds", improved),
-        ]
-        lower_bound_ms = bound * 1e3
-        optimal = True if bottleneck <= bound * (1 + REL_TOL) else None  # the bottleneck is proven optimal
-    else:
-        cands = candidate_orders(graph, ga, scores, samples, seed, temperature, heuristics)
-        t4 = time.perf_counter()
-        found: tuple[float, str, Plan] | None = None
-        for name, order in cands:
-            try:
-                plan = dp_schedule(graph, num_stages, spec, objective=objective, alpha=alpha, order=order.tolist())
-            except StageMapError:
-                continue
-            value = plan.stats.number("objective_value")
-            if found is None or value < found[0]:
-                found = (value, name, plan)
-        if found is None:
-            raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages)
-        value, name, plan = found
-        stages = plan.stages
-        stats.append(("objective_value", value))
-    t5 = time.perf_counter()
-    decode = t4 - t3
-    stats += [
-        ("samples", samples),
-        ("candidates", len(cands)),
-        ("extra_candidates", extra),
-        ("best_order", name),
-        ("load_ms", (t1 - t0) * 1e3),
-        ("features_ms", (t2 - t1) * 1e3),
-        ("policy_ms", (t3 - t2) * 1e3),
-        ("decode_ms", decode * 1e3),
-        ("split_ms", (t5 - t3 - decode) * 1e3),
-    ]
-    return Plan(
-        tuple(stages),
-        num_stages,
-        "respect",
-        objective=objective,
-        optimal=optimal,
-        lower_bound_ms=lower_bound_ms,
-        solve_seconds=t5 - t0,
-        stats=PlanStats(stats),
-    )
+        return _unique_order_plan(graph, num_stages, spec, objective, alpha, samples, started)
+    run = _run_policy(graph, num_stages, spec, checkpoint, temperature)
+    opts = _Options(samples, seed, run.temperature, heuristics, refine_rounds, extra_samples, objective, alpha)
+    search = _latency_search if objective == "latency" else _objective_search
+    return _respect_plan(num_stages, opts, run, search(graph, num_stages, spec, run, opts), started)
 
 
 def respect_exact_schedule(
