@@ -12,7 +12,7 @@ from respect_pass.oracle import best_map
 from respect_pass.schedulers import SCHEDULERS
 from tflite_io import StageMapError, validate_stage_map
 
-NAMES = ("compiler", "profiling", "dp", "multiorder", "exact")
+NAMES = ("compiler", "profiling", "dp", "multiorder", "exact", "respect")
 
 
 def plans(graph, k):
