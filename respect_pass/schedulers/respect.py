@@ -74,7 +74,15 @@ from ..policy.features import GraphArrays, graph_arrays, node_features
 from ..policy.numpy_net import NumpyPolicy
 from .dp import dp_schedule
 from .refine import refine
-from .split import bottleneck_value, bounded_range_costs, cuts_under, pick_written, uses_rows, written_splits
+from .split import (
+    Written,
+    bottleneck_value,
+    bounded_range_costs,
+    cuts_under,
+    pick_written,
+    uses_rows,
+    written_splits,
+)
 
 __all__ = ["respect_schedule", "respect_exact_schedule", "policy_scores", "candidate_orders", "PAY_GAP"]
 
@@ -309,6 +317,11 @@ def _run_policy(
     return _PolicyRun(ga, scores, temperature, loaded_at, featured_at, time.perf_counter())
 
 
+def _picks(entries: list[Written]) -> tuple[_Pick, ...]:
+    """:func:`pick_written`'s choices as named picks (ValueError if there is no entry)."""
+    return tuple(_Pick(index, tuple(cuts), (period, latency)) for index, cuts, period, latency in pick_written(entries))
+
+
 def _ranked_splits(
     graph: OpGraph,
     run: _PolicyRun,
@@ -321,19 +334,18 @@ def _ranked_splits(
     num_stages = ranges.num_stages
     entries = written_splits(run.ga, ranges.of(candidates, ranges.greedy_rc), num_stages, known=(ranges.greedy_bottleneck,))
     try:
-        picks = pick_written(entries)
+        picks = _picks(entries)
     except ValueError:
         raise StageMapError(f"no valid {num_stages}-stage split of any candidate order", num_stages) from None
     extra = 0
-    if opts.extra_samples > 0 and picks[0][2] > bound * (1 + PAY_GAP):  # the bound says more can pay
+    if opts.extra_samples > 0 and picks[0].key[0] > bound * (1 + PAY_GAP):  # the bound says more can pay
         more = _extra_orders(graph, run.ga, run.scores, opts.extra_samples, opts.seed, run.temperature, candidates)
         extra = len(more)
         if more:
             entries += written_splits(run.ga, ranges.of(more), num_stages, start=len(candidates))
             candidates = candidates + more
-            picks = pick_written(entries)
-    chosen = tuple(_Pick(index, tuple(cuts), (period, latency)) for index, cuts, period, latency in picks)
-    return _Ranked(tuple(candidates), chosen, extra)
+            picks = _picks(entries)
+    return _Ranked(tuple(candidates), picks, extra)
 
 
 def _refined(run: _PolicyRun, opts: _Options, ranked: _Ranked, pick: _Pick, num_stages: int, bound: float) -> _Refined:
