@@ -37,7 +37,9 @@ import numpy as np
 from tflite_io import Op, OpGraph, SegmentInterface, segment_interfaces
 from tflite_io.graph import distinct_constants
 
+from . import terms
 from .spec import EdgeTpuSpec, op_class
+from .terms import CHANNEL_GROUP
 
 __all__ = [
     "StageCost",
@@ -56,8 +58,6 @@ __all__ = [
     "CHANNEL_GROUP",
 ]
 
-#: The MAC array's width: output channels are padded to multiples of this (compiler memory reports, conv sweep).
-CHANNEL_GROUP = 64
 _WEIGHTED = frozenset({"CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"})
 _TILED = frozenset({"CONV_2D", "TRANSPOSE_CONV"})
 
@@ -169,8 +169,7 @@ def stream_tiles(graph: OpGraph, op: Op, spec: EdgeTpuSpec) -> int:
     if op.op_type not in _TILED or not op.outputs:
         return 1
     shape = graph.tensors[op.outputs[0]].shape
-    positions = math.prod(shape[1:-1]) if len(shape) >= 3 else 1
-    return max(1, -(-positions // spec.stream_tile_positions))
+    return terms.stream_tile_count(spec, math.prod(shape[1:-1]) if len(shape) >= 3 else 1)
 
 
 def cache_layers(graph: OpGraph, ops: Sequence[int], usable: float) -> tuple[int, list[tuple[Op, int]]]:
@@ -197,17 +196,14 @@ def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
     out = np.empty(graph.num_ops)
     for op in graph.ops:
         if op.index in graph.host_ops:
-            out[op.index] = (
-                spec.cpu_op_s + op.macs / spec.cpu_macs_per_s + host_handoff_bytes(graph, op.index) / spec.io_bytes_per_s
-            )
+            out[op.index] = terms.host_op_seconds(spec, op.macs, host_handoff_bytes(graph, op.index))
             continue
         kind = op_class(op.op_type)
         if kind == "elementwise":
-            work = sum(graph.tensors[t].nbytes for t in op.outputs) * spec.elementwise_s_per_byte
+            work = terms.elementwise_seconds(spec, sum(graph.tensors[t].nbytes for t in op.outputs))
         else:
-            c = _channels(graph, op)
-            work = op.macs * (_up(c, CHANNEL_GROUP) / c) / (spec.peak_macs_per_s * spec.efficiency[kind])
-        out[op.index] = work + spec.t_op_s
+            work = terms.mac_seconds(spec, kind, op.macs, _channels(graph, op))
+        out[op.index] = work + terms.op_overhead_seconds(spec)
     return out
 
 
@@ -218,16 +214,16 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
     cpu = tuple(v for v in seg.ops if v in graph.host_ops)
     in_bytes = sum(link_bytes(graph, t, True) for t in seg.inputs)
     out_bytes = sum(link_bytes(graph, t, False) for t in seg.outputs)
-    usable = max(0.0, spec.cache_bytes - spec.cache_io_share * (in_bytes + out_bytes))
-    on_chip, streamed = cache_layers(graph, seg.ops, usable)
+    on_chip, streamed = cache_layers(graph, seg.ops, float(terms.usable_cache_bytes(spec, in_bytes + out_bytes)))
     off_chip = sum(nbytes for _, nbytes in streamed)
-    stream = sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed) / spec.stream_bytes_per_s
+    stream = terms.stream_seconds(spec, sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed))
+    t_op = terms.op_overhead_seconds(spec)
     return StageCost(
         index=seg.index,
-        compute_s=float(sum(op_s[v] for v in tpu)) - len(tpu) * spec.t_op_s,
-        overhead_s=spec.t_invoke_s + len(tpu) * spec.t_op_s,
+        compute_s=float(sum(op_s[v] for v in tpu)) - len(tpu) * t_op,
+        overhead_s=terms.invoke_seconds(spec) + len(tpu) * t_op,
         stream_s=stream,
-        io_s=(in_bytes + out_bytes) / spec.io_bytes_per_s,
+        io_s=terms.link_seconds(spec, in_bytes + out_bytes),
         param_bytes=on_chip + off_chip,
         on_chip_bytes=on_chip,
         off_chip_bytes=off_chip,
@@ -246,14 +242,12 @@ def stage_costs(graph: OpGraph, stages: Sequence[int], num_stages: int, spec: Ed
 
 def pipeline_period_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
     """Steady-state period in ms (1000 / throughput): the slowest stage, or the shared host link."""
-    return max(bottleneck_ms(costs), shared_link_ms(costs, spec))
+    return terms.period_seconds(spec, [c.total_s for c in costs], sum(c.in_bytes + c.out_bytes for c in costs)) * 1e3
 
 
 def shared_link_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
     """The bytes all stages move per request over a shared host link, in ms (0 for separate links)."""
-    if spec.shared_link_bytes_per_s <= 0:
-        return 0.0
-    return sum(c.in_bytes + c.out_bytes for c in costs) / spec.shared_link_bytes_per_s * 1e3
+    return float(terms.shared_link_seconds(spec, float(sum(c.in_bytes + c.out_bytes for c in costs)))) * 1e3
 
 
 def bottleneck_ms(costs: Sequence[StageCost]) -> float:

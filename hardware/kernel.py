@@ -27,6 +27,7 @@ import numpy as np
 
 from tflite_io import OpGraph
 
+from . import terms
 from .cost import device_param_bytes, link_bytes, op_seconds, stream_tiles
 from .ranges import (
     OrderTerms,
@@ -170,8 +171,7 @@ def map_stage_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> n
 def map_period_s(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[float, float]:
     """(period, latency) in seconds of a monotone map: :func:`hardware.cost.pipeline_period_ms`, in s."""
     times, io = _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)
-    link = io.sum() / ca.spec.shared_link_bytes_per_s if ca.spec.shared_link_bytes_per_s > 0 else 0.0
-    return max(float(times.max()), float(link)), float(times.sum())
+    return terms.period_seconds(ca.spec, times, io.sum()), float(times.sum())
 
 
 def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,11 +196,11 @@ def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.
         owner, nbytes = stages[ca.pb_op[first]], ca.pb_bytes[first]
         cum = np.cumsum(nbytes)
         before = np.concatenate([[0.0], cum])[np.searchsorted(owner, np.arange(K))]  # bytes of earlier stages
-        usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
+        usable = terms.usable_cache_bytes(spec, io)
         streamed = cum - before[owner] > usable[owner]
         tile_bytes = np.bincount(owner[streamed], weights=(nbytes * ca.pb_tiles[first])[streamed], minlength=K)
-        stream = tile_bytes / spec.stream_bytes_per_s
-    return spec.t_invoke_s + compute + stream + io / spec.io_bytes_per_s, io
+        stream = terms.stream_seconds(spec, tile_bytes)
+    return terms.stage_seconds(spec, compute, stream, io), io
 
 
 def _map_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> np.ndarray:
@@ -236,23 +236,21 @@ def _map_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> np.nda
         nbytes = ca.pb_bytes[pb]
         cum = np.cumsum(nbytes)  # whole bytes: exact, so the per-bin prefix below is too
         before = np.concatenate([[0.0], cum])[np.searchsorted(owner, np.arange(M * K))]  # bytes of earlier bins
-        usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0).ravel()
+        usable = terms.usable_cache_bytes(spec, io).ravel()
         streamed = cum - before[owner] > usable[owner]
         weights = (nbytes * ca.pb_tiles[pb])[streamed]
-        stream = np.bincount(owner[streamed], weights=weights, minlength=M * K).reshape(M, K) / spec.stream_bytes_per_s
-    return spec.t_invoke_s + compute + stream + io / spec.io_bytes_per_s
+        stream = terms.stream_seconds(spec, np.bincount(owner[streamed], weights=weights, minlength=M * K).reshape(M, K))
+    return terms.stage_seconds(spec, compute, stream, io)
 
 
 def lower_bound_s(ca: CostArrays, num_stages: int) -> float:
     """A bound no plan's stage maximum can beat: one op alone on a TPU, or all the work spread over K TPUs
     (every stage streams at least what exceeds ``cache_bytes``, each byte at least once)."""
     spec, K = ca.spec, num_stages
+    cache, invoke = terms.cache_bytes(spec), terms.invoke_seconds(spec)
     # an op's own parameters stream whole (at least once each) where they exceed the largest possible cache
-    too_big = ca.pb_bytes > spec.cache_bytes
+    too_big = ca.pb_bytes > cache
     own_tiles = np.bincount(ca.pb_op[too_big], weights=(ca.pb_bytes * ca.pb_tiles)[too_big], minlength=ca.n)
-    own_stream = own_tiles / spec.stream_bytes_per_s
-    own = spec.t_invoke_s + ca.op_s + own_stream
-    spread = (
-        K * spec.t_invoke_s + ca.op_s.sum() + max(0.0, ca.total_param_bytes - K * spec.cache_bytes) / spec.stream_bytes_per_s
-    ) / K
+    own = invoke + ca.op_s + terms.stream_seconds(spec, own_tiles)
+    spread = (K * invoke + ca.op_s.sum() + terms.stream_seconds(spec, max(0.0, ca.total_param_bytes - K * cache))) / K
     return float(max(own.max(initial=0.0), spread))

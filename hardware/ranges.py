@@ -25,6 +25,7 @@ import numpy as np
 
 from tflite_io import StageMapError
 
+from . import terms
 from .spec import EdgeTpuSpec
 
 if TYPE_CHECKING:
@@ -228,11 +229,9 @@ def _times(
     # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
     io_last = io[:, n] + ca.model_out_bytes
     stream, stream_last = _streamed(params, tiles, io, io_last, spec, rows)
-    time = np.subtract.outer(-cum[rows], -cum)  # cum[b] - cum[a]
-    time += spec.t_invoke_s
-    time_last = time[:, n] + stream_last + io_last / spec.io_bytes_per_s
-    time += stream
-    time += io * (1.0 / spec.io_bytes_per_s)
+    compute = np.subtract.outer(-cum[rows], -cum)  # cum[b] - cum[a]
+    time_last = terms.stage_seconds(spec, compute[:, n], stream_last, io_last)
+    time = terms.stage_seconds(spec, compute, stream, io)
     time[_empty(rows, n + 1)] = np.inf
     time[:, sums.max_end + 1 :] = np.inf
     time_last[(rows > sums.max_end) | (rows == n)] = np.inf
@@ -268,16 +267,16 @@ def _streamed(
     range that does not fit whole (the others stream nothing).
     """
     m, n1 = params.shape
-    usable = np.maximum(spec.cache_bytes - spec.cache_io_share * io, 0.0)
-    usable_last = np.maximum(spec.cache_bytes - spec.cache_io_share * io_last, 0.0)
+    usable, usable_last = terms.usable_cache_bytes(spec, io), terms.usable_cache_bytes(spec, io_last)
+    cache = terms.cache_bytes(spec)
     stream = np.zeros_like(params)
     empty = _empty(rows, n1)
     upper = ~empty
     # a row's bytes grow with b, so its last column holds its largest; usable never passes cache_bytes
     most = float(params[:, -1].max(initial=0.0))
-    if not m or (most <= spec.cache_bytes and most <= min(usable[upper].min(initial=np.inf), usable_last.min())):
+    if not m or (most <= cache and most <= min(usable[upper].min(initial=np.inf), usable_last.min())):
         return stream, np.zeros(m)  # everything fits everywhere
-    shift = 2.0 ** np.ceil(np.log2(max(float(params.max()), spec.cache_bytes) + 2.0))
+    shift = 2.0 ** np.ceil(np.log2(max(float(params.max()), cache) + 2.0))
     base = np.arange(m, dtype=np.float64) * shift
     keys = params.copy()
     keys[empty] = -1.0  # below every query of its row: positions before a (and a itself) always count
@@ -285,10 +284,10 @@ def _streamed(
     flat = keys.ravel()
     a, b = np.nonzero(upper & (params > usable))  # ranges that do not fit whole
     j = np.searchsorted(flat, np.floor(usable[a, b]) + base[a], side="right") - a * n1 - 1  # j < b
-    stream[a, b] = (tiles[a, b] - tiles[a, j]) / spec.stream_bytes_per_s
+    stream[a, b] = terms.stream_seconds(spec, tiles[a, b] - tiles[a, j])
     i = np.arange(m)
     j_last = np.searchsorted(flat, np.floor(usable_last) + base, side="right") - i * n1 - 1
-    return stream, (tiles[:, n1 - 1] - tiles[i, j_last]) / spec.stream_bytes_per_s
+    return stream, terms.stream_seconds(spec, tiles[:, n1 - 1] - tiles[i, j_last])
 
 
 def cover_lower_bounds(ca: CostArrays, sums: OrderTerms, max_stages: int) -> tuple[np.ndarray, np.ndarray]:
@@ -318,13 +317,13 @@ def cover_lower_bounds(ca: CostArrays, sums: OrderTerms, max_stages: int) -> tup
         out = ca.out_bytes_t[ca.in_entry[one][made]]
         leaving += np.bincount(q[one][made] + 1, weights=out, minlength=n + 2)
         leaving -= np.bincount(last[tensors][made] + 1, weights=out, minlength=n + 2)
-    per_byte = (float(ca.pb_tiles.min()) if len(ca.pb_tiles) else 1.0) / spec.stream_bytes_per_s
+    per_byte = terms.stream_seconds(spec, float(ca.pb_tiles.min()) if len(ca.pb_tiles) else 1.0)
     m = np.arange(max_stages + 1)[:, None]
-    fixed = m * spec.t_invoke_s
-    head = sums.cum + fixed + np.maximum(head_params - m * spec.cache_bytes, 0.0) * per_byte
-    head += np.cumsum(leaving)[: n + 1] / spec.io_bytes_per_s
-    tail = (sums.cum[n] - sums.cum) + fixed + np.maximum(tail_params - m * spec.cache_bytes, 0.0) * per_byte
-    tail += (np.cumsum(entering)[: n + 1] + ca.model_out_bytes) / spec.io_bytes_per_s
+    fixed, cache = m * terms.invoke_seconds(spec), terms.cache_bytes(spec)
+    head = sums.cum + fixed + np.maximum(head_params - m * cache, 0.0) * per_byte
+    head += terms.link_seconds(spec, np.cumsum(leaving)[: n + 1])
+    tail = (sums.cum[n] - sums.cum) + fixed + np.maximum(tail_params - m * cache, 0.0) * per_byte
+    tail += terms.link_seconds(spec, np.cumsum(entering)[: n + 1] + ca.model_out_bytes)
     return head, tail
 
 

@@ -199,18 +199,15 @@ def test_a_two_op_branch_moves_where_no_single_op_can():
         assert latency_key(graph, plan, k, USB)[0] == pytest.approx(new_key[0] * 1e3, rel=1e-9)
 
 
-def test_module_switch_turns_block_moves_off(monkeypatch):
+def test_block_moves_are_an_option_defaulting_on():
     graph = two_branch_graph()
     ga = graph_arrays(graph, USB)
     scores = np.asarray([0.0, 100.0, 90.0, 80.0, 70.0, 0.0])
     start = np.asarray([0, 0, 0, 0, 0, 1])
     order = greedy_order(scores, ga, start)
     key = map_period_s(ga, start, 2)
-    monkeypatch.setattr(refine_mod, "BLOCK_MOVES", False)
-    off = refine(ga, scores, order, [5], key, 2, 4, np.random.default_rng(0))
-    explicit = refine(ga, scores, order, [5], key, 2, 4, np.random.default_rng(0), blocks=0)
-    assert off[2] == explicit[2] and off[0].tolist() == explicit[0].tolist() and off[1] == explicit[1]
-    monkeypatch.setattr(refine_mod, "BLOCK_MOVES", True)
     on = refine(ga, scores, order, [5], key, 2, 4, np.random.default_rng(0))
     limit = refine(ga, scores, order, [5], key, 2, 4, np.random.default_rng(0), blocks=refine_mod.default_block_limit(ga.n))
-    assert on[2] == limit[2] and on[0].tolist() == limit[0].tolist() and on[1] == limit[1]
+    assert on.key == limit.key and on.order.tolist() == limit.order.tolist() and on.cuts == limit.cuts
+    off = refine(ga, scores, order, [5], key, 2, 4, np.random.default_rng(0), blocks=0, swaps=0)
+    assert off.key[0] >= on.key[0]

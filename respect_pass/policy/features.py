@@ -25,6 +25,7 @@ import numpy as np
 
 from hardware import EdgeTpuSpec, op_class
 from hardware.kernel import CostArrays, cost_arrays
+from hardware.terms import link_seconds, one_tpu_terms, own_seconds
 from tflite_io import OpGraph
 
 __all__ = ["GraphArrays", "graph_arrays", "node_features", "NODE_FEATURES", "CONTEXT_FEATURES", "NUM_FEATURES"]
@@ -155,15 +156,12 @@ def node_features(ga: GraphArrays, num_stages: int) -> np.ndarray:
     """(n, NUM_FEATURES) float32 features of every op for a ``num_stages``-stage plan."""
     spec, n, K = ga.spec, ga.n, float(num_stages)
     c, p = ga.op_s, ga.param_bytes
-    C = max(float(c.sum()), 1e-12)
     P = max(ga.total_param_bytes, float(p.sum()), 1.0)
-    cache = max(float(spec.cache_bytes), 1.0)
     in_model = float(ga.in_bytes[ga.reads_input].sum()) if ga.reads_input.any() else 0.0
-    stream = max(0.0, P - cache) / spec.stream_bytes_per_s
-    io = (in_model + ga.model_out_bytes) / spec.io_bytes_per_s
-    T1 = spec.t_invoke_s + C + stream + io
+    one = one_tpu_terms(spec, max(float(c.sum()), 1e-12), P, in_model + ga.model_out_bytes)
+    C, cache, stream, io, T1 = one.compute_s, one.cache, one.stream_s, one.link_s, one.total_s
     tau = max(T1 / K, 1e-12)
-    own_time = c + p / spec.stream_bytes_per_s  # a pessimistic per-op time: its parameters streamed
+    own_time = own_seconds(spec, c, p)
 
     anc = ga.ancestors.astype(np.float64)
     anc_c, anc_p = anc @ c, anc @ p
@@ -179,8 +177,8 @@ def node_features(ga: GraphArrays, num_stages: int) -> np.ndarray:
     cols[:, 0] = np.log1p(c / tau)
     cols[:, 1] = p / cache
     cols[:, 2] = np.log1p(p / (P / K))
-    cols[:, 3] = np.log1p(ga.out_bytes / spec.io_bytes_per_s / tau)
-    cols[:, 4] = np.log1p(ga.in_bytes / spec.io_bytes_per_s / tau)
+    cols[:, 3] = np.log1p(link_seconds(spec, ga.out_bytes) / tau)
+    cols[:, 4] = np.log1p(link_seconds(spec, ga.in_bytes) / tau)
     cols[:, 5] = anc_c / C
     cols[:, 6] = anc_p / P
     cols[:, 7] = desc_c / C
@@ -210,5 +208,5 @@ def node_features(ga: GraphArrays, num_stages: int) -> np.ndarray:
     cols[:, j + 5] = stream / T1
     cols[:, j + 6] = io / T1
     cols[:, j + 7] = np.log1p(float(own_time.max()) / tau)
-    cols[:, j + 8] = np.log1p(spec.t_invoke_s / tau)
+    cols[:, j + 8] = np.log1p(one.invoke_s / tau)
     return cols.astype(np.float32)

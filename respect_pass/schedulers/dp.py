@@ -28,15 +28,18 @@ import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import CostArrays, RangeCosts, cost_arrays, map_period_s, range_costs
+from hardware.terms import shared_link_per_byte
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective
 from ..orders import split_order
-from ..plan import Plan, PlanStats
+from ..plan import REL_TOL, Plan, PlanStats
 
 __all__ = ["dp_schedule", "best_cuts", "cuts_under", "capped", "min_crossing_cuts", "range_dp"]
 
-_REL = 1e-12
+#: How far below the floor (a lower bound of the period) a stage-time cap may be and still be tried: float
+#: noise only, far below :data:`REL_TOL` (a cap that close to the floor is the floor).
+_FLOOR_SLACK = 1e-12
 
 
 def _check_feasible(rc: RangeCosts, num_stages: int) -> None:
@@ -92,8 +95,9 @@ def range_dp(
 
 
 def capped(rc: RangeCosts, bottleneck: float) -> tuple[np.ndarray, np.ndarray]:
-    """``rc.time`` and ``rc.time_last`` with every range slower than ``bottleneck`` (1e-9 slack) set to inf."""
-    cap = bottleneck * (1 + 1e-9)
+    """``rc.time`` and ``rc.time_last`` with every range slower than ``bottleneck`` (:data:`REL_TOL` slack)
+    set to inf."""
+    cap = bottleneck * (1 + REL_TOL)
     return np.where(rc.time <= cap, rc.time, np.inf), np.where(rc.time_last <= cap, rc.time_last, np.inf)
 
 
@@ -132,7 +136,7 @@ def _link_bytes(rc: RangeCosts, cuts: list[int]) -> float:
 def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float) -> tuple[list[int], float, float]:
     """min over splits of max(slowest stage, link bytes * ``link``), by bisection on the stage cap."""
     caps = np.unique(np.concatenate([rc.time[np.isfinite(rc.time)], rc.time_last[np.isfinite(rc.time_last)]]))
-    caps = caps[caps >= floor * (1 - 1e-12)]
+    caps = caps[caps >= floor * (1 - _FLOOR_SLACK)]
 
     def fewest_bytes(cap: float) -> tuple[float, list[int]]:
         t, t_last = capped(rc, cap)
@@ -226,8 +230,7 @@ def dp_schedule(
         raise ValueError("dp_schedule: ranges were computed for another order")
     rc = ranges if ranges is not None else range_costs(ca, order)
     if objective == "latency":
-        link = 1.0 / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0
-        cuts, bottleneck, latency = best_cuts(rc, num_stages, link)
+        cuts, bottleneck, latency = best_cuts(rc, num_stages, shared_link_per_byte(spec))
         # reported as the device model costs the written segments (ops in execution order within each)
         bottleneck, latency = map_period_s(ca, np.asarray(split_order(order, cuts, graph.num_ops)), num_stages)
         stats = PlanStats(bottleneck_ms=float(bottleneck) * 1e3, latency_ms=float(latency) * 1e3)

@@ -41,6 +41,7 @@ from ortools.sat.python import cp_model
 
 from hardware import EdgeTpuSpec, op_seconds
 from hardware.cost import device_param_bytes, link_bytes, stream_tiles
+from hardware.terms import integer_terms
 from tflite_io import OpGraph, SegmentInterface, segment_interfaces
 from tflite_io.graph import distinct_constants
 
@@ -49,7 +50,6 @@ from ..objectives import crossing_count
 __all__ = ["ExactModel", "stage_ranges"]
 
 _MAX_UNITS = 2**53
-_MAX_M = 2**20
 
 
 # Values of the model's auxiliary variables for a given stage map ``s`` (for hints and checks).
@@ -192,27 +192,11 @@ class ExactModel:
         each at least once. The shared host link adds ``B >= sum_k io_k / shared``."""
         g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
-        op_s = op_seconds(g, spec)
         max_tiles = max((stream_tiles(g, op, spec) for op in g.ops), default=1)
-        upper_s = (
-            K * spec.t_invoke_s
-            + float(op_s.sum())
-            + K * total_params * max_tiles / spec.stream_bytes_per_s
-            + 2 * K * act / spec.io_bytes_per_s
-            + (2 * K * act / spec.shared_link_bytes_per_s if spec.shared_link_bytes_per_s > 0 else 0.0)
-        )
-        mult = _MAX_M
-        while mult > 1 and upper_s * spec.io_bytes_per_s * mult > _MAX_UNITS:
-            mult //= 2
-        self.unit_s, self.io_c = 1.0 / (spec.io_bytes_per_s * mult), mult
-        self.stream_c = round(mult * spec.io_bytes_per_s / spec.stream_bytes_per_s)
-        self.link_c = (
-            round(mult * spec.io_bytes_per_s / spec.shared_link_bytes_per_s) if spec.shared_link_bytes_per_s > 0 else 0
-        )
-        self.share = Fraction(spec.cache_io_share).limit_denominator(1000)
-        self.invoke = round(spec.t_invoke_s / self.unit_s)
-        self.op_c = [round(float(t) / self.unit_s) for t in op_s]
-        bound = round(upper_s / self.unit_s) + 1
+        units = integer_terms(spec, op_seconds(g, spec), K, total_params, max_tiles, act)
+        self.unit_s, self.io_c, self.stream_c, self.link_c = units.unit_s, units.link, units.stream, units.shared_link
+        self.share, self.invoke, self.op_c, self.cache = units.share, units.invoke, list(units.op), units.cache
+        bound = units.horizon
         self.times = []
         io = [self._io_bytes(k) for k in range(K)]
         for k in range(K):
@@ -220,7 +204,7 @@ class ExactModel:
             if total_params > 0:
                 q, sq = self.share.denominator, self.share.numerator
                 excess = m.new_int_var(0, total_params, f"excess{k}")
-                m.add(q * excess >= q * self.params[k] - q * spec.cache_bytes + sq * io[k])
+                m.add(q * excess >= q * self.params[k] - q * self.cache + sq * io[k])
                 self.defs.append((excess, partial(_flip, self._excess, k)))
                 expr += self.stream_c * excess
             self.times.append(expr)
@@ -246,7 +230,7 @@ class ExactModel:
     def _excess(self, stages: Sequence[int], k: int) -> int:
         """The relaxation's streamed bytes of stage k: ``max(0, ceil(P_k - cache + share * io_k))``."""
         q, sq = self.share.denominator, self.share.numerator
-        need = q * self._stage_params(stages, k) - q * self.spec.cache_bytes + sq * self._stage_io(stages, k)
+        need = q * self._stage_params(stages, k) - q * self.cache + sq * self._stage_io(stages, k)
         return max(0, -(-need // q))
 
     def _stage_params(self, stages: Sequence[int], k: int) -> int:

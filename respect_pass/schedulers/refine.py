@@ -5,7 +5,7 @@ plus cuts):
 
 * *re-orderings*: stage-major orders of the same map with the ops inside each
   stage listed differently (by score, as soon as possible, as late as
-  possible, fewest live activation bytes first; perturbed scores with :data:`GUMBEL_VARIANTS`); ``dp`` may
+  possible, fewest live activation bytes first; perturbed scores with ``refine(gumbel_variants=)``); ``dp`` may
   then move any cut;
 * *moves* out of the slowest stage to a neighbouring stage:
 
@@ -29,28 +29,34 @@ plus cuts):
   also competes as it stands (its stage-major order cut at its own stage boundaries, costed by
   :func:`hardware.kernel.map_period_s`).
 
-When no move out of the slowest stage helps, *exchanges* (:data:`SWAPS` candidates per side) trade one of its
-moves for a move of the neighbouring stage's ops (single or block) into it: on wide cells the boundary often has
-to swap one branch for another, neither of which can cross alone.
+When no move out of the slowest stage helps, *exchanges* (``refine(swaps=)`` candidates per side,
+:data:`SWAPS` by default) trade one of its moves for a move of the neighbouring stage's ops (single or
+block) into it: on wide cells the boundary often has to swap one branch for another, neither of which
+can cross alone.
 
 Every candidate is accepted only when its (period, latency) under the device model beats the
-plan's, so :func:`refine` never makes a plan worse. :data:`BLOCK_MOVES` (or ``refine(blocks=0)``)
-turns block moves, the exchanges and the direct candidate off: the refinement then moves single ops only.
+plan's, so :func:`refine` never makes a plan worse. ``refine(blocks=0)`` turns block moves, the
+exchanges and the direct candidate off: the refinement then moves single ops only.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from hardware.kernel import RangeCosts, map_period_s, map_stage_times, map_stage_times_many
+from hardware.terms import own_seconds
 
 from ..orders import split_order
+from ..plan import REL_TOL
 from ..policy.decode import greedy_order, live_order
 from ..policy.features import GraphArrays
 from .split import best_split, bounded_range_costs
 
 __all__ = [
-    "BLOCK_MOVES",
+    "SWAPS",
+    "Refined",
     "range_stage_times",
     "movable_ops",
     "block_moves",
@@ -59,17 +65,8 @@ __all__ = [
     "refine",
 ]
 
-_REL = 1e-9
-
-#: Re-orderings by Gumbel-perturbed scores per round. Off: on the benchmark suites (zoo K=2..8, 18 synthetic
-#: and 18 NASNet-style graphs) two of them changed one period by 0.02% and cost a fifth of respect's time.
-GUMBEL_VARIANTS = 0
-
-#: Candidates per side of the exchanges :func:`improve_by_moves` tries when no move helps (0: none).
+#: Candidates per side of the exchanges :func:`improve_by_moves` tries when no move helps, by default.
 SWAPS = 12
-
-#: Module-level switch for block moves in :func:`refine` (benchmarks compare before/after with it).
-BLOCK_MOVES = True
 
 
 def range_stage_times(rc: RangeCosts, cuts: list[int], num_stages: int) -> np.ndarray:
@@ -93,7 +90,7 @@ def movable_ops(ga: GraphArrays, stages: np.ndarray, stage: int, num_stages: int
 
 def _own_work(ga: GraphArrays) -> np.ndarray:
     """(n,) seconds an op costs on its own: compute plus its parameters streamed once."""
-    return ga.op_s + ga.param_bytes / ga.spec.stream_bytes_per_s
+    return own_seconds(ga.spec, ga.op_s, ga.param_bytes)
 
 
 def block_moves(
@@ -136,7 +133,7 @@ def _key(times: np.ndarray) -> tuple[float, float]:
 
 
 def _better(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] < b[0] * (1 - _REL) or (a[0] <= b[0] * (1 + _REL) and a[1] < b[1] * (1 - _REL))
+    return a[0] < b[0] * (1 - REL_TOL) or (a[0] <= b[0] * (1 + REL_TOL) and a[1] < b[1] * (1 - REL_TOL))
 
 
 def _ranked_blocks(
@@ -258,6 +255,19 @@ def default_block_limit(n: int) -> int:
     return max(8, min(48, 16000 // max(n, 1)))
 
 
+class Refined(NamedTuple):
+    """What :func:`refine` returns: the order, its cuts, their (period, latency) and the rounds that helped."""
+
+    order: np.ndarray
+    cuts: list[int]
+    key: tuple[float, float]
+    rounds: int
+
+
+#: A candidate plan: a split order, its cuts and their (period, latency).
+_Found = tuple[np.ndarray, list[int], tuple[float, float]]
+
+
 def refine(
     ga: GraphArrays,
     scores: np.ndarray,
@@ -269,61 +279,82 @@ def refine(
     rng: np.random.Generator,
     moves: int | None = None,
     blocks: int | None = None,
-) -> tuple[np.ndarray, list[int], tuple[float, float], int]:
+    swaps: int = SWAPS,
+    gumbel_variants: int = 0,
+) -> Refined:
     """Improve a split order while it helps (at most ``rounds`` times); see the module docstring.
 
     ``moves`` caps the single-op moves tried per step (default 4000 / n, between 4 and 32; 0 turns them
-    off); ``blocks`` the block moves (default :func:`default_block_limit` when :data:`BLOCK_MOVES` is
-    set, else 0; 0 turns them off). ``key`` and the returned (period, latency) are the device model's
-    figures of the stage map (:func:`hardware.kernel.map_period_s`). Returns the order, cuts, that key
-    and the rounds that helped.
+    off); ``blocks`` the block moves (default :func:`default_block_limit`; 0 turns them off); ``swaps``
+    the exchanges per side when no move helps (only with block moves); ``gumbel_variants`` the re-orderings
+    by Gumbel-perturbed scores per round (off: on the benchmark suites, zoo K=2..8, 18 synthetic and 18
+    NASNet-style graphs, two of them changed one period by 0.02% and cost a fifth of respect's time).
+    ``key`` and the returned (period, latency) are the device model's figures of the stage map
+    (:func:`hardware.kernel.map_period_s`).
     """
     limit = moves if moves is not None else max(4, min(32, 4000 // max(ga.n, 1)))
-    if blocks is None:
-        blocks = default_block_limit(ga.n) if BLOCK_MOVES else 0
+    blocks = default_block_limit(ga.n) if blocks is None else blocks
     improved = 0
     for _ in range(rounds):
         stages = np.asarray(split_order(order.tolist(), cuts, ga.n))
-        variants = [
-            greedy_order(scores, ga, stages),
-            greedy_order(-ga.depth.astype(float), ga, stages),
-            greedy_order(ga.rev_depth.astype(float), ga, stages),
-            live_order(scores, ga, stages),
-            live_order(np.zeros(ga.n), ga, stages),
-        ]
-        variants += [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(GUMBEL_VARIANTS)]
-        direct: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
+        variants = _reorderings(ga, scores, stages, rng, gumbel_variants)
+        direct: _Found | None = None
         if (limit > 0 or blocks > 0) and num_stages > 1:
             moved, applied = improve_by_moves(
-                ga, stages, num_stages, limit, steps=4 * num_stages, blocks=blocks, swaps=SWAPS if blocks else 0
+                ga, stages, num_stages, limit, steps=4 * num_stages, blocks=blocks, swaps=swaps if blocks else 0
             )
             if applied:
                 moved_order = greedy_order(scores, ga, moved)
                 variants.append(moved_order)
                 if blocks > 0:  # the moved map as it stands, cut at its own stage boundaries
                     direct = (moved_order, _stage_cuts(moved, moved_order, num_stages), map_period_s(ga, moved, num_stages))
-        seen, uniq = {order.tobytes()}, []
-        for v in variants:
-            if v.tobytes() not in seen:
-                seen.add(v.tobytes())
-                uniq.append(v)
-        found: tuple[np.ndarray, list[int], tuple[float, float]] | None = None
-        if uniq:
-            try:
-                # each variant's split as on its whole matrices, from the rows near the plan's period
-                rcs = [bounded_range_costs(ga, v, num_stages, key[0], cuts) for v in uniq]
-                best, new_cuts, _, _ = best_split(rcs, num_stages)
-            except ValueError:
-                pass  # no variant has a valid split
-            else:
-                # judged as the written segments are costed (the ranges of an order cost its ops in that sequence)
-                new_key = map_period_s(ga, np.asarray(split_order(uniq[best].tolist(), new_cuts, ga.n)), num_stages)
-                found = (uniq[best], new_cuts, new_key)
+        found = _best_variant(ga, _new_orders(order, variants), num_stages, key, cuts)
         if direct is not None and (found is None or _better(direct[2], found[2])):
             found = direct
-        if found is not None and _better(found[2], key):
-            order, cuts, key = found
-            improved += 1
-        else:
+        if found is None or not _better(found[2], key):
             break
-    return order, cuts, key, improved
+        order, cuts, key = found
+        improved += 1
+    return Refined(order, cuts, key, improved)
+
+
+def _reorderings(
+    ga: GraphArrays, scores: np.ndarray, stages: np.ndarray, rng: np.random.Generator, gumbel_variants: int
+) -> list[np.ndarray]:
+    """Stage-major orders of the map ``stages``: by the policy's scores, by depth (both ways), fewest live
+    bytes first (by scores and plain), and ``gumbel_variants`` by perturbed scores."""
+    variants = [
+        greedy_order(scores, ga, stages),
+        greedy_order(-ga.depth.astype(float), ga, stages),
+        greedy_order(ga.rev_depth.astype(float), ga, stages),
+        live_order(scores, ga, stages),
+        live_order(np.zeros(ga.n), ga, stages),
+    ]
+    return variants + [greedy_order(scores + rng.gumbel(size=ga.n), ga, stages) for _ in range(gumbel_variants)]
+
+
+def _new_orders(order: np.ndarray, variants: list[np.ndarray]) -> list[np.ndarray]:
+    """The distinct ``variants`` other than ``order``, first occurrence first."""
+    seen, uniq = {order.tobytes()}, []
+    for v in variants:
+        if v.tobytes() not in seen:
+            seen.add(v.tobytes())
+            uniq.append(v)
+    return uniq
+
+
+def _best_variant(
+    ga: GraphArrays, orders: list[np.ndarray], num_stages: int, key: tuple[float, float], cuts: list[int]
+) -> _Found | None:
+    """The best split of any of ``orders`` (each as on its whole matrices, from the rows near the period in
+    ``key``; hint: ``cuts``), judged as the written segments are costed; None when none has a valid split."""
+    if not orders:
+        return None
+    try:
+        rcs = [bounded_range_costs(ga, v, num_stages, key[0], cuts) for v in orders]
+        best, new_cuts, _, _ = best_split(rcs, num_stages)
+    except ValueError:
+        return None  # no variant has a valid split
+    # the ranges of an order cost its ops in that sequence; the written segments in execution order
+    new_key = map_period_s(ga, np.asarray(split_order(orders[best].tolist(), new_cuts, ga.n)), num_stages)
+    return orders[best], new_cuts, new_key

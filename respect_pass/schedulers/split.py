@@ -82,7 +82,8 @@ def bottleneck_value(rc: RangeCosts, num_stages: int) -> float:
 
 
 def latency_value(rc: RangeCosts, num_stages: int, bottleneck: float) -> float:
-    """Least latency (s) of a ``num_stages``-split of ``rc.order`` whose bottleneck is within 1e-9 of ``bottleneck``."""
+    """Least latency (s) of a ``num_stages``-split of ``rc.order`` whose bottleneck is within :data:`REL_TOL` of
+    ``bottleneck``."""
     if not np.isfinite(bottleneck):
         return np.inf
     if num_stages == 1:
@@ -114,7 +115,7 @@ def best_split(
 ) -> tuple[int, list[int], float, float]:
     """Index of the best candidate by (bottleneck, latency), its cuts and both values (s).
 
-    Bottlenecks within a relative 1e-9 count as equal; the latency breaks ties among the first ``max_tied``
+    Bottlenecks within a relative :data:`REL_TOL` count as equal; the latency breaks ties among the first ``max_tied``
     tied candidates (earlier candidates win the rest). Raises ValueError if no candidate can be split.
     """
     if len(rcs) == 1:
@@ -242,7 +243,7 @@ def bounded_range_costs(
         return whole_range_costs(ca, terms)
     for _ in range(BOUND_TRIES):
         cap = bound * (1 + 1e-6)
-        fits = lb <= np.arange(K + 1)[:, None] * cap * (1 + 1e-9)  # fits[m, a]: m stages may cover order[a:]
+        fits = lb <= np.arange(K + 1)[:, None] * cap * (1 + REL_TOL)  # fits[m, a]: m stages may cover order[a:]
         f = np.full(n1, np.inf)
         f[terms.min_first_end :] = time[0, terms.min_first_end :]
         for stage in range(1, K - 1):
