@@ -243,80 +243,104 @@ def _layer(plan: _Plan, i: int, layer: Layer, outs: list[int]) -> int:
     """Plan layer ``i`` on the current tensor ``outs[-1]``; return its output act."""
     x, src = outs[-1], plan.acts[outs[-1]]
     name = f"layer{i}_{type(layer).__name__.lower()}"
-    act = schema.ActivationFunctionType.RELU if getattr(layer, "relu", False) else schema.ActivationFunctionType.NONE
     if isinstance(layer, (Conv2D, DepthwiseConv2D, MaxPool)) and len(src.shape) != 4:
         raise SynthError(f"layer {i} {layer!r} needs an NHWC input, got shape {src.shape}")
     if isinstance(layer, (Conv2D, DepthwiseConv2D)):
-        _, h, w, c = src.shape
-        k, s, same = layer.kernel, layer.stride, layer.padding == "same"
-        if not same and (k > h or k > w):
-            raise SynthError(f"layer {i} {layer!r}: a {k}x{k} VALID kernel does not fit the {h}x{w} input")
-        h, w = (-(-h // s), -(-w // s)) if same else ((h - k) // s + 1, (w - k) // s + 1)
-        geo = {
-            "padding": schema.Padding.SAME if same else schema.Padding.VALID,
-            "strideH": s,
-            "strideW": s,
-            "fusedActivationFunction": act,
-        }
-        if isinstance(layer, Conv2D):
-            weights = _he(plan.rng, k * k * c, (layer.filters, k, k, c))
-            return plan.weighted(
-                name, _OPS.CONV_2D, x, weights, 0, (1, h, w, layer.filters), layer.relu, _obj(schema.Conv2DOptionsT, **geo)
-            )
-        weights = _he(plan.rng, k * k, (1, k, k, c))
-        return plan.weighted(
-            name,
-            _OPS.DEPTHWISE_CONV_2D,
-            x,
-            weights,
-            3,
-            (1, h, w, c),
-            layer.relu,
-            _obj(schema.DepthwiseConv2DOptionsT, depthMultiplier=1, **geo),
-        )
+        return _conv(plan, i, layer, name, x)
     if isinstance(layer, Dense):
-        n = int(np.prod(src.shape))
-        if len(src.shape) != 2:
-            flat, rep = (1, n), n // src.mean.size
-            shape = plan.const(_Const(f"{name}/flatten/shape", schema.TensorType.INT32, np.array(flat, np.int32)))
-            y = plan.act(f"{name}/flatten", flat, np.tile(src.mean, rep), np.tile(src.var, rep), src.lo, src.hi, x)
-            plan.ops.append((_OPS.RESHAPE, [("a", x), shape], y, _obj(schema.ReshapeOptionsT, newShape=list(flat))))
-            x = y
-        weights = _he(plan.rng, n, (layer.units, n))
-        return plan.weighted(
-            name,
-            _OPS.FULLY_CONNECTED,
-            x,
-            weights,
-            0,
-            (1, layer.units),
-            layer.relu,
-            _obj(schema.FullyConnectedOptionsT, fusedActivationFunction=act),
-        )
+        return _dense(plan, layer, name, x)
     if isinstance(layer, MaxPool):
-        k = layer.size
-        if k > min(src.shape[1:3]):
-            raise SynthError(f"layer {i} {layer!r}: a {k}x{k} window does not fit the input of shape {src.shape}")
-        h, w = src.shape[1] // k, src.shape[2] // k
-        y = plan.act(name, (1, h, w, src.shape[3]), src.mean, src.var, src.lo, src.hi, x)
-        plan.ops.append(
-            (
-                _OPS.MAX_POOL_2D,
-                [("a", x)],
-                y,
-                _obj(
-                    schema.Pool2DOptionsT, padding=schema.Padding.VALID, strideH=k, strideW=k, filterHeight=k, filterWidth=k
-                ),
-            )
+        return _max_pool(plan, i, layer, name, x)
+    return _merge(plan, i, layer, name, outs)
+
+
+def _fused(relu: bool) -> int:
+    """The fused activation of an op with or without a ReLU."""
+    return schema.ActivationFunctionType.RELU if relu else schema.ActivationFunctionType.NONE
+
+
+def _conv(plan: _Plan, i: int, layer: Conv2D | DepthwiseConv2D, name: str, x: int) -> int:
+    """Plan a CONV_2D or DEPTHWISE_CONV_2D on NHWC act ``x``."""
+    _, h, w, c = plan.acts[x].shape
+    k, s, same = layer.kernel, layer.stride, layer.padding == "same"
+    if not same and (k > h or k > w):
+        raise SynthError(f"layer {i} {layer!r}: a {k}x{k} VALID kernel does not fit the {h}x{w} input")
+    h, w = (-(-h // s), -(-w // s)) if same else ((h - k) // s + 1, (w - k) // s + 1)
+    geo = {
+        "padding": schema.Padding.SAME if same else schema.Padding.VALID,
+        "strideH": s,
+        "strideW": s,
+        "fusedActivationFunction": _fused(layer.relu),
+    }
+    if isinstance(layer, Conv2D):
+        weights = _he(plan.rng, k * k * c, (layer.filters, k, k, c))
+        return plan.weighted(
+            name, _OPS.CONV_2D, x, weights, 0, (1, h, w, layer.filters), layer.relu, _obj(schema.Conv2DOptionsT, **geo)
         )
-        return y
+    weights = _he(plan.rng, k * k, (1, k, k, c))
+    return plan.weighted(
+        name,
+        _OPS.DEPTHWISE_CONV_2D,
+        x,
+        weights,
+        3,
+        (1, h, w, c),
+        layer.relu,
+        _obj(schema.DepthwiseConv2DOptionsT, depthMultiplier=1, **geo),
+    )
+
+
+def _dense(plan: _Plan, layer: Dense, name: str, x: int) -> int:
+    """Plan a FULLY_CONNECTED on act ``x``, flattened by a RESHAPE to (1, N) first when it is not 2-D."""
+    src = plan.acts[x]
+    n = int(np.prod(src.shape))
+    if len(src.shape) != 2:
+        flat, rep = (1, n), n // src.mean.size
+        shape = plan.const(_Const(f"{name}/flatten/shape", schema.TensorType.INT32, np.array(flat, np.int32)))
+        y = plan.act(f"{name}/flatten", flat, np.tile(src.mean, rep), np.tile(src.var, rep), src.lo, src.hi, x)
+        plan.ops.append((_OPS.RESHAPE, [("a", x), shape], y, _obj(schema.ReshapeOptionsT, newShape=list(flat))))
+        x = y
+    weights = _he(plan.rng, n, (layer.units, n))
+    return plan.weighted(
+        name,
+        _OPS.FULLY_CONNECTED,
+        x,
+        weights,
+        0,
+        (1, layer.units),
+        layer.relu,
+        _obj(schema.FullyConnectedOptionsT, fusedActivationFunction=_fused(layer.relu)),
+    )
+
+
+def _max_pool(plan: _Plan, i: int, layer: MaxPool, name: str, x: int) -> int:
+    """Plan a MAX_POOL_2D on NHWC act ``x``; its output shares the input's quantization."""
+    src = plan.acts[x]
+    k = layer.size
+    if k > min(src.shape[1:3]):
+        raise SynthError(f"layer {i} {layer!r}: a {k}x{k} window does not fit the input of shape {src.shape}")
+    h, w = src.shape[1] // k, src.shape[2] // k
+    y = plan.act(name, (1, h, w, src.shape[3]), src.mean, src.var, src.lo, src.hi, x)
+    plan.ops.append(
+        (
+            _OPS.MAX_POOL_2D,
+            [("a", x)],
+            y,
+            _obj(schema.Pool2DOptionsT, padding=schema.Padding.VALID, strideH=k, strideW=k, filterHeight=k, filterWidth=k),
+        )
+    )
+    return y
+
+
+def _merge(plan: _Plan, i: int, layer: Add | Concat, name: str, outs: list[int]) -> int:
+    """Plan an ADD or CONCATENATION of the current act and the one ``layer.back`` layers earlier."""
     if layer.back >= len(outs):
         raise SynthError(
             f"layer {i} {layer!r}: no tensor {layer.back} layer(s) back (only the model input "
             f"and {len(outs) - 1} layer output(s) come before it)"
         )
-    other = outs[-1 - layer.back]
-    o = plan.acts[other]
+    x, other = outs[-1], outs[-1 - layer.back]
+    src, o = plan.acts[x], plan.acts[other]
     add = isinstance(layer, Add)
     if (o.shape != src.shape) if add else (o.shape[:-1] != src.shape[:-1]):
         raise SynthError(
@@ -355,14 +379,7 @@ def _quantization(scales: Sequence[float] | np.ndarray, zero_points: Sequence[in
 
 def _build(plan: _Plan, name: str) -> bytes:
     """Pass 2: resolve shared quantization, quantize the biases and serialize the flatbuffer."""
-    ranges: dict[int, tuple[float, float]] = {}
-    for a, act in enumerate(plan.acts):
-        lo, hi = ranges.get(plan.group(a), (act.lo, act.hi))
-        ranges[plan.group(a)] = (min(lo, act.lo), max(hi, act.hi))
-    quant = [
-        (_INPUT_SCALE, 0) if plan.group(a) == plan.group(0) else _quant(*ranges[plan.group(a)])
-        for a in range(len(plan.acts))
-    ]
+    quant = _act_quantization(plan)
     tensors = [
         _obj(
             schema.TensorT,
@@ -374,7 +391,47 @@ def _build(plan: _Plan, name: str) -> bytes:
         )
         for a, (s, z) in zip(plan.acts, quant)
     ]
+    buffers, const_tensors = _const_tensors(plan, quant)
+    codes = list(dict.fromkeys(op[0] for op in plan.ops))
+    sg = _obj(
+        schema.SubGraphT,
+        name="main",
+        tensors=tensors + const_tensors,
+        operators=_operators(plan, codes),
+        inputs=np.array([0], np.int32),
+        outputs=np.array([plan.ops[-1][2]], np.int32),
+    )
+    model = _obj(
+        schema.ModelT,
+        version=3,
+        description=f"respect-pass synthetic micro-model {name}",
+        subgraphs=[sg],
+        buffers=buffers,
+        operatorCodes=[
+            _obj(schema.OperatorCodeT, builtinCode=c, deprecatedBuiltinCode=min(c, 127), version=_VERSIONS[c]) for c in codes
+        ],
+    )
+    builder = flatbuffers.Builder(sum(c.values.nbytes + 16 for c in plan.consts) + (1 << 14))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _act_quantization(plan: _Plan) -> list[tuple[float, int]]:
+    """Each act's (scale, zero point): the union of its group's ranges; the input's group keeps the input's."""
+    ranges: dict[int, tuple[float, float]] = {}
+    for a, act in enumerate(plan.acts):
+        lo, hi = ranges.get(plan.group(a), (act.lo, act.hi))
+        ranges[plan.group(a)] = (min(lo, act.lo), max(hi, act.hi))
+    return [
+        (_INPUT_SCALE, 0) if plan.group(a) == plan.group(0) else _quant(*ranges[plan.group(a)])
+        for a in range(len(plan.acts))
+    ]
+
+
+def _const_tensors(plan: _Plan, quant: Sequence[tuple[float, int]]) -> tuple[list[Any], list[Any]]:
+    """The buffers (the empty one first) and the constant tensors; biases quantized with their input's scale."""
     buffers: list[Any] = [schema.BufferT()]
+    tensors: list[Any] = []
     for c in plan.consts:
         q, values = None, c.values
         if c.scales is not None:
@@ -393,8 +450,12 @@ def _build(plan: _Plan, name: str) -> bytes:
                 quantization=q,
             )
         )
-    codes = list(dict.fromkeys(op[0] for op in plan.ops))
-    ops = [
+    return buffers, tensors
+
+
+def _operators(plan: _Plan, codes: list[int]) -> list[Any]:
+    """The planned ops as ``OperatorT``s (constant ``t`` is tensor ``len(acts) + t``)."""
+    return [
         _obj(
             schema.OperatorT,
             opcodeIndex=codes.index(code),
@@ -405,27 +466,6 @@ def _build(plan: _Plan, name: str) -> bytes:
         )
         for code, inputs, out, options in plan.ops
     ]
-    sg = _obj(
-        schema.SubGraphT,
-        name="main",
-        tensors=tensors,
-        operators=ops,
-        inputs=np.array([0], np.int32),
-        outputs=np.array([plan.ops[-1][2]], np.int32),
-    )
-    model = _obj(
-        schema.ModelT,
-        version=3,
-        description=f"respect-pass synthetic micro-model {name}",
-        subgraphs=[sg],
-        buffers=buffers,
-        operatorCodes=[
-            _obj(schema.OperatorCodeT, builtinCode=c, deprecatedBuiltinCode=min(c, 127), version=_VERSIONS[c]) for c in codes
-        ],
-    )
-    builder = flatbuffers.Builder(sum(c.values.nbytes + 16 for c in plan.consts) + (1 << 14))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def synth_model(input_shape: tuple[int, ...], layers: Sequence[Layer], seed: int = 0, name: str = "micro") -> bytes:
