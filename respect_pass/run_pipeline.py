@@ -17,6 +17,7 @@ Edge TPUs (see :mod:`hardware.coral`): through LiteRT and the Edge TPU runtime
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -32,6 +33,7 @@ from hardware.devices import parse_devices
 from hardware.placement import placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.simulate import measure_pipeline
+from hardware.terms import cache_bytes
 from tflite_io import RespectPassError, read_model, verify_model_segments, write_files
 
 from .cli import OneLineParser, run_cli, terminal_progress
@@ -160,6 +162,25 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
 
 
 def _body(argv: Sequence[str]) -> int:
+    """Parse ``argv``, run the segments on the chosen backend, draw the plot if asked, print the report."""
+    args = _parser().parse_args(argv)
+    if args.count < 1:
+        raise RespectPassError(f"--count must be at least 1, got {args.count}")
+    plot = _check_plot(args.plot) if args.plot else None
+    report = _run(args)
+    if plot is not None:
+        _write_plot(plot, report, args)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.backend == "coral":
+        print(format_coral(report))
+    else:
+        print(_format_sim(report))
+    return 0
+
+
+def _parser() -> OneLineParser:
+    """The ``run_pipeline`` command line."""
     p = OneLineParser(prog="run_pipeline", description="Run K segment files as an Edge TPU pipeline.")
     p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<K>.tflite")
     p.add_argument("--tpus", type=int, required=True, metavar="K", help="number of segments / Edge TPUs")
@@ -187,13 +208,14 @@ def _body(argv: Sequence[str]) -> int:
     p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the per-stage time and parameter breakdown")
     p.add_argument("--json", action="store_true", help="print JSON")
-    args = p.parse_args(argv)
-    if args.count < 1:
-        raise RespectPassError(f"--count must be at least 1, got {args.count}")
-    plot = _check_plot(args.plot) if args.plot else None
+    return p
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    """The report of the segments run on Edge TPUs (coral) or chained in LiteRT and simulated (sim)."""
     if args.backend == "coral":
         devices = parse_devices(args.devices) if args.devices else None
-        report = run_hardware(
+        return run_hardware(
             find_segments(args.dir, args.tpus, compiled=True),
             args.count,
             max(args.warmup, 0),
@@ -201,41 +223,41 @@ def _body(argv: Sequence[str]) -> int:
             devices,
             terminal_progress,
         )
-    elif args.devices is not None or args.runner != "auto":
+    if args.devices is not None or args.runner != "auto":
         raise RespectPassError("--runner and --devices apply to --backend coral only")
-    if args.backend == "sim":
-        report = run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
-    if plot is not None:
-        cache = load_spec(args.spec).cache_bytes if args.backend == "sim" else None
-        title = f"{report['num_segments']} segments, " + (
-            f"simulated ({report['spec']} spec)" if args.backend == "sim" else "measured on Edge TPUs"
+    return run_sim(find_segments(args.dir, args.tpus), load_spec(args.spec), args.count)
+
+
+def _write_plot(plot: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
+    """Draw the per-stage chart of ``report`` (with the spec's cache size when simulated) to ``plot``."""
+    cache = cache_bytes(load_spec(args.spec)) if args.backend == "sim" else None
+    title = f"{report['num_segments']} segments, " + (
+        f"simulated ({report['spec']} spec)" if args.backend == "sim" else "measured on Edge TPUs"
+    )
+    write_files(plot.parent, {plot.name: stage_plot_png(report["stages"], title, cache)})
+
+
+def _format_sim(report: dict[str, Any]) -> str:
+    """The table of a simulated run: each segment's predicted times and bytes, the figures, what was verified."""
+    rows = [f"{'seg':>3}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  {'off-chip B':>11}  file"]
+    for s in report["stages"]:
+        rows.append(
+            f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
+            f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}"
         )
-        write_files(plot.parent, {plot.name: stage_plot_png(report["stages"], title, cache)})
-    if args.json:
-        print(json.dumps(report, indent=2))
-    elif args.backend == "coral":
-        print(format_coral(report))
-    else:
-        print(f"{'seg':>3}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  {'off-chip B':>11}  file")
-        for s in report["stages"]:
-            print(
-                f"{s['index']:>3}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  "
-                f"{s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}"
-            )
-        print(f"simulated ({report['spec']} spec): {figures_line(report)}")
-        v = report["verified"]
-        upto = report["verified_up_to"]
-        print(
-            "verified: "
-            + (
-                "not checked (no plan.json naming the model)"
-                if not v
-                else "bit-exact with the full model"
-                if not upto
-                else f"bit-exact up to {', '.join(upto)} (no LiteRT kernel; wiring checked by tensor name)"
-            )
+    rows.append(f"simulated ({report['spec']} spec): {figures_line(report)}")
+    verified, upto = report["verified"], report["verified_up_to"]
+    rows.append(
+        "verified: "
+        + (
+            "not checked (no plan.json naming the model)"
+            if not verified
+            else "bit-exact with the full model"
+            if not upto
+            else f"bit-exact up to {', '.join(upto)} (no LiteRT kernel; wiring checked by tensor name)"
         )
-    return 0
+    )
+    return "\n".join(rows)
 
 
 def _check_plot(name: str) -> Path:
