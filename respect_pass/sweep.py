@@ -198,17 +198,38 @@ def sweep(
         raise RespectPassError(f"the number of TPUs to sweep must be at least 1, got {max_tpus}")
     get_scheduler(scheduler)  # an unknown name fails before the model is read
     graph, name = _graph(model, fix_batch)
-    notes: list[str] = []
+    max_tpus, cap_notes = _capped_tpus(graph, max_tpus)
+    planned = _plan_every_k(graph, max_tpus, spec, scheduler, dict(scheduler_options or {}))
+    notes = cap_notes + _failure_notes(planned.failed)
+    rows = _rows(planned)
+    return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
+
+
+def _capped_tpus(graph: OpGraph, max_tpus: int) -> tuple[int, list[str]]:
+    """``max_tpus`` capped at the largest K the model allows, and the note saying so when it was capped."""
     largest = max_stages(graph)
-    if max_tpus > largest:
-        reason = (
-            "one op per TPU"
-            if largest == graph.num_ops
-            else f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU"
-        )
-        notes.append(f"the model allows at most {largest} TPUs ({reason}); swept K = 1..{largest}")
-        max_tpus = largest
-    options = dict(scheduler_options or {})
+    if max_tpus <= largest:
+        return max_tpus, []
+    reason = (
+        "one op per TPU"
+        if largest == graph.num_ops
+        else f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU"
+    )
+    return largest, [f"the model allows at most {largest} TPUs ({reason}); swept K = 1..{largest}"]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """Per K = 1.. (None: no plan): our plan's (period ms, latency ms, stage ms), the compiler's period ms;
+    and each scheduler's failures as (K, reason)."""
+
+    ours: tuple[tuple[float, float, np.ndarray] | None, ...]
+    theirs: tuple[float | None, ...]
+    failed: dict[str, list[tuple[int, str]]]
+
+
+def _plan_every_k(graph: OpGraph, max_tpus: int, spec: EdgeTpuSpec, scheduler: str, options: Mapping[str, Any]) -> _Planned:
+    """Plan K = 1..``max_tpus`` with ``scheduler`` and with the compiler's split; predict each plan."""
     ours: list[tuple[float, float, np.ndarray] | None] = []
     theirs: list[float | None] = []
     failed: dict[str, list[tuple[int, str]]] = {scheduler: [], "compiler": []}
@@ -222,15 +243,23 @@ def sweep(
             failed["compiler"].append((k, str(why)))
         theirs.append(_period(graph, base, spec)[0] if base is not None else None)
         log.info("K=%d: period %s ms, compiler %s ms", k, ours[-1] and ours[-1][0], theirs[-1])
-    for who, misses in failed.items():
-        if misses:
-            notes.append(
-                f"the {who} scheduler found no plan for K = {_ranges([k for k, _ in misses])} "
-                f"(K={misses[0][0]}: {misses[0][1]})"
-            )
-    one = ours[0][0] if ours[0] is not None else None
+    return _Planned(tuple(ours), tuple(theirs), failed)
+
+
+def _failure_notes(failed: Mapping[str, list[tuple[int, str]]]) -> list[str]:
+    """One note per scheduler that found no plan for some K: those K and the first reason."""
+    return [
+        f"the {who} scheduler found no plan for K = {_ranges([k for k, _ in misses])} (K={misses[0][0]}: {misses[0][1]})"
+        for who, misses in failed.items()
+        if misses
+    ]
+
+
+def _rows(planned: _Planned) -> list[SweepRow]:
+    """One row per K: our plan's figures against one TPU and the compiler's split, and its idle stages."""
+    one = planned.ours[0][0] if planned.ours[0] is not None else None
     rows = []
-    for k, (mine, compiler_ms) in enumerate(zip(ours, theirs), start=1):
+    for k, (mine, compiler_ms) in enumerate(zip(planned.ours, planned.theirs), start=1):
         if mine is None:
             rows.append(SweepRow(k, None, None, None, None, None, compiler_ms))
             continue
@@ -248,7 +277,7 @@ def sweep(
                 stage_ms=tuple(float(t) for t in times),
             )
         )
-    return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
+    return rows
 
 
 def format_sweep(result: SweepResult) -> str:
