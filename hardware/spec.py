@@ -26,14 +26,16 @@ Where the constants come from (``tools/calibrate.py``, README "Device model"):
 public layer sweeps; the other USB constants are fitted to a named subset of
 ``shared/reference/public_measurements`` (layer sweeps and Coral's ImageNet
 latencies). The host-CPU constants are a documented assumption. Users with real
-TPUs refit them (``respect-pass calibrate`` on the issue list; today
-``tools/calibrate.py``) and load their own JSON with ``--spec FILE.json``.
+TPUs refit them on their own device with ``respect-pass calibrate``
+(:mod:`respect_pass.calibrate_cli`; ``tools/calibrate.py`` is the fit of this
+preset to the public figures) and load the JSON it writes with ``--spec FILE.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ __all__ = [
     "load_spec",
     "PRESETS",
     "as_spec",
+    "scaled_spec",
 ]
 
 #: Op classes of the device model: conv and depthwise run at a share of the peak MAC rate (``efficiency``),
@@ -193,3 +196,36 @@ def as_spec(cost: object) -> EdgeTpuSpec:
     if not isinstance(cost, EdgeTpuSpec):
         raise TypeError(f"cost must be an EdgeTpuSpec or None, got {type(cost).__name__}: {cost!r}")
     return cost
+
+
+#: the constants :func:`scaled_spec` truncates to whole numbers
+_INT_CONSTANTS = frozenset({"cache_bytes", "stream_tile_positions"})
+
+
+def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | None = None) -> EdgeTpuSpec:
+    """``spec`` with every cost constant multiplied by its own factor ``scale(key)``: a perturbed device.
+
+    ``scale`` is called once per constant, in field order, with the field's name, or ``efficiency.conv`` and
+    ``efficiency.depthwise`` for the two efficiencies; a factor of 1 keeps a constant bit for bit. Each new value
+    is ``value * factor``, except that an efficiency is capped at 1 and ``cache_bytes`` and
+    ``stream_tile_positions`` are truncated to int (the tile at least 1). A factor that is not a positive finite
+    number is a :class:`SpecError`. The copy is called ``name`` (default ``<spec.name>-scaled``).
+    """
+
+    def factor(key: str) -> float:
+        f = scale(key)
+        if not (isinstance(f, (int, float)) and math.isfinite(f) and f > 0):
+            raise SpecError(spec.name, f"scale factor of {key} must be a positive finite number, got {f!r}")
+        return f
+
+    changes: dict[str, Any] = {"name": f"{spec.name}-scaled" if name is None else name}
+    for key in (fld.name for fld in fields(spec) if fld.name != "name"):
+        value = getattr(spec, key)
+        if key == "efficiency":
+            changes[key] = {c: min(1.0, value[c] * factor(f"efficiency.{c}")) for c in sorted(value)}
+        elif key in _INT_CONSTANTS:
+            scaled = int(value * factor(key))
+            changes[key] = max(1, scaled) if key == "stream_tile_positions" else scaled
+        else:
+            changes[key] = value * factor(key)
+    return spec.with_(**changes)

@@ -72,3 +72,29 @@ def test_a_scheduler_given_something_that_is_not_a_spec_refuses_it():
     for name in ("dp", "multiorder", "exact", "profiling", "respect"):
         with pytest.raises(TypeError, match="EdgeTpuSpec"):
             SCHEDULERS[name](graph, 2, {"io_bytes_per_s": 1e8})
+
+
+def test_scaled_spec_multiplies_each_constant_by_its_own_factor():
+    from dataclasses import asdict
+
+    from hardware.spec import scaled_spec
+
+    assert asdict(scaled_spec(USB, lambda key: 1.0, name="same")) == asdict(USB.with_(name="same"))  # bit for bit
+    asked: list[str] = []
+
+    def double(key: str) -> float:
+        asked.append(key)
+        return 2.0
+
+    doubled = scaled_spec(USB, double)
+    assert doubled.name == "usb-scaled" and len(asked) == len(set(asked)) == 14
+    assert {"efficiency.conv", "efficiency.depthwise", "t_invoke_s", "cpu_macs_per_s", "cache_bytes"} <= set(asked)
+    assert doubled.efficiency == {"conv": 1.0, "depthwise": 2 * USB.efficiency["depthwise"]}  # conv capped at 1
+    assert doubled.t_invoke_s == 2 * USB.t_invoke_s and doubled.io_bytes_per_s == 2 * USB.io_bytes_per_s
+    assert doubled.cache_bytes == 2 * USB.cache_bytes and isinstance(doubled.cache_bytes, int)
+    assert scaled_spec(USB, lambda key: 1.5).cache_bytes == int(1.5 * USB.cache_bytes)
+    tiny = scaled_spec(USB, lambda key: 1e-9 if key == "stream_tile_positions" else 1.0)
+    assert tiny.stream_tile_positions == 1 and tiny.t_invoke_s == USB.t_invoke_s
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(SpecError, match="scale factor of"):
+            scaled_spec(USB, lambda key, bad=bad: bad)
