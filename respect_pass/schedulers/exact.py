@@ -122,7 +122,7 @@ def _optimise(
                 out.stages, out.value = stages, model.value(stages)
                 model.hint(stages)
         bound = solver.best_objective_bound
-        if out.value is not None and bound > out.value + 0.5 + 1e-9 * abs(bound):
+        if out.value is not None and bound > out.value + 0.5 + REL_TOL * abs(bound):
             log.warning(
                 "exact: CP-SAT's bound %.0f exceeds a known map's value %d (solver presolve bug); bound ignored",
                 bound,
@@ -135,6 +135,127 @@ def _optimise(
             out.optimal = True
             break
     return out
+
+
+@dataclass(frozen=True)
+class _Solved:
+    """The map CP-SAT settled on, its effort over the passes so far, and whether the latency pass was proven."""
+
+    stages: tuple[int, ...]
+    branches: int
+    wall_s: float
+    latency_optimal: bool | None = None
+
+
+def _check_k(graph: OpGraph, num_stages: int) -> None:
+    """Raise StageMapError unless 1 <= ``num_stages`` <= the graph's ops."""
+    n = graph.num_ops
+    if not 1 <= num_stages <= max(n, 1):
+        raise StageMapError(
+            f"number of segments must be between 1 and the {n} ops of the model, got {num_stages}", num_stages
+        )
+
+
+def _first_map(first: _Outcome, num_stages: int, time_limit_s: float) -> _Solved:
+    """The primary pass's map and effort; StageMapError where no map exists or none was found."""
+    if first.infeasible:
+        raise StageMapError(
+            f"no valid {num_stages}-stage pipeline exists: every stage must be non-empty, every op "
+            "producing a model output (and every op after it) must be in the last stage, and "
+            "every model input must be read by the first stage; use fewer segments",
+            num_stages,
+        )
+    if first.stages is None:
+        raise StageMapError(
+            f"exact: no valid {num_stages}-stage plan found within {time_limit_s} s and no hint "
+            "to fall back on; raise the time limit",
+            num_stages,
+        )
+    if not first.found:
+        log.warning("exact: no solution within %.3g s; returning the hint plan", time_limit_s)
+    return _Solved(first.stages, first.branches, first.wall_s)
+
+
+def _least_latency(
+    model: ExactModel, bottleneck: int, solved: _Solved, time_left_s: float, workers: int, seed: int
+) -> _Solved:
+    """The tie-break: least latency among the maps within REL_TOL of the minimum ``bottleneck`` (time units)."""
+    model.m.add(model.bottleneck <= bottleneck + math.ceil(bottleneck * REL_TOL))
+    model.minimize("total")
+    second = _optimise(model, time_left_s, workers, seed, 0.5, solved.stages)
+    return _Solved(
+        second.stages or solved.stages, solved.branches + second.branches, solved.wall_s + second.wall_s, second.optimal
+    )
+
+
+@dataclass(frozen=True)
+class _Quality:
+    """How good the final map is proven to be: optimality, the bound in ms (latency) and the objective stats."""
+
+    optimal: bool
+    lower_bound_ms: float | None
+    stats: tuple[tuple[str, int | float], ...]
+
+
+def _latency_quality(first: _Outcome, unit_s: float, period_ms: float) -> _Quality:
+    """The device-model period against the relaxation's bound: optimal only where the plan meets it."""
+    lower_bound_ms = min(first.bound * unit_s * 1e3, period_ms) if math.isfinite(first.bound) else None
+    optimal = first.optimal and lower_bound_ms is not None and period_ms <= lower_bound_ms * (1 + _BOUND_REL)
+    return _Quality(optimal, lower_bound_ms, (("objective_value", period_ms), ("relaxation_optimal", int(first.optimal))))
+
+
+def _memory_quality(first: _Outcome, value: float, alpha_denominator: int) -> _Quality:
+    """The memory objective's value and, where the solver has one, its bound in the same units."""
+    stats: tuple[tuple[str, int | float], ...] = (("objective_value", value),)
+    if math.isfinite(first.bound):
+        stats += (("objective_bound", first.bound / alpha_denominator),)
+    return _Quality(first.optimal, None, stats)
+
+
+def _exact_plan(
+    graph: OpGraph,
+    stages: tuple[int, ...],
+    num_stages: int,
+    spec: EdgeTpuSpec,
+    objective: str,
+    alpha: float,
+    model: ExactModel,
+    first: _Outcome,
+    solved: _Solved,
+    started: float,
+) -> Plan:
+    """The plan of the final map, re-costed by the device model, with what the primary pass proved."""
+    costs = stage_costs(graph, stages, num_stages, spec)
+    stage_ms = tuple(c.ms for c in costs)
+    if objective == "latency":  # optimal only where the plan meets the relaxation's bound
+        judged = _latency_quality(first, model.unit_s, pipeline_period_ms(costs, spec))
+    else:
+        judged = _memory_quality(first, memory_objective(graph, stages, num_stages, alpha), model.alpha_pq[1])
+    stats: list[tuple[str, int | float]] = []
+    if solved.latency_optimal is not None:
+        stats.append(("latency_optimal", int(solved.latency_optimal)))
+    stats += [*judged.stats, ("branches", solved.branches), ("wall_s", solved.wall_s)]
+    seconds = time.perf_counter() - started
+    log.info(
+        "exact: K=%d %s objective, %s in %.2f s, bottleneck %.4f ms",
+        num_stages,
+        objective,
+        "optimal" if judged.optimal else "not proven optimal",
+        seconds,
+        max(stage_ms),
+    )
+    return Plan(
+        stages,
+        num_stages,
+        "exact",
+        objective=objective,
+        stage_ms=stage_ms,
+        link_ms=shared_link_ms(costs, spec),
+        optimal=judged.optimal,
+        lower_bound_ms=judged.lower_bound_ms,
+        solve_seconds=seconds,
+        stats=PlanStats(stats),
+    )
 
 
 def exact_schedule(
@@ -160,12 +281,11 @@ def exact_schedule(
     solution is found in time. Raises :class:`StageMapError` when no valid
     K-stage map exists.
     """
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     check_objective(objective)
     spec = as_spec(cost)
-    n, K = graph.num_ops, num_stages
-    if not 1 <= K <= max(n, 1):
-        raise StageMapError(f"number of segments must be between 1 and the {n} ops of the model, got {K}", K)
+    K = num_stages
+    _check_k(graph, K)
     hint = validate_stage_map(graph, hint, K) if hint is not None else default_hint(graph, K, spec, objective, alpha)
     from .exact_model import ExactModel
 
@@ -174,66 +294,10 @@ def exact_schedule(
     model.minimize("bottleneck" if latency else "memory")
     # Presolve hides the memory model's crossing rows from the LP (its bound collapses to alpha * P_max).
     first = _optimise(model, time_limit_s * (0.8 if latency else 1.0), workers, seed, 0.5 if latency else 0.0, hint)
-    if first.infeasible:
-        raise StageMapError(
-            f"no valid {K}-stage pipeline exists: every stage must be non-empty, every op "
-            "producing a model output (and every op after it) must be in the last stage, and "
-            "every model input must be read by the first stage; use fewer segments",
-            K,
-        )
-    if first.stages is None:
-        raise StageMapError(
-            f"exact: no valid {K}-stage plan found within {time_limit_s} s and no hint "
-            "to fall back on; raise the time limit",
-            K,
-        )
-    if not first.found:
-        log.warning("exact: no solution within %.3g s; returning the hint plan", time_limit_s)
-    stages, branches, wall = first.stages, first.branches, first.wall_s
-    stats: list[tuple[str, int | float]] = []
+    solved = _first_map(first, K, time_limit_s)
     if latency and first.value is not None:  # tie-break: least latency among (near-)minimum bottlenecks
-        model.m.add(model.bottleneck <= first.value + math.ceil(first.value * REL_TOL))
-        model.minimize("total")
-        second = _optimise(model, time_limit_s - (time.perf_counter() - t0), workers, seed, 0.5, stages)
-        stages, branches, wall = second.stages or stages, branches + second.branches, wall + second.wall_s
-        stats.append(("latency_optimal", int(second.optimal)))
-    stages = validate_stage_map(graph, stages, K)
+        solved = _least_latency(model, first.value, solved, time_limit_s - (time.perf_counter() - started), workers, seed)
+    stages = validate_stage_map(graph, solved.stages, K)
     if latency and hint is not None and latency_key(graph, hint, K, spec) < latency_key(graph, stages, K, spec):
         stages = tuple(hint)  # the relaxation preferred a plan the device model costs higher: keep the better one
-    costs = stage_costs(graph, stages, K, spec)
-    stage_ms = tuple(c.ms for c in costs)
-    lower_bound_ms = None
-    optimal = first.optimal
-    if latency:  # re-costed by the device model; optimal only where the plan meets the relaxation's bound
-        period = pipeline_period_ms(costs, spec)
-        if math.isfinite(first.bound):
-            lower_bound_ms = min(first.bound * model.unit_s * 1e3, period)
-        optimal = optimal and lower_bound_ms is not None and period <= lower_bound_ms * (1 + _BOUND_REL)
-        stats.append(("objective_value", period))
-        stats.append(("relaxation_optimal", int(first.optimal)))
-    else:
-        stats.append(("objective_value", memory_objective(graph, stages, K, alpha)))
-        if math.isfinite(first.bound):
-            stats.append(("objective_bound", first.bound / model.alpha_pq[1]))
-    seconds = time.perf_counter() - t0
-    stats += [("branches", branches), ("wall_s", wall)]
-    log.info(
-        "exact: K=%d %s objective, %s in %.2f s, bottleneck %.4f ms",
-        K,
-        objective,
-        "optimal" if optimal else "not proven optimal",
-        seconds,
-        max(stage_ms),
-    )
-    return Plan(
-        stages,
-        K,
-        "exact",
-        objective=objective,
-        stage_ms=stage_ms,
-        link_ms=shared_link_ms(costs, spec),
-        optimal=optimal,
-        lower_bound_ms=lower_bound_ms,
-        solve_seconds=seconds,
-        stats=PlanStats(stats),
-    )
+    return _exact_plan(graph, stages, K, spec, objective, alpha, model, first, solved, started)
