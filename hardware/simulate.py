@@ -70,14 +70,41 @@ def simulate_pipeline(
         raise ValueError(f"count must be >= 1, got {count}")
     if in_flight is not None and in_flight < 1:
         raise ValueError(f"in_flight must be >= 1, got {in_flight}")
-    k = len(stage_ms)
-    rng = np.random.default_rng(seed)
     base = np.asarray(stage_ms, dtype=float)
+    service = _service_times(base, count, jitter, seed)
+    arrive, depart = _push_and_leave(service, interval_ms, in_flight, min_period_ms)
+    done = depart[:, -1]
+    latency = done - arrive
+    span = float(done[-1] - done[0])
+    period = max(float(np.max(base)), min_period_ms)
+    throughput = (count - 1) / span * 1e3 if count > 1 and span > 0 else 1e3 / period
+    makespan = float(done[-1] - arrive[0])
+    busy = tuple(float(service[:, j].sum() / makespan) if makespan > 0 else 0.0 for j in range(len(base)))
+    return PipelineRun(
+        count=count,
+        makespan_ms=makespan,
+        throughput_ips=throughput,
+        latency_p50_ms=float(np.percentile(latency, 50)),
+        latency_p99_ms=float(np.percentile(latency, 99)),
+        first_latency_ms=float(latency[0]),
+        stage_busy=busy,
+    )
+
+
+def _service_times(base: np.ndarray, count: int, jitter: float, seed: int) -> np.ndarray:
+    """Each request's time in each stage (count x K): ``base``, times a seeded lognormal factor with ``jitter``."""
     if jitter > 0:
+        rng = np.random.default_rng(seed)
         sigma = np.sqrt(np.log1p(jitter**2))
-        service = base[None, :] * rng.lognormal(-(sigma**2) / 2, sigma, size=(count, k))
-    else:
-        service = np.broadcast_to(base, (count, k))
+        return base[None, :] * rng.lognormal(-(sigma**2) / 2, sigma, size=(count, len(base)))
+    return np.broadcast_to(base, (count, len(base)))
+
+
+def _push_and_leave(
+    service: np.ndarray, interval_ms: float, in_flight: int | None, min_period_ms: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """When each request is pushed, and when it leaves each stage (count x K), queues of :data:`QUEUE_SIZE`."""
+    count, k = service.shape
     arrive = np.zeros(count)
     start = np.zeros((count, k))
     depart = np.zeros((count, k))  # when the request leaves stage j (enters queue j -> j+1)
@@ -96,22 +123,7 @@ def simulate_pipeline(
             # i.e. once stage j+1 has taken request i - QUEUE_SIZE - 1 out of it.
             blocked = start[i - QUEUE_SIZE - 1, j + 1] if j + 1 < k and i > QUEUE_SIZE else 0.0
             depart[i, j] = max(finish, blocked)
-    done = depart[:, -1]
-    latency = done - arrive
-    span = float(done[-1] - done[0])
-    period = max(float(np.max(base)), min_period_ms)
-    throughput = (count - 1) / span * 1e3 if count > 1 and span > 0 else 1e3 / period
-    makespan = float(done[-1] - arrive[0])
-    busy = tuple(float(service[:, j].sum() / makespan) if makespan > 0 else 0.0 for j in range(k))
-    return PipelineRun(
-        count=count,
-        makespan_ms=makespan,
-        throughput_ips=throughput,
-        latency_p50_ms=float(np.percentile(latency, 50)),
-        latency_p99_ms=float(np.percentile(latency, 99)),
-        first_latency_ms=float(latency[0]),
-        stage_busy=busy,
-    )
+    return arrive, depart
 
 
 def measure_pipeline(
