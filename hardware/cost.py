@@ -23,7 +23,10 @@ ops read, nor one a host op made)::
 The pipeline period (1 / throughput) is :func:`pipeline_period_ms`: the slowest stage and, with
 ``shared_link_bytes_per_s`` > 0, at least ``sum_k (In_k + Out_k) / shared_link_bytes_per_s``; the
 latency of one request through an idle pipeline is the sum of the stage times.
-:mod:`hardware.kernel` computes the same for every range of an order and every map at once.
+:mod:`hardware.kernel` computes the same for every range of an order and every map at once. Both
+aggregate (which ops, bytes and layers a stage holds) and leave every term's formula to
+:mod:`hardware.terms`, the term table: ``T_k`` is :func:`hardware.terms.stage_seconds` of the stage's
+compute, streaming and link bytes, the period :func:`hardware.terms.period_seconds`.
 """
 
 from __future__ import annotations
@@ -82,10 +85,8 @@ class StageCost:
     out_bytes: int
     host_s: float = 0.0
     cpu_ops: tuple[int, ...] = ()
-
-    @property
-    def total_s(self) -> float:
-        return self.compute_s + self.overhead_s + self.stream_s + self.io_s + self.host_s
+    #: the stage's time, :func:`hardware.terms.stage_seconds` of its parts (which add up to it)
+    total_s: float = 0.0
 
     @property
     def ms(self) -> float:
@@ -218,9 +219,10 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
     off_chip = sum(nbytes for _, nbytes in streamed)
     stream = terms.stream_seconds(spec, sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed))
     t_op = terms.op_overhead_seconds(spec)
+    tpu_s, host_s = float(sum(op_s[v] for v in tpu)), float(sum(op_s[v] for v in cpu))
     return StageCost(
         index=seg.index,
-        compute_s=float(sum(op_s[v] for v in tpu)) - len(tpu) * t_op,
+        compute_s=tpu_s - len(tpu) * t_op,
         overhead_s=terms.invoke_seconds(spec) + len(tpu) * t_op,
         stream_s=stream,
         io_s=terms.link_seconds(spec, in_bytes + out_bytes),
@@ -229,8 +231,9 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
         off_chip_bytes=off_chip,
         in_bytes=in_bytes,
         out_bytes=out_bytes,
-        host_s=float(sum(op_s[v] for v in cpu)),
+        host_s=host_s,
         cpu_ops=cpu,
+        total_s=float(terms.stage_seconds(spec, tpu_s + host_s, stream, in_bytes + out_bytes)),
     )
 
 
