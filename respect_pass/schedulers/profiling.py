@@ -51,6 +51,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,7 +61,7 @@ from tflite_io import OpGraph, StageMapError
 
 from ..orders import libcoral_topological_order, split_order
 from ..plan import Plan, PlanStats
-from .compiler import compiler_split, libcoral_strategy_check
+from .compiler import CompilerSplit, compiler_split, libcoral_strategy_check
 
 __all__ = ["INT64_MAX", "LibcoralAbort", "ProfilingPartitioner", "bisect_partition", "profiling_schedule"]
 
@@ -316,6 +317,99 @@ def _libcoral_outcome(
     return "ok", best
 
 
+@dataclass(frozen=True)
+class _Bisection:
+    """The corrected search: best op counts (empty if none), targets tried, device runs, step used (None: none fits)."""
+
+    best: list[int]
+    targets: int
+    device_runs: int
+    step: int | None
+
+
+def _check_search(num_stages: int, diff_threshold_ns: int, partition_search_step: int) -> None:
+    """Raise StageMapError where libcoral would CHECK-fail (step 0) or loop forever (0 ns)."""
+    if partition_search_step < 1 or diff_threshold_ns < 1:
+        raise StageMapError(
+            f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
+            f"{partition_search_step} and {diff_threshold_ns}",
+            num_stages,
+        )
+
+
+def _whole_model_plan(baseline: CompilerSplit, started: float) -> Plan:
+    """The K = 1 plan: the whole model, where libcoral stops with LOG(FATAL)."""
+    return Plan(
+        baseline.stages(),
+        1,
+        "profiling",
+        solve_seconds=time.perf_counter() - started,
+        stats=PlanStats(
+            libcoral_outcome="fatal: num_segments must be at least 2", libcoral_would_abort=True, result="whole model"
+        ),
+    )
+
+
+def _initial_bounds(
+    graph: OpGraph, order: list[int], measure: Measure, baseline: CompilerSplit, num_stages: int, spec: EdgeTpuSpec
+) -> tuple[int, int]:
+    """(lower, upper) ns: the fastest and slowest segment of the compiler's split."""
+    base = measure(list(baseline.num_ops)) if baseline.order == tuple(order) else set()
+    if isinstance(base, set):  # not a split of libcoral's order (or not runnable there): the cost model directly
+        base = [round(c.total_s * 1e9) for c in stage_costs(graph, baseline.stages(), num_stages, spec)]
+    return min(base), max(base)
+
+
+def _bisect(
+    graph: OpGraph,
+    order: list[int],
+    measure: Measure,
+    num_stages: int,
+    bounds: tuple[int, int],
+    diff_threshold_ns: int,
+    partition_search_step: int,
+) -> _Bisection:
+    """The corrected ``BisectPartition`` between ``bounds`` (ns), with the largest step that fits."""
+    # as libcoral, the last segment starts at the first sink at the latest; the device fails candidates
+    # with an op pinned last before the last segment, and the search then grows the last segment
+    first_sink = next(i for i, v in enumerate(order) if not graph.succs[v])
+    partitioner = ProfilingPartitioner(graph.num_ops, first_sink, num_stages, measure)
+    step = partitioner.usable_step(partition_search_step)
+    best: list[int] = []
+    targets = 0
+    if step is not None:
+        best, targets = bisect_partition(partitioner, bounds[0], bounds[1], diff_threshold_ns, step)
+    return _Bisection(best, targets, partitioner.measurements, step)
+
+
+def _fallback_reason(bounds: tuple[int, int], diff_threshold_ns: int, step: int | None) -> str:
+    """Why the plan is the compiler split: the ``result`` stat where the search found nothing."""
+    lower, upper = bounds
+    if upper <= lower or upper - lower <= diff_threshold_ns:
+        return "compiler split (the initial bounds are already within diff_threshold_ns)"
+    if step is None:
+        return "compiler split (fewer ops before the first sink than segments before the last)"
+    return "compiler split (no target latency gave a partition)"
+
+
+def _profiling_stats(
+    search: _Bisection, outcome: str, libcoral_best: list[int] | None, result: str, partition_search_step: int
+) -> PlanStats:
+    """The plan's stats: search effort, what libcoral would do, where the plan came from."""
+    stats: list[tuple[str, int | float | str]] = [
+        ("targets", search.targets),
+        ("device_runs", search.device_runs),
+        ("libcoral_outcome", outcome),
+        ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
+        ("result", result),
+    ]
+    if search.targets and search.step is not None and search.step != partition_search_step:
+        stats.append(("partition_search_step_used", search.step))
+    if libcoral_best is not None and libcoral_best != search.best:
+        stats.append(("libcoral_partition", ",".join(map(str, libcoral_best))))
+    return PlanStats(stats)
+
+
 def profiling_schedule(
     graph: OpGraph,
     num_stages: int,
@@ -326,75 +420,31 @@ def profiling_schedule(
     **options: object,
 ) -> Plan:
     """libcoral's profiling-based partition, with the cost model (``cost``, an EdgeTpuSpec) as the device."""
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     spec = as_spec(cost)
-    if partition_search_step < 1 or diff_threshold_ns < 1:  # libcoral: CHECK-fails at step 0, loops forever at 0 ns
-        raise StageMapError(
-            f"profiling: partition_search_step and diff_threshold_ns must be >= 1, got "
-            f"{partition_search_step} and {diff_threshold_ns}",
-            num_stages,
-        )
+    _check_search(num_stages, diff_threshold_ns, partition_search_step)
     baseline = compiler_split(graph, num_stages)
     if num_stages == 1:
-        return Plan(
-            baseline.stages(),
-            1,
-            "profiling",
-            solve_seconds=time.perf_counter() - t0,
-            stats=PlanStats(
-                libcoral_outcome="fatal: num_segments must be at least 2", libcoral_would_abort=True, result="whole model"
-            ),
-        )
+        return _whole_model_plan(baseline, started)
     order = libcoral_topological_order(graph)
     measure = _simulated_device(graph, order, spec)
-    base = measure(list(baseline.num_ops)) if baseline.order == tuple(order) else set()
-    if isinstance(base, set):  # not a split of libcoral's order (or not runnable there): the cost model directly
-        base = [round(c.total_s * 1e9) for c in stage_costs(graph, baseline.stages(), num_stages, spec)]
-    lower, upper = min(base), max(base)
-
+    bounds = _initial_bounds(graph, order, measure, baseline, num_stages, spec)
     outcome, libcoral_best = _libcoral_outcome(
-        graph, order, measure, (lower, upper), num_stages, diff_threshold_ns, partition_search_step, baseline.libcoral_abort
+        graph, order, measure, bounds, num_stages, diff_threshold_ns, partition_search_step, baseline.libcoral_abort
     )
-
-    # as libcoral, the last segment starts at the first sink at the latest; the device fails candidates
-    # with an op pinned last before the last segment, and the search then grows the last segment
-    first_sink = next(i for i, v in enumerate(order) if not graph.succs[v])
-    partitioner = ProfilingPartitioner(graph.num_ops, first_sink, num_stages, measure)
-    step = partitioner.usable_step(partition_search_step)
-    best: list[int] = []
-    targets = 0
-    if step is not None:
-        best, targets = bisect_partition(partitioner, lower, upper, diff_threshold_ns, step)
+    search = _bisect(graph, order, measure, num_stages, bounds, diff_threshold_ns, partition_search_step)
     log.info(
         "profiling: bounds %d..%d ns, %d targets, %d simulated compile+benchmark runs, best %s; libcoral: %s",
-        lower,
-        upper,
-        targets,
-        partitioner.measurements,
-        best or "none (compiler split)",
+        *bounds,
+        search.targets,
+        search.device_runs,
+        search.best or "none (compiler split)",
         outcome,
     )
-    if best:
-        stages = split_order(order, [sum(best[:i]) for i in range(1, num_stages)], graph.num_ops)
+    if search.best:
+        stages = split_order(order, [sum(search.best[:i]) for i in range(1, num_stages)], graph.num_ops)
         result = "search"
     else:
-        stages = baseline.stages()
-        result = (
-            "compiler split (the initial bounds are already within diff_threshold_ns)"
-            if upper <= lower or upper - lower <= diff_threshold_ns
-            else "compiler split (fewer ops before the first sink than segments before the last)"
-            if step is None
-            else "compiler split (no target latency gave a partition)"
-        )
-    stats: list[tuple[str, int | float | str]] = [
-        ("targets", targets),
-        ("device_runs", partitioner.measurements),
-        ("libcoral_outcome", outcome),
-        ("libcoral_would_abort", outcome.startswith(("CHECK", "fatal"))),
-        ("result", result),
-    ]
-    if targets and step is not None and step != partition_search_step:
-        stats.append(("partition_search_step_used", step))
-    if libcoral_best is not None and libcoral_best != best:
-        stats.append(("libcoral_partition", ",".join(map(str, libcoral_best))))
-    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - t0, stats=PlanStats(stats))
+        stages, result = baseline.stages(), _fallback_reason(bounds, diff_threshold_ns, search.step)
+    stats = _profiling_stats(search, outcome, libcoral_best, result, partition_search_step)
+    return Plan(stages, num_stages, "profiling", solve_seconds=time.perf_counter() - started, stats=stats)
