@@ -92,40 +92,10 @@ class CostArrays:
 def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
     """Build the :class:`CostArrays` of ``graph`` under ``spec`` (linear in the graph's size)."""
     n = graph.num_ops
-    pb_buf, pb_op, pb_bytes, pb_w = [], [], [], []
-    for op in graph.ops:
-        tiles = stream_tiles(graph, op, spec)
-        for buf, nbytes in device_param_bytes(graph, op).items():
-            if nbytes == 0:  # a conv's bias, counted with its weights; host ops' constants
-                continue
-            pb_buf.append(buf)
-            pb_op.append(op.index)
-            pb_bytes.append(nbytes)
-            pb_w.append(tiles)
+    pb_buf, pb_op, pb_bytes, pb_w = _param_pairs(graph, spec)
     param = np.zeros(n)
     np.add.at(param, np.asarray(pb_op, dtype=np.int64), np.asarray(pb_bytes, dtype=np.float64))
-    producer, model_inputs = graph.producer, set(graph.inputs)
-    in_t, in_r, in_p, in_b, in_e = [], [], [], [], []
-    out_p: list[int] = []
-    out_b: list[int] = []
-    for t, readers in graph.consumers.items():
-        if t in producer:
-            q = producer[t]
-        elif t in model_inputs:
-            q = -1
-        else:
-            continue
-        nb_in, nb_out = link_bytes(graph, t, True), link_bytes(graph, t, False)
-        entry = len(out_p) if q >= 0 else -1
-        for r in readers:
-            in_t.append(t)
-            in_r.append(r)
-            in_p.append(q)
-            in_b.append(nb_in)
-            in_e.append(entry)
-        if q >= 0:
-            out_p.append(q)
-            out_b.append(nb_out)
+    (in_t, in_r, in_p, in_b, in_e), (out_p, out_b) = _activation_pairs(graph)
     consumers = graph.consumers
     input_readers = tuple(np.asarray(consumers[t], dtype=np.int64) for t in graph.inputs if consumers.get(t)) + tuple(
         np.asarray([v], dtype=np.int64) for v in sorted(graph.first_stage_ops)
@@ -155,6 +125,49 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
         last_ops=last_ops,
         total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
     )
+
+
+def _param_pairs(graph: OpGraph, spec: EdgeTpuSpec) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(buffer, reader op, device bytes, stream tiles) lists of every distinct constant read, in execution order."""
+    pb_buf, pb_op, pb_bytes, pb_w = [], [], [], []
+    for op in graph.ops:
+        tiles = stream_tiles(graph, op, spec)
+        for buf, nbytes in device_param_bytes(graph, op).items():
+            if nbytes == 0:  # a conv's bias, counted with its weights; host ops' constants
+                continue
+            pb_buf.append(buf)
+            pb_op.append(op.index)
+            pb_bytes.append(nbytes)
+            pb_w.append(tiles)
+    return pb_buf, pb_op, pb_bytes, pb_w
+
+
+def _activation_pairs(graph: OpGraph) -> tuple[tuple[list[int], ...], tuple[list[int], list[int]]]:
+    """(tensor, reader, producer or -1, link bytes entering, index of its out entry or -1) of every activation
+    read, and (producer, link bytes leaving) of every produced tensor that has readers."""
+    producer, model_inputs = graph.producer, set(graph.inputs)
+    in_t, in_r, in_p, in_b, in_e = [], [], [], [], []  # type: list[int], list[int], list[int], list[int], list[int]
+    out_p: list[int] = []
+    out_b: list[int] = []
+    for t, readers in graph.consumers.items():
+        if t in producer:
+            q = producer[t]
+        elif t in model_inputs:
+            q = -1
+        else:
+            continue
+        nb_in, nb_out = link_bytes(graph, t, True), link_bytes(graph, t, False)
+        entry = len(out_p) if q >= 0 else -1
+        for r in readers:
+            in_t.append(t)
+            in_r.append(r)
+            in_p.append(q)
+            in_b.append(nb_in)
+            in_e.append(entry)
+        if q >= 0:
+            out_p.append(q)
+            out_b.append(nb_out)
+    return (in_t, in_r, in_p, in_b, in_e), (out_p, out_b)
 
 
 def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:

@@ -50,6 +50,7 @@ __all__ = [
     "own_seconds",
     "period_seconds",
     "shared_link_per_byte",
+    "shared_link_rate",
     "shared_link_seconds",
     "stage_seconds",
     "stream_seconds",
@@ -132,6 +133,12 @@ def shared_link_seconds(spec: EdgeTpuSpec, link_bytes: X) -> X:
     """The time the shared host controller needs per request for ``link_bytes`` (all stages' link bytes
     added up); 0 where each TPU has its own link."""
     return link_bytes * shared_link_per_byte(spec)
+
+
+def shared_link_rate(link_bytes: float, period_s: float) -> float:
+    """The shared controller's bandwidth that makes :func:`shared_link_seconds` of ``link_bytes`` equal
+    ``period_s`` (the term inverted, for a fit to a measured period)."""
+    return link_bytes / period_s
 
 
 def period_seconds(spec: EdgeTpuSpec, stage_s: np.ndarray | list[float], link_bytes: float) -> float:

@@ -25,6 +25,7 @@ from hardware.calibrate import Device, graph_of
 from hardware.cost import stage_costs
 from hardware.fit import Sample, fit_linear
 from hardware.kernel import cost_arrays, map_period_s
+from hardware.terms import shared_link_rate
 from tflite_io import RespectPassError
 from tflite_io.reader import TfliteModel
 from tflite_io.writer import build_segments
@@ -116,5 +117,5 @@ def _refit(
     fitted = fit_linear(samples, prior, prior_weight=PRIOR_WEIGHT).with_(name=name)
     if period_ms > SHARED_MARGIN * max(stage_ms):
         moved = sum(c.in_bytes + c.out_bytes for g in graphs for c in stage_costs(g, (0,) * g.num_ops, 1, fitted))
-        fitted = fitted.with_(shared_link_bytes_per_s=moved / (period_ms / 1e3))
+        fitted = fitted.with_(shared_link_bytes_per_s=shared_link_rate(moved, period_ms / 1e3))
     return fitted

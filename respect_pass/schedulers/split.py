@@ -22,6 +22,7 @@ import numpy as np
 
 from hardware.kernel import (
     CostArrays,
+    OrderTerms,
     RangeCosts,
     cover_lower_bounds,
     map_period_s,
@@ -65,6 +66,8 @@ MAX_ROW_SHARE = 0.4
 BOUND_TRIES = 3
 #: Where no split is found under the bound, the next pass raises it by this factor.
 BOUND_STEP = 1.02
+#: The cap on a stage's time is the bound plus this share (ranges exactly at the bound stay in).
+_CAP_SLACK = 1e-6
 
 
 def feasible(rc: RangeCosts, num_stages: int) -> bool:
@@ -205,7 +208,7 @@ def bounded_range_costs(
     near ``bound`` can use: a tenth to a third of the matrices for K = 2..5 when ``bound`` is close.
 
     Stage by stage, the rows kept are the stage starts the min-max DP reaches within the cap (``bound`` plus
-    1e-6) from which the rest of the order can still be covered within it
+    :data:`_CAP_SLACK`) from which the rest of the order can still be covered within it
     (:func:`hardware.kernel.cover_lower_bounds`). Every range of every split whose stages all fit under the
     cap then starts at a kept row, so if the order's bottleneck on those rows is at most ``bound``, the DP
     and its latency tie-break (whose ranges fit under that bottleneck) see exactly what they would on the
@@ -220,43 +223,59 @@ def bounded_range_costs(
         return range_costs(ca, order)
     terms = order_terms(ca, order)
     head, lb = cover_lower_bounds(ca, terms, K)
-    cap = bound * (1 + 1e-6)
+    cap = bound * (1 + _CAP_SLACK)
     stages = np.arange(1, K)[:, None]
     if ((head[1:K] <= stages * cap) & (lb[K - 1 : 0 : -1] <= (K - stages) * cap)).any(axis=0).sum() > MAX_OPEN_SHARE * n1:
         return whole_range_costs(ca, terms)
-    time, last = np.full((n1, n1), np.inf), np.full(n1, np.inf)
-    done = np.zeros(n1, dtype=bool)
-
-    def need(rows: np.ndarray) -> bool:
-        new = np.flatnonzero(rows & ~done)
-        if len(new):
-            done[new] = True
-            if done.sum() > MAX_ROW_SHARE * n1:
-                return False
-            rr = range_rows(ca, terms, new)
-            time[new], last[new] = rr.time, rr.time_last
-        return True
-
+    rows = _Rows(ca, terms)
     first = np.zeros(n1, dtype=bool)
     first[[0, *(c for c in hint if 0 < c < n1)]] = True
-    if not need(first):
+    if not rows.need(first):
         return whole_range_costs(ca, terms)
     for _ in range(BOUND_TRIES):
-        cap = bound * (1 + 1e-6)
-        fits = lb <= np.arange(K + 1)[:, None] * cap * (1 + REL_TOL)  # fits[m, a]: m stages may cover order[a:]
-        f = np.full(n1, np.inf)
-        f[terms.min_first_end :] = time[0, terms.min_first_end :]
-        for stage in range(1, K - 1):
-            rows = (f <= cap) & fits[K - stage]
-            if not need(rows):
-                return whole_range_costs(ca, terms)
-            idx = np.flatnonzero(rows)
-            f = np.maximum(f[idx, None], time[idx]).min(axis=0) if len(idx) else np.full(n1, np.inf)
-        if not need((f <= cap) & fits[1]):
+        if not _reach(rows, lb, K, bound * (1 + _CAP_SLACK)):
             return whole_range_costs(ca, terms)
-        rc = partial_range_costs(ca, terms, time, last, np.flatnonzero(done))
+        rc = partial_range_costs(ca, terms, rows.time, rows.last, np.flatnonzero(rows.done))
         found = bottleneck_value(rc, K)
         if found <= bound:
             return rc
         bound = found if np.isfinite(found) else bound * BOUND_STEP
     return whole_range_costs(ca, terms)
+
+
+class _Rows:
+    """The rows of one order's range matrices computed so far (``done``), inf in the others."""
+
+    def __init__(self, ca: CostArrays, terms: OrderTerms) -> None:
+        n1 = ca.n + 1
+        self.ca, self.terms = ca, terms
+        self.time, self.last = np.full((n1, n1), np.inf), np.full(n1, np.inf)
+        self.done = np.zeros(n1, dtype=bool)
+
+    def need(self, rows: np.ndarray) -> bool:
+        """Compute the ``rows`` (a mask) not yet done; False once the rows done pass :data:`MAX_ROW_SHARE`."""
+        new = np.flatnonzero(rows & ~self.done)
+        if len(new):
+            self.done[new] = True
+            if self.done.sum() > MAX_ROW_SHARE * len(self.done):
+                return False
+            rr = range_rows(self.ca, self.terms, new)
+            self.time[new], self.last[new] = rr.time, rr.time_last
+        return True
+
+
+def _reach(rows: _Rows, lb: np.ndarray, num_stages: int, cap: float) -> bool:
+    """Compute, stage by stage, every stage start the min-max DP reaches within ``cap`` from which the rest
+    of the order can still be covered within it (``lb``: :func:`cover_lower_bounds`' tails); False when
+    the rows pass :data:`MAX_ROW_SHARE` (the caller then takes the whole matrices)."""
+    K, n1 = num_stages, len(rows.done)
+    fits = lb <= np.arange(K + 1)[:, None] * cap * (1 + REL_TOL)  # fits[m, a]: m stages may cover order[a:]
+    f = np.full(n1, np.inf)
+    f[rows.terms.min_first_end :] = rows.time[0, rows.terms.min_first_end :]
+    for stage in range(1, K - 1):
+        starts = (f <= cap) & fits[K - stage]
+        if not rows.need(starts):
+            return False
+        idx = np.flatnonzero(starts)
+        f = np.maximum(f[idx, None], rows.time[idx]).min(axis=0) if len(idx) else np.full(n1, np.inf)
+    return rows.need((f <= cap) & fits[1])
