@@ -28,7 +28,7 @@ import numpy as np
 
 from hardware import EdgeTpuSpec, as_spec
 from hardware.kernel import CostArrays, RangeCosts, cost_arrays, map_period_s, range_costs
-from hardware.terms import shared_link_per_byte
+from hardware.terms import period_seconds, shared_link_per_byte, shared_link_seconds
 from tflite_io import OpGraph, StageMapError
 
 from ..objectives import DEFAULT_ALPHA, check_objective
@@ -110,22 +110,24 @@ def cuts_under(rc: RangeCosts, num_stages: int, bottleneck: float) -> tuple[list
     return cuts, latency
 
 
-def best_cuts(rc: RangeCosts, num_stages: int, link_s_per_byte: float = 0.0) -> tuple[list[int], float, float]:
+def best_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec | None = None) -> tuple[list[int], float, float]:
     """Cut positions of the best split of ``rc.order`` for (period, latency); and those two values (s).
 
-    The period is the slowest stage and, with ``link_s_per_byte`` > 0 (a shared host link), at least the
-    host-link bytes of all stages times that. Where that bound binds, the best split is found by bisection
-    over the stage-time caps v: the split with the fewest link bytes among those with every stage <= v.
+    The period is :func:`hardware.terms.period_seconds`: the slowest stage and, where ``spec``'s TPUs share
+    one host controller, at least the time it needs for the host-link bytes of all stages (``None``: the
+    slowest stage alone). Where that bound binds, the best split is found by bisection over the stage-time
+    caps v: the split with the fewest link bytes among those with every stage <= v.
     """
     _check_feasible(rc, num_stages)
+    shared = spec is not None and shared_link_per_byte(spec) > 0
     if num_stages == 1:
         t = float(rc.time_last[0])
-        return [], max(t, float(rc.io_last[0]) * link_s_per_byte), t
+        return [], period_seconds(spec, [t], float(rc.io_last[0])) if spec is not None else t, t
     bottleneck, _ = range_dp(rc.time, rc.time_last, num_stages, rc.min_first_end, want_cuts=False)
     cuts, latency = cuts_under(rc, num_stages, bottleneck)
-    if link_s_per_byte <= 0 or _link_bytes(rc, cuts) * link_s_per_byte <= bottleneck:
+    if spec is None or not shared or shared_link_seconds(spec, _link_bytes(rc, cuts)) <= bottleneck:
         return cuts, bottleneck, latency
-    return _shared_link_cuts(rc, num_stages, link_s_per_byte, bottleneck)
+    return _shared_link_cuts(rc, num_stages, spec, bottleneck)
 
 
 def _link_bytes(rc: RangeCosts, cuts: list[int]) -> float:
@@ -133,8 +135,8 @@ def _link_bytes(rc: RangeCosts, cuts: list[int]) -> float:
     return float(sum(rc.io[b[i], b[i + 1]] for i in range(len(b) - 1)) + rc.io_last[b[-1]])
 
 
-def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float) -> tuple[list[int], float, float]:
-    """min over splits of max(slowest stage, link bytes * ``link``), by bisection on the stage cap."""
+def _shared_link_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec, floor: float) -> tuple[list[int], float, float]:
+    """min over splits of the period (slowest stage or shared link), by bisection on the stage cap."""
     caps = np.unique(np.concatenate([rc.time[np.isfinite(rc.time)], rc.time_last[np.isfinite(rc.time_last)]]))
     caps = caps[caps >= floor * (1 - _FLOOR_SLACK)]
 
@@ -151,7 +153,7 @@ def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float
     lo, hi = 0, len(caps) - 1  # the smallest cap whose fewest link bytes fit under it
     while lo < hi:
         mid = (lo + hi) // 2
-        if fewest_bytes(caps[mid])[0] * link <= caps[mid]:
+        if shared_link_seconds(spec, fewest_bytes(caps[mid])[0]) <= caps[mid]:
             hi = mid
         else:
             lo = mid + 1
@@ -160,7 +162,7 @@ def _shared_link_cuts(rc: RangeCosts, num_stages: int, link: float, floor: float
     for cuts in options:
         b = [0, *cuts, len(rc.order)]
         times = [rc.time[b[i], b[i + 1]] for i in range(num_stages - 1)] + [rc.time_last[b[-2]]]
-        key = (max(max(times), _link_bytes(rc, cuts) * link), float(sum(times)))
+        key = (period_seconds(spec, times, _link_bytes(rc, cuts)), float(sum(times)))
         if best is None or key < best[:2]:
             best = (*key, cuts)
     assert best is not None
@@ -230,7 +232,7 @@ def dp_schedule(
         raise ValueError("dp_schedule: ranges were computed for another order")
     rc = ranges if ranges is not None else range_costs(ca, order)
     if objective == "latency":
-        cuts, bottleneck, latency = best_cuts(rc, num_stages, shared_link_per_byte(spec))
+        cuts, bottleneck, latency = best_cuts(rc, num_stages, spec)
         # reported as the device model costs the written segments (ops in execution order within each)
         bottleneck, latency = map_period_s(ca, np.asarray(split_order(order, cuts, graph.num_ops)), num_stages)
         stats = PlanStats(bottleneck_ms=float(bottleneck) * 1e3, latency_ms=float(latency) * 1e3)
