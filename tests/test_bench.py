@@ -1,9 +1,21 @@
-"""tools/bench.py --quick end to end: every scheduler runs and nothing beats a proven optimum."""
+"""tools/bench.py --quick end to end (every scheduler runs, nothing beats a proven optimum), the shared runner
+(tools.common.run_scheduler: the period includes the shared host link), bench_cli, bench_device_loop's TRUTH."""
 
 import csv
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardware import USB, USB_SEPARATE, stage_costs
+from respect_pass.schedulers import SCHEDULERS
+from tflite_io import Op, OpGraph, TensorInfo
+from tools import bench as bench_tool
+from tools.bench_device_loop import random_truth
+from tools.common import period_ms, run_scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,3 +136,52 @@ def test_bench_cli_on_the_embedded_model(tmp_path):
     assert 0 < float(row["respect_solve_s"]) < float(row["respect_s"])
     assert float(row["ratio"]) == float(row["ratio_of_medians"]) == float(row["respect_s"]) / float(row["compiler_s"])
     assert "| mobilenet_v2_0.35_96_int8 |" in (tmp_path / "cli.md").read_text()
+
+
+def wide_chain(n: int = 8, nbytes: int = 2**20) -> OpGraph:
+    """``n`` ADD ops in a chain, each writing ``nbytes``: almost no compute, every stage moves 2 * nbytes over its
+    link, so at K = n on the usb preset the shared host link (all stages' bytes at 500 MB/s) outlasts any stage."""
+    tensors = tuple(TensorInfo(i, f"t{i}", "int8", (nbytes,), nbytes) for i in range(n + 1))
+    ops = tuple(Op(i, "ADD", (i,), (i + 1,), 0, 0) for i in range(n))
+    return OpGraph("wide_chain", ops, tensors, (0,), (n,))
+
+
+def test_run_scheduler_reports_the_period_with_the_shared_link():
+    g = wide_chain()
+    rec = run_scheduler(g, 8, USB, "dp")
+    assert rec.scheduler == "dp" and rec.k == 8 and rec.stages == tuple(range(8))
+    slowest = max(c.ms for c in stage_costs(g, rec.stages, 8, USB))
+    # t_invoke + 1 MiB of element-wise output + 2 MiB over a 88.9 MB/s link: ~24.05 ms
+    assert rec.slowest_stage_ms == slowest == pytest.approx(24.0467, rel=1e-4)
+    # 8 stages x 2 MiB over one 500 MB/s host controller: 33.55 ms, the period
+    assert rec.shared_link_ms == pytest.approx(8 * 2 * 2**20 / USB.shared_link_bytes_per_s * 1e3)
+    assert rec.period_ms == rec.shared_link_ms == pytest.approx(33.554432) and rec.period_ms > rec.slowest_stage_ms
+    assert rec.latency_ms == pytest.approx(8 * slowest)
+    assert rec.solve_seconds > 0 and rec.optimal is None and rec.lower_bound_ms is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.period_ms = 0.0  # type: ignore[misc]
+    exact = run_scheduler(g, 8, USB, "exact")  # exact's bound includes the link: it meets it
+    assert exact.optimal is True and exact.lower_bound_ms == pytest.approx(exact.period_ms)
+    separate = run_scheduler(g, 8, USB_SEPARATE, SCHEDULERS["dp"], label="dp@separate")
+    assert separate.scheduler == "dp@separate" and separate.shared_link_ms == 0.0
+    assert separate.period_ms == separate.slowest_stage_ms == pytest.approx(slowest)
+
+
+def test_bench_rows_carry_the_period():
+    """tools.bench's bottleneck_ms column is the period, and its speedups are ratios of periods."""
+    g = wide_chain()
+    rows = {r["scheduler"]: r for r in bench_tool.bench([("synthetic", g)], [8], ["compiler", "dp"], {}, 2.0)}
+    assert rows["dp"]["bottleneck_ms"] == rows["compiler"]["bottleneck_ms"] == round(33.554432, 4)
+    one_tpu = period_ms(g, (0,) * 8, 1, USB)
+    assert rows["dp"]["speedup_vs_1tpu"] == round(one_tpu / 33.554432, 4)
+    assert rows["dp"]["speedup_vs_compiler"] == 1.0 and rows["dp"]["one_order"] is True
+
+
+def test_device_loop_truth_is_the_same_spec_as_before_scaled_spec():
+    """random_truth draws the same factors in the same order as when it set each constant by hand (bit for bit)."""
+    truth = random_truth(np.random.default_rng(1000))
+    assert truth.name == "truth" and truth.cache_bytes == 11581169 and truth.stream_tile_positions == 676
+    assert truth.efficiency["conv"] == 1.0 and truth.efficiency["depthwise"].hex() == "0x1.f14afa239501dp-6"
+    assert truth.t_invoke_s.hex() == "0x1.f98007e8014a7p-14"
+    assert truth.shared_link_bytes_per_s.hex() == "0x1.8ac01bc94d8e8p+29"
+    assert truth.io_bytes_per_s.hex() == "0x1.60eb9138005b7p+26"

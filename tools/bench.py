@@ -1,9 +1,15 @@
 """Scheduler benchmark: every scheduler on the zoo and a seeded synthetic suite, K = 2..8.
 
-For each (graph, K, scheduler) it records the predicted bottleneck and
+For each (graph, K, scheduler) it records the predicted period and
 latency (the cost model, USB spec), the speedup in throughput over the
 ``compiler`` split and over one Edge TPU, the gap to ``exact``, whether
 ``exact`` (and the scheduler itself) proved optimality, and the solve time.
+Every run goes through :func:`tools.common.run_scheduler`. The CSV column
+``bottleneck_ms`` is the *period* (``predicted_bottleneck_ms`` in plan.json):
+the slowest stage or the USB preset's shared host link, whichever is longer;
+the speedups and gaps are ratios of periods. CSVs written before the shared
+runner (commits up to 0882847) held the slowest stage alone there, which is
+below the period where the shared link binds (wide K, large activations).
 Derived runs: ``multiorder@t`` is ``multiorder`` given exactly the time
 ``respect`` took on that (graph, K); ``respect+exact`` (CP-SAT warm-started
 from ``respect``) runs only on the hard cases, where cold ``exact`` took over
@@ -37,16 +43,17 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
-from hardware import USB, stage_costs
+from hardware import USB
 from respect_pass.orders import has_unique_order
-from respect_pass.plan import Plan
 from respect_pass.schedulers import SCHEDULERS
 from tflite_io import OpGraph, RespectPassError, read
-from tools.common import commit, machine, parse_ks
+from tools.common import RunRecord, commit, machine, parse_ks, period_ms, run_scheduler
+
+__all__ = ["graphs", "run_one", "run_all", "bench", "summary", "report", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,77 +114,73 @@ def graphs(quick: bool, synthetic: int, large: int, models: list[str] | None) ->
     return out
 
 
-def run_one(graph: OpGraph, k: int, name: str, kwargs: dict) -> tuple[float, float, float, dict]:
-    """(bottleneck ms, latency ms, solve s, {"optimal": ...}) of one scheduler run."""
-    scheduler: Callable[..., Plan]
-    if name == "respect-net":
-        from respect_pass.schedulers.respect import respect_schedule
-
-        scheduler = respect_schedule
-    else:
-        scheduler = SCHEDULERS[name]
-    t0 = time.perf_counter()
-    plan = scheduler(graph, k, USB, **kwargs)
-    seconds = time.perf_counter() - t0
-    ms = [c.ms for c in stage_costs(graph, plan.stages, k, USB)]
-    return max(ms), sum(ms), seconds, {"optimal": plan.optimal}
+#: the scheduler each derived run calls (the others call the scheduler of their own name)
+_RUNS_AS = {"multiorder@t": "multiorder", "respect-net": "respect"}
 
 
-def run_all(g: OpGraph, k: int, names: list[str], options: dict, hard_s: float) -> dict[str, tuple]:
+def run_one(graph: OpGraph, k: int, name: str, kwargs: dict[str, Any]) -> RunRecord:
+    """One run of the scheduler behind ``name`` under the USB spec (:func:`tools.common.run_scheduler`)."""
+    return run_scheduler(graph, k, USB, _RUNS_AS.get(name, name), label=name, **kwargs)
+
+
+def run_all(g: OpGraph, k: int, names: list[str], options: dict, hard_s: float) -> dict[str, RunRecord]:
     """Every scheduler in ``names`` on (g, k); the derived runs from the others' results."""
-    results: dict[str, tuple] = {}
-    todo = [(n, n, options.get(n, {})) for n in names if n not in DERIVED]
-    for name, scheduler, kwargs in todo:
+    results: dict[str, RunRecord] = {}
+    for name in (n for n in names if n not in DERIVED):
         try:
-            results[name] = run_one(g, k, scheduler, kwargs)
+            results[name] = run_one(g, k, name, options.get(name, {}))
         except RespectPassError as exc:
             logging.info("%s K=%d %s: %s", g.name, k, name, exc)
     if "multiorder@t" in names and "respect" in results:
-        results["multiorder@t"] = run_one(g, k, "multiorder", {"time_budget_s": results["respect"][2]})
+        results["multiorder@t"] = run_one(g, k, "multiorder@t", {"time_budget_s": results["respect"].solve_seconds})
     if "respect-net" in names and has_unique_order(g):
         results["respect-net"] = run_one(g, k, "respect-net", {"one_order_shortcut": False})
     exact = results.get("exact")
-    if "respect+exact" in names and exact and (exact[2] > hard_s or not exact[3]["optimal"]):
+    if "respect+exact" in names and exact and (exact.solve_seconds > hard_s or not exact.optimal):
         results["respect+exact"] = run_one(g, k, "respect+exact", options.get("exact", {}))
     return results
 
 
-def bench(pairs, ks, names, options, hard_s: float) -> list[dict]:
+def _row(case: dict, r: RunRecord, base: RunRecord, one_tpu_ms: float, best_ms: float, exact: RunRecord | None) -> dict:
+    """One CSV row: the graph's columns ``case`` and ``r``'s figures against the compiler's split (``base``), one
+    TPU, the best plan of the (graph, K) and ``exact``."""
+    return {
+        **case,
+        "K": r.k,
+        "scheduler": r.scheduler,
+        "bottleneck_ms": round(r.period_ms, 4),
+        "latency_ms": round(r.latency_ms, 4),
+        "speedup_vs_compiler": round(base.period_ms / r.period_ms, 4),
+        "speedup_vs_1tpu": round(one_tpu_ms / r.period_ms, 4),
+        "gap_to_exact_pct": round(100 * (r.period_ms / exact.period_ms - 1), 3) if exact else "",
+        "gap_to_best_pct": round(100 * (r.period_ms / best_ms - 1), 3),
+        "exact_optimal": bool(exact.optimal) if exact else "",
+        "proved_optimal": bool(r.optimal),
+        "solve_s": round(r.solve_seconds, 4),
+    }
+
+
+def bench(pairs: list[tuple[str, OpGraph]], ks: list[int], names: list[str], options: dict, hard_s: float) -> list[dict]:
+    """The CSV rows of every (suite, graph) pair, K in ``ks`` and scheduler in ``names``."""
     rows = []
     if pairs and any(n.startswith("respect") for n in names):  # import torch and load the checkpoint untimed
         run_one(pairs[0][1], min(ks), "respect-net", {"one_order_shortcut": False})
     for suite, g in pairs:
-        one_tpu = stage_costs(g, (0,) * g.num_ops, 1, USB)[0].ms
-        one_order = has_unique_order(g)
+        one_tpu = period_ms(g, (0,) * g.num_ops, 1, USB)
+        case = {
+            "suite": suite,
+            "graph": g.name,
+            "ops": g.num_ops,
+            "params_mib": round(g.total_param_bytes / 2**20, 2),
+            "one_order": has_unique_order(g),
+        }
         for k in ks:
             results = run_all(g, k, names, options, hard_s)
             if "compiler" not in results:
                 continue
-            base = results["compiler"][0]
-            exact = results.get("exact")
-            best = min(r[0] for r in results.values())
-            for name, (bott, lat, secs, extra) in results.items():
-                rows.append(
-                    {
-                        "suite": suite,
-                        "graph": g.name,
-                        "ops": g.num_ops,
-                        "params_mib": round(g.total_param_bytes / 2**20, 2),
-                        "K": k,
-                        "scheduler": name,
-                        "bottleneck_ms": round(bott, 4),
-                        "latency_ms": round(lat, 4),
-                        "speedup_vs_compiler": round(base / bott, 4),
-                        "speedup_vs_1tpu": round(one_tpu / bott, 4),
-                        "gap_to_exact_pct": round(100 * (bott / exact[0] - 1), 3) if exact else "",
-                        "gap_to_best_pct": round(100 * (bott / best - 1), 3),
-                        "exact_optimal": bool(exact[3]["optimal"]) if exact else "",
-                        "proved_optimal": bool(extra["optimal"]),
-                        "solve_s": round(secs, 4),
-                        "one_order": one_order,
-                    }
-                )
-            print(f"{g.name:<28} K={k}  " + "  ".join(f"{n}={r[0]:.3f}" for n, r in results.items()), flush=True)
+            best = min(r.period_ms for r in results.values())
+            rows += [_row(case, r, results["compiler"], one_tpu, best, results.get("exact")) for r in results.values()]
+            print(f"{g.name:<28} K={k}  " + "  ".join(f"{n}={r.period_ms:.3f}" for n, r in results.items()), flush=True)
     return rows
 
 
@@ -301,13 +304,13 @@ def _mean_gap(runs: list[dict[str, dict]], n: str) -> str:
 
 
 def _versus(runs: list[dict[str, dict]], n: str) -> str:
-    """Mean % by which respect's bottleneck is lower than ``n``'s."""
+    """Mean % by which respect's period is lower than ``n``'s."""
     vals = [100 * (1 - r["respect"]["bottleneck_ms"] / r[n]["bottleneck_ms"]) for r in runs if n in r and "respect" in r]
     return f"{statistics.fmean(vals):+.2f}" if vals else "-"
 
 
 def families(rows: list[dict], suites: tuple[str, ...] = ("synthetic", "large")) -> str:
-    """Per synthetic family: mean gap to the best plan found, and respect's bottleneck against dp and multiorder@t."""
+    """Per synthetic family: mean gap to the best plan found, and respect's period against dp and multiorder@t."""
     names = ("dp", "multiorder", "multiorder@t", "respect", "exact")
     lines = [
         "| suite | family | runs | max ops | "
@@ -514,7 +517,7 @@ def report(rows: list[dict], names: list[str], title: str) -> str:
     if any(r["suite"] != "real" for r in rows):
         parts += [
             "Synthetic families (gap to the best plan any scheduler found; 'respect vs X' = how much lower "
-            "respect's bottleneck is, mean %):",
+            "respect's period is, mean %):",
             families(rows),
         ]
     if any(r["scheduler"] == "respect+exact" for r in rows):

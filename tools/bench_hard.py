@@ -11,7 +11,8 @@ For each generator graph (family ``nas_cell`` by default, ~400/600/800 ops, 2 se
   was proved optimal (``exact_optimal``: the re-costed plan meets the solver's bound;
   ``relaxation_optimal``: CP-SAT closed its linear relaxation), and how far its bound is (``bound_gap_pct``).
 
-Periods are the device model's (USB spec, :func:`respect_pass.objectives.latency_key`). Per family and K
+Every run goes through :func:`tools.common.run_scheduler`; periods are the device model's (USB spec: the
+slowest stage or the shared host link, :func:`hardware.pipeline_period_ms`). Per family and K
 it reports the mean and max gap (%) of each scheduler to exact's best plan and of ``respect`` to
 ``multiorder@t``, and the issue-13 goals case by case. Writes ``results/bench_hard.csv`` and
 ``results/bench_hard.md`` and prints the table.
@@ -30,12 +31,15 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hardware import USB
 from respect_pass.generator import generate
-from respect_pass.objectives import latency_key
 from respect_pass.schedulers import get_scheduler
-from tools.common import ROOT, commit, machine, parse_ks
+from tflite_io import OpGraph
+from tools.common import ROOT, RunRecord, commit, machine, parse_ks, run_scheduler
+
+__all__ = ["EXTRA_SAMPLES", "SCHEDULERS", "bench", "summary", "per_case", "report", "main"]
 
 SCHEDULERS = ("respect", "respect+extra", "multiorder@t", "exact")
 FIELDS = [
@@ -63,69 +67,75 @@ FIELDS = [
 EXTRA_SAMPLES = 24
 
 
-def _run(name: str, graph, k: int, **kwargs) -> dict:
-    """One scheduler run: period and latency (ms, device model), wall seconds and the plan's stats."""
-    sched = get_scheduler("multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect") else name)
+def _run(name: str, graph: OpGraph, k: int, **kwargs: Any) -> RunRecord:
+    """One run of the scheduler behind ``name`` under the USB spec (:func:`tools.common.run_scheduler`)."""
     if name == "respect+extra":
         kwargs = {"extra_samples": EXTRA_SAMPLES, **kwargs}
-    t0 = time.perf_counter()
-    plan = sched(graph, k, USB, **kwargs)
-    secs = time.perf_counter() - t0
-    period, latency = latency_key(graph, plan.stages, k, USB)
-    bound = plan.lower_bound_ms
-    return {
-        "period_ms": period,
-        "latency_ms": latency,
-        "solve_s": secs,
-        "optimal": plan.optimal,
-        "stats": dict(plan.stats),
-        "bound_gap_pct": "" if bound is None or bound <= 0 else round(100 * (period / bound - 1), 3),
-        "bound_ms": "" if bound is None or bound <= 0 else round(bound, 5),
-    }
+    scheduler = "multiorder" if name == "multiorder@t" else "respect" if name.startswith("respect") else name
+    return run_scheduler(graph, k, USB, scheduler, label=name, **kwargs)
+
+
+def _bound(r: RunRecord) -> tuple[float | str, float | str]:
+    """(gap of ``r``'s period above its lower bound in %, the bound in ms); "" where it has no positive bound."""
+    bound = r.lower_bound_ms
+    if bound is None or bound <= 0:
+        return "", ""
+    return round(100 * (r.period_ms / bound - 1), 3), round(bound, 5)
+
+
+def _case_rows(case: dict, res: dict[str, RunRecord]) -> list[dict]:
+    """The CSV rows of one (graph, K): every scheduler's figures, gaps to exact's plan and to the best one."""
+    ex = res["exact"]
+    best = min(r.period_ms for r in res.values())
+    rows = []
+    for name in SCHEDULERS:
+        r = res[name]
+        bound_gap, bound_ms = _bound(r)
+        rows.append(
+            {
+                **case,
+                "K": r.k,
+                "scheduler": name,
+                "period_ms": round(r.period_ms, 5),
+                "latency_ms": round(r.latency_ms, 5),
+                "solve_s": round(r.solve_seconds, 3),
+                "gap_to_exact_pct": round(100 * (r.period_ms / ex.period_ms - 1), 3),
+                "gap_to_best_pct": round(100 * (r.period_ms / best - 1), 3),
+                "exact_optimal": bool(ex.optimal),
+                "relaxation_optimal": bool(ex.stats.get("relaxation_optimal", 0)),
+                "refined_rounds": r.stats.get("refined_rounds", ""),
+                "bound_gap_pct": bound_gap,
+                "bound_ms": bound_ms,
+            }
+        )
+    return rows
 
 
 def bench(family: str, sizes: list[int], seeds: list[int], ks: list[int], time_limit: float) -> list[dict]:
+    """The CSV rows of every generated graph (``family``, ``sizes`` x ``seeds``) and K."""
     rows = []
     get_scheduler("respect")(generate(family, 40, 0), 2, USB)  # load the checkpoint and warm caches, untimed
     for n in sizes:
         for seed in seeds:
             t0 = time.perf_counter()
             g = generate(family, n, seed)
-            gen_s = time.perf_counter() - t0
+            case = {
+                "family": family,
+                "graph": g.name,
+                "ops": g.num_ops,
+                "seed": seed,
+                "gen_s": round(time.perf_counter() - t0, 3),
+            }
             for k in ks:
                 res = {"respect": _run("respect", g, k)}
                 res["respect+extra"] = _run("respect+extra", g, k)
-                res["multiorder@t"] = _run("multiorder@t", g, k, time_budget_s=res["respect"]["solve_s"])
+                res["multiorder@t"] = _run("multiorder@t", g, k, time_budget_s=res["respect"].solve_seconds)
                 res["exact"] = _run("exact", g, k, time_limit_s=time_limit)
-                ex = res["exact"]
-                best = min(r["period_ms"] for r in res.values())
-                for name in SCHEDULERS:
-                    r = res[name]
-                    rows.append(
-                        {
-                            "family": family,
-                            "graph": g.name,
-                            "ops": g.num_ops,
-                            "seed": seed,
-                            "gen_s": round(gen_s, 3),
-                            "K": k,
-                            "scheduler": name,
-                            "period_ms": round(r["period_ms"], 5),
-                            "latency_ms": round(r["latency_ms"], 5),
-                            "solve_s": round(r["solve_s"], 3),
-                            "gap_to_exact_pct": round(100 * (r["period_ms"] / ex["period_ms"] - 1), 3),
-                            "gap_to_best_pct": round(100 * (r["period_ms"] / best - 1), 3),
-                            "exact_optimal": bool(ex["optimal"]),
-                            "relaxation_optimal": bool(ex["stats"].get("relaxation_optimal", 0)),
-                            "refined_rounds": r["stats"].get("refined_rounds", ""),
-                            "bound_gap_pct": r["bound_gap_pct"],
-                            "bound_ms": r["bound_ms"],
-                        }
-                    )
+                rows += _case_rows(case, res)
                 print(
                     f"{g.name:<24} n={g.num_ops} K={k}  "
-                    + "  ".join(f"{name}={res[name]['period_ms']:.4f}ms/{res[name]['solve_s']:.1f}s" for name in SCHEDULERS)
-                    + f"  exact proved={bool(ex['optimal'])}",
+                    + "  ".join(f"{name}={res[name].period_ms:.4f}ms/{res[name].solve_seconds:.1f}s" for name in SCHEDULERS)
+                    + f"  exact proved={bool(res['exact'].optimal)}",
                     flush=True,
                 )
     return rows
