@@ -33,44 +33,79 @@ import numpy as np
 
 from hardware import USB, EdgeTpuSpec
 from hardware.calibrate import SimDevice, calibrate
-from hardware.kernel import cost_arrays, map_period_s
 from hardware.placement import placed
+from hardware.spec import scaled_spec
 from respect_pass.generator import generate
 from respect_pass.partition import load_model
 from respect_pass.refine_device import refine_on_device
-from respect_pass.schedulers import get_scheduler
-from tflite_io import read
+from tflite_io import OpGraph, TfliteModel, read
+from tools.common import ROOT, period_ms, run_scheduler
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["PERTURBED", "random_truth", "calibration_row", "loop_row", "main", "summary"]
 
 EMBEDDED = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
 BRANCHY = ROOT / "tests" / "data" / "tiny_inception_int8.tflite"
 LOOP_MODELS = ("densenet121_224", "inceptionv3_299", "inceptionresnetv2_299", "resnet50_224", "mobilenet_224")
 
 
+#: the constants each TRUTH perturbs, in the order their factors are drawn (the others keep the preset's value)
+PERTURBED = (
+    "t_invoke_s",
+    "efficiency.conv",
+    "efficiency.depthwise",
+    "elementwise_s_per_byte",
+    "io_bytes_per_s",
+    "stream_bytes_per_s",
+    "stream_tile_positions",
+    "cache_bytes",
+    "cache_io_share",
+    "shared_link_bytes_per_s",
+)
+
+
 def random_truth(rng: np.random.Generator) -> EdgeTpuSpec:
-    def s() -> float:
-        return float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
-
-    return USB.with_(
-        name="truth",
-        t_invoke_s=USB.t_invoke_s * s(),
-        efficiency={"conv": min(1.0, USB.efficiency["conv"] * s()), "depthwise": USB.efficiency["depthwise"] * s()},
-        elementwise_s_per_byte=USB.elementwise_s_per_byte * s(),
-        io_bytes_per_s=USB.io_bytes_per_s * s(),
-        stream_bytes_per_s=USB.stream_bytes_per_s * s(),
-        stream_tile_positions=int(USB.stream_tile_positions * s()),
-        cache_bytes=int(USB.cache_bytes * s()),
-        cache_io_share=USB.cache_io_share * s(),
-        shared_link_bytes_per_s=USB.shared_link_bytes_per_s * s(),
-    )
+    """The ``usb`` preset with each constant of :data:`PERTURBED` scaled by its own log-uniform factor in 0.5-2x
+    (drawn in that order; conv efficiency capped at 1, integer constants truncated), called ``truth``."""
+    factors = {key: float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) for key in PERTURBED}
+    return scaled_spec(USB, lambda key: factors.get(key, 1.0), name="truth")
 
 
-def period_ms(graph, stages, k, spec) -> float:
-    return map_period_s(cost_arrays(graph, spec), stages, k)[0] * 1e3
+def calibration_row(trial: int, fitted: EdgeTpuSpec, runs: int, truth: EdgeTpuSpec, held: list[OpGraph]) -> dict:
+    """How well the ``fitted`` spec predicts TRUTH's period of the plans ``dp`` makes with it, on ``held``, K = 1..8."""
+    errors = []
+    for g in held:
+        for k in range(1, 9):
+            plan = run_scheduler(g, k, fitted, "dp")
+            errors.append(abs(plan.period_ms / period_ms(g, plan.stages, k, truth) - 1))
+    return {
+        "trial": trial,
+        "device_runs": runs,
+        "cases": len(errors),
+        "max_error_pct": 100 * max(errors),
+        "mean_error_pct": 100 * float(np.mean(errors)),
+        "within_5pct": sum(e < 0.05 for e in errors),
+    }
+
+
+def loop_row(trial: int, m: TfliteModel, k: int, fitted: EdgeTpuSpec, truth: EdgeTpuSpec, jitter: float) -> dict:
+    """The loop from the ``fitted`` spec and from the preset, and libcoral's partitioner, on (``m``, ``k``): the
+    true period each reaches over that of ``dp``'s plan for TRUTH, and the device runs each spends."""
+    best = run_scheduler(m.graph, k, truth, "dp").period_ms
+    row: dict = {"trial": trial, "model": m.path.stem, "k": k, "best_for_truth_ms": best}
+    for label, start in (("calibrated", fitted), ("preset", USB)):
+        ref = refine_on_device(m, k, start, SimDevice(truth, jitter=jitter, seed=k), 3, scheduler="dp")
+        first = run_scheduler(m.graph, k, start, "dp")
+        row[f"{label}_first"] = period_ms(m.graph, first.stages, k, truth) / best
+        row[f"{label}_refined"] = period_ms(m.graph, ref.plan.stages, k, truth) / best
+        row[f"{label}_runs"] = ref.device_runs
+    prof = run_scheduler(m.graph, k, truth, "profiling")
+    row["profiling"] = prof.period_ms / best
+    row["profiling_runs"] = prof.stats.get("device_runs", 0)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the trials, write the two CSVs and the markdown report, print the report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--ks", default="2,4,8")
@@ -84,43 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     held += [generate(f, n, s) for f, n, s in (("residual", 200, 1), ("inception", 300, 2), ("nas_cell", 400, 3))]
     loop_paths = [zoo / f"{m}_int8.tflite" for m in LOOP_MODELS if (zoo / f"{m}_int8.tflite").is_file()]
     loop_models = [load_model(p) for p in [*loop_paths, EMBEDDED, BRANCHY]]
-    dp, prof = get_scheduler("dp"), get_scheduler("profiling")
     cal_rows, loop_rows = [], []
     t_start = time.time()
     for trial in range(args.trials):
         truth = random_truth(np.random.default_rng(1000 + trial))
-        device = SimDevice(truth, jitter=args.jitter, seed=trial)
-        cal = calibrate(device, USB, name=f"fitted{trial}")
-        errors = []
-        for g in held:
-            for k in range(1, 9):
-                stages = dp(g, k, cal.spec).stages
-                errors.append(abs(period_ms(g, stages, k, cal.spec) / period_ms(g, stages, k, truth) - 1))
-        cal_rows.append(
-            {
-                "trial": trial,
-                "device_runs": cal.measurements,
-                "cases": len(errors),
-                "max_error_pct": 100 * max(errors),
-                "mean_error_pct": 100 * float(np.mean(errors)),
-                "within_5pct": sum(e < 0.05 for e in errors),
-            }
+        cal = calibrate(SimDevice(truth, jitter=args.jitter, seed=trial), USB, name=f"fitted{trial}")
+        cal_rows.append(calibration_row(trial, cal.spec, cal.measurements, truth, held))
+        print(
+            f"trial {trial}: calibrate {cal.measurements} runs, held-out max error {cal_rows[-1]['max_error_pct']:.2f}%",
+            flush=True,
         )
-        print(f"trial {trial}: calibrate {cal.measurements} runs, held-out max error {100 * max(errors):.2f}%", flush=True)
         for m in loop_models:
-            for k in ks:
-                if k > m.graph.num_ops:
-                    continue
-                best = period_ms(m.graph, dp(m.graph, k, truth).stages, k, truth)
-                row = {"trial": trial, "model": m.path.stem, "k": k, "best_for_truth_ms": best}
-                for label, start in (("calibrated", cal.spec), ("preset", USB)):
-                    ref = refine_on_device(m, k, start, SimDevice(truth, jitter=args.jitter, seed=k), 3, scheduler="dp")
-                    row[f"{label}_first"] = period_ms(m.graph, dp(m.graph, k, start).stages, k, truth) / best
-                    row[f"{label}_refined"] = period_ms(m.graph, ref.plan.stages, k, truth) / best
-                    row[f"{label}_runs"] = ref.device_runs
-                p = prof(m.graph, k, truth)
-                row["profiling"] = period_ms(m.graph, p.stages, k, truth) / best
-                row["profiling_runs"] = p.stats.get("device_runs", 0)
+            for k in (k for k in ks if k <= m.graph.num_ops):
+                row = loop_row(trial, m, k, cal.spec, truth, args.jitter)
                 loop_rows.append(row)
                 print("  " + " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
     out = Path(args.out)
