@@ -99,7 +99,7 @@ def host_op_seconds(spec: EdgeTpuSpec, macs: X, handoff_bytes: X) -> X:
 
 def usable_cache_bytes(spec: EdgeTpuSpec, link_bytes: X) -> X:
     """The cache left for parameters where a stage moves ``link_bytes`` over its host link."""
-    return np.maximum(spec.cache_bytes - spec.cache_io_share * link_bytes, 0.0)  # type: ignore[return-value]
+    return np.maximum(spec.cache_bytes - spec.cache_io_share * link_bytes, 0.0)
 
 
 def stream_tile_count(spec: EdgeTpuSpec, positions: int) -> int:
