@@ -146,6 +146,94 @@ def _cache_file(cache: Path, graph: OpGraph, k: int, spec: EdgeTpuSpec, time_lim
     return cache / f"{teacher}_{key.hexdigest()[:32]}.json"
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A task still to solve: its index in the task list and its cache file (None: no cache)."""
+
+    index: int
+    cache_file: Path | None
+
+
+def _from_cache(
+    graphs: Sequence[OpGraph],
+    tasks: Sequence[tuple[int, int]],
+    spec: EdgeTpuSpec,
+    time_limit: float,
+    teacher: str,
+    cache_dir: Path | None,
+) -> tuple[list[dict | None], list[_Pending]]:
+    """Each task's cached result (None where none is cached or the graph has no plan), and the tasks to solve."""
+    results: list[dict | None] = [None] * len(tasks)
+    todo = []
+    for j, (i, k) in enumerate(tasks):
+        f = _cache_file(cache_dir, graphs[i], k, spec, time_limit, teacher) if cache_dir is not None else None
+        if f is not None and f.is_file():
+            try:
+                cached = json.loads(f.read_text())
+                results[j] = None if cached.get("none") else cached
+                continue
+            except (OSError, ValueError):
+                log.warning("unreadable label cache %s: solving again", f)
+        todo.append(_Pending(j, f))
+    return results, todo
+
+
+def _write_cache(cache_file: Path, result: dict | None) -> None:
+    """Store one result (``{"none": true}`` for no plan) through a temporary file, atomically."""
+    tmp = cache_file.with_name(cache_file.name + ".tmp")
+    tmp.write_text(json.dumps(result if result is not None else {"none": True}))
+    os.replace(tmp, cache_file)
+
+
+def _solve_pending(
+    jobs: list[tuple[OpGraph, int, EdgeTpuSpec, float, str]],
+    todo: list[_Pending],
+    workers: int,
+    progress: bool,
+    desc: str,
+) -> dict[int, dict | None]:
+    """Every job's result by task index, in ``workers`` spawned processes when > 1; each cached as it arrives."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
+    outs: Iterator[dict | None]
+    if workers <= 1:
+        outs = map(_solve, jobs)
+        pool = None
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        outs = pool.map(_solve, jobs, chunksize=1)
+    solved: dict[int, dict | None] = {}
+    try:
+        for pending, res in zip(todo, outs):
+            solved[pending.index] = res
+            if pending.cache_file is not None:
+                _write_cache(pending.cache_file, res)
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return solved
+
+
+def _labels(graphs: Sequence[OpGraph], tasks: Sequence[tuple[int, int]], results: list[dict | None]) -> list[Label]:
+    """The :class:`Label` of every task with a result, in task order."""
+    return [
+        Label(
+            graphs[i],
+            k,
+            tuple(res["stages"]),
+            float(res["bottleneck_ms"]),
+            float(res["latency_ms"]),
+            bool(res["optimal"]),
+            float(res["seconds"]),
+        )
+        for (i, k), res in zip(tasks, results)
+        if res is not None
+    ]
+
+
 def label_instances(
     graphs: Sequence[OpGraph],
     tasks: Sequence[tuple[int, int]],
@@ -164,18 +252,7 @@ def label_instances(
     cache_dir = Path(cache) if cache is not None else None
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-    results: list[dict | None] = [None] * len(tasks)
-    todo = []
-    for j, (i, k) in enumerate(tasks):
-        f = _cache_file(cache_dir, graphs[i], k, spec, time_limit, teacher) if cache_dir is not None else None
-        if f is not None and f.is_file():
-            try:
-                cached = json.loads(f.read_text())
-                results[j] = None if cached.get("none") else cached
-                continue
-            except (OSError, ValueError):
-                log.warning("unreadable label cache %s: solving again", f)
-        todo.append((j, f))
+    results, todo = _from_cache(graphs, tasks, spec, time_limit, teacher, cache_dir)
     log.info(
         "%s: %d of %d cached, %d to solve with %s (%g s limit, %d workers)",
         desc,
@@ -187,41 +264,7 @@ def label_instances(
         workers,
     )
     if todo:
-        from tqdm import tqdm
-
-        jobs = [(graphs[tasks[j][0]], tasks[j][1], spec, time_limit, teacher) for j, _ in todo]
-        bar = tqdm(total=len(jobs), desc=desc, disable=not progress, leave=False)
-        outs: Iterator[dict | None]
-        if workers <= 1:
-            outs = map(_solve, jobs)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            outs = pool.map(_solve, jobs, chunksize=1)
-        try:
-            for (j, f), res in zip(todo, outs):
-                results[j] = res
-                if f is not None:
-                    tmp = f.with_name(f.name + ".tmp")
-                    tmp.write_text(json.dumps(res if res is not None else {"none": True}))
-                    os.replace(tmp, f)
-                bar.update(1)
-        finally:
-            bar.close()
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-    labels = []
-    for (i, k), res in zip(tasks, results):
-        if res is not None:
-            labels.append(
-                Label(
-                    graphs[i],
-                    k,
-                    tuple(res["stages"]),
-                    float(res["bottleneck_ms"]),
-                    float(res["latency_ms"]),
-                    bool(res["optimal"]),
-                    float(res["seconds"]),
-                )
-            )
-    return labels
+        jobs = [(graphs[tasks[p.index][0]], tasks[p.index][1], spec, time_limit, teacher) for p in todo]
+        for index, res in _solve_pending(jobs, todo, workers, progress, desc).items():
+            results[index] = res
+    return _labels(graphs, tasks, results)
