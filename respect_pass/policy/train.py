@@ -284,20 +284,50 @@ def _data(cfg: TrainConfig) -> tuple[list[Prepared], list[Prepared], dict[str, A
     return [prepare(lb) for lb in train], [prepare(lb) for lb in val], {"label_s": t1 - t0, "label_optimal_share": optimal}
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run a whole training; return the written checkpoint's ``.npz`` path."""
-    if cfg.loss not in ("canonical", "stage_set"):
-        raise ValueError(f"unknown loss {cfg.loss!r}")
-    t_start = time.perf_counter()
+class _Validation:
+    """The validation history of a run and the best epoch so far: its gap, weights and name."""
+
+    def __init__(self, model: PolicyNet, val_items: list[Prepared], fine_tuning: bool) -> None:
+        self.model = model
+        self.val_items = val_items
+        start = evaluate(model, val_items)
+        self.history: list[dict[str, Any]] = [{"phase": "init", "epoch": 0, **start}]
+        log.info("%s: validation gap %.2f%%", "initial" if fine_tuning else "untrained", 100 * start["gap"])
+        self.best_gap = math.inf
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_epoch = "init"
+
+    def after_epoch(self, phase: str, epoch: int, loss: float, seconds: float) -> None:
+        """Validate the model, log the epoch, and keep its weights if its gap is the best so far."""
+        v = evaluate(self.model, self.val_items)
+        self.history.append({"phase": phase, "epoch": epoch, "loss": loss, "seconds": seconds, **v})
+        log.info(
+            "%s epoch %d: loss %.4f, validation gap %.2f%% (worst %.1f%%), %.1f s",
+            phase,
+            epoch,
+            loss,
+            100 * v["gap"],
+            100 * v["worst"],
+            seconds,
+        )
+        if v["gap"] < self.best_gap:
+            self.best_gap, self.best_state, self.best_epoch = (
+                v["gap"],
+                copy.deepcopy(self.model.state_dict()),
+                f"{phase}{epoch}",
+            )
+
+
+def _seed(cfg: TrainConfig) -> None:
+    """Seed Python, numpy and torch, and set torch's threads."""
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(1, cfg.threads))
-    init = load_checkpoint(cfg.init) if cfg.init else None  # before any output or label: a bad path fails at once
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "args.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
+
+def _labelled(cfg: TrainConfig) -> tuple[list[Prepared], list[Prepared], dict[str, Any]]:
+    """Training and validation instances, and the metrics so far (label time, baselines' gaps)."""
     train_items, val_items, metrics = _data(cfg)
     if not train_items or not val_items:
         raise ValueError("no labelled instances: raise --graphs / --val-graphs")
@@ -307,82 +337,107 @@ def train(cfg: TrainConfig) -> Path:
         100 * metrics["dp_gap"],
         100 * metrics["multiorder_gap"],
     )
+    return train_items, val_items, metrics
 
-    if init is not None:  # fine-tune: the checkpoint's weights and shape (its hidden width and depth win)
-        model, init_doc = init
-        model.train()
-        metrics["init"] = {"path": str(cfg.init), "train_args": init_doc.get("train_args", {})}
-        log.info("fine-tuning %s", cfg.init)
-    else:
-        model = PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
-    rng, nrng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
-    history: list[dict[str, Any]] = []
-    v0 = evaluate(model, val_items)
-    history.append({"phase": "init", "epoch": 0, **v0})
-    log.info("%s: validation gap %.2f%%", "initial" if init is not None else "untrained", 100 * v0["gap"])
-    best = (math.inf, copy.deepcopy(model.state_dict()), "init")
 
-    def keep(phase: str, epoch: int, loss: float, t: float) -> None:
-        nonlocal best
-        v = evaluate(model, val_items)
-        history.append({"phase": phase, "epoch": epoch, "loss": loss, "seconds": t, **v})
-        log.info(
-            "%s epoch %d: loss %.4f, validation gap %.2f%% (worst %.1f%%), %.1f s",
-            phase,
-            epoch,
-            loss,
-            100 * v["gap"],
-            100 * v["worst"],
-            t,
-        )
-        if v["gap"] < best[0]:
-            best = (v["gap"], copy.deepcopy(model.state_dict()), f"{phase}{epoch}")
+def _starting_model(cfg: TrainConfig, init: tuple[PolicyNet, dict[str, Any]] | None, metrics: dict[str, Any]) -> PolicyNet:
+    """A fresh network, or the ``init`` checkpoint's (its hidden width and depth win; noted in ``metrics``)."""
+    if init is None:
+        return PolicyNet(ModelConfig(hidden=cfg.hidden, layers=cfg.layers))
+    model, init_doc = init
+    model.train()
+    metrics["init"] = {"path": str(cfg.init), "train_args": init_doc.get("train_args", {})}
+    log.info("fine-tuning %s", cfg.init)
+    return model
 
-    t_il = time.perf_counter()
+
+def _imitation_phase(
+    model: PolicyNet, items: list[Prepared], cfg: TrainConfig, rng: random.Random, validation: _Validation
+) -> None:
+    """``cfg.epochs`` imitation epochs (Adam, cosine learning rate), each validated."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
     for epoch in range(1, cfg.epochs + 1):
         t = time.perf_counter()
-        loss = _imitation_epoch(model, opt, train_items, cfg, rng, f"imitation {epoch}/{cfg.epochs}")
+        loss = _imitation_epoch(model, opt, items, cfg, rng, f"imitation {epoch}/{cfg.epochs}")
         sched.step()
-        keep("imitation", epoch, loss, time.perf_counter() - t)
-    t_rl = time.perf_counter()
-    if cfg.rl_epochs:
-        model.load_state_dict(best[1])
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.rl_lr)
-        for epoch in range(1, cfg.rl_epochs + 1):
-            t = time.perf_counter()
-            loss = _rl_epoch(model, opt, train_items, cfg, rng, nrng, f"reinforce {epoch}/{cfg.rl_epochs}")
-            keep("reinforce", epoch, loss, time.perf_counter() - t)
-    t_end = time.perf_counter()
-    model.load_state_dict(best[1])
-    model.eval()
+        validation.after_epoch("imitation", epoch, loss, time.perf_counter() - t)
 
+
+def _reinforce_phase(
+    model: PolicyNet,
+    items: list[Prepared],
+    cfg: TrainConfig,
+    rng: random.Random,
+    nrng: np.random.Generator,
+    validation: _Validation,
+) -> None:
+    """``cfg.rl_epochs`` REINFORCE epochs from the best weights so far, each validated (none: nothing)."""
+    if not cfg.rl_epochs:
+        return
+    model.load_state_dict(validation.best_state)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.rl_lr)
+    for epoch in range(1, cfg.rl_epochs + 1):
+        t = time.perf_counter()
+        loss = _rl_epoch(model, opt, items, cfg, rng, nrng, f"reinforce {epoch}/{cfg.rl_epochs}")
+        validation.after_epoch("reinforce", epoch, loss, time.perf_counter() - t)
+
+
+def _sampling_metrics(model: PolicyNet, val_items: list[Prepared], seed: int) -> dict[str, float]:
+    """The sampling temperature with the least best-of-8 validation gap (ties: the lower), and that gap and worst."""
     temps = {}
     for temp in (1.0, 2.0, 4.0, 8.0):
-        temps[temp] = evaluate(model, val_items, samples=8, temperature=temp, seed=cfg.seed)
+        temps[temp] = evaluate(model, val_items, samples=8, temperature=temp, seed=seed)
     temperature = min(temps, key=lambda k: (temps[k]["gap"], k))
+    return {
+        "sample_temperature": temperature,
+        "val_gap_best_of_8": temps[temperature]["gap"],
+        "val_worst_best_of_8": temps[temperature]["worst"],
+    }
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run a whole training; return the written checkpoint's ``.npz`` path."""
+    if cfg.loss not in ("canonical", "stage_set"):
+        raise ValueError(f"unknown loss {cfg.loss!r}")
+    t_start = time.perf_counter()
+    _seed(cfg)
+    init = load_checkpoint(cfg.init) if cfg.init else None  # before any output or label: a bad path fails at once
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    train_items, val_items, metrics = _labelled(cfg)
+    model = _starting_model(cfg, init, metrics)
+    rng, nrng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
+    validation = _Validation(model, val_items, fine_tuning=init is not None)
+    t_il = time.perf_counter()
+    _imitation_phase(model, train_items, cfg, rng, validation)
+    t_rl = time.perf_counter()
+    _reinforce_phase(model, train_items, cfg, rng, nrng, validation)
+    t_end = time.perf_counter()
+    model.load_state_dict(validation.best_state)
+    model.eval()
+    sampling = _sampling_metrics(model, val_items, cfg.seed)
     metrics.update(
         {
-            "best_epoch": best[2],
-            "val_gap_greedy": best[0],
-            "sample_temperature": temperature,
-            "val_gap_best_of_8": temps[temperature]["gap"],
-            "val_worst_best_of_8": temps[temperature]["worst"],
+            "best_epoch": validation.best_epoch,
+            "val_gap_greedy": validation.best_gap,
+            **sampling,
             "imitation_s": t_rl - t_il,
             "reinforce_s": t_end - t_rl,
             "total_s": time.perf_counter() - t_start,
             "train_instances": len(train_items),
             "val_instances": len(val_items),
-            "history": history,
+            "history": validation.history,
         }
     )
     log.info(
         "best %s: validation gap %.2f%% greedy, %.2f%% best of 8 (temperature %g); total %.1f s",
-        best[2],
-        100 * best[0],
+        validation.best_epoch,
+        100 * validation.best_gap,
         100 * metrics["val_gap_best_of_8"],
-        temperature,
+        sampling["sample_temperature"],
         metrics["total_s"],
     )
     npz, _ = save_checkpoint(model, out / "respect_policy", train_args=asdict(cfg), metrics=metrics)
