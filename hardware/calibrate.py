@@ -36,6 +36,7 @@ from tflite_io.reader import parse_model
 from tflite_io.synth import Add, Conv2D, Dense, DepthwiseConv2D, Layer, synth_model
 from tflite_io.writer import build_segments
 
+from . import terms
 from .cost import device_param_bytes, shared_link_ms, stage_costs
 from .fit import Sample, fit_tile, predict_ms
 from .placement import placed
@@ -58,7 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The largest cache a device may have (2x the preset); single layers above it always stream.
-MAX_CACHE = 2 * USB.cache_bytes
+MAX_CACHE = 2 * terms.cache_bytes(USB)
 TILE_SIDES = (8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64, 75)
 LINK_STAGES = 8
 
@@ -286,7 +287,7 @@ def _fit_shared_link(device: Device, spec: EdgeTpuSpec, seed: int) -> tuple[floa
             f"not shared: {LINK_STAGES} copy stages ran at the slowest stage's pace "
             f"({timing.period_ms:.3f} vs {slowest:.3f} ms)"
         )
-    rate = link_bytes / (timing.period_ms / 1e3)
+    rate = terms.shared_link_rate(link_bytes, timing.period_ms / 1e3)
     return rate, (
         f"shared: {LINK_STAGES} copy stages moving {link_bytes / 1e6:.2f} MB per request ran at "
         f"{timing.period_ms:.3f} ms, above the slowest stage's {slowest:.3f} ms: {rate / 1e6:.0f} MB/s"
