@@ -2,7 +2,7 @@
 
 Stage chart (:func:`stage_figure`), "why is each pipeline stage as slow as it is?": left, per-stage
 time as stacked bars (compute, per-invoke/per-op overhead, streamed parameters, input/output
-transfers) with the bottleneck marked; right, per-stage parameter bytes split into cached (on-chip)
+transfers, ops on the host CPU) with the bottleneck marked; right, per-stage parameter bytes split into cached (on-chip)
 and streamed (off-chip). Every bar is labelled with its ms or MiB, and the parameter axis is scaled
 to the data (logarithmic when the stages differ by more than :data:`LOG_RATIO`), so small stages stay
 visible; the Edge TPU's parameter cache is drawn as a line when it is within 2x of the largest stage
@@ -38,6 +38,7 @@ _PARTS = (
     ("overhead_ms", "invoke/op overhead", "#8c8c8c"),
     ("stream_ms", "streamed parameters", "#dd8452"),
     ("io_ms", "input/output transfer", "#55a868"),
+    ("host_ms", "CPU ops (host)", "#c44e52"),
 )
 _MIB = 2**20
 #: The parameter axis turns logarithmic when the largest stage holds more than this many times the smallest.
@@ -99,7 +100,7 @@ def stage_figure(stages: Sequence[Mapping[str, Any]], title: str, cache_bytes: i
     bottom = [0.0] * n
     if all("compute_ms" in s for s in stages):
         for key, label, color in _PARTS:
-            values = [float(s[key]) for s in stages]
+            values = [float(s.get(key, 0.0)) for s in stages]
             ax_t.bar(x, values, bottom=bottom, label=label, color=color)
             bottom = [b + v for b, v in zip(bottom, values)]
     else:

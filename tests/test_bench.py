@@ -17,6 +17,8 @@ from tools import bench as bench_tool
 from tools.bench_device_loop import random_truth
 from tools.common import period_ms, run_scheduler
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -20,7 +20,7 @@ import torch
 from crafting import EMBEDDED
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import BRANCHY, placed_dags, random_dags
+from strategies import BRANCHY, examples, placed_dags, random_dags
 
 from hardware import USB
 from hardware.kernel import map_period_s
@@ -83,7 +83,7 @@ def check_same_greedy(a: np.ndarray, b: np.ndarray, ga) -> None:
         assert greedy_within(oa, b, ga, 1e-4) and greedy_within(ob, a, ga, 1e-4)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.one_of(random_dags(max_ops=30), placed_dags(max_ops=30)), st.integers(1, 8))
 def test_numpy_forward_equals_torch_on_random_graphs(shipped, other_config, graph, k):
     ga = graph_arrays(graph, USB)

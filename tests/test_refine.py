@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from strategies import placed_dags, random_dags
+from strategies import examples, placed_dags, random_dags
 
 import respect_pass.schedulers.refine as refine_mod
 from hardware import USB
@@ -39,7 +39,7 @@ def _random_map(graph, k, rng):
     return None if stages is None else (graph_arrays(graph, USB), np.asarray(stages))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(dags, st.integers(2, 5), st.randoms(use_true_random=False))
 def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng):
     drawn = _random_map(graph, k, rng)
@@ -80,7 +80,7 @@ def test_every_block_move_keeps_the_map_monotone_and_pins_in_place(graph, k, rng
         assert plan == tuple(stages)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(dags, st.integers(2, 4), st.randoms(use_true_random=False))
 def test_an_exchange_trades_one_move_out_of_the_slowest_stage_for_one_move_in(graph, k, rng):
     drawn = _random_map(graph, k, rng)
@@ -110,7 +110,7 @@ def test_an_exchange_trades_one_move_out_of_the_slowest_stage_for_one_move_in(gr
     assert (st_arr[changed] == worst).any() and (st_arr[changed] == nb[0]).any()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(dags, st.integers(2, 5), st.integers(0, 2**16), st.sampled_from([None, 0, 4, 1000]))
 def test_refine_with_block_moves_never_returns_a_worse_plan(graph, k, seed, blocks):
     stages = random_stage_map(graph, k, random.Random(seed))
