@@ -13,10 +13,11 @@ pairs, the ops pinned to the last stage and the op sets of which stage 0 must ho
   of many maps in one pass);
 * :func:`lower_bound_s`: a bound no K-stage plan's bottleneck can beat.
 
-Streaming is summed in tile-bytes (whole numbers, exact in float64) and divided by the stream bandwidth
-once per stage, as the reference does. Each equals :func:`hardware.cost.stage_cost`, the reference, on every
-split and map (tests), and every scheduler, the policy's split, refinement and features, and the lower bound
-call these: the formula's terms are written here, in :mod:`hardware.ranges` and in :mod:`hardware.cost` only.
+Streaming is summed in tile-bytes (whole numbers, exact in float64) and turned into seconds once per stage,
+as the reference does. Each equals :func:`hardware.cost.stage_cost`, the reference, on every split and map
+(tests), and every scheduler, the policy's split, refinement and features, and the lower bound call these.
+This module and :mod:`hardware.ranges` only aggregate (which ops, bytes and layers each stage or range
+holds); every term's formula is :mod:`hardware.terms`'.
 """
 
 from __future__ import annotations
