@@ -252,7 +252,7 @@ def descendants(graph: OpGraph, roots: set[int] | frozenset[int]) -> set[int]:
     return out
 
 
-def runnable_interface(graph: OpGraph, ops: list[int], keep_outputs: frozenset[int] | None = None) -> SegmentInterface:
+def runnable_interface(graph: OpGraph, ops: list[int]) -> SegmentInterface:
     """The interface of a sub-model made of ``ops``: it reads what they read from outside and writes
     every tensor they produce that is a model output or is read by an op outside the set."""
     inside = set(ops)
