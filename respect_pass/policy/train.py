@@ -32,7 +32,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -442,8 +442,3 @@ def train(cfg: TrainConfig) -> Path:
     )
     npz, _ = save_checkpoint(model, out / "respect_policy", train_args=asdict(cfg), metrics=metrics)
     return npz
-
-
-def config_fields() -> tuple[str, ...]:
-    """Names of the :class:`TrainConfig` fields."""
-    return tuple(f.name for f in fields(TrainConfig))
