@@ -19,10 +19,11 @@ Free constants, each physical, none per model:
 
 * ``cache_bytes``, ``cache_io_share``: fitted to the compiler's memory columns only (every sweep segment; a
   grid, scored by the segments whose on- and off-chip MiB are both within 1 %);
-* ``efficiency`` {conv, depthwise}, ``elementwise_s_per_byte``, ``t_invoke_s``, ``io_bytes_per_s``,
-  ``stream_bytes_per_s`` (least squares on w * log(predicted / measured), w = 1 for the ImageNet figures and
-  0.5 for the many sweep rows) and ``stream_tile_positions`` (an integer whose effect is a step function: the
-  fit is profiled over every distinct tile count pattern and the best one kept).
+* the six linear constants of :mod:`hardware.fit` (``hardware.fit.FITTED``: ``t_invoke_s``, ``efficiency``
+  {conv, depthwise}, ``elementwise_s_per_byte``, ``io_bytes_per_s``, ``stream_bytes_per_s``; least squares on
+  w * log(predicted / measured) over log ``theta``, w = 1 for the ImageNet figures and 0.5 for the many sweep
+  rows) and ``stream_tile_positions`` (an integer whose effect is a step function: the fit is profiled over
+  every range of ``hardware.fit.tile_ranges`` in ``hardware.fit.TILE_RANGE`` and the best one kept).
 
 Fixed, not fitted: ``peak_macs_per_s`` (4 TOPS), ``t_op_s`` (0), the host-CPU constants (a documented
 assumption; they touch only the float QUANTIZE / DEQUANTIZE host ops of the sweeps) and
@@ -32,10 +33,13 @@ smallest 50 MB/s step that the rows' own aggregate traffic does not refute).
 
 "Within X %" means |predicted / measured - 1| <= X / 100.
 
-Every prediction goes through the reference (``hardware.stage_costs`` + ``pipeline_period_ms`` on the real
-OpGraphs: hand-built sweep models, placed; the zoo's ``.tflite`` files). A pipelined figure is the wall time
-of 100 requests / 100, so it is compared with ``period + latency / 100``. The fit uses linear per-stage
-features of the same formula (checked equal to the reference on every figure).
+Every reported prediction goes through the reference (``hardware.stage_costs`` + ``pipeline_period_ms`` on
+the real OpGraphs: hand-built sweep models, placed; the zoo's ``.tflite`` files). A pipelined figure is the
+wall time of 100 requests / 100, so it is compared with ``period + latency / 100``. The fit predicts with
+hardware.fit's linear features (``hardware.fit.StageTable``: ``stage_features @ theta`` per stage), checked
+equal to the reference on every figure. No constant is read off the spec here: the fitted ones go through
+``hardware.fit.theta`` / ``with_theta``, the table of constants through ``hardware.fit.constants``, the
+terms (cache, links, tiles) through ``hardware.terms``.
 
     python -m tools.calibrate --no-fit            # evaluate the current USB preset (seconds; writes nothing
                                                   # unless --out DIR is given)
@@ -50,7 +54,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import itertools
 import math
 import os
 import platform
@@ -64,15 +67,9 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from hardware import USB, EdgeTpuSpec
-from hardware.cost import (
-    device_param_bytes,
-    latency_ms,
-    link_bytes,
-    pipeline_period_ms,
-    stage_costs,
-)
-from hardware.fit import segment_terms
+from hardware import USB, EdgeTpuSpec, terms
+from hardware import fit as hw_fit
+from hardware.cost import device_param_bytes, latency_ms, link_bytes, pipeline_period_ms, stage_costs
 from hardware.placement import placed
 from tflite_io import OpGraph, read, segment_interfaces
 from tools import calibration_data as cd
@@ -82,17 +79,10 @@ ROOT = TOOLS.parent
 
 MiB = cd.MiB
 SWEEP_WEIGHT = 0.5
-#: Free time constants, fitted in log space: (label, getter, setter)
-TIME_PARAMS = (
-    "efficiency conv",
-    "efficiency depthwise",
-    "elementwise_s_per_byte",
-    "t_invoke_s",
-    "io_bytes_per_s",
-    "stream_bytes_per_s",
-)
-_LOG_BOUNDS = (np.log([1e-3, 1e-4, 1e-14, 1e-6, 1e6, 1e6]), np.log([1.0, 1.0, 1e-7, 1e-2, 1e10, 1e10]))
-TILE_RANGE = (128, 16384)  # stream_tile_positions searched (output positions of one spatial tile)
+#: Bounds of the fit in log theta (hardware.fit.theta[:6]: t_invoke_s, 1/eff conv, 1/eff depthwise,
+#: elementwise_s_per_byte, 1/io_bytes_per_s, 1/stream_bytes_per_s): efficiencies 1e-3..1 (conv), 1e-4..1
+#: (depthwise), 1e-14..1e-7 s/B, 1 us..10 ms per invoke, 1 MB/s..10 GB/s for both links.
+THETA_BOUNDS = (np.log([1e-6, 1.0, 1.0, 1e-14, 1e-10, 1e-10]), np.log([1e-2, 1e3, 1e4, 1e-7, 1e-6, 1e-6]))
 SHARED_LINKS = (0.0, 2e8, 3e8, 4e8, 4.5e8, 5e8)
 LINK_STEP = 5e7  # a shared link in the fitted spec: the implied aggregate rate rounded up to this
 
@@ -125,8 +115,9 @@ class Figure:
         return SWEEP_WEIGHT if self.row is not None else 1.0
 
 
-def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
-    """Every reference figure with its graph and stage map; notes on the ones that could not be predicted."""
+def sweep_figures(ref: Path) -> tuple[list[Figure], list[tuple[str, float, bool]]]:
+    """Every sweep row as a figure, and the rows whose '# MACs' column differs from the graph's conv / FC MACs
+    (file, relative difference, whether it is exactly one more input channel per conv)."""
     figs: list[Figure] = []
     graphs: dict[tuple[str, int], OpGraph] = {}
     bad_macs = []
@@ -137,11 +128,13 @@ def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
             extra_channel = r.kind == "conv5" and r.macs - macs == 5 * 64 * 64 * 9 * r.n
             bad_macs.append((cd.SWEEP_FILES[(r.kind, r.segments)], r.macs / macs - 1, extra_channel))
         src = f"Villarrubia et al., {cd.SWEEP_FILES[(r.kind, r.segments)]}"
-        figs.append(
-            Figure(
-                r.group, r.name, r.segments, cd.is_fitted_sweep(r), r.ms, g, cd.stage_map(g, r.kind, r.segments), src, row=r
-            )
-        )
+        stages = cd.stage_map(g, r.kind, r.segments)
+        figs.append(Figure(r.group, r.name, r.segments, cd.is_fitted_sweep(r), r.ms, g, stages, src, row=r))
+    return figs, bad_macs
+
+
+def macs_notes(bad_macs: Sequence[tuple[str, float, bool]]) -> list[str]:
+    """One note per sweep file on its '# MACs' column."""
     notes = []
     for fname in sorted({m[0] for m in bad_macs}):
         d = [m[1] for m in bad_macs if m[0] == fname]
@@ -158,6 +151,12 @@ def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
         )
     same = [f for f in cd.SWEEP_FILES.values() if f not in {m[0] for m in bad_macs}]
     notes.append(f"'# MACs' column equals the graph's conv/FC MACs on every row of {', '.join(same)}")
+    return notes
+
+
+def zoo_figures(zoo_dir: Path) -> tuple[list[Figure], list[str]]:
+    """The ImageNet figures whose zoo file exists, and a note for each one missing."""
+    figs, notes = [], []
     zoo_graphs: dict[str, OpGraph] = {}
     for z in cd.ZOO_FIGURES:
         path = zoo_dir / z.zoo_file
@@ -170,12 +169,19 @@ def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
         g = zoo_graphs.get(z.zoo_file) or zoo_graphs.setdefault(z.zoo_file, placed(read(path)))
         group = "ImageNet, Coral" if z.source.startswith("coral.ai") else "ImageNet, x86 csv"
         figs.append(Figure(group, z.label, 1, z.fitted, z.ms, g, (0,) * g.num_ops, z.source, zoo=z))
-    notes += [f"not predicted: {s}" for s in cd.NOT_PREDICTED]
     return figs, notes
 
 
+def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
+    """Every reference figure with its graph and stage map; notes on the ones that could not be predicted."""
+    sweeps, bad_macs = sweep_figures(ref)
+    zoo, zoo_notes = zoo_figures(zoo_dir)
+    notes = macs_notes(bad_macs) + zoo_notes + [f"not predicted: {s}" for s in cd.NOT_PREDICTED]
+    return sweeps + zoo, notes
+
+
 def build_missing(zoo_dir: Path) -> None:
-    import build_zoo
+    from tools import build_zoo
 
     for z in cd.ZOO_FIGURES:
         if not (zoo_dir / z.zoo_file).is_file():
@@ -185,6 +191,26 @@ def build_missing(zoo_dir: Path) -> None:
             assert entry.filename == z.zoo_file, (entry.filename, z.zoo_file)
             print(f"building {z.zoo_file} ...", file=sys.stderr, flush=True)
             build_zoo.build(entry, zoo_dir)
+
+
+def check_tf(notes: list[str]) -> bool:
+    """--check-tf: the two sweep models built through TF's converter equal the hand-built OpGraphs (a note)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, n in (("conv5", 70), ("fc4", 100)):
+            tf_g = cd.tf_graph(kind, n, Path(tmp))
+            same = cd.graph_signature(tf_g) == cd.graph_signature(cd.sweep_graph(kind, n))
+            notes.insert(
+                0,
+                f"--check-tf: {kind} n={n} built through TF's converter "
+                f"{'equals' if same else 'DIFFERS FROM'} the hand-built OpGraph (ops, shapes, bytes, "
+                f"MACs, buffers, placement)",
+            )
+            if not same:
+                print(f"calibrate: {notes[0]}", file=sys.stderr)
+                return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,125 +231,48 @@ def predict_reference(figs: Sequence[Figure], spec: EdgeTpuSpec) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Linear features of the same formula, for a fast fit (cache constants fixed)
+# Fast predictions: hardware.fit's linear features of every stage of every figure (cache constants fixed)
 
 
-@dataclass
-class Features:
-    """Per stage (rows) of every figure: [invokes, conv s at efficiency 1, depthwise s at efficiency 1,
-    element-wise output bytes, host-link bytes (In + Out + host hand-offs), fixed s (host compute, t_op)],
-    streamed bytes per distinct output-position count, In + Out; and each figure's stage range."""
+@dataclass(frozen=True)
+class Observed:
+    """Every figure's stages as a :class:`hardware.fit.StageTable`, with its segments, measured ms and weight."""
 
-    lin: np.ndarray
-    streamed: np.ndarray
-    positions: np.ndarray
-    link: np.ndarray
-    starts: np.ndarray
+    table: hw_fit.StageTable
     segments: np.ndarray
     measured: np.ndarray
     weights: np.ndarray
 
 
-#: hardware.fit.FEATURES columns in this fit's order: invokes, conv s, depthwise s, element-wise bytes, link bytes,
-#: fixed s (host compute, t_op); the streamed column is kept apart, by output-position count.
-_LINEAR_COLUMNS = [0, 1, 2, 3, 4, 6]
-
-
-def stage_features(graph: OpGraph, stages: Sequence[int], k: int, spec: EdgeTpuSpec) -> list[tuple]:
-    """Per stage: the linear terms in this fit's column order (:class:`Features`), streamed bytes by
-    output-position count, and In + Out (from :func:`hardware.fit.segment_terms`)."""
-    rows = []
-    for seg in segment_interfaces(graph, stages, k):
-        t = segment_terms(graph, seg, spec)
-        rows.append((t.linear[_LINEAR_COLUMNS], t.streamed, t.io_bytes))
-    return rows
-
-
-def build_features(figs: Sequence[Figure], spec: EdgeTpuSpec) -> Features:
-    per_fig = [stage_features(f.graph, f.stages, f.segments, spec) for f in figs]
-    positions = sorted({p for rows in per_fig for _, s, _ in rows for p in s})
-    col = {p: i for i, p in enumerate(positions)}
-    lin: list[np.ndarray] = []
-    streamed, link, starts = [], [], []
-    for rows in per_fig:
-        starts.append(len(lin))
-        for lin_s, s, io in rows:
-            lin.append(lin_s)
-            v = np.zeros(len(positions))
-            for p, b in s.items():
-                v[col[p]] = b
-            streamed.append(v)
-            link.append(io)
-    return Features(
-        np.array(lin),
-        np.array(streamed).reshape(len(lin), len(positions)),
-        np.array(positions, float),
-        np.array(link, float),
-        np.array(starts),
+def observe(figs: Sequence[Figure], spec: EdgeTpuSpec) -> Observed:
+    """:class:`Observed` of ``figs`` (cache and host constants from ``spec``)."""
+    return Observed(
+        hw_fit.stage_table(((f.graph, f.stages, f.segments) for f in figs), spec),
         np.array([f.segments for f in figs]),
         np.array([f.measured_ms for f in figs]),
         np.array([f.weight for f in figs]),
     )
 
 
-def params_of(spec: EdgeTpuSpec) -> np.ndarray:
-    return np.log(
-        [
-            spec.efficiency["conv"],
-            spec.efficiency["depthwise"],
-            spec.elementwise_s_per_byte,
-            spec.t_invoke_s,
-            spec.io_bytes_per_s,
-            spec.stream_bytes_per_s,
-        ]
-    )
+def fast_ms(obs: Observed, stage_s: np.ndarray, spec: EdgeTpuSpec) -> np.ndarray:
+    """Every figure's ms from its stage times (``spec``: the shared host link), as :func:`figure_ms`."""
+    latency = obs.table.latency_seconds(stage_s)
+    period = obs.table.period_seconds(stage_s, spec)
+    return np.where(obs.segments == 1, latency, period + latency / 100) * 1e3
 
 
-def spec_of(x: np.ndarray, tile: int, base: EdgeTpuSpec) -> EdgeTpuSpec:
-    e = np.exp(x)
-    return base.with_(
-        efficiency={"conv": float(e[0]), "depthwise": float(e[1])},
-        elementwise_s_per_byte=float(e[2]),
-        t_invoke_s=float(e[3]),
-        io_bytes_per_s=float(e[4]),
-        stream_bytes_per_s=float(e[5]),
-        stream_tile_positions=int(tile),
-    )
+def spec_ms(obs: Observed, spec: EdgeTpuSpec) -> np.ndarray:
+    """Every figure's ms under ``spec`` (whose cache and host constants built ``obs``)."""
+    return fast_ms(obs, obs.table.stage_seconds(spec), spec)
 
 
-def tiles_of(positions: np.ndarray, tile: float) -> np.ndarray:
-    return np.maximum(1.0, np.ceil(positions / tile))
-
-
-def fast_ms(fe: Features, x: np.ndarray, tiles: np.ndarray, shared: float) -> np.ndarray:
-    """Predicted ms of every figure (the reference formula on the features)."""
-    e = np.exp(x)
-    coef = np.array([e[3], 1 / e[0], 1 / e[1], e[2], 1 / e[4], 1.0])
-    t = fe.lin @ coef + fe.streamed @ tiles / e[5]
-    lat = np.add.reduceat(t, fe.starts)
-    period = np.maximum.reduceat(t, fe.starts)
-    if shared > 0:
-        period = np.maximum(period, np.add.reduceat(fe.link, fe.starts) / shared)
-    return np.where(fe.segments == 1, lat, period + lat / 100) * 1e3
-
-
-def tile_patterns(positions: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
-    """Integer tile ranges [a, b] over [lo, hi] within which ceil(p / tile) is constant for every p."""
-    cuts = {lo, hi + 1}
-    for p in positions.astype(int):
-        for m in range(1, p + 1):
-            c = -(-p // m)  # smallest tile giving m tiles
-            if c < lo:
-                break
-            if c <= hi:
-                cuts.add(c)
-    edges = sorted(cuts)
-    return [(a, b - 1) for a, b in itertools.pairwise(edges)]
+# ---------------------------------------------------------------------------------------------------------
+# The time fit: log theta by least squares, profiled over the tile ranges
 
 
 @dataclass
 class FitResult:
-    x: np.ndarray
+    u: np.ndarray  # log theta[:6]
     tile_range: tuple[int, int]
     tile: int
     cost: float
@@ -331,36 +280,46 @@ class FitResult:
     evaluations: int = 0
     by_pattern: list = field(default_factory=list)
 
+    @property
+    def theta(self) -> np.ndarray:
+        return np.append(np.exp(self.u), 1.0)
 
-def fit_time(fe: Features, mask: np.ndarray, x0: np.ndarray, preset_tile: int, shared: float) -> FitResult:
-    """Least squares on w * log(pred / measured) over the figures in ``mask``, profiled over tile patterns."""
+
+def tile_spec(spec: EdgeTpuSpec, tile: int) -> EdgeTpuSpec:
+    return spec.with_(stream_tile_positions=int(tile))
+
+
+def fit_time(obs: Observed, mask: np.ndarray, u0: np.ndarray, prior_tile: int, spec: EdgeTpuSpec) -> FitResult:
+    """Least squares on w * log(pred / measured) over the figures in ``mask``, in log theta, profiled over the
+    tile ranges of the layers they stream (``spec``: the shared host link; the prior's tile is kept where
+    it lies in the best range, else the range's geometric middle)."""
     from scipy.optimize import least_squares
 
-    used = np.flatnonzero(np.add.reduceat((fe.streamed > 0).any(axis=1).astype(int), fe.starts) > 0)
-    used = used[mask[used]]
-    stage_fig = np.repeat(np.arange(len(fe.starts)), np.diff(np.append(fe.starts, len(fe.lin))))
-    cols = np.flatnonzero(fe.streamed[np.isin(stage_fig, used)].sum(axis=0) > 0)
-    patterns = tile_patterns(fe.positions[cols], *TILE_RANGE) if len(cols) else [TILE_RANGE]
-    meas, w = fe.measured[mask], fe.weights[mask]
-    best = None
-    results = []
-    evals = 0
-    x0 = np.clip(x0, _LOG_BOUNDS[0] + 1e-9, _LOG_BOUNDS[1] - 1e-9)
-    for a, b in patterns:
-        tiles = tiles_of(fe.positions, a)
+    positions = obs.table.streamed_positions(mask)
+    ranges = hw_fit.tile_ranges(positions) if len(positions) else [hw_fit.TILE_RANGE]
+    meas, w = obs.measured[mask], obs.weights[mask]
+    u0 = np.clip(u0, THETA_BOUNDS[0] + 1e-9, THETA_BOUNDS[1] - 1e-9)
+    best, results, evals = None, [], 0
+    for a, b in ranges:
+        feats = obs.table.features(obs.table.tiles(tile_spec(spec, a)))
 
-        def res(x, tiles=tiles):
-            return w * np.log(fast_ms(fe, x, tiles, shared)[mask] / meas)
+        def res(u: np.ndarray, feats: np.ndarray = feats) -> np.ndarray:
+            return w * np.log(fast_ms(obs, feats @ np.append(np.exp(u), 1.0), spec)[mask] / meas)
 
-        r = least_squares(res, x0, bounds=_LOG_BOUNDS, method="trf", xtol=1e-10, ftol=1e-12)
+        r = least_squares(res, u0, bounds=THETA_BOUNDS, method="trf", xtol=1e-10, ftol=1e-12)
         evals += r.nfev
         results.append(((a, b), float(2 * r.cost)))
         if best is None or r.cost < best[1].cost - 1e-12:
             best = ((a, b), r)
-    assert best is not None, "patterns is never empty"
+    assert best is not None, "ranges is never empty"
     (a, b), r = best
-    tile = preset_tile if a <= preset_tile <= b else round(math.sqrt(a * b))
-    return FitResult(r.x, (a, b), tile, float(2 * r.cost), len(patterns), evals, results)
+    tile = prior_tile if a <= prior_tile <= b else round(math.sqrt(a * b))
+    return FitResult(r.x, (a, b), tile, float(2 * r.cost), len(ranges), evals, results)
+
+
+def predict_fit(obs: Observed, fr: FitResult, spec: EdgeTpuSpec) -> np.ndarray:
+    """Every figure's ms under a fit's theta and tile (``spec``: the shared host link)."""
+    return fast_ms(obs, obs.table.features(obs.table.tiles(tile_spec(spec, fr.tile))) @ fr.theta, spec)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -389,19 +348,10 @@ def memory_segments(figs: Sequence[Figure]) -> list[Segment]:
                     if buf not in seen and nb:
                         seen.add(buf)
                         sizes.append(nb)
-            io = sum(link_bytes(f.graph, t, True) for t in seg.inputs) + sum(
-                link_bytes(f.graph, t, False) for t in seg.outputs
-            )
-            out.append(
-                Segment(
-                    f,
-                    seg.index,
-                    float(io),
-                    np.cumsum(sizes, dtype=float),
-                    f.row.on_chip_mib[seg.index],
-                    f.row.off_chip_mib[seg.index],
-                )
-            )
+            io = sum(link_bytes(f.graph, t, True) for t in seg.inputs)
+            io += sum(link_bytes(f.graph, t, False) for t in seg.outputs)
+            cum = np.cumsum(sizes, dtype=float)
+            out.append(Segment(f, seg.index, float(io), cum, f.row.on_chip_mib[seg.index], f.row.off_chip_mib[seg.index]))
     return out
 
 
@@ -410,29 +360,60 @@ def within(pred: np.ndarray, meas: np.ndarray | float, tol: float) -> np.ndarray
     return np.abs(pred - meas) <= tol * meas + 0.0005
 
 
-def memory_match(segs: Sequence[Segment], c0: np.ndarray, alpha: np.ndarray, tol: float) -> np.ndarray:
-    """Segments (on and off both within ``tol``) matched, for every (c0, alpha) pair given (same shapes)."""
-    count = np.zeros(np.broadcast(c0, alpha).shape, dtype=int)
-    for s in segs:
-        usable = np.maximum(0.0, c0 - alpha * s.io)
-        idx = np.searchsorted(s.cum, usable, side="right")  # layers of the prefix that fits
-        on = np.where(idx > 0, s.cum[np.maximum(idx - 1, 0)], 0.0) / MiB
-        off = s.cum[-1] / MiB - on
-        count += within(on, s.on_mib, tol) & within(off, s.off_mib, tol)
-    return count
+@dataclass(frozen=True)
+class MemoryColumns:
+    """Every sweep segment's link bytes, cumulative layer bytes (rows padded with inf), total MiB and measured MiB."""
+
+    io: np.ndarray
+    cum: np.ndarray
+    total_mib: np.ndarray
+    on_mib: np.ndarray
+    off_mib: np.ndarray
+
+    @classmethod
+    def of(cls, segs: Sequence[Segment]) -> MemoryColumns:
+        cum = np.full((len(segs), max(len(s.cum) for s in segs)), np.inf)
+        for i, s in enumerate(segs):
+            cum[i, : len(s.cum)] = s.cum
+        return cls(
+            np.array([s.io for s in segs]),
+            cum,
+            np.array([s.cum[-1] for s in segs]) / MiB,
+            np.array([s.on_mib for s in segs]),
+            np.array([s.off_mib for s in segs]),
+        )
+
+    def matches(self, spec: EdgeTpuSpec, tols: Sequence[float]) -> list[int]:
+        """Per tolerance: the segments whose on- and off-chip MiB under ``spec``'s cache are both within it."""
+        usable = terms.usable_cache_bytes(spec, self.io)
+        fit = (self.cum <= usable[:, None]).sum(axis=1)  # layers of the prefix that fits
+        rows = np.arange(len(self.io))
+        on = np.where(fit > 0, self.cum[rows, np.maximum(fit - 1, 0)], 0.0) / MiB
+        off = self.total_mib - on
+        return [int((within(on, self.on_mib, t) & within(off, self.off_mib, t)).sum()) for t in tols]
+
+
+def memory_grid(segs: Sequence[Segment], preset: EdgeTpuSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cache grid (MiB), the share grid and, per grid point, the segments matched within 1% and within 10%."""
+    c0_axis = np.round(np.arange(7.50, 8.0001, 0.005), 3)
+    a_axis = np.round(np.arange(0.15, 0.5001, 0.005), 3)
+    columns = MemoryColumns.of(segs)
+    counts = np.zeros((2, len(c0_axis), len(a_axis)), dtype=int)
+    for i, c0 in enumerate(c0_axis):
+        for j, a in enumerate(a_axis):
+            # (a grid point's cache is not a whole number of bytes: kept as it is, this spec only scores the grid)
+            counts[:, i, j] = columns.matches(preset.with_(cache_bytes=c0 * MiB, cache_io_share=a), (0.01, 0.10))
+    return c0_axis, a_axis, counts
 
 
 def fit_cache(segs: Sequence[Segment], preset: EdgeTpuSpec) -> dict:
-    c0_axis = np.round(np.arange(7.50, 8.0001, 0.005), 3)
-    a_axis = np.round(np.arange(0.15, 0.5001, 0.005), 3)
-    C, A = np.meshgrid(c0_axis * MiB, a_axis, indexing="ij")
-    n1 = memory_match(segs, C, A, 0.01)
-    n10 = memory_match(segs, C, A, 0.10)
+    c0_axis, a_axis, (n1, n10) = memory_grid(segs, preset)
     best = n1.max()
     ties = np.argwhere(n1 == best)
     best10 = max(n10[i, j] for i, j in ties)
     ties = np.array([(i, j) for i, j in ties if n10[i, j] == best10])
-    pc, pa = preset.cache_bytes / MiB, preset.cache_io_share
+    prior = hw_fit.constants(preset)
+    pc, pa = prior["cache_bytes"] / MiB, prior["cache_io_share"]
     in_ties = [(i, j) for i, j in ties if abs(c0_axis[i] - pc) < 0.0026 and abs(a_axis[j] - pa) < 0.0026]
     if in_ties:
         c0, alpha, why = pc, pa, "the preset lies on the plateau of best grid points: kept"
@@ -451,6 +432,169 @@ def fit_cache(segs: Sequence[Segment], preset: EdgeTpuSpec) -> dict:
         "why": why,
         "grid": f"C0 {c0_axis[0]}..{c0_axis[-1]} MiB step 0.005, share {a_axis[0]}..{a_axis[-1]} step 0.005",
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shared host link
+
+
+def implied_link_rate(figs: Sequence[Figure]) -> tuple[float, Figure]:
+    """The largest aggregate host-link traffic a pipelined row implies: the bytes all its segments move per
+    request (sum of In + Out) over the measured time; one shared controller slower than that cannot have
+    produced the row."""
+    rates = []
+    for f in figs:
+        if f.segments > 1:
+            moved = sum(c.in_bytes + c.out_bytes for c in stage_costs(f.graph, f.stages, f.segments, USB))
+            rates.append((terms.shared_link_rate(moved, f.measured_ms * 1e-3), f))
+    return max(rates, key=lambda r: r[0])
+
+
+def shared_link_rate(spec: EdgeTpuSpec) -> float:
+    """The shared host controller's bandwidth of ``spec`` (0: separate links)."""
+    return hw_fit.constants(spec)["shared_link_bytes_per_s"]
+
+
+def choose_link(obs: Observed, spec: EdgeTpuSpec, shared: float, rate: float, top: Figure) -> tuple[EdgeTpuSpec, str]:
+    """One shared controller (the preset's assumption) is kept only if it predicts the 2-/4-seg rows as well as
+    separate links; its rate is the smallest LINK_STEP multiple the rows themselves do not refute."""
+    multi = obs.segments > 1
+    err = {}
+    for b in (0.0, shared):
+        q = spec_ms(obs, spec.with_(shared_link_bytes_per_s=b))[multi] / obs.measured[multi]
+        err[b] = float(np.sqrt(np.mean(np.log(q) ** 2)))
+    if shared and err[shared] > err[0.0] + 1e-12:
+        return spec.with_(shared_link_bytes_per_s=0.0), "separate links: a shared link the rows allow predicts them worse"
+    if shared:
+        return spec, (
+            f"one shared controller kept (the preset's assumption): it predicts the 2-/4-seg rows exactly "
+            f"as separate links do (rms log error {err[shared]:.4f} vs {err[0.0]:.4f}); "
+            f"{shared / 1e6:.0f} MB/s = the {rate / 1e6:.0f} MB/s aggregate that {top.name} implies, "
+            f"rounded up to {LINK_STEP / 1e6:.0f} MB/s (a slower shared link is refuted by that row)"
+        )
+    return spec, "separate links (as the preset)"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The fit, step by step
+
+
+@dataclass
+class Fit:
+    """What a fit found and how: the spec, the 'how' column of the constants, the header lines, the LOO."""
+
+    spec: EdgeTpuSpec
+    how: dict[str, str]
+    info: list[str]
+    loo_rows: list[list[str | int]] = field(default_factory=list)
+    loo_summary: str = ""
+
+
+def fitted_spec(fr: FitResult, cache: dict, shared: float) -> EdgeTpuSpec:
+    """The USB preset with the fit's constants, rounded to 3 significant digits."""
+    spec = hw_fit.rounded(hw_fit.with_theta(USB, fr.theta, name="usb"))
+    return spec.with_(
+        stream_tile_positions=int(fr.tile),
+        cache_bytes=int(cache["cache_mib"] * MiB),
+        cache_io_share=float(cache["share"]),
+        shared_link_bytes_per_s=shared,
+    )
+
+
+def how_fitted() -> dict[str, str]:
+    how = {k: "fitted (times)" for k in (*hw_fit.FITTED, "stream_tile_positions")}
+    how["cache_bytes"] = how["cache_io_share"] = "fitted (memory columns)"
+    how["shared_link_bytes_per_s"] = "tested on the 2-/4-seg rows (not fitted)"
+    return how
+
+
+def check_fast(obs: Observed, figs: Sequence[Figure], spec: EdgeTpuSpec) -> float:
+    """Predict every figure with the reference; the largest relative deviation of the fast predictions from it."""
+    fast = spec_ms(obs, spec)
+    predict_reference(figs, spec)
+    return float(np.max(np.abs(fast / np.array([f.predicted_ms for f in figs]) - 1)))
+
+
+def time_fit_line(fr: FitResult, n: int, seconds: float) -> str:
+    lo, hi = hw_fit.TILE_RANGE
+    runners_up = sorted(fr.by_pattern, key=lambda x: x[1])[1:3]
+    return (
+        f"time fit: {n} figures, {len(hw_fit.FITTED)} continuous constants (least squares on "
+        f"w*log(pred/meas), w = 1 ImageNet, {SWEEP_WEIGHT} sweep rows), stream_tile_positions profiled over "
+        f"{fr.patterns} tile-count patterns in {lo}..{hi}; best pattern: tile in "
+        f"[{fr.tile_range[0]}, {fr.tile_range[1]}] (same predictions for any value there; kept {fr.tile}); "
+        f"sum of squared weighted log errors {fr.cost:.4f} (next best: "
+        + ", ".join(f"tile {a}..{b}: {c:.4f}" for (a, b), c in runners_up)
+        + f"); {fr.evaluations} evaluations in {seconds:.1f} s"
+    )
+
+
+def cache_fit_line(cache: dict) -> str:
+    return (
+        f"cache fit: grid {cache['grid']}; best: {cache['n1']} of {cache['n']} segments within 1% "
+        f"({cache['n10']} within 10%); the tied grid points span C0 {cache['c0_range'][0]}..{cache['c0_range'][1]} "
+        f"MiB and share {cache['a_range'][0]}..{cache['a_range'][1]}; chosen C0 {cache['cache_mib']:.3f} MiB, "
+        f"share {cache['share']} ({cache['why']})"
+    )
+
+
+def loo(obs: Observed, figs: Sequence[Figure], mask: np.ndarray, fr: FitResult, spec: EdgeTpuSpec) -> tuple[list, str]:
+    """Refit without each fitted figure in turn and predict it: the rows of the LOO table and its summary line."""
+    t0 = time.perf_counter()
+    rows: list[list[str | int]] = []
+    for i in map(int, np.flatnonzero(mask)):
+        m = mask.copy()
+        m[i] = False
+        r = fit_time(obs, m, fr.u, fr.tile, spec)
+        pred = predict_fit(obs, r, spec)[i]
+        f = figs[i]
+        ratio = f"{pred / f.measured_ms:.3f}"
+        rows.append([f.name, f.group, f"{f.measured_ms:.3f}", f"{f.predicted_ms:.3f}", f"{pred:.3f}", ratio, r.tile])
+    q = np.array([float(r[5]) for r in rows])
+    le = log_err(q)
+    worst = rows[int(np.argmax(le))]
+    summary = (
+        f"LOO over {len(q)} fitted figures: rms ratio {math.exp(np.sqrt(np.mean(le**2))):.3f}, "
+        f"worst {worst[0]} {worst[5]}, within 15%: {int(ok(q, 0.15).sum())}, within 30%: "
+        f"{int(ok(q, 0.30).sum())}, within 50%: {int(ok(q, 0.50).sum())}; "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    return rows, summary
+
+
+def run_fit(figs: Sequence[Figure], preset: EdgeTpuSpec, with_loo: bool) -> Fit | None:
+    """Cache from the memory columns, the time constants and tile from the fitted subset, the host link from the
+    2-/4-seg rows; every figure predicted by the reference (``figs``' predictions). None if the fast features
+    disagree with the reference."""
+    cache = fit_cache(memory_segments(figs), preset)
+    cache_spec = preset.with_(cache_bytes=int(cache["cache_mib"] * MiB), cache_io_share=cache["share"])
+    obs = observe(figs, cache_spec)
+    mask = np.array([f.fitted for f in figs])
+    rate, top = implied_link_rate(figs)
+    shared = math.ceil(rate / LINK_STEP) * LINK_STEP if terms.shared_link_per_byte(preset) > 0 else 0.0
+    link_spec = cache_spec.with_(shared_link_bytes_per_s=shared)  # (the link does not touch the fitted one-TPU figures)
+    t0 = time.perf_counter()
+    prior_tile = int(hw_fit.constants(preset)["stream_tile_positions"])
+    fr = fit_time(obs, mask, np.log(hw_fit.theta(preset)[:6]), prior_tile, link_spec)
+    t_fit = time.perf_counter() - t0
+    spec, link_why = choose_link(obs, fitted_spec(fr, cache, shared), shared, rate, top)
+    dev = check_fast(obs, figs, spec)
+    if dev > 1e-9:
+        print(f"calibrate: the fit's features deviate from hardware.stage_costs by {dev:.2e}", file=sys.stderr)
+        return None
+    info = [
+        time_fit_line(fr, int(mask.sum()), t_fit),
+        cache_fit_line(cache),
+        f"host link: {link_why}",
+        (
+            f"the fit's linear features equal hardware.stage_costs + pipeline_period_ms on all {len(figs)} figures "
+            f"(max relative deviation {dev:.1e}); constants rounded to 3 significant digits before every table"
+        ),
+    ]
+    result = Fit(spec, how_fitted(), info)
+    if with_loo:
+        result.loo_rows, result.loo_summary = loo(obs, figs, mask, fr, spec)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -477,6 +621,11 @@ def ok(q: np.ndarray | float, tol: float) -> np.ndarray:
     return np.abs(np.asarray(q) - 1) <= tol + 1e-12
 
 
+def ratio_row(label: str, role: str, q: np.ndarray) -> list[object]:
+    within = [int(ok(q, 0.15).sum()), int(ok(q, 0.30).sum())]
+    return [label, role, len(q), f"{q.min():.3f}", f"{q.max():.3f}", rms_ratio(q), *within]
+
+
 def summary_rows(figs: Sequence[Figure]) -> list[list[object]]:
     order = []
     for f in figs:
@@ -486,32 +635,9 @@ def summary_rows(figs: Sequence[Figure]) -> list[list[object]]:
     rows = []
     for g, role in order:
         q = np.array([f.ratio for f in figs if f.group == g and ("fitted" if f.fitted else "held out") == role])
-        rows.append(
-            [
-                g,
-                role,
-                len(q),
-                f"{q.min():.3f}",
-                f"{q.max():.3f}",
-                rms_ratio(q),
-                int(ok(q, 0.15).sum()),
-                int(ok(q, 0.30).sum()),
-            ]
-        )
+        rows.append(ratio_row(g, role, q))
     for role, sel in (("all fitted", True), ("all held out", False)):
-        q = np.array([f.ratio for f in figs if f.fitted == sel])
-        rows.append(
-            [
-                f"**{role}**",
-                "",
-                len(q),
-                f"{q.min():.3f}",
-                f"{q.max():.3f}",
-                rms_ratio(q),
-                int(ok(q, 0.15).sum()),
-                int(ok(q, 0.30).sum()),
-            ]
-        )
+        rows.append(ratio_row(f"**{role}**", "", np.array([f.ratio for f in figs if f.fitted == sel])))
     return rows
 
 
@@ -526,8 +652,13 @@ def compiler_size(nbytes: float) -> str:
     return f"{nbytes:.2f}B"
 
 
+def conv5_single(figs: Sequence[Figure]) -> dict[int, Figure]:
+    """The conv5 single-TPU figure of every F."""
+    return {f.row.n: f for f in figs if f.row is not None and f.row.kind == "conv5" and f.segments == 1}
+
+
 def sign_table(figs: Sequence[Figure]) -> tuple[dict[int, tuple[int, int]], list[list[object]]]:
-    single = {f.row.n: f for f in figs if f.row is not None and f.row.kind == "conv5" and f.segments == 1}
+    single = conv5_single(figs)
     counts: dict[int, list[int]] = {}
     wrong = []
     for f in figs:
@@ -539,31 +670,39 @@ def sign_table(figs: Sequence[Figure]) -> tuple[dict[int, tuple[int, int]], list
         c[0] += int(ms == ps)
         c[1] += 1
         if ms != ps:
-            wrong.append(
-                [
-                    f.segments,
-                    f.row.n,
-                    f"{f.measured_ms:.1f}",
-                    f"{s.measured_ms:.1f}",
-                    f"{f.measured_ms / s.measured_ms:.3f}",
-                    f"{f.predicted_ms:.1f}",
-                    f"{s.predicted_ms:.1f}",
-                    f"{f.predicted_ms / s.predicted_ms:.3f}",
-                ]
-            )
+            measured = [f"{f.measured_ms:.1f}", f"{s.measured_ms:.1f}", f"{f.measured_ms / s.measured_ms:.3f}"]
+            predicted = [f"{f.predicted_ms:.1f}", f"{s.predicted_ms:.1f}", f"{f.predicted_ms / s.predicted_ms:.3f}"]
+            wrong.append([f.segments, f.row.n, *measured, *predicted])
     return {k: (v[0], v[1]) for k, v in counts.items()}, wrong
 
 
-def implied_link_rate(figs: Sequence[Figure]) -> tuple[float, Figure]:
-    """The largest aggregate host-link traffic a pipelined row implies: the bytes all its segments move per
-    request (sum of In + Out) over the measured time; one shared controller slower than that cannot have
-    produced the row."""
-    rates = []
-    for f in figs:
-        if f.segments > 1:
-            moved = sum(c.in_bytes + c.out_bytes for c in stage_costs(f.graph, f.stages, f.segments, USB))
-            rates.append((moved / (f.measured_ms * 1e-3), f))
-    return max(rates, key=lambda r: r[0])
+def link_row(label: str, multi: Sequence[Figure], single: dict[int, Figure], spec: EdgeTpuSpec) -> list[object]:
+    """One host-link variant (``spec``) on the multi-segment rows."""
+    ratios: list[float] = []
+    binds, sign = 0, 0
+    for f in multi:
+        costs = stage_costs(f.graph, f.stages, f.segments, spec)
+        p = figure_ms(costs, f.segments, spec)
+        binds += pipeline_period_ms(costs, spec) > max(c.ms for c in costs) + 1e-12
+        ratios.append(p / f.measured_ms)
+        assert f.row is not None, "every multi-segment figure is a sweep row"
+        one = single[f.row.n]
+        sign += np.sign(f.measured_ms - one.measured_ms) == np.sign(p - one.predicted_ms)
+    q = np.array(ratios)
+    le = log_err(q)
+    by_k = {k: np.array([x for x, f in zip(q, multi) if f.segments == k]) for k in (2, 4)}
+    return [
+        label,
+        f"{np.sqrt(np.mean(le**2)):.4f}",
+        f"{math.exp(le.max()):.3f}",
+        int(ok(q, 0.15).sum()),
+        int(ok(q, 0.30).sum()),
+        f"{np.sqrt(np.mean(np.log(by_k[2]) ** 2)):.4f}",
+        f"{np.sqrt(np.mean(np.log(by_k[4]) ** 2)):.4f}",
+        int(binds),
+        int(sign),
+        len(q),
+    ]
 
 
 def shared_link_rows(figs: Sequence[Figure], spec: EdgeTpuSpec) -> tuple[list[list[object]], str]:
@@ -575,42 +714,16 @@ def shared_link_rows(figs: Sequence[Figure], spec: EdgeTpuSpec) -> tuple[list[li
         f"measured time): {rate / 1e6:.0f} MB/s ({top.name}, {top.measured_ms:.2f} ms); one shared link "
         f"slower than that is refuted by the row itself, whatever the model predicts."
     )
-    single = {f.row.n: f for f in figs if f.row is not None and f.row.kind == "conv5" and f.segments == 1}
+    single = conv5_single(figs)
+    current = shared_link_rate(spec)
     rows = []
-    for b in sorted(set(SHARED_LINKS) | {spec.shared_link_bytes_per_s}):
-        s = spec.with_(shared_link_bytes_per_s=b)
-        ratios: list[float] = []
-        binds, sign = 0, 0
-        for f in multi:
-            costs = stage_costs(f.graph, f.stages, f.segments, s)
-            p = figure_ms(costs, f.segments, s)
-            binds += pipeline_period_ms(costs, s) > max(c.ms for c in costs) + 1e-12
-            ratios.append(p / f.measured_ms)
-            assert f.row is not None, "every multi-segment figure is a sweep row"
-            one = single[f.row.n]
-            sign += np.sign(f.measured_ms - one.measured_ms) == np.sign(p - one.predicted_ms)
-        q = np.array(ratios)
-        le = log_err(q)
-        by_k = {k: np.array([x for x, f in zip(q, multi) if f.segments == k]) for k in (2, 4)}
+    for b in sorted(set(SHARED_LINKS) | {current}):
         label = f"shared, {b / 1e6:.0f} MB/s" if b else "separate links"
         if b < rate and b:
             label += " (refuted by the data)"
-        if b == spec.shared_link_bytes_per_s:
+        if b == current:
             label = f"**{label} (this spec)**"
-        rows.append(
-            [
-                label,
-                f"{np.sqrt(np.mean(le**2)):.4f}",
-                f"{math.exp(le.max()):.3f}",
-                int(ok(q, 0.15).sum()),
-                int(ok(q, 0.30).sum()),
-                f"{np.sqrt(np.mean(np.log(by_k[2]) ** 2)):.4f}",
-                f"{np.sqrt(np.mean(np.log(by_k[4]) ** 2)):.4f}",
-                int(binds),
-                int(sign),
-                len(q),
-            ]
-        )
+        rows.append(link_row(label, multi, single, spec.with_(shared_link_bytes_per_s=b)))
     return rows, note
 
 
@@ -626,63 +739,292 @@ SHARED_HEADER = (
     "sign right",
     "rows",
 )
+_CPU = ("cpu_op_s", "cpu_macs_per_s")
 
 
 def spec_rows(spec: EdgeTpuSpec, preset: EdgeTpuSpec, how: dict[str, str]) -> list[list[object]]:
-    items: list[tuple[str, float | str, float | str, str]] = [
-        ("efficiency conv", spec.efficiency["conv"], preset.efficiency["conv"], ""),
-        ("efficiency depthwise", spec.efficiency["depthwise"], preset.efficiency["depthwise"], ""),
-        ("elementwise_s_per_byte", spec.elementwise_s_per_byte, preset.elementwise_s_per_byte, "s/B"),
-        ("t_invoke_s", spec.t_invoke_s, preset.t_invoke_s, "s"),
-        ("io_bytes_per_s", spec.io_bytes_per_s, preset.io_bytes_per_s, "B/s"),
-        ("stream_bytes_per_s", spec.stream_bytes_per_s, preset.stream_bytes_per_s, "B/s"),
-        ("stream_tile_positions", spec.stream_tile_positions, preset.stream_tile_positions, "positions"),
-        ("cache_bytes", spec.cache_bytes, preset.cache_bytes, f"B ({spec.cache_bytes / MiB:.3f} MiB)"),
-        ("cache_io_share", spec.cache_io_share, preset.cache_io_share, ""),
-        ("shared_link_bytes_per_s", spec.shared_link_bytes_per_s, preset.shared_link_bytes_per_s, "B/s"),
-        ("peak_macs_per_s", spec.peak_macs_per_s, preset.peak_macs_per_s, "MAC/s"),
-        ("t_op_s", spec.t_op_s, preset.t_op_s, "s"),
-        (
-            "cpu_op_s / cpu_macs_per_s",
-            f"{spec.cpu_op_s:g} / {spec.cpu_macs_per_s:g}",
-            f"{preset.cpu_op_s:g} / {preset.cpu_macs_per_s:g}",
-            "s / MAC/s",
-        ),
-    ]
+    """The table of constants (hardware.fit.constant_rows): this spec, the preset, their ratio, unit, how."""
+    prior = hw_fit.constants(preset)
     out: list[list[object]] = []
-    for name, v, p, unit in items:
-        if isinstance(v, str) or isinstance(p, str):  # the cpu_op_s / cpu_macs_per_s row: both preformatted
-            out.append([name, v, p, "", unit, how.get(name, "fixed")])
+    for name, v, unit in hw_fit.constant_rows(spec):
+        if name in _CPU:
             continue
+        p = prior[name]
+        if name == "cache_bytes":
+            unit = f"{unit} ({v / MiB:.3f} MiB)"
         change = f"{v / p:.3f}x" if p else ("=" if v == p else "-")
         out.append([name, f"{v:.4g}", f"{p:.4g}", change, unit, how.get(name, "fixed")])
+    mine = hw_fit.constants(spec)
+    name = " / ".join(_CPU)
+    both = [" / ".join(f"{c[k]:g}" for k in _CPU) for c in (mine, prior)]
+    out.append([name, *both, "", " / ".join(hw_fit.UNITS[k] for k in _CPU), how.get(name, "fixed")])
     return out
 
 
-def sig3(x: float) -> float:
-    return float(f"{x:.3g}")
+@dataclass
+class Report:
+    """The lines of calibration.md; :meth:`emit` also prints them (with --quiet only the ``always`` ones)."""
+
+    quiet: bool
+    lines: list[str] = field(default_factory=list)
+
+    def emit(self, text: str = "", always: bool = False) -> None:
+        self.lines.append(text)
+        if always or not self.quiet:
+            print(text)
+
+    def table(self, heading: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """A section of one table, printed whatever --quiet says."""
+        self.emit(f"## {heading}\n", always=True)
+        self.emit(md_table(header, rows), always=True)
+        self.emit()
 
 
-def rounded_spec(x: np.ndarray, tile: int, cache: dict, shared: float) -> EdgeTpuSpec:
-    e = np.exp(x)
-    return USB.with_(
-        name="usb",
-        efficiency={"conv": sig3(e[0]), "depthwise": sig3(e[1])},
-        elementwise_s_per_byte=sig3(e[2]),
-        t_invoke_s=sig3(e[3]),
-        io_bytes_per_s=sig3(e[4]),
-        stream_bytes_per_s=sig3(e[5]),
-        stream_tile_positions=int(tile),
-        cache_bytes=int(cache["cache_mib"] * MiB),
-        cache_io_share=float(cache["share"]),
-        shared_link_bytes_per_s=shared,
+def header_section(rep: Report, title: str, args: argparse.Namespace, argv: list[str] | None, info: list[str]) -> None:
+    rep.emit(f"# Edge TPU device model calibration: {title}\n", always=True)
+    rep.emit(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    rep.emit(
+        f"- machine: {platform.node()} ({platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()})"
+    )
+    rep.emit(f"- command: `python -m tools.calibrate {shlex.join(sys.argv[1:] if argv is None else argv)}`")
+    rep.emit(f"- reference data: {args.ref}; zoo: {args.zoo}")
+    for line in info:
+        rep.emit(f"- {line}")
+    rep.emit()
+
+
+ZOO_HEADER = (
+    "model",
+    "source",
+    "role",
+    "GMACs",
+    "param MiB (device)",
+    "on-chip MiB",
+    "off-chip MiB",
+    "measured ms",
+    "predicted ms",
+    "ratio",
+    "within target",
+)
+
+
+def zoo_rows(figs: Sequence[Figure]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for f in figs:
+        if f.zoo is None:
+            continue
+        c = f.costs[0]
+        target = 1.25 if f.fitted else 1.35
+        mib = [
+            f"{(c.on_chip_bytes + c.off_chip_bytes) / MiB:.2f}",
+            f"{c.on_chip_bytes / MiB:.2f}",
+            f"{c.off_chip_bytes / MiB:.2f}",
+        ]
+        rows.append(
+            [
+                f.name,
+                f.source,
+                "fitted" if f.fitted else "held out",
+                f"{f.graph.total_macs / 1e9:.2f}",
+                *mib,
+                f"{f.measured_ms:g}",
+                f"{f.predicted_ms:.2f}",
+                f"{f.ratio:.3f}",
+                "yes" if ok(f.ratio, target - 1) else "**no**",
+            ]
+        )
+    return rows
+
+
+SIGN_HEADER = (
+    "K",
+    "F",
+    "measured K-seg",
+    "measured 1 TPU",
+    "measured ratio",
+    "predicted K-seg",
+    "predicted 1 TPU",
+    "predicted ratio",
+)
+
+
+def sign_section(rep: Report, figs: Sequence[Figure]) -> None:
+    counts, wrong = sign_table(figs)
+    rep.emit("## Sign of (K-segment figure - one TPU) on the conv5 rows\n", always=True)
+    rep.emit(", ".join(f"{k} segments: right for {r} of {n}" for k, (r, n) in sorted(counts.items())), always=True)
+    if wrong:
+        rep.emit("\nWrong:\n")
+        rep.emit(md_table(SIGN_HEADER, wrong))
+    rep.emit()
+
+
+def link_section(rep: Report, figs: Sequence[Figure], spec: EdgeTpuSpec) -> None:
+    link_rows, link_note = shared_link_rows(figs, spec)
+    rate = shared_link_rate(spec)
+    rep.emit("## Shared host link hypothesis (2- and 4-segment rows, all held out)\n", always=True)
+    rep.emit(md_table(SHARED_HEADER, link_rows), always=True)
+    rep.emit(
+        f"\n{link_note} This spec: shared_link_bytes_per_s = {rate:g} "
+        f"({'separate links' if not rate else 'one shared host controller'}).",
+        always=True,
+    )
+    rep.emit()
+
+
+MEMORY_HEADER = (
+    "figure",
+    "seg",
+    "on meas",
+    "on pred",
+    "off meas",
+    "off pred",
+    "compiler log (pred)",
+    "In+Out MiB",
+    "within",
+)
+
+
+def memory_rows(figs: Sequence[Figure]) -> list[list[object]]:
+    """Every sweep segment's predicted and measured on- / off-chip MiB; the last column: within 1%, 10% or **no**."""
+    rows: list[list[object]] = []
+    for f in figs:
+        if f.row is None:
+            continue
+        for c in f.costs:
+            on, off = c.on_chip_bytes / MiB, c.off_chip_bytes / MiB
+            mo, mf = f.row.on_chip_mib[c.index], f.row.off_chip_mib[c.index]
+            ok1 = bool(within(np.array(on), mo, 0.01) & within(np.array(off), mf, 0.01))
+            ok10 = bool(within(np.array(on), mo, 0.10) & within(np.array(off), mf, 0.10))
+            log = f"{compiler_size(c.on_chip_bytes)} / {compiler_size(c.off_chip_bytes)}"
+            io = f"{(c.in_bytes + c.out_bytes) / MiB:.3f}"
+            rows.append([f.name, c.index, f"{mo:.3f}", f"{on:.3f}", f"{mf:.3f}", f"{off:.3f}", log, io])
+            rows[-1].append("1%" if ok1 else ("10%" if ok10 else "**no**"))
+    return rows
+
+
+def memory_section(rep: Report, mem_rows: Sequence[Sequence[object]], spec: EdgeTpuSpec) -> None:
+    n1 = sum(r[-1] == "1%" for r in mem_rows)
+    n10 = sum(r[-1] in ("1%", "10%") for r in mem_rows)
+    c = hw_fit.constants(spec)
+    cache_mib, share = c["cache_bytes"] / MiB, c["cache_io_share"]
+    rep.emit("## Compiler memory columns: on-chip / off-chip MiB per segment, measured vs predicted\n", always=True)
+    rep.emit(
+        f"{n1} of {len(mem_rows)} segments have on- and off-chip MiB within 1% (+0.0005 MiB of print rounding), {n10} "
+        f"within 10% (cache {cache_mib:.3f} MiB, share {share}).",
+        always=True,
+    )
+    bad = [r for r in mem_rows if r[-1] != "1%"]
+    if bad:
+        rep.emit("\nSegments not within 1%:\n", always=True)
+        rep.emit(md_table(MEMORY_HEADER, bad), always=True)
+    rep.emit()
+
+
+def loo_section(rep: Report, fit: Fit | None) -> None:
+    if fit is not None and fit.loo_rows:
+        rep.emit("## Leave-one-out over the fitted set\n", always=True)
+        rep.emit(fit.loo_summary, always=True)
+        rep.emit()
+        rep.emit(md_table(("figure", "group", "measured ms", "fit ms", "LOO ms", "LOO ratio", "LOO tile"), fit.loo_rows))
+        rep.emit()
+    elif fit is not None:
+        rep.emit("(leave-one-out: run with --loo)\n")
+
+
+def figures_section(rep: Report, figs: Sequence[Figure], notes: Sequence[str]) -> None:
+    rep.emit("## Every reference figure (predicted vs measured)\n")
+    rows = [
+        [f.group, f.name, f.segments, "fitted" if f.fitted else "held out"]
+        + [f"{f.measured_ms:.3f}", f"{f.predicted_ms:.3f}", f"{f.ratio:.3f}"]
+        for f in figs
+    ]
+    rep.emit(md_table(("group", "figure", "K", "role", "measured ms", "predicted ms", "ratio"), rows))
+    rep.emit()
+    rep.emit("## Notes\n")
+    for note in notes:
+        rep.emit(f"- {note}")
+    rep.emit()
+
+
+def write_report(
+    rep: Report,
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    figs: Sequence[Figure],
+    notes: Sequence[str],
+    fit: Fit | None,
+) -> None:
+    """Every section of calibration.md, in order (the full memory table only in the file)."""
+    spec = USB if fit is None else fit.spec
+    title = "evaluation of the current USB preset (hardware/spec.py), no fit" if fit is None else FIT_TITLE
+    header_section(rep, title, args, argv, [] if fit is None else fit.info)
+    how = {} if fit is None else fit.how
+    constants_header = ("constant", "this spec", "preset (hardware/spec.py USB)", "this / preset", "unit", "how")
+    rep.table("Constants", constants_header, spec_rows(spec, USB, how))
+    rep.table("Summary per group (ratio = predicted / measured)", SUMMARY_HEADER, summary_rows(figs))
+    rep.table("ImageNet figures (one USB TPU; target within 25% fitted, 35% held out)", ZOO_HEADER, zoo_rows(figs))
+    sign_section(rep, figs)
+    link_section(rep, figs, spec)
+    mem_rows = memory_rows(figs)
+    memory_section(rep, mem_rows, spec)
+    loo_section(rep, fit)
+    figures_section(rep, figs, notes)
+    rep.lines.append("## Per-segment memory, every sweep segment (compiler log format for the prediction)\n")
+    rep.lines.append(md_table(MEMORY_HEADER, mem_rows))
+
+
+FIT_TITLE = "fit of the USB device model to the named subset"
+CSV_HEADER = (
+    "group",
+    "name",
+    "K",
+    "role",
+    "measured_ms",
+    "predicted_ms",
+    "ratio",
+    "source",
+    "on_chip_mib_measured",
+    "on_chip_mib_predicted",
+    "off_chip_mib_measured",
+    "off_chip_mib_predicted",
+)
+
+
+def write_csv(path: Path, figs: Sequence[Figure]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_HEADER)
+        for f in figs:
+            mem = ["", "", "", ""]
+            if f.row is not None:
+                mem = [
+                    ";".join(f"{v:.4f}" for v in f.row.on_chip_mib),
+                    ";".join(f"{c.on_chip_bytes / MiB:.4f}" for c in f.costs),
+                    ";".join(f"{v:.4f}" for v in f.row.off_chip_mib),
+                    ";".join(f"{c.off_chip_bytes / MiB:.4f}" for c in f.costs),
+                ]
+            role = "fitted" if f.fitted else "held_out"
+            measured = [f"{f.measured_ms:.4f}", f"{f.predicted_ms:.4f}", f"{f.ratio:.4f}"]
+            w.writerow([f.group, f.name, f.segments, role, *measured, f.source, *mem])
+
+
+def write_outputs(out_dir: Path, rep: Report, figs: Sequence[Figure], fit: Fit | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "calibration.csv", figs)
+    (out_dir / "calibration.md").write_text("\n".join(rep.lines) + "\n")
+    if fit is not None:
+        (out_dir / "usb_fitted.json").write_text(fit.spec.to_json())
+    print(
+        f"wrote {out_dir / 'calibration.csv'}, {out_dir / 'calibration.md'}"
+        + ("" if fit is None else f", {out_dir / 'usb_fitted.json'}")
     )
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Fit the USB Edge TPU device model to a named subset of the public "
         "measurements and report every reference figure (see the module docstring)."
@@ -705,388 +1047,31 @@ def main(argv: list[str] | None = None) -> int:
         help="build conv5 F=70 and fc4 N=100 through TF's converter and compare with the hand-built graphs",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary tables")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     t_start = time.perf_counter()
     if args.build_missing:
         build_missing(args.zoo)
     out_dir = args.out if args.out is not None else (None if args.no_fit else ROOT / "results")
     figs, notes = load_figures(args.ref, args.zoo)
-    preset = USB
-    lines: list[str] = []
-
-    def emit(text: str = "", always: bool = False) -> None:
-        lines.append(text)
-        if always or not args.quiet:
-            print(text)
-
-    if args.check_tf:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for kind, n in (("conv5", 70), ("fc4", 100)):
-                tf_g = cd.tf_graph(kind, n, Path(tmp))
-                same = cd.graph_signature(tf_g) == cd.graph_signature(cd.sweep_graph(kind, n))
-                notes.insert(
-                    0,
-                    f"--check-tf: {kind} n={n} built through TF's converter "
-                    f"{'equals' if same else 'DIFFERS FROM'} the hand-built OpGraph (ops, shapes, bytes, "
-                    f"MACs, buffers, placement)",
-                )
-                if not same:
-                    print(f"calibrate: {notes[0]}", file=sys.stderr)
-                    return 1
-
-    segs = memory_segments(figs)
-    how: dict[str, str] = {}
-    fit_info = []
-    loo_rows: list[list[str | int]] = []
-    loo_summary = ""
+    if args.check_tf and not check_tf(notes):
+        return 1
+    fit = None
     if args.no_fit:
-        spec = preset
-        title = "evaluation of the current USB preset (hardware/spec.py), no fit"
-    else:
-        cache = fit_cache(segs, preset)
-        cache_spec = preset.with_(cache_bytes=int(cache["cache_mib"] * MiB), cache_io_share=cache["share"])
-        fe = build_features(figs, cache_spec)
-        mask = np.array([f.fitted for f in figs])
-        rate, top = implied_link_rate(figs)
-        shared = math.ceil(rate / LINK_STEP) * LINK_STEP if preset.shared_link_bytes_per_s else 0.0
-        t0 = time.perf_counter()  # (the link does not touch the fitted one-TPU figures)
-        fr = fit_time(fe, mask, params_of(preset), preset.stream_tile_positions, shared)
-        t_fit = time.perf_counter() - t0
-        spec = rounded_spec(fr.x, fr.tile, cache, shared)
-        for k in TIME_PARAMS + ("stream_tile_positions",):
-            how[k] = "fitted (times)"
-        how["cache_bytes"] = how["cache_io_share"] = "fitted (memory columns)"
-        how["shared_link_bytes_per_s"] = "tested on the 2-/4-seg rows (not fitted)"
-        # Host link: one shared controller (the preset's assumption) is kept only if it predicts the 2-/4-seg rows
-        # as well as separate links; its rate is the smallest LINK_STEP multiple the rows themselves do not refute.
-        multi = np.array([f.segments > 1 for f in figs])
-        fe_link = build_features(figs, spec)
-        x_s, t_s = params_of(spec), tiles_of(fe_link.positions, spec.stream_tile_positions)
-        err = {
-            b: float(np.sqrt(np.mean(np.log(fast_ms(fe_link, x_s, t_s, b)[multi] / fe_link.measured[multi]) ** 2)))
-            for b in (0.0, shared)
-        }
-        if shared and err[shared] > err[0.0] + 1e-12:
-            spec = spec.with_(shared_link_bytes_per_s=0.0)
-            link_why = "separate links: a shared link the rows allow predicts them worse"
-        elif shared:
-            link_why = (
-                f"one shared controller kept (the preset's assumption): it predicts the 2-/4-seg rows exactly "
-                f"as separate links do (rms log error {err[shared]:.4f} vs {err[0.0]:.4f}); "
-                f"{shared / 1e6:.0f} MB/s = the {rate / 1e6:.0f} MB/s aggregate that {top.name} implies, "
-                f"rounded up to {LINK_STEP / 1e6:.0f} MB/s (a slower shared link is refuted by that row)"
-            )
-        else:
-            link_why = "separate links (as the preset)"
-        # the fast features must give the reference's numbers
-        fe_check = build_features(figs, spec)
-        fast = fast_ms(
-            fe_check, params_of(spec), tiles_of(fe_check.positions, spec.stream_tile_positions), spec.shared_link_bytes_per_s
-        )
-        predict_reference(figs, spec)
-        ref_ms = np.array([f.predicted_ms for f in figs])
-        dev = float(np.max(np.abs(fast / ref_ms - 1)))
-        if dev > 1e-9:
-            print(f"calibrate: the fit's features deviate from hardware.stage_costs by {dev:.2e}", file=sys.stderr)
-            return 1
-        fit_info = [
-            (
-                f"time fit: {int(mask.sum())} figures, {len(TIME_PARAMS)} continuous constants (least squares on "
-                f"w*log(pred/meas), w = 1 ImageNet, {SWEEP_WEIGHT} sweep rows), stream_tile_positions profiled over "
-                f"{fr.patterns} tile-count patterns in {TILE_RANGE[0]}..{TILE_RANGE[1]}; best pattern: tile in "
-                f"[{fr.tile_range[0]}, {fr.tile_range[1]}] (same predictions for any value there; kept {fr.tile}); "
-                f"sum of squared weighted log errors {fr.cost:.4f} (next best: "
-                + ", ".join(f"tile {a}..{b}: {c:.4f}" for (a, b), c in sorted(fr.by_pattern, key=lambda x: x[1])[1:3])
-                + f"); {fr.evaluations} evaluations in {t_fit:.1f} s"
-            ),
-            (
-                f"cache fit: grid {cache['grid']}; best: {cache['n1']} of {cache['n']} segments within 1% "
-                f"({cache['n10']} within 10%); the tied grid points span C0 {cache['c0_range'][0]}..{cache['c0_range'][1]} "
-                f"MiB and share {cache['a_range'][0]}..{cache['a_range'][1]}; chosen C0 {cache['cache_mib']:.3f} MiB, "
-                f"share {cache['share']} ({cache['why']})"
-            ),
-            f"host link: {link_why}",
-            (
-                f"the fit's linear features equal hardware.stage_costs + pipeline_period_ms on all {len(figs)} figures "
-                f"(max relative deviation {dev:.1e}); constants rounded to 3 significant digits before every table"
-            ),
-        ]
-        if args.loo:
-            t0 = time.perf_counter()
-            idx = np.flatnonzero(mask)
-            for i in idx:
-                m = mask.copy()
-                m[i] = False
-                r = fit_time(fe, m, fr.x, fr.tile, spec.shared_link_bytes_per_s)
-                pred = fast_ms(fe, r.x, tiles_of(fe.positions, r.tile), spec.shared_link_bytes_per_s)[i]
-                f = figs[i]
-                loo_rows.append(
-                    [
-                        f.name,
-                        f.group,
-                        f"{f.measured_ms:.3f}",
-                        f"{f.predicted_ms:.3f}",
-                        f"{pred:.3f}",
-                        f"{pred / f.measured_ms:.3f}",
-                        r.tile,
-                    ]
-                )
-            q = np.array([float(r[5]) for r in loo_rows])
-            le = log_err(q)
-            worst = loo_rows[int(np.argmax(le))]
-            loo_summary = (
-                f"LOO over {len(q)} fitted figures: rms ratio {math.exp(np.sqrt(np.mean(le**2))):.3f}, "
-                f"worst {worst[0]} {worst[5]}, within 15%: {int(ok(q, 0.15).sum())}, within 30%: "
-                f"{int(ok(q, 0.30).sum())}, within 50%: {int(ok(q, 0.50).sum())}; "
-                f"{time.perf_counter() - t0:.1f} s"
-            )
-        title = "fit of the USB device model to the named subset"
-    if args.no_fit:
-        predict_reference(figs, spec)
-
-    # --- tables
-    emit(f"# Edge TPU device model calibration: {title}\n", always=True)
-    emit(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    emit(
-        f"- machine: {platform.node()} ({platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()})"
-    )
-    emit(f"- command: `python -m tools.calibrate {shlex.join(sys.argv[1:] if argv is None else argv)}`")
-    emit(f"- reference data: {args.ref}; zoo: {args.zoo}")
-    for line in fit_info:
-        emit(f"- {line}")
-    emit()
-    emit("## Constants\n", always=True)
-    emit(
-        md_table(
-            ("constant", "this spec", "preset (hardware/spec.py USB)", "this / preset", "unit", "how"),
-            spec_rows(spec, preset, how),
-        ),
-        always=True,
-    )
-    emit()
-    emit("## Summary per group (ratio = predicted / measured)\n", always=True)
-    emit(md_table(SUMMARY_HEADER, summary_rows(figs)), always=True)
-    emit()
-    zoo_rows = []
-    for f in figs:
-        if f.zoo is None:
-            continue
-        c = f.costs[0]
-        target = 1.25 if f.fitted else 1.35
-        zoo_rows.append(
-            [
-                f.name,
-                f.source,
-                "fitted" if f.fitted else "held out",
-                f"{f.graph.total_macs / 1e9:.2f}" if hasattr(f.graph, "total_macs") else "",
-                f"{(c.on_chip_bytes + c.off_chip_bytes) / MiB:.2f}",
-                f"{c.on_chip_bytes / MiB:.2f}",
-                f"{c.off_chip_bytes / MiB:.2f}",
-                f"{f.measured_ms:g}",
-                f"{f.predicted_ms:.2f}",
-                f"{f.ratio:.3f}",
-                "yes" if ok(f.ratio, target - 1) else "**no**",
-            ]
-        )
-    emit("## ImageNet figures (one USB TPU; target within 25% fitted, 35% held out)\n", always=True)
-    emit(
-        md_table(
-            (
-                "model",
-                "source",
-                "role",
-                "GMACs",
-                "param MiB (device)",
-                "on-chip MiB",
-                "off-chip MiB",
-                "measured ms",
-                "predicted ms",
-                "ratio",
-                "within target",
-            ),
-            zoo_rows,
-        ),
-        always=True,
-    )
-    emit()
-    counts, wrong = sign_table(figs)
-    emit("## Sign of (K-segment figure - one TPU) on the conv5 rows\n", always=True)
-    emit(", ".join(f"{k} segments: right for {r} of {n}" for k, (r, n) in sorted(counts.items())), always=True)
-    if wrong:
-        emit("\nWrong:\n")
-        emit(
-            md_table(
-                (
-                    "K",
-                    "F",
-                    "measured K-seg",
-                    "measured 1 TPU",
-                    "measured ratio",
-                    "predicted K-seg",
-                    "predicted 1 TPU",
-                    "predicted ratio",
-                ),
-                wrong,
-            )
-        )
-    emit()
-    emit("## Shared host link hypothesis (2- and 4-segment rows, all held out)\n", always=True)
-    link_rows, link_note = shared_link_rows(figs, spec)
-    emit(md_table(SHARED_HEADER, link_rows), always=True)
-    emit(
-        f"\n{link_note} This spec: shared_link_bytes_per_s = {spec.shared_link_bytes_per_s:g} "
-        f"({'separate links' if not spec.shared_link_bytes_per_s else 'one shared host controller'}).",
-        always=True,
-    )
-    emit()
-    # memory columns
-    mem_rows, n1, n10, nseg = [], 0, 0, 0
-    for f in figs:
-        if f.row is None:
-            continue
-        for c in f.costs:
-            on, off = c.on_chip_bytes / MiB, c.off_chip_bytes / MiB
-            mo, mf = f.row.on_chip_mib[c.index], f.row.off_chip_mib[c.index]
-            ok1 = bool(within(np.array(on), mo, 0.01) & within(np.array(off), mf, 0.01))
-            ok10 = bool(within(np.array(on), mo, 0.10) & within(np.array(off), mf, 0.10))
-            n1 += ok1
-            n10 += ok10
-            nseg += 1
-            mem_rows.append(
-                [
-                    f.name,
-                    c.index,
-                    f"{mo:.3f}",
-                    f"{on:.3f}",
-                    f"{mf:.3f}",
-                    f"{off:.3f}",
-                    f"{compiler_size(c.on_chip_bytes)} / {compiler_size(c.off_chip_bytes)}",
-                    f"{(c.in_bytes + c.out_bytes) / MiB:.3f}",
-                    "1%" if ok1 else ("10%" if ok10 else "**no**"),
-                ]
-            )
-    emit("## Compiler memory columns: on-chip / off-chip MiB per segment, measured vs predicted\n", always=True)
-    emit(
-        f"{n1} of {nseg} segments have on- and off-chip MiB within 1% (+0.0005 MiB of print rounding), {n10} within "
-        f"10% (cache {spec.cache_bytes / MiB:.3f} MiB, share {spec.cache_io_share}).",
-        always=True,
-    )
-    bad = [r for r in mem_rows if r[-1] != "1%"]
-    if bad:
-        emit("\nSegments not within 1%:\n", always=True)
-        emit(
-            md_table(
-                (
-                    "figure",
-                    "seg",
-                    "on meas",
-                    "on pred",
-                    "off meas",
-                    "off pred",
-                    "compiler log (pred)",
-                    "In+Out MiB",
-                    "within",
-                ),
-                bad,
-            ),
-            always=True,
-        )
-    emit()
-    if loo_rows:
-        emit("## Leave-one-out over the fitted set\n", always=True)
-        emit(loo_summary, always=True)
-        emit()
-        emit(md_table(("figure", "group", "measured ms", "fit ms", "LOO ms", "LOO ratio", "LOO tile"), loo_rows))
-        emit()
-    elif not args.no_fit:
-        emit("(leave-one-out: run with --loo)\n")
-    emit("## Every reference figure (predicted vs measured)\n")
-    emit(
-        md_table(
-            ("group", "figure", "K", "role", "measured ms", "predicted ms", "ratio"),
-            [
-                [
-                    f.group,
-                    f.name,
-                    f.segments,
-                    "fitted" if f.fitted else "held out",
-                    f"{f.measured_ms:.3f}",
-                    f"{f.predicted_ms:.3f}",
-                    f"{f.ratio:.3f}",
-                ]
-                for f in figs
-            ],
-        )
-    )
-    emit()
-    emit("## Notes\n")
-    for note in notes:
-        emit(f"- {note}")
-    emit()
-    # full memory table only in the file
-    lines.append("## Per-segment memory, every sweep segment (compiler log format for the prediction)\n")
-    lines.append(
-        md_table(
-            ("figure", "seg", "on meas", "on pred", "off meas", "off pred", "compiler log (pred)", "In+Out MiB", "within"),
-            mem_rows,
-        )
-    )
+        predict_reference(figs, USB)
+    elif (fit := run_fit(figs, USB, args.loo)) is None:
+        return 1
+    rep = Report(args.quiet)
+    write_report(rep, args, argv, figs, notes, fit)
     runtime = time.perf_counter() - t_start
-    at = next(i for i, line in enumerate(lines) if line.startswith("- command:")) + 1
-    lines.insert(at, f"- runtime: {runtime:.1f} s")
+    at = next(i for i, line in enumerate(rep.lines) if line.startswith("- command:")) + 1
+    rep.lines.insert(at, f"- runtime: {runtime:.1f} s")
     print(f"\n(runtime {runtime:.1f} s)")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / "calibration.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
-                [
-                    "group",
-                    "name",
-                    "K",
-                    "role",
-                    "measured_ms",
-                    "predicted_ms",
-                    "ratio",
-                    "source",
-                    "on_chip_mib_measured",
-                    "on_chip_mib_predicted",
-                    "off_chip_mib_measured",
-                    "off_chip_mib_predicted",
-                ]
-            )
-            for f in figs:
-                mem = ["", "", "", ""]
-                if f.row is not None:
-                    mem = [
-                        ";".join(f"{v:.4f}" for v in f.row.on_chip_mib),
-                        ";".join(f"{c.on_chip_bytes / MiB:.4f}" for c in f.costs),
-                        ";".join(f"{v:.4f}" for v in f.row.off_chip_mib),
-                        ";".join(f"{c.off_chip_bytes / MiB:.4f}" for c in f.costs),
-                    ]
-                w.writerow(
-                    [
-                        f.group,
-                        f.name,
-                        f.segments,
-                        "fitted" if f.fitted else "held_out",
-                        f"{f.measured_ms:.4f}",
-                        f"{f.predicted_ms:.4f}",
-                        f"{f.ratio:.4f}",
-                        f.source,
-                        *mem,
-                    ]
-                )
-        (out_dir / "calibration.md").write_text("\n".join(lines) + "\n")
-        if not args.no_fit:
-            (out_dir / "usb_fitted.json").write_text(spec.to_json())
-        print(
-            f"wrote {out_dir / 'calibration.csv'}, {out_dir / 'calibration.md'}"
-            + ("" if args.no_fit else f", {out_dir / 'usb_fitted.json'}")
-        )
+        write_outputs(out_dir, rep, figs, fit)
     return 0
 
 
