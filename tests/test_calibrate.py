@@ -19,6 +19,8 @@ from respect_pass.generator import generate
 from respect_pass.schedulers import get_scheduler
 from tflite_io import read
 
+pytestmark = pytest.mark.slow  # calibration loops on the simulated device and the CLI in subprocesses
+
 #: every constant of the preset scaled by a factor in 0.5-2x (the issue's test of the loop)
 TRUTH = USB.with_(
     name="truth",
