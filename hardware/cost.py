@@ -87,6 +87,13 @@ class StageCost:
     cpu_ops: tuple[int, ...] = ()
     #: the stage's time, :func:`hardware.terms.stage_seconds` of its parts (which add up to it)
     total_s: float = 0.0
+    #: parameter bytes streamed over the host link per inference (each streamed layer times its tiles)
+    streamed_bytes: int = 0
+
+    @property
+    def link_bytes(self) -> int:
+        """Bytes this stage moves over the host link per request: activations in and out, streamed parameters."""
+        return self.in_bytes + self.out_bytes + self.streamed_bytes
 
     @property
     def ms(self) -> float:
@@ -106,6 +113,7 @@ class StageCost:
             "off_chip_bytes": self.off_chip_bytes,
             "in_bytes": self.in_bytes,
             "out_bytes": self.out_bytes,
+            "streamed_bytes": self.streamed_bytes,
             "host_ms": self.host_s * 1e3,
             "cpu_ops": list(self.cpu_ops),
         }
@@ -217,7 +225,8 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
     out_bytes = sum(link_bytes(graph, t, False) for t in seg.outputs)
     on_chip, streamed = cache_layers(graph, seg.ops, float(terms.usable_cache_bytes(spec, in_bytes + out_bytes)))
     off_chip = sum(nbytes for _, nbytes in streamed)
-    stream = terms.stream_seconds(spec, sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed))
+    streamed_bytes = sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed)
+    stream = terms.stream_seconds(spec, streamed_bytes)
     t_op = terms.op_overhead_seconds(spec)
     tpu_s, host_s = float(sum(op_s[v] for v in tpu)), float(sum(op_s[v] for v in cpu))
     return StageCost(
@@ -234,6 +243,7 @@ def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: n
         host_s=host_s,
         cpu_ops=cpu,
         total_s=float(terms.stage_seconds(spec, tpu_s + host_s, stream, in_bytes + out_bytes)),
+        streamed_bytes=streamed_bytes,
     )
 
 
@@ -243,14 +253,25 @@ def stage_costs(graph: OpGraph, stages: Sequence[int], num_stages: int, spec: Ed
     return tuple(stage_cost(graph, seg, spec, op_s) for seg in segment_interfaces(graph, stages, num_stages))
 
 
-def pipeline_period_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
-    """Steady-state period in ms (1000 / throughput): the slowest stage, or the shared host link."""
-    return terms.period_seconds(spec, [c.total_s for c in costs], sum(c.in_bytes + c.out_bytes for c in costs)) * 1e3
+def pipeline_period_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec, replicas: Sequence[int] | None = None) -> float:
+    """Steady-state period in ms (1000 / throughput), :func:`hardware.terms.period_seconds`: the slowest stage
+    per replica (``replicas[k]`` TPUs run stage k; one each by default), the shared host link, or the host."""
+    return (
+        terms.period_seconds(
+            spec,
+            [c.total_s for c in costs],
+            sum(c.link_bytes for c in costs),
+            replicas,
+            sum(c.host_s for c in costs),
+        )
+        * 1e3
+    )
 
 
 def shared_link_ms(costs: Sequence[StageCost], spec: EdgeTpuSpec) -> float:
-    """The bytes all stages move per request over a shared host link, in ms (0 for separate links)."""
-    return float(terms.shared_link_seconds(spec, float(sum(c.in_bytes + c.out_bytes for c in costs)))) * 1e3
+    """The bytes all stages move per request over a shared host link (activations and streamed parameters),
+    in ms (0 for separate links)."""
+    return float(terms.shared_link_seconds(spec, float(sum(c.link_bytes for c in costs)))) * 1e3
 
 
 def bottleneck_ms(costs: Sequence[StageCost]) -> float:

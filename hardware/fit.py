@@ -90,6 +90,7 @@ UNITS = {
     "t_op_s": "s",
     "cpu_op_s": "s",
     "cpu_macs_per_s": "MAC/s",
+    "host_cores": "cores",
 }
 
 
@@ -195,6 +196,7 @@ def constants(spec: EdgeTpuSpec) -> dict[str, float]:
         "t_op_s": spec.t_op_s,
         "cpu_op_s": spec.cpu_op_s,
         "cpu_macs_per_s": spec.cpu_macs_per_s,
+        "host_cores": spec.host_cores,
     }
 
 
@@ -318,9 +320,12 @@ class StageTable:
         return np.add.reduceat(stage_s, self.starts)
 
     def period_seconds(self, stage_s: np.ndarray, spec: EdgeTpuSpec) -> np.ndarray:
-        """Per pipeline: its slowest stage, or ``spec``'s shared host link moving every stage's In + Out."""
-        link_s = terms.shared_link_seconds(spec, np.add.reduceat(self.io_bytes, self.starts))
-        return np.maximum(np.maximum.reduceat(stage_s, self.starts), link_s)
+        """Per pipeline, :func:`hardware.terms.period_seconds`: its slowest stage, ``spec``'s shared host link
+        moving every stage's In + Out and streamed parameters, or the host's cores running its host ops."""
+        link = self.io_bytes + self.streamed @ self.tiles(spec)
+        link_s = terms.shared_link_seconds(spec, np.add.reduceat(link, self.starts))
+        host_s = terms.host_bound_seconds(spec, np.add.reduceat(self.linear[:, FEATURES.index("host_s")], self.starts))
+        return np.maximum(np.maximum(np.maximum.reduceat(stage_s, self.starts), link_s), host_s)
 
     def pipeline_of_stage(self) -> np.ndarray:
         """The pipeline each row belongs to."""

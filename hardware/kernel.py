@@ -23,6 +23,7 @@ holds); every term's formula is :mod:`hardware.terms`'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,6 +89,7 @@ class CostArrays:
     input_readers: tuple[np.ndarray, ...]  # op sets of which stage 0 must hold one (model inputs' readers, ops pinned first)
     last_ops: np.ndarray  # (n,) bool: pinned to the last stage (model-output producers, host-op tail)
     total_param_bytes: float
+    host_s: float  # the host (CPU) ops' time per request, :func:`hardware.terms.host_bound_seconds`
 
 
 def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
@@ -105,10 +107,11 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
     last_ops[list(graph.last_stage_ops)] = True
     i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
     f64 = lambda x: np.asarray(x, dtype=np.float64)  # noqa: E731
+    op_s = op_seconds(graph, spec)
     return CostArrays(
         n=n,
         spec=spec,
-        op_s=op_seconds(graph, spec),
+        op_s=op_s,
         param_bytes=param,
         pb_buf=i64(pb_buf),
         pb_op=i64(pb_op),
@@ -125,6 +128,7 @@ def cost_arrays(graph: OpGraph, spec: EdgeTpuSpec) -> CostArrays:
         input_readers=input_readers,
         last_ops=last_ops,
         total_param_bytes=float(sum(dict(zip(pb_buf, pb_bytes)).values())),
+        host_s=float(sum(op_s[v] for v in sorted(graph.host_ops))),
     )
 
 
@@ -173,7 +177,7 @@ def _activation_pairs(graph: OpGraph) -> tuple[tuple[list[int], ...], tuple[list
 
 def map_stage_times(ca: CostArrays, stages: np.ndarray, num_stages: int) -> np.ndarray:
     """(K,) seconds of each stage of the monotone map ``stages``, as :func:`hardware.stage_costs` computes them."""
-    return _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)[0]
+    return _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages).times
 
 
 def map_stage_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> np.ndarray:
@@ -182,14 +186,26 @@ def map_stage_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> n
     return _map_times_many(ca, np.asarray(maps, dtype=np.int64).reshape(-1, ca.n), num_stages)
 
 
-def map_period_s(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[float, float]:
-    """(period, latency) in seconds of a monotone map: :func:`hardware.cost.pipeline_period_ms`, in s."""
-    times, io = _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)
-    return terms.period_seconds(ca.spec, times, io.sum()), float(times.sum())
+def map_period_s(
+    ca: CostArrays, stages: np.ndarray, num_stages: int, replicas: np.ndarray | list[int] | None = None
+) -> tuple[float, float]:
+    """(period, latency) in seconds of a monotone map whose stage k runs on ``replicas[k]`` TPUs (one each by
+    default): :func:`hardware.cost.pipeline_period_ms`, in s."""
+    terms_ = _map_terms(ca, np.asarray(stages, dtype=np.int64), num_stages)
+    link = terms_.io.sum() + terms_.streamed.sum()
+    return terms.period_seconds(ca.spec, terms_.times, link, replicas, ca.host_s), float(terms_.times.sum())
 
 
-def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stage times (s) and host-link bytes of every stage of a monotone map."""
+class MapTerms(NamedTuple):
+    """Per stage of one map: time (s), activation bytes over the host link, streamed parameter tile-bytes."""
+
+    times: np.ndarray
+    io: np.ndarray
+    streamed: np.ndarray
+
+
+def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> MapTerms:
+    """Stage times (s), host-link activation bytes and streamed tile-bytes of every stage of a monotone map."""
     K, spec = num_stages, ca.spec
     compute = np.bincount(stages, weights=ca.op_s, minlength=K)
     io = np.zeros(K)
@@ -203,7 +219,7 @@ def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.
         leaves[ca.in_entry[produced]] = True
         io += np.bincount(stages[ca.out_producer[leaves]], weights=ca.out_bytes_t[leaves], minlength=K)
     io[K - 1] += ca.model_out_bytes
-    stream: np.ndarray = np.zeros(K)
+    tile_bytes = np.zeros(K)
     if len(ca.pb_op):  # the first reader of each (buffer, stage), then whole layers in execution order per stage
         _, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
         first = first[np.lexsort((first, stages[ca.pb_op[first]]))]  # by stage, then execution order
@@ -213,8 +229,7 @@ def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> tuple[np.
         usable = terms.usable_cache_bytes(spec, io)
         streamed = cum - before[owner] > usable[owner]
         tile_bytes = np.bincount(owner[streamed], weights=(nbytes * ca.pb_tiles[first])[streamed], minlength=K)
-        stream = terms.stream_seconds(spec, tile_bytes)
-    return terms.stage_seconds(spec, compute, stream, io), io
+    return MapTerms(terms.stage_seconds(spec, compute, terms.stream_seconds(spec, tile_bytes), io), io, tile_bytes)
 
 
 def _map_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> np.ndarray:

@@ -62,6 +62,10 @@ class RangeCosts:
     #: The rows (range starts) computed, None for all; elsewhere ``time`` is inf and ``params``/``io`` NaN
     #: (:func:`partial_range_costs`: enough for the splits whose stages all start at these rows).
     rows: np.ndarray | None = None
+    #: (n+1, n+1) and (n+1,): bytes over the host link per request, activations and streamed parameter
+    #: tile-bytes (what a shared host controller carries); None where only some rows were computed
+    link: np.ndarray | None = None
+    link_last: np.ndarray | None = None
 
 
 @lru_cache(maxsize=8)
@@ -195,22 +199,49 @@ def range_costs(ca: CostArrays, order: Sequence[int] | np.ndarray) -> RangeCosts
 
 def whole_range_costs(ca: CostArrays, sums: OrderTerms) -> RangeCosts:
     """:func:`range_costs` of the order of ``sums`` (:func:`order_terms`)."""
-    params, io, time, time_last, io_last = _row_terms(ca, sums, None)
+    t = _row_terms(ca, sums, None)
     order_t = tuple(sums.order.tolist())
-    return RangeCosts(order_t, time, time_last, params, sums.crossings, sums.max_end, sums.min_first_end, io, io_last)
+    return RangeCosts(
+        order_t,
+        t.time,
+        t.time_last,
+        t.params,
+        sums.crossings,
+        sums.max_end,
+        sums.min_first_end,
+        t.io,
+        t.io_last,
+        link=t.io + t.streamed,
+        link_last=t.io_last + t.streamed_last,
+    )
 
 
-def _row_terms(
-    ca: CostArrays, sums: OrderTerms, rows: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(params, io, time, time_last, io_last) of the ranges starting at ``rows`` (None: every row)."""
+class _Terms(NamedTuple):
+    """The range terms of some rows: parameter bytes, activation bytes over the link, stage times and
+    streamed parameter tile-bytes, of the non-last ranges (a row per start) and the last (one per start)."""
+
+    params: np.ndarray
+    io: np.ndarray
+    time: np.ndarray
+    time_last: np.ndarray
+    io_last: np.ndarray
+    streamed: np.ndarray
+    streamed_last: np.ndarray
+
+
+def _row_terms(ca: CostArrays, sums: OrderTerms, rows: np.ndarray | None) -> _Terms:
+    """The :class:`_Terms` of the ranges starting at ``rows`` (None: every row)."""
     n = ca.n
     starts, stops, cols, nbytes, tile_bytes = sums.pb
     both = range_sum(n, starts, stops, cols, nbytes + 1j * tile_bytes, rows)
     params, tiles = both.real.copy(), both.imag
     io = range_sum(n, *sums.io, rows=rows)
-    time, time_last, io_last = _times(ca, sums, np.arange(n + 1) if rows is None else rows, params, tiles, io)
-    return params, io, time, time_last, io_last
+    rows_ = np.arange(n + 1) if rows is None else rows
+    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
+    io_last = io[:, n] + ca.model_out_bytes
+    streamed, streamed_last = _streamed(params, tiles, io, io_last, ca.spec, rows_)
+    time, time_last = _times(ca, sums, rows_, io, io_last, streamed, streamed_last)
+    return _Terms(params, io, time, time_last, io_last, streamed, streamed_last)
 
 
 def _checked_order(ca: CostArrays, order: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -221,21 +252,24 @@ def _checked_order(ca: CostArrays, order: Sequence[int] | np.ndarray) -> np.ndar
 
 
 def _times(
-    ca: CostArrays, sums: OrderTerms, rows: np.ndarray, params: np.ndarray, tiles: np.ndarray, io: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stage times of the ranges starting at ``rows`` (one row of ``params``, ``tiles``, ``io`` per entry):
-    non-last ``time[i, b]`` (inf where not runnable), last ``time_last[i]``, and the last stage's io bytes."""
+    ca: CostArrays,
+    sums: OrderTerms,
+    rows: np.ndarray,
+    io: np.ndarray,
+    io_last: np.ndarray,
+    streamed: np.ndarray,
+    streamed_last: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stage times of the ranges starting at ``rows`` (one row of ``io`` and ``streamed`` tile-bytes per
+    entry): non-last ``time[i, b]`` (inf where not runnable) and last ``time_last[i]``."""
     n, spec, cum = ca.n, ca.spec, sums.cum
-    # the last stage's outputs are the model outputs; no produced tensor leaves the range [a, n)
-    io_last = io[:, n] + ca.model_out_bytes
-    stream, stream_last = _streamed(params, tiles, io, io_last, spec, rows)
     compute = np.subtract.outer(-cum[rows], -cum)  # cum[b] - cum[a]
-    time_last = terms.stage_seconds(spec, compute[:, n], stream_last, io_last)
-    time = terms.stage_seconds(spec, compute, stream, io)
+    time_last = terms.stage_seconds(spec, compute[:, n], terms.stream_seconds(spec, streamed_last), io_last)
+    time = terms.stage_seconds(spec, compute, terms.stream_seconds(spec, streamed), io)
     time[_empty(rows, n + 1)] = np.inf
     time[:, sums.max_end + 1 :] = np.inf
     time_last[(rows > sums.max_end) | (rows == n)] = np.inf
-    return time, time_last, io_last
+    return time, time_last
 
 
 def _empty(rows: np.ndarray, n1: int) -> np.ndarray:
@@ -248,14 +282,14 @@ def _empty(rows: np.ndarray, n1: int) -> np.ndarray:
 def range_rows(ca: CostArrays, sums: OrderTerms, rows: np.ndarray) -> RowCosts:
     """The sorted rows ``rows`` (range starts) of :func:`range_costs`' matrices for the order of ``sums``
     (:func:`order_terms`), bit-identical to those rows of the whole matrices, in O(len(rows) * n) work."""
-    _, _, time, time_last, _ = _row_terms(ca, sums, np.asarray(rows, dtype=np.int64))
-    return RowCosts(time, time_last)
+    t = _row_terms(ca, sums, np.asarray(rows, dtype=np.int64))
+    return RowCosts(t.time, t.time_last)
 
 
 def _streamed(
     params: np.ndarray, tiles: np.ndarray, io: np.ndarray, io_last: np.ndarray, spec: EdgeTpuSpec, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Streaming time of every range starting at ``rows`` (non-last and last): whole layers in the order's
+    """Streamed tile-bytes of every range starting at ``rows`` (non-last and last): whole layers in the order's
     sequence are cached until the usable cache ``cache - share * io`` is full, the rest stream, each byte
     ``tiles`` times (``tiles[i, b]``: the range sum of bytes * tiles).
 
@@ -284,10 +318,10 @@ def _streamed(
     flat = keys.ravel()
     a, b = np.nonzero(upper & (params > usable))  # ranges that do not fit whole
     j = np.searchsorted(flat, np.floor(usable[a, b]) + base[a], side="right") - a * n1 - 1  # j < b
-    stream[a, b] = terms.stream_seconds(spec, tiles[a, b] - tiles[a, j])
+    stream[a, b] = tiles[a, b] - tiles[a, j]
     i = np.arange(m)
     j_last = np.searchsorted(flat, np.floor(usable_last) + base, side="right") - i * n1 - 1
-    return stream, terms.stream_seconds(spec, tiles[:, n1 - 1] - tiles[i, j_last])
+    return stream, tiles[:, n1 - 1] - tiles[i, j_last]
 
 
 def cover_lower_bounds(ca: CostArrays, sums: OrderTerms, max_stages: int) -> tuple[np.ndarray, np.ndarray]:

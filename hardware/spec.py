@@ -108,6 +108,9 @@ class EdgeTpuSpec:
     #: int8/float kernels at ~1 G MAC/s with ~20 us per op; refit for your host.
     cpu_op_s: float = 2e-5
     cpu_macs_per_s: float = 1e9
+    #: Host cores that run host (CPU) ops and the runner's threads in parallel: the period is at least the
+    #: host ops' time per request over this many cores. An assumption (a 4-core x86 or Cortex-A53/A72 host).
+    host_cores: int = 4
 
     def __post_init__(self) -> None:
         if set(self.efficiency) != {"conv", "depthwise"}:
@@ -117,6 +120,8 @@ class EdgeTpuSpec:
         for key, value in self.efficiency.items():
             if not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise SpecError(self.name, f"efficiency[{key}] must be in (0, 1], got {value!r}")
+        if isinstance(self.host_cores, bool) or not isinstance(self.host_cores, int) or self.host_cores < 1:
+            raise SpecError(self.name, f"host_cores must be a positive integer, got {self.host_cores!r}")
         for name in ("peak_macs_per_s", "stream_bytes_per_s", "io_bytes_per_s", "cpu_macs_per_s", "stream_tile_positions"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -199,7 +204,7 @@ def as_spec(cost: object) -> EdgeTpuSpec:
 
 
 #: the constants :func:`scaled_spec` truncates to whole numbers
-_INT_CONSTANTS = frozenset({"cache_bytes", "stream_tile_positions"})
+_INT_CONSTANTS = frozenset({"cache_bytes", "stream_tile_positions", "host_cores"})
 
 
 def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | None = None) -> EdgeTpuSpec:
@@ -208,7 +213,7 @@ def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | No
     ``scale`` is called once per constant, in field order, with the field's name, or ``efficiency.conv`` and
     ``efficiency.depthwise`` for the two efficiencies; a factor of 1 keeps a constant bit for bit. Each new value
     is ``value * factor``, except that an efficiency is capped at 1 and ``cache_bytes`` and
-    ``stream_tile_positions`` are truncated to int (the tile at least 1). A factor that is not a positive finite
+    ``stream_tile_positions`` and ``host_cores`` are truncated to int (the last two at least 1). A factor that is not a positive finite
     number is a :class:`SpecError`. The copy is called ``name`` (default ``<spec.name>-scaled``).
     """
 
@@ -225,7 +230,7 @@ def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | No
             changes[key] = {c: min(1.0, value[c] * factor(f"efficiency.{c}")) for c in sorted(value)}
         elif key in _INT_CONSTANTS:
             scaled = int(value * factor(key))
-            changes[key] = max(1, scaled) if key == "stream_tile_positions" else scaled
+            changes[key] = max(1, scaled) if key in ("stream_tile_positions", "host_cores") else scaled
         else:
             changes[key] = value * factor(key)
     return spec.with_(**changes)

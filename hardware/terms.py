@@ -15,8 +15,9 @@ tiles)::
 
     T = invoke + C + H + S / stream_bandwidth + L / io_bandwidth        (:func:`stage_seconds`)
 
-and the pipeline's period, :func:`period_seconds`, the slowest stage or the shared host link
-(:func:`shared_link_seconds`), whichever is longer.
+and the pipeline's period, :func:`period_seconds`: the slowest stage per replica, the shared host
+link (:func:`shared_link_seconds` of every stage's activations and streamed parameters) or the host's
+cores (:func:`host_bound_seconds`), whichever is longest.
 
 Adding a term: write it here (a function of the spec and the quantities it needs), call it from
 :func:`stage_seconds` or :func:`period_seconds` (or from the per-op time in :mod:`hardware.cost`),
@@ -26,6 +27,7 @@ example, and ``tests/test_terms.py`` one that adds a term by touching only ``har
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeVar
@@ -50,6 +52,7 @@ __all__ = [
     "own_seconds",
     "period_seconds",
     "shared_link_per_byte",
+    "host_bound_seconds",
     "shared_link_rate",
     "shared_link_seconds",
     "stage_seconds",
@@ -141,10 +144,29 @@ def shared_link_rate(link_bytes: float, period_s: float) -> float:
     return link_bytes / period_s
 
 
-def period_seconds(spec: EdgeTpuSpec, stage_s: np.ndarray | list[float], link_bytes: float) -> float:
-    """The pipeline's period (1 / throughput): its slowest stage, or the shared host link moving every
-    stage's ``link_bytes`` (their sum), whichever is longer."""
-    return max(float(np.max(stage_s)), float(shared_link_seconds(spec, float(link_bytes))))
+def host_bound_seconds(spec: EdgeTpuSpec, host_s: X) -> X:
+    """The least period the host allows: ``host_s`` of host ops per request over its cores."""
+    return host_s / spec.host_cores
+
+
+def period_seconds(
+    spec: EdgeTpuSpec,
+    stage_s: np.ndarray | Sequence[float],
+    link_bytes: float,
+    replicas: np.ndarray | Sequence[int] | None = None,
+    host_s: float = 0.0,
+) -> float:
+    """The pipeline's period (1 / throughput): the slowest stage, a stage of ``r`` replicas taking ``1 / r``
+    of its time per request (each request goes to one replica); never below the shared host link moving
+    ``link_bytes`` per request (every stage's activations and streamed parameters, added up: replicas do
+    not reduce them) nor the host's own limit (:func:`host_bound_seconds` of ``host_s``, the host ops'
+    time per request)."""
+    per_request = np.asarray(stage_s, dtype=np.float64)
+    if replicas is not None:
+        per_request = per_request / np.asarray(replicas, dtype=np.float64)
+    return max(
+        float(np.max(per_request)), float(shared_link_seconds(spec, float(link_bytes))), host_bound_seconds(spec, host_s)
+    )
 
 
 def own_seconds(spec: EdgeTpuSpec, op_s: X, param_bytes: X) -> X:
@@ -197,15 +219,23 @@ class IntegerTerms:
     cache: int
     share: Fraction
     horizon: int
+    host_floor: int = 0  # the host's bound on the period, rounded down (a valid lower bound)
 
 
 def integer_terms(
-    spec: EdgeTpuSpec, op_s: np.ndarray, num_stages: int, param_bytes: float, max_tiles: int, act_bytes: float
+    spec: EdgeTpuSpec,
+    op_s: np.ndarray,
+    num_stages: int,
+    param_bytes: float,
+    max_tiles: int,
+    act_bytes: float,
+    host_s: float = 0.0,
 ) -> IntegerTerms:
     """:class:`IntegerTerms` with the largest unit multiplier ``M`` (a power of two <= 2**20) that keeps
     every sum of stage times below 2**53: one unit is ``1 / (io_bandwidth * M)`` s, so activation bytes
     cost exactly M units each. ``horizon`` bounds any plan's stage time in units; it is computed from
-    ``num_stages``, the graph's ``param_bytes`` streamed ``max_tiles`` times and its ``act_bytes``."""
+    ``num_stages``, the graph's ``param_bytes`` streamed ``max_tiles`` times and its ``act_bytes``;
+    ``host_floor`` is the host's bound on the period for ``host_s`` of host ops, rounded down."""
     K = num_stages
     upper_s = (
         K * spec.t_invoke_s
@@ -228,4 +258,5 @@ def integer_terms(
         cache=spec.cache_bytes,
         share=Fraction(spec.cache_io_share).limit_denominator(1000),
         horizon=round(upper_s / unit_s) + 1,
+        host_floor=int(host_bound_seconds(spec, host_s) / unit_s),
     )

@@ -122,7 +122,7 @@ def best_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec | None = None) 
     shared = spec is not None and shared_link_per_byte(spec) > 0
     if num_stages == 1:
         t = float(rc.time_last[0])
-        return [], period_seconds(spec, [t], float(rc.io_last[0])) if spec is not None else t, t
+        return [], period_seconds(spec, [t], float(_links(rc)[1][0])) if spec is not None else t, t
     bottleneck, _ = range_dp(rc.time, rc.time_last, num_stages, rc.min_first_end, want_cuts=False)
     cuts, latency = cuts_under(rc, num_stages, bottleneck)
     if spec is None or not shared or shared_link_seconds(spec, _link_bytes(rc, cuts)) <= bottleneck:
@@ -130,9 +130,18 @@ def best_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec | None = None) 
     return _shared_link_cuts(rc, num_stages, spec, bottleneck)
 
 
+def _links(rc: RangeCosts) -> tuple[np.ndarray, np.ndarray]:
+    """The host-link bytes of every range (activations and streamed parameters), non-last and last."""
+    if rc.link is None or rc.link_last is None:
+        raise ValueError("the shared host link needs the whole range matrices, not some rows")
+    return rc.link, rc.link_last
+
+
 def _link_bytes(rc: RangeCosts, cuts: list[int]) -> float:
+    """Bytes the split ``cuts`` of ``rc.order`` moves over the host link per request."""
+    link, link_last = _links(rc)
     b = [0, *cuts]
-    return float(sum(rc.io[b[i], b[i + 1]] for i in range(len(b) - 1)) + rc.io_last[b[-1]])
+    return float(sum(link[b[i], b[i + 1]] for i in range(len(b) - 1)) + link_last[b[-1]])
 
 
 def _shared_link_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec, floor: float) -> tuple[list[int], float, float]:
@@ -142,9 +151,10 @@ def _shared_link_cuts(rc: RangeCosts, num_stages: int, spec: EdgeTpuSpec, floor:
 
     def fewest_bytes(cap: float) -> tuple[float, list[int]]:
         t, t_last = capped(rc, cap)
+        link, link_last = _links(rc)
         return range_dp(
-            np.where(np.isfinite(t), rc.io, np.inf),
-            np.where(np.isfinite(t_last), rc.io_last, np.inf),
+            np.where(np.isfinite(t), link, np.inf),
+            np.where(np.isfinite(t_last), link_last, np.inf),
             num_stages,
             rc.min_first_end,
             combine=np.add,

@@ -15,7 +15,8 @@ only raise a stage's time, so at an optimum they are exact. Streaming is not lin
 stage's host-link bytes is full; a conv re-streams per spatial tile), so it is relaxed
 to a lower bound: at least ``P_k - cache + share * io_k`` bytes (``P_k`` the padded
 parameter bytes, a buffer once per stage: ``z[b][k] >= x[v][k]`` per reader v), each
-streamed once. The shared host link adds ``B >= sum_k io_k / shared``. The relaxed
+streamed once. The shared host link adds ``B >= sum_k (io_k + excess_k) / shared`` (activations and
+at least the streamed bytes), the host ``B >=`` its host ops' time over its cores. The relaxed
 optimum is therefore a valid lower bound of the true one; :func:`exact_schedule`
 re-costs every plan with the device model and claims optimality only when the plan
 meets that bound.
@@ -193,11 +194,15 @@ class ExactModel:
         g, K, spec, m, total_params = self.graph, self.K, self.spec, self.m, self.total_params
         act = sum(g.tensors[t].nbytes for t in g.activation_tensors | set(g.outputs))
         max_tiles = max((stream_tiles(g, op, spec) for op in g.ops), default=1)
-        units = integer_terms(spec, op_seconds(g, spec), K, total_params, max_tiles, act)
+        op_s = op_seconds(g, spec)
+        host_s = float(sum(op_s[v] for v in sorted(g.host_ops)))
+        units = integer_terms(spec, op_s, K, total_params, max_tiles, act, host_s)
+        self.host_floor = units.host_floor
         self.unit_s, self.io_c, self.stream_c, self.link_c = units.unit_s, units.link, units.stream, units.shared_link
         self.share, self.invoke, self.op_c, self.cache = units.share, units.invoke, list(units.op), units.cache
         bound = units.horizon
         self.times = []
+        excesses = []
         io = [self._io_bytes(k) for k in range(K)]
         for k in range(K):
             expr = self.invoke + sum(c * self.x(v, k) for v, c in enumerate(self.op_c)) + self.io_c * io[k]
@@ -207,15 +212,16 @@ class ExactModel:
                 m.add(q * excess >= q * self.params[k] - q * self.cache + sq * io[k])
                 self.defs.append((excess, partial(_flip, self._excess, k)))
                 expr += self.stream_c * excess
+                excesses.append(excess)
             self.times.append(expr)
         # Redundant bound: the stage of op v costs at least its invoke and compute.
         lower = max(self.invoke + self.op_c[v] for v in range(g.num_ops))
-        self.bottleneck = m.new_int_var(min(lower, bound), bound, "B")
+        self.bottleneck = m.new_int_var(min(max(lower, self.host_floor), bound), bound, "B")
         self.defs.append((self.bottleneck, lambda s: self.scaled_period(s)))
         for expr in self.times:
             m.add(expr <= self.bottleneck)
-        if self.link_c:
-            m.add(self.link_c * sum(io) <= self.bottleneck)
+        if self.link_c:  # the shared link carries activations and streamed parameters (at least the excess)
+            m.add(self.link_c * (sum(io) + sum(excesses)) <= self.bottleneck)
         self.total = sum(self.times)
 
     def _stage_io(self, stages: Sequence[int], k: int) -> int:
@@ -324,9 +330,12 @@ class ExactModel:
         ]
 
     def scaled_period(self, stages: Sequence[int]) -> int:
-        """The encoding's bottleneck of a valid map: the slowest stage, or the shared host link."""
-        link = self.link_c * sum(self._stage_io(stages, k) for k in range(self.K)) if self.link_c else 0
-        return max(max(self.scaled_times(stages)), link)
+        """The encoding's bottleneck of a valid map: the slowest stage, the shared host link or the host."""
+        link = 0
+        if self.link_c:
+            excess = sum(self._excess(stages, k) for k in range(self.K)) if self.total_params > 0 else 0
+            link = self.link_c * (sum(self._stage_io(stages, k) for k in range(self.K)) + excess)
+        return max(max(self.scaled_times(stages)), link, self.host_floor)
 
     def minimize(self, kind: str) -> None:
         """Set the objective: ``bottleneck``, ``total`` (latency) or ``memory``."""
