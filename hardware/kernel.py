@@ -22,6 +22,7 @@ holds); every term's formula is :mod:`hardware.terms`'.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -187,7 +188,7 @@ def map_stage_times_many(ca: CostArrays, maps: np.ndarray, num_stages: int) -> n
 
 
 def map_period_s(
-    ca: CostArrays, stages: np.ndarray, num_stages: int, replicas: np.ndarray | list[int] | None = None
+    ca: CostArrays, stages: np.ndarray, num_stages: int, replicas: np.ndarray | Sequence[int] | None = None
 ) -> tuple[float, float]:
     """(period, latency) in seconds of a monotone map whose stage k runs on ``replicas[k]`` TPUs (one each by
     default): :func:`hardware.cost.pipeline_period_ms`, in s."""
@@ -219,7 +220,7 @@ def _map_terms(ca: CostArrays, stages: np.ndarray, num_stages: int) -> MapTerms:
         leaves[ca.in_entry[produced]] = True
         io += np.bincount(stages[ca.out_producer[leaves]], weights=ca.out_bytes_t[leaves], minlength=K)
     io[K - 1] += ca.model_out_bytes
-    tile_bytes = np.zeros(K)
+    tile_bytes: np.ndarray = np.zeros(K)
     if len(ca.pb_op):  # the first reader of each (buffer, stage), then whole layers in execution order per stage
         _, first = np.unique(ca.pb_buf * K + stages[ca.pb_op], return_index=True)
         first = first[np.lexsort((first, stages[ca.pb_op[first]]))]  # by stage, then execution order

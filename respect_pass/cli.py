@@ -63,7 +63,19 @@ def _partition_parser() -> OneLineParser:
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """The model, K, the output directory and how the stages are chosen."""
     parser.add_argument("model", metavar="MODEL.tflite", help="full-integer quantized TFLite model (read only)")
-    parser.add_argument("-n", "--num_segments", type=int, required=True, metavar="K", help="number of Edge TPUs / segments")
+    parser.add_argument(
+        "-n",
+        "--num_segments",
+        type=int,
+        required=True,
+        metavar="K",
+        help="number of Edge TPUs: the plan uses S <= K segments, the slowest on several TPUs (replicas) where that pays",
+    )
+    parser.add_argument(
+        "--no-replicas",
+        action="store_true",
+        help="K segments, one TPU each (pycoral's PipelinedModelRunner runs no replicas)",
+    )
     parser.add_argument("-o", "--out_dir", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(
         "--scheduler",
@@ -282,19 +294,28 @@ def inspect_json(graph: OpGraph) -> dict:
 def format_result(result: PartitionResult) -> str:
     """Human-readable summary of a partition run."""
     doc = result.plan_doc
+    segments = f"{doc['num_segments']} segment{'s' if doc['num_segments'] != 1 else ''}"
     rows = [
-        f"{doc['num_segments']} segments of {doc['model']} (scheduler: {doc['scheduler']})",
-        f"{'seg':>3}  {'ops':>5}  {'params MiB':>10}  {'pred ms':>8}  {'in':>3}  {'out':>3}  file",
+        f"{segments} on {doc['tpus']} TPUs of {doc['model']} (scheduler: {doc['scheduler']})",
+        f"{'seg':>3}  {'TPUs':>7}  {'ops':>5}  {'params MiB':>10}  {'pred ms':>8}  {'in':>3}  {'out':>3}  file",
     ]
     for seg in doc["segments"]:
+        tpus = _ranges(seg["devices"])
         rows.append(
-            f"{seg['index']:>3}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  {seg['predicted_ms']:>8.3f}  "
-            f"{len(seg['inputs']):>3}  {len(seg['outputs']):>3}  {result.segment_paths[seg['index']]}"
+            f"{seg['index']:>3}  {tpus:>7}  {len(seg['ops']):>5}  {_mb(seg['param_bytes']):>10}  "
+            f"{seg['predicted_ms']:>8.3f}  {len(seg['inputs']):>3}  {len(seg['outputs']):>3}  "
+            f"{result.segment_paths[seg['index']]}"
         )
     rows.append(
-        f"predicted: bottleneck {doc['predicted_bottleneck_ms']:.3f} ms "
+        f"predicted: period {doc['predicted_bottleneck_ms']:.3f} ms "
         f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms"
     )
+    if any(seg["replicas"] > 1 for seg in doc["segments"]):
+        pipeline = doc["scheduler_stats"].get("pipeline_bottleneck_ms")
+        rows.append(
+            "replicas: each request runs on one TPU of each segment (our runner; pycoral's takes --no-replicas)"
+            + (f"; {doc['tpus']} one-TPU stages would give {pipeline:.3f} ms" if pipeline else "")
+        )
     rows.append(f"plan: {result.plan_path}")
     if result.plot_path is not None:
         rows.append(f"plot: {result.plot_path}")
@@ -428,6 +449,7 @@ def _partition(argv: Sequence[str]) -> int:
         fix_batch=args.fix_batch,
         refine_rounds=args.refine_on_device,
         device=device,
+        replicas=not args.no_replicas,
     )
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
@@ -466,6 +488,7 @@ def _sweep_parser() -> OneLineParser:
         help="Edge TPU cost-model constants (default: usb)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="also draw throughput and speedup against K")
+    p.add_argument("--no-replicas", action="store_true", help="pipelines only: K segments, one TPU each")
     p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -479,7 +502,7 @@ def _sweep(argv: Sequence[str]) -> int:
         raise RespectPassError(f"--max-tpus must be at least 1, got {args.max_tpus}")
     spec = load_spec(args.spec)
     plot = check_plot_path(args.plot) if args.plot is not None else None
-    result = sweep(args.model, args.max_tpus, spec, args.scheduler, fix_batch=args.fix_batch)
+    result = sweep(args.model, args.max_tpus, spec, args.scheduler, fix_batch=args.fix_batch, replicas=not args.no_replicas)
     if plot is not None:
         from .plot import sweep_plot_png
 

@@ -11,7 +11,7 @@ from typing import Any
 from hardware import USB, CompiledSegment, EdgeTpuSpec, StageCost, compile_segments, op_seconds, stage_cost
 from hardware.calibrate import Device
 from hardware.compiler import find_compiler
-from hardware.cost import shared_link_ms
+from hardware.cost import pipeline_period_ms, shared_link_ms
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.terms import cache_bytes
@@ -34,6 +34,7 @@ from tflite_io import (
 from .plan import Plan, plan_json
 from .plot import check_plot_path, stage_plot_png
 from .refine_device import Refinement, refine_on_device
+from .replicas import pipeline_stages, with_replicas
 from .schedulers import get_scheduler
 
 __all__ = ["PartitionResult", "load_model", "partition", "plan_file_name"]
@@ -111,8 +112,13 @@ def partition(
     fix_batch: bool = False,
     refine_rounds: int = 0,
     device: Device | None = None,
+    replicas: bool = True,
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
+
+    With ``replicas`` (the default) the plan may use fewer segments than TPUs, some segments running on
+    several TPUs (:mod:`respect_pass.replicas`; not for the ``compiler`` split, the memory objective or
+    ``--refine-on-device``); without, one segment per TPU for pycoral's ``PipelinedModelRunner``.
 
     Segments and ``<stem>_plan.json`` are built in memory, optionally checked
     bit-exact against the full model, and written all or nothing. Stage times
@@ -131,9 +137,14 @@ def partition(
         find_compiler()  # fail before scheduling when the binary is missing
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch)
-    _check_num_segments(model.graph, num_segments)
-    scheduled = _schedule(model, num_segments, spec, scheduler, scheduler_options, refine_rounds, device)
-    built = _build_and_predict(model, scheduled.plan, num_segments, scheduled.spec)
+    replicate = replicas and _replicable(scheduler, scheduler_options, refine_rounds)
+    stages = pipeline_stages(model.graph, num_segments) if replicate and num_segments >= 1 else num_segments
+    _check_num_segments(model.graph, stages)
+    scheduled = _schedule(model, stages, spec, scheduler, scheduler_options, refine_rounds, device)
+    if replicate:
+        plan = with_replicas(model.graph, scheduled.plan, num_segments, scheduled.spec)
+        scheduled = replace(scheduled, plan=plan)
+    built = _build_and_predict(model, scheduled.plan, scheduled.plan.num_stages, scheduled.spec)
     report = _verify(model, built) if verify else None
     doc = _plan_document(model, built, scheduled, device)
     files = _files_to_write(model, built, doc, compile, progress)
@@ -152,6 +163,13 @@ def partition(
         built.breakdown,
         plot_path,
     )
+
+
+def _replicable(scheduler: str, options: dict[str, Any] | None, refine_rounds: int) -> bool:
+    """Whether replicas apply: not to the compiler's split (the baseline), the memory objective, nor a
+    plan refined on the device (its measurements are of pipelines)."""
+    objective = (options or {}).get("objective", "latency")
+    return scheduler != "compiler" and objective == "latency" and not refine_rounds
 
 
 def _check_num_segments(graph: OpGraph, num_segments: int) -> None:
@@ -213,7 +231,12 @@ def _build_and_predict(model: TfliteModel, plan: Plan, num_segments: int, spec: 
     interfaces, blobs = build_segments(model, plan.stages, num_segments)
     op_s = op_seconds(graph, spec)
     costs = tuple(stage_cost(graph, seg, spec, op_s) for seg in interfaces)
-    plan = replace(plan, stage_ms=tuple(c.ms for c in costs), link_ms=shared_link_ms(costs, spec))
+    plan = replace(
+        plan,
+        stage_ms=tuple(c.ms for c in costs),
+        link_ms=shared_link_ms(costs, spec),
+        period_ms=pipeline_period_ms(costs, spec, plan.stage_replicas),
+    )
     names = tuple(segment_file_name(model.path.stem, i, num_segments) for i in range(num_segments))
     return _Built(plan, interfaces, tuple(blobs), costs, names, tuple(c.as_json() for c in costs))
 

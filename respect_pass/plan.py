@@ -91,14 +91,40 @@ class Plan:
     stats: PlanStats = field(default_factory=PlanStats)
     #: the shared host link's bound on the period (:func:`hardware.cost.shared_link_ms`; 0 for separate links)
     link_ms: float = 0.0
+    #: TPUs running each stage (replicas of its segment; empty: one each) and the TPUs the plan was made for
+    #: (0: one per stage)
+    replicas: tuple[int, ...] = ()
+    tpus: int = 0
+    #: the device model's period (:func:`hardware.cost.pipeline_period_ms`), set with ``stage_ms``
+    period_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.stats, PlanStats):  # (key, value) pairs or a dict
             object.__setattr__(self, "stats", PlanStats(self.stats))
 
     @property
+    def stage_replicas(self) -> tuple[int, ...]:
+        """TPUs of each stage (one each unless the plan replicates stages)."""
+        return self.replicas or (1,) * self.num_stages
+
+    @property
+    def num_tpus(self) -> int:
+        """TPUs the plan uses: the sum of its stages' replicas, or the TPUs it was made for if more."""
+        return max(self.tpus, sum(self.stage_replicas))
+
+    def devices(self) -> tuple[tuple[int, ...], ...]:
+        """TPU indices of each stage: stage 0's replicas first, then stage 1's, ..."""
+        out, first = [], 0
+        for r in self.stage_replicas:
+            out.append(tuple(range(first, first + r)))
+            first += r
+        return tuple(out)
+
+    @property
     def predicted_bottleneck_ms(self) -> float | None:
-        """The predicted period: the slowest stage, or the shared host link."""
+        """The predicted period (the device model's, when set; else the slowest stage or the shared link)."""
+        if self.period_ms is not None:
+            return self.period_ms
         return max(max(self.stage_ms), self.link_ms) if self.stage_ms else None
 
     @property
@@ -126,6 +152,7 @@ def plan_json(
     names = graph.tensors
     return {
         "model": model,
+        "tpus": plan.num_tpus,
         "num_segments": plan.num_stages,
         "scheduler": plan.scheduler,
         "objective": plan.objective,
@@ -143,6 +170,8 @@ def plan_json(
                 "ops": list(seg.ops),
                 "param_bytes": seg.param_bytes,
                 "predicted_ms": plan.stage_ms[seg.index] if plan.stage_ms else None,
+                "replicas": plan.stage_replicas[seg.index],
+                "devices": list(plan.devices()[seg.index]),
                 "inputs": [names[t].name for t in seg.inputs],
                 "outputs": [names[t].name for t in seg.outputs],
                 **(

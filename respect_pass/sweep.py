@@ -28,6 +28,7 @@ from hardware.kernel import cost_arrays, map_period_s, map_stage_times
 from tflite_io import OpGraph, RespectPassError, TfliteModel, max_stages, validate_stage_map
 
 from .plan import Plan
+from .replicas import whole_model_copies, with_replicas
 from .schedulers import get_scheduler
 
 __all__ = [
@@ -65,11 +66,22 @@ class SweepRow:
     compiler_bottleneck_ms: float | None
     idle_stages: tuple[int, ...] = ()
     stage_ms: tuple[float, ...] = ()
+    #: the plan's segments and the TPUs of each (replicas); the baselines beside it: the scheduler's
+    #: pipeline (one TPU per stage; None where K passes the stages the model allows) and one whole-model
+    #: copy per TPU
+    segments: int | None = None
+    replicas: tuple[int, ...] = ()
+    pipeline_bottleneck_ms: float | None = None
+    copies_bottleneck_ms: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The row of ``respect-pass sweep --json``."""
         return {
             "k": self.k,
+            "segments": self.segments,
+            "replicas": list(self.replicas),
+            "pipeline_bottleneck_ms": self.pipeline_bottleneck_ms,
+            "copies_bottleneck_ms": self.copies_bottleneck_ms,
             "bottleneck_ms": self.bottleneck_ms,
             "latency_ms": self.latency_ms,
             "throughput_ips": self.throughput_ips,
@@ -155,10 +167,10 @@ def _graph(model: str | Path | TfliteModel | OpGraph, fix_batch: bool) -> tuple[
 
 
 def _period(graph: OpGraph, plan: Plan, spec: EdgeTpuSpec) -> tuple[float, float, np.ndarray]:
-    """(period ms, latency ms, stage ms) of ``plan``, the shared host link included in the period."""
+    """(period ms, latency ms, stage ms) of ``plan`` with its replicas, shared host link and host included."""
     stages = np.asarray(validate_stage_map(graph, plan.stages, plan.num_stages), dtype=np.int64)
     ca = cost_arrays(graph, spec)
-    period_s, latency_s = map_period_s(ca, stages, plan.num_stages)
+    period_s, latency_s = map_period_s(ca, stages, plan.num_stages, plan.stage_replicas)
     return period_s * 1e3, latency_s * 1e3, map_stage_times(ca, stages, plan.num_stages) * 1e3
 
 
@@ -188,25 +200,31 @@ def sweep(
     scheduler: str = "respect",
     fix_batch: bool = False,
     scheduler_options: Mapping[str, Any] | None = None,
+    replicas: bool = True,
 ) -> SweepResult:
-    """Plan ``model`` for K = 1..``max_tpus`` Edge TPUs with ``scheduler`` and with the compiler's split.
+    """Plan ``model`` for K = 1..``max_tpus`` Edge TPUs with ``scheduler`` (segments with replicas, unless
+    ``replicas`` is False) beside three baselines: the scheduler's pipeline (one TPU per stage), one
+    whole-model copy per TPU, and the compiler's split.
 
-    ``max_tpus`` beyond the largest K the model allows (:func:`tflite_io.max_stages`) is capped, and a
-    note says so. Nothing is written. Raises :class:`RespectPassError` for a bad model or ``max_tpus`` < 1.
+    Without replicas, ``max_tpus`` beyond the largest K the model allows (:func:`tflite_io.max_stages`) is
+    capped, and a note says so; with them, pipelines stop there and the replicas go on. Nothing is
+    written. Raises :class:`RespectPassError` for a bad model or ``max_tpus`` < 1.
     """
     if max_tpus < 1:
         raise RespectPassError(f"the number of TPUs to sweep must be at least 1, got {max_tpus}")
     get_scheduler(scheduler)  # an unknown name fails before the model is read
     graph, name = _graph(model, fix_batch)
-    max_tpus, cap_notes = _capped_tpus(graph, max_tpus)
-    planned = _plan_every_k(graph, max_tpus, spec, scheduler, dict(scheduler_options or {}))
+    options = dict(scheduler_options or {})
+    replicate = replicas and scheduler != "compiler" and options.get("objective", "latency") == "latency"
+    max_tpus, cap_notes = _capped_tpus(graph, max_tpus, replicate)
+    planned = _plan_every_k(graph, max_tpus, spec, scheduler, options, replicate)
     notes = cap_notes + _failure_notes(planned.failed)
     rows = _rows(planned)
     return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
 
 
-def _capped_tpus(graph: OpGraph, max_tpus: int) -> tuple[int, list[str]]:
-    """``max_tpus`` capped at the largest K the model allows, and the note saying so when it was capped."""
+def _capped_tpus(graph: OpGraph, max_tpus: int, replicas: bool) -> tuple[int, list[str]]:
+    """``max_tpus`` capped at the largest K the model allows as a pipeline (not with replicas), and the note."""
     largest = max_stages(graph)
     if max_tpus <= largest:
         return max_tpus, []
@@ -215,35 +233,51 @@ def _capped_tpus(graph: OpGraph, max_tpus: int) -> tuple[int, list[str]]:
         if largest == graph.num_ops
         else f"of its {graph.num_ops} ops, those tied to the first or last stage share a TPU"
     )
+    if replicas:
+        return max_tpus, [f"pipelines stop at {largest} stages ({reason}); more TPUs run replicas"]
     return largest, [f"the model allows at most {largest} TPUs ({reason}); swept K = 1..{largest}"]
 
 
 @dataclass(frozen=True)
 class _Planned:
-    """Per K = 1.. (None: no plan): our plan's (period ms, latency ms, stage ms), the compiler's period ms;
-    and each scheduler's failures as (K, reason)."""
+    """Per K = 1.. (None: no plan): our plan (with replicas, when they apply) and its (period ms, latency ms,
+    stage ms); the pipeline's, the whole-model copies' and the compiler's periods (ms); each scheduler's
+    failures as (K, reason)."""
 
+    plans: tuple[Plan | None, ...]
     ours: tuple[tuple[float, float, np.ndarray] | None, ...]
+    pipelines: tuple[float | None, ...]
+    copies: tuple[float, ...]
     theirs: tuple[float | None, ...]
     failed: dict[str, list[tuple[int, str]]]
 
 
-def _plan_every_k(graph: OpGraph, max_tpus: int, spec: EdgeTpuSpec, scheduler: str, options: Mapping[str, Any]) -> _Planned:
-    """Plan K = 1..``max_tpus`` with ``scheduler`` and with the compiler's split; predict each plan."""
+def _plan_every_k(
+    graph: OpGraph, max_tpus: int, spec: EdgeTpuSpec, scheduler: str, options: Mapping[str, Any], replicas: bool
+) -> _Planned:
+    """Plan K = 1..``max_tpus`` with ``scheduler`` (and replicas) and with the compiler's split; predict each."""
+    plans: list[Plan | None] = []
     ours: list[tuple[float, float, np.ndarray] | None] = []
+    pipelines: list[float | None] = []
     theirs: list[float | None] = []
     failed: dict[str, list[tuple[int, str]]] = {scheduler: [], "compiler": []}
+    largest = max_stages(graph)
     for k in range(1, max_tpus + 1):
-        plan, why = _plan(graph, k, spec, scheduler, options)
+        plan, why = _plan(graph, min(k, largest), spec, scheduler, options)
         if plan is None:
             failed[scheduler].append((k, str(why)))
+        pipelines.append(_period(graph, plan, spec)[0] if plan is not None and k <= largest else None)
+        if plan is not None and replicas:
+            plan = with_replicas(graph, plan, k, spec)
+        plans.append(plan)
         ours.append(_period(graph, plan, spec) if plan is not None else None)
-        base, why = (plan, None) if scheduler == "compiler" else _plan(graph, k, spec, "compiler", {})
-        if base is None and scheduler != "compiler":
+        base, why = (None, None) if k > largest else _plan(graph, k, spec, "compiler", {})
+        if base is None and why is not None:
             failed["compiler"].append((k, str(why)))
         theirs.append(_period(graph, base, spec)[0] if base is not None else None)
         log.info("K=%d: period %s ms, compiler %s ms", k, ours[-1] and ours[-1][0], theirs[-1])
-    return _Planned(tuple(ours), tuple(theirs), failed)
+    copies = tuple(whole_model_copies(graph, k, spec)[0] * 1e3 for k in range(1, max_tpus + 1))
+    return _Planned(tuple(plans), tuple(ours), tuple(pipelines), copies, tuple(theirs), failed)
 
 
 def _failure_notes(failed: Mapping[str, list[tuple[int, str]]]) -> list[str]:
@@ -256,14 +290,16 @@ def _failure_notes(failed: Mapping[str, list[tuple[int, str]]]) -> list[str]:
 
 
 def _rows(planned: _Planned) -> list[SweepRow]:
-    """One row per K: our plan's figures against one TPU and the compiler's split, and its idle stages."""
+    """One row per K: our plan's figures against one TPU, the baselines and the compiler's split."""
     one = planned.ours[0][0] if planned.ours[0] is not None else None
     rows = []
-    for k, (mine, compiler_ms) in enumerate(zip(planned.ours, planned.theirs), start=1):
-        if mine is None:
-            rows.append(SweepRow(k, None, None, None, None, None, compiler_ms))
+    for k, (plan, mine, compiler_ms) in enumerate(zip(planned.plans, planned.ours, planned.theirs), start=1):
+        pipeline_ms, copies_ms = planned.pipelines[k - 1], planned.copies[k - 1]
+        if plan is None or mine is None:
+            rows.append(SweepRow(k, None, None, None, None, None, compiler_ms, copies_bottleneck_ms=copies_ms))
             continue
         period, latency, times = mine
+        busy = times / np.asarray(plan.stage_replicas)
         rows.append(
             SweepRow(
                 k=k,
@@ -273,8 +309,12 @@ def _rows(planned: _Planned) -> list[SweepRow]:
                 speedup_vs_1=one / period if one is not None else None,
                 speedup_vs_compiler=compiler_ms / period if compiler_ms is not None else None,
                 compiler_bottleneck_ms=compiler_ms,
-                idle_stages=tuple(int(i) for i in np.flatnonzero(times < IDLE_BELOW * period)) if k > 1 else (),
+                idle_stages=tuple(int(i) for i in np.flatnonzero(busy < IDLE_BELOW * period)) if plan.num_stages > 1 else (),
                 stage_ms=tuple(float(t) for t in times),
+                segments=plan.num_stages,
+                replicas=plan.stage_replicas,
+                pipeline_bottleneck_ms=pipeline_ms,
+                copies_bottleneck_ms=copies_ms,
             )
         )
     return rows
@@ -289,16 +329,17 @@ def format_sweep(result: SweepResult) -> str:
     lines = [
         f"sweep of {Path(result.model).name}: {result.scheduler} scheduler vs the compiler's split, "
         f"{result.spec} spec (predicted)",
-        f"{'K':>3}  {'period ms':>9}  {'latency ms':>10}  {'inf/s':>8}  {'vs 1 TPU':>8}  "
-        f"{'vs compiler':>11}  {'compiler ms':>11}  idle stages",
+        f"{'K':>3}  {'TPUs/seg':>8}  {'period ms':>9}  {'latency ms':>10}  {'inf/s':>8}  {'vs 1 TPU':>8}  "
+        f"{'vs compiler':>11}  {'pipeline ms':>11}  {'copies ms':>9}  {'compiler ms':>11}  idle stages",
     ]
     for r in result.rows:
         idle = ",".join(map(str, r.idle_stages)) or "-"
         mark = "  <- recommended" if r.k == result.recommended else ""
         lines.append(
-            f"{r.k:>3}  {cell(r.bottleneck_ms, '9.3f')}  {cell(r.latency_ms, '10.3f')}  "
-            f"{cell(r.throughput_ips, '8.1f')}  {cell(r.speedup_vs_1, '7.2f')}x  "
-            f"{cell(r.speedup_vs_compiler, '10.2f')}x  {cell(r.compiler_bottleneck_ms, '11.3f')}  "
+            f"{r.k:>3}  {','.join(map(str, r.replicas)) or '-':>8}  {cell(r.bottleneck_ms, '9.3f')}  "
+            f"{cell(r.latency_ms, '10.3f')}  {cell(r.throughput_ips, '8.1f')}  {cell(r.speedup_vs_1, '7.2f')}x  "
+            f"{cell(r.speedup_vs_compiler, '10.2f')}x  {cell(r.pipeline_bottleneck_ms, '11.3f')}  "
+            f"{cell(r.copies_bottleneck_ms, '9.3f')}  {cell(r.compiler_bottleneck_ms, '11.3f')}  "
             f"{idle:<11}{mark}".rstrip()
         )
     if result.recommended is not None:
@@ -307,6 +348,10 @@ def format_sweep(result: SweepResult) -> str:
             f"recommended: K={result.recommended} (the smallest K within {SAME_PERIOD:.0%} of the best "
             f"throughput, {ips:.1f} inferences/s at K={-k})"
         )
+    lines.append(
+        "TPUs/seg: the TPUs running each segment (replicas); pipeline: one TPU per stage; copies: the whole "
+        "model on every TPU"
+    )
     lines.append(f"idle stages: busy less than {IDLE_BELOW:.0%} of the period")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
