@@ -17,9 +17,14 @@ on stderr), and both print a WARNING for unconsumed results. The runner is
 therefore made from a subclass whose ``__del__`` runs pycoral's with stdout sent
 to ``logging`` and exceptions swallowed, so ``--json`` output stays clean.
 
+Segments may run on several TPUs each (replicas, ``run_coral(replicas=...)``):
+only our runner does that (each replica its own interpreter, TPU and thread);
+pycoral's runner takes one interpreter per segment, so a replicated plan asks
+for ``--runner litert`` or a plan made with ``--no-replicas``.
+
 The figures (see :func:`run_coral`) come from three phases after warm-up:
 each segment alone, single requests through the idle pipeline, and a closed
-loop that keeps K requests in flight.
+loop that keeps one request in flight per TPU.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +50,7 @@ from tflite_io.verify import random_inputs
 from .devices import (
     CoralError,
     make_edgetpu_interpreter,
+    parse_devices,
     require_edgetpu_runtime,
     select_devices,
 )
@@ -173,9 +180,18 @@ def _pycoral_devices(pc: Pycoral, num_segments: int, devices: str | Sequence[str
     return found[:num_segments]
 
 
-def _open(paths: Sequence[Path], devices: Sequence[str], factory: InterpreterFactory) -> list[Any]:
+def _group(flat: Sequence[Any], replicas: Sequence[int]) -> list[list[Any]]:
+    """Split a flat list in plan order (segment 0's replicas first) into one list per segment."""
+    starts = [0, *itertools.accumulate(replicas)]
+    return [list(flat[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def _open(
+    paths: Sequence[Path], replicas: Sequence[int], devices: Sequence[str], factory: InterpreterFactory
+) -> list[list[Any]]:
+    """Per segment, one interpreter (tensors allocated) per replica, each on its own device."""
     interpreters = []
-    for p, dev in zip(paths, devices):
+    for p, dev in zip([p for p, r in zip(paths, replicas) for _ in range(r)], devices):
         try:
             it = factory(p, dev)
             it.allocate_tensors()
@@ -185,7 +201,7 @@ def _open(paths: Sequence[Path], devices: Sequence[str], factory: InterpreterFac
             reason = " ".join(str(exc).split())
             raise CoralError(f"{p.name} does not load on the Edge TPU {dev} ({reason})") from None
         interpreters.append(it)
-    return interpreters
+    return _group(interpreters, replicas)
 
 
 def _run_sequential(
@@ -225,7 +241,7 @@ def _nbytes(details: Sequence[dict]) -> int:
 def _measure(
     runner: Any, feeds: list[dict], expected: list[dict], k: int, count: int, warmup: int, progress: ProgressFactory
 ) -> dict[str, Any]:
-    """Warm up, time single requests through the idle pipeline, then a closed loop with K in flight; end the stream."""
+    """Warm up, time single requests through the idle pipeline, then a closed loop with ``k`` in flight; end the stream."""
     n = len(feeds)
     for i in range(warmup):
         runner.push(feeds[i % n])
@@ -241,7 +257,8 @@ def _measure(
             bar.update(1)
     if hasattr(runner, "reset_stage_times"):
         runner.reset_stage_times()
-    # closed loop: K-1 untimed requests fill the pipeline and K-1 more keep it full while the timed ones leave
+    # closed loop (k: one request per TPU): k-1 untimed requests fill the pipeline
+    # and k-1 more keep it full while the timed ones leave
     pad, total = k - 1, count + 2 * (k - 1)
     pushed: list[float] = []
     popped: list[float] = []
@@ -301,39 +318,44 @@ def run_coral(
     progress: ProgressFactory = no_progress,
     interpreter_factory: InterpreterFactory | None = None,
     pycoral: Pycoral | None = None,
+    replicas: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the K compiled segments on K Edge TPUs as a pipeline and report what was measured.
+    """Run the S compiled segments on Edge TPUs as a pipeline and report what was measured.
 
-    ``runner``: ``litert`` (:class:`LiteRtPipelinedRunner`), ``pycoral`` (Google's
-    ``PipelinedModelRunner``; ``pycoral`` injects its modules) or ``auto`` (pycoral
-    when it imports, else litert). ``devices``: ``"usb:0,usb:1"`` or a list, segment i
-    on the i-th; default: the TPUs found. ``interpreter_factory(path, device)`` replaces
-    the Edge TPU interpreter (tests run LiteRT CPU interpreters through it); the check that
-    the segments are compiled and the runtime-library check are skipped only then.
+    ``replicas``: TPUs per segment (None: one each; a request goes to one replica of each segment).
+    ``runner``: ``litert`` (:class:`LiteRtPipelinedRunner`), ``pycoral`` (Google's ``PipelinedModelRunner``,
+    one TPU per segment only; ``pycoral`` injects its modules) or ``auto`` (pycoral when it imports and
+    nothing is replicated, else litert). ``devices``: ``"usb:0,usb:1"`` or a list, one per TPU in plan
+    order (segment 0's replicas first), exactly sum(replicas) with ``replicas``; default: the first found.
+    ``interpreter_factory(path, device)`` replaces the Edge TPU interpreter (tests: LiteRT on the CPU);
+    only then are the compiled-segment and runtime checks skipped.
 
-    Returned keys: ``latency_ms`` (median of ``count`` single requests through the idle
-    pipeline, each pushed after the previous one was popped), ``bottleneck_ms`` and
-    ``throughput_ips`` (steady-state period of a closed loop keeping K requests in flight),
-    ``latency_loaded_p50_ms``/``_p99_ms`` (push-to-pop time in that loop), and per stage
-    ``ms`` (median invoke of the segment alone) and ``ms_in_pipeline`` (median invoke in the
-    loop; None with pycoral, which has no timers). Every result must equal running the
-    segments one by one, in order, or a CoralError is raised.
+    Returned keys: ``latency_ms`` (median of ``count`` single requests through the idle pipeline,
+    each pushed after the previous one was popped), ``bottleneck_ms`` and ``throughput_ips``
+    (steady-state period of a closed loop keeping one request per TPU in flight),
+    ``latency_loaded_p50_ms``/``_p99_ms`` (push-to-pop time in that loop), and per stage ``ms``
+    (median invoke of the segment alone, first replica), ``ms_in_pipeline`` (median invoke in the loop,
+    all replicas; None with pycoral), ``replicas``, ``devices``. Every result (and every replica's, each
+    checked alone) must equal running the segments one by one, in order, or a CoralError is raised.
     """
     paths = [Path(p) for p in segment_paths]
     _check_arguments(paths, count, warmup, runner)
+    counts = _check_replicas(len(paths), replicas, runner)
     if interpreter_factory is None:
         _check_compiled(paths)
-    choice = _choose_runner(runner, len(paths), devices, interpreter_factory, pycoral)
+    choice = _choose_runner(runner, counts, replicas is not None, devices, interpreter_factory, pycoral)
     log.info("running %d segments on %s with the %s runner", len(paths), choice.devices, choice.kind)
-    interpreters = _open(paths, choice.devices, choice.factory)
-    requests = _reference_requests(interpreters, count, seed)
-    alone = _time_alone(interpreters, requests.feeds, count, warmup)
-    names = [f"segment {i} ({p.name})" for i, p in enumerate(paths)]
+    groups = _open(paths, counts, choice.devices, choice.factory)
+    leads = [group[0] for group in groups]
+    requests = _reference_requests(leads, count, seed)
+    alone = _time_alone(leads, requests.feeds, count, warmup)
+    placed = _group(choice.devices, counts)
+    _warm_replicas(groups, paths, placed, requests.feeds, warmup)
     if choice.kind == "litert":
-        figures, in_pipeline = _measure_litert(interpreters, names, requests, count, warmup, progress)
+        figures, in_pipeline = _measure_litert(groups, paths, placed, requests, count, warmup, progress)
     else:
         assert choice.pycoral is not None
-        figures = _measure_pycoral(choice.pycoral, interpreters, requests, count, warmup, progress)
+        figures = _measure_pycoral(choice.pycoral, leads, requests, count, warmup, progress)
         in_pipeline = [None] * len(paths)
     return {
         "backend": "coral",
@@ -343,7 +365,7 @@ def run_coral(
         "count": count,
         **figures,
         "verified": None,
-        "stages": _stage_reports(paths, interpreters, alone, in_pipeline),
+        "stages": _stage_reports(paths, leads, placed, alone, in_pipeline),
     }
 
 
@@ -355,6 +377,41 @@ def _check_arguments(paths: Sequence[Path], count: int, warmup: int, runner: str
         raise CoralError(f"count must be at least 1 and warmup at least 0, got {count} and {warmup}")
     if runner not in RUNNERS:
         raise CoralError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+
+
+def _check_replicas(num_segments: int, replicas: Sequence[int] | None, runner: str) -> list[int]:
+    """The TPU count of each segment (one each when None); pycoral's runner refuses replicas."""
+    if replicas is None:
+        return [1] * num_segments
+    counts = list(replicas)
+    if len(counts) != num_segments:
+        raise CoralError(f"replicas gives {len(counts)} count(s) for {num_segments} segment(s)")
+    if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in counts):
+        raise CoralError(f"replicas must be whole numbers of at least 1, got {counts}")
+    counts = [int(r) for r in counts]
+    replicated = [(s, r) for s, r in enumerate(counts) if r > 1]
+    if runner == "pycoral" and replicated:
+        s, r = replicated[0]
+        raise CoralError(
+            f"pycoral's PipelinedModelRunner runs one TPU per segment, but the plan runs segment {s} on {r} "
+            "TPUs; use --runner litert (or auto), or partition with --no-replicas"
+        )
+    return counts
+
+
+def _plan_devices(counts: Sequence[int], devices: str | Sequence[str] | None) -> tuple[str | None, list[str] | None]:
+    """For a plan with replicas: what it needs (for messages) and the ``devices`` named, one per TPU, if any."""
+    total = sum(counts)
+    demand = f"{len(counts)} segments on {total} TPUs (replicas {'+'.join(map(str, counts))})"
+    if devices is None:
+        return demand, None
+    named = parse_devices(devices)
+    if len(named) != total:
+        raise CoralError(
+            f"--devices names {len(named)} Edge TPU(s) but the pipeline has {demand}; "
+            "name one per TPU, in plan order (segment 0's replicas first)"
+        )
+    return demand, named
 
 
 @dataclass(frozen=True)
@@ -369,24 +426,30 @@ class _RunnerChoice:
 
 def _choose_runner(
     runner: str,
-    num_segments: int,
+    counts: Sequence[int],
+    planned: bool,
     devices: str | Sequence[str] | None,
     interpreter_factory: InterpreterFactory | None,
     pycoral: Pycoral | None,
 ) -> _RunnerChoice:
-    """Pick litert or pycoral (``auto``: pycoral when it imports), the device of each segment, and the factory."""
+    """Pick litert or pycoral (``auto``: pycoral when it imports and nothing is replicated), the device of
+    each TPU in plan order, and the factory. ``planned``: the replica counts were given (devices must
+    then match their sum)."""
+    replicated = any(r > 1 for r in counts)
+    demand, named = _plan_devices(counts, devices) if planned else (None, None)
+    wanted = named if named is not None else devices
     pc = pycoral
     if runner == "pycoral" and pc is None:
         pc = import_pycoral()
-    elif runner == "auto" and pc is None:
+    elif runner == "auto" and pc is None and not replicated:
         pc = pycoral_available()
-    if runner == "litert" or pc is None:
+    if runner == "litert" or pc is None or replicated:
         if interpreter_factory is None:
             require_edgetpu_runtime()
-        chosen = select_devices(num_segments, devices)
+        chosen = select_devices(sum(counts), wanted, demand=demand)
         return _RunnerChoice("litert", None, chosen, interpreter_factory or make_edgetpu_interpreter)
     modules = pc
-    chosen = _pycoral_devices(modules, num_segments, devices)
+    chosen = _pycoral_devices(modules, len(counts), wanted)
     factory = interpreter_factory or (lambda p, d: modules.edgetpu.make_interpreter(str(p), device=d))
     return _RunnerChoice("pycoral", modules, chosen, factory)
 
@@ -421,12 +484,41 @@ def _time_alone(
     return alone
 
 
+def _warm_replicas(
+    groups: list[list[Any]], paths: Sequence[Path], placed: list[list[str]], feeds: Sequence[dict], warmup: int
+) -> None:
+    """Invoke every replica but the first of each segment ``warmup`` times (at least once) on the inputs the
+    segments run one by one give it (so no TPU loads its parameters while timed), and check its outputs."""
+    for i in range(max(warmup, 1)):
+        env = _run_sequential([group[0] for group in groups], feeds[i % len(feeds)])
+        for s, group in enumerate(groups):
+            for j, it in enumerate(group[1:], 1):
+                for d in it.get_input_details():
+                    it.set_tensor(d["index"], env[d["name"]].reshape(d["shape"]))
+                it.invoke()
+                for d in it.get_output_details():
+                    if not np.array_equal(it.get_tensor(d["index"]), env[d["name"]]):
+                        raise CoralError(
+                            f"segment {s} ({paths[s].name}) replica {j} on {placed[s][j]} gives another "
+                            f"'{d['name']}' than replica 0 on {placed[s][0]} for the same inputs"
+                        )
+
+
 def _measure_litert(
-    interpreters: list[Any], names: list[str], requests: _Requests, count: int, warmup: int, progress: ProgressFactory
+    groups: list[list[Any]],
+    paths: Sequence[Path],
+    placed: list[list[str]],
+    requests: _Requests,
+    count: int,
+    warmup: int,
+    progress: ProgressFactory,
 ) -> tuple[dict[str, Any], list[float | None]]:
-    """The pipeline's figures with our runner, and each stage's median invoke (ms) in the loaded loop."""
-    k = len(interpreters)
-    with LiteRtPipelinedRunner(interpreters, names) as ours:
+    """The pipeline's figures with our runner (every replica on its device), and each stage's median invoke
+    (ms, over its replicas) in the loaded loop."""
+    names = [f"segment {i} ({p.name})" for i, p in enumerate(paths)]
+    labels = [[f"on {d}" if len(devs) == 1 else f"replica {j} on {d}" for j, d in enumerate(devs)] for devs in placed]
+    k = sum(map(len, groups))
+    with LiteRtPipelinedRunner(groups, names, replica_names=labels) as ours:
         figures = _measure(ours, requests.feeds, requests.expected, k, count, warmup, progress)
         in_pipeline = [float(np.median(t)) * 1e3 if t else None for t in ours.stage_times_s()]
     return figures, in_pipeline
@@ -450,14 +542,21 @@ def _measure_pycoral(
 
 
 def _stage_reports(
-    paths: Sequence[Path], interpreters: Sequence[Any], alone: list[list[float]], in_pipeline: list[float | None]
+    paths: Sequence[Path],
+    interpreters: Sequence[Any],
+    placed: list[list[str]],
+    alone: list[list[float]],
+    in_pipeline: list[float | None],
 ) -> list[dict[str, Any]]:
-    """One record per stage: median invoke alone and in the pipeline (ms), file, and bytes in and out."""
+    """One record per stage: median invoke alone and in the pipeline (ms), replicas and their devices, file,
+    and bytes in and out."""
     return [
         {
             "index": i,
             "ms": float(np.median(alone[i])) * 1e3,
             "ms_in_pipeline": in_pipeline[i],
+            "replicas": len(placed[i]),
+            "devices": list(placed[i]),
             "file": str(p),
             "in_bytes": _nbytes(it.get_input_details()),
             "out_bytes": _nbytes(it.get_output_details()),

@@ -138,10 +138,10 @@ def parse_devices(spec: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _enough(devices: list[str], num_segments: int, what: str) -> list[str]:
+def _enough(devices: list[str], num_segments: int, what: str, demand: str | None = None) -> list[str]:
     if len(devices) < num_segments:
         raise CoralError(
-            f"{what} {len(devices)} Edge TPU(s) but the pipeline has {num_segments} segments; "
+            f"{what} {len(devices)} Edge TPU(s) but the pipeline has {demand or f'{num_segments} segments'}; "
             "connect more TPUs or partition with a smaller -n"
         )
     if len(devices) > num_segments:
@@ -154,14 +154,17 @@ def select_devices(
     devices: str | Sequence[str] | None = None,
     sys_root: str | Path | None = None,
     dev_root: str | Path | None = None,
+    demand: str | None = None,
 ) -> list[str]:
     """The device strings of the Edge TPUs for ``num_segments`` segments, segment i on the i-th.
 
     An explicit ``devices`` list is validated and used as given (it is not checked against
     the enumeration, which may miss devices in containers); otherwise the TPUs are enumerated.
+    ``num_segments`` counts TPUs when segments have replicas; ``demand`` then says what the
+    pipeline needs in the too-few message (default ``<num_segments> segments``).
     """
     if devices is not None:
-        return _enough(parse_devices(devices), num_segments, "--devices names")
+        return _enough(parse_devices(devices), num_segments, "--devices names", demand)
     found = list_edge_tpus(sys_root, dev_root)
     if not found:
         sys_dir = Path(sys_root) if sys_root is not None else SYS_ROOT
@@ -170,7 +173,7 @@ def select_devices(
             f"no Edge TPU found (no USB device 18d1:9302 or 1a6e:089a under {sys_dir}/bus/usb/devices, "
             f"no {dev_dir}/apex_<n>); connect the accelerators or name them with --devices"
         )
-    return _enough([t.device for t in found], num_segments, "found")
+    return _enough([t.device for t in found], num_segments, "found", demand)
 
 
 def litert_module() -> ModuleType:

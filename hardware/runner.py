@@ -1,18 +1,26 @@
-"""A pipelined runner for K segment interpreters that needs only LiteRT (plus libedgetpu on Edge TPUs).
+"""A pipelined runner for S segments on one or more interpreters each that needs only LiteRT (plus libedgetpu).
 
 :class:`LiteRtPipelinedRunner` follows libcoral's ``PipelinedModelRunner``
 (github.com/google-coral/libcoral, ``coral/pipeline/pipelined_model_runner.cc``,
 ``internal/segment_runner.cc``, ``internal/thread_safe_queue.h``) with pycoral
 2.x's Python API (``push(dict)``, ``pop() -> dict | None``, ``push({})`` ends
-the stream):
+the stream), and adds replicas:
 
-* one thread per segment; segment i reads queue i and writes queue i+1;
-* the K-1 queues between segments hold at most one request (libcoral's
-  ``kInternalQueueSize = 1``), so a slow segment stalls the ones before it;
+* segment s runs on r_s >= 1 interpreters (replicas of the same compiled
+  segment, each on its own Edge TPU), each with its own thread; a plain list
+  of interpreters is one replica per segment, as in libcoral;
+* all replicas of segment s read queue s and write queue s+1; each request
+  goes to whichever replica is free, so to one replica of each segment;
+* the S-1 queues between segments hold at most one request (libcoral's
+  ``kInternalQueueSize = 1``), so a slow segment stalls the ones before it and
+  at most sum(r_s) + S-1 requests are inside the pipeline;
 * the input queue (before segment 0) and the output queue (after the last
   segment) are unbounded, as in libcoral, whose callers "are allowed to push
   faster than processing speed of pipeline"; :meth:`set_input_queue_size`
   and :meth:`set_output_queue_size` bound them (``push`` then blocks);
+* ``push`` tags each request with a sequence number; replicas may finish out
+  of order, and ``pop`` holds early results in a reorder buffer so results
+  come back in request order;
 * tensors are bound by name: segment i's inputs must be model inputs (segment
   0's inputs) or outputs of segments before i; every output of a segment but
   the last must be read by a later segment (libcoral CHECK-fails otherwise).
@@ -20,30 +28,37 @@ the stream):
   ``pop`` returns the last segment's outputs by name.
 
 Unlike libcoral, ``push({})`` does not wait for the stages (``close`` does);
-an exception in a stage stops the whole pipeline at once (results in flight are
-dropped) and the next or pending ``push``/``pop`` raises a one-line
-:class:`CoralError` naming the segment. Each stage records the wall time of
-every ``invoke()``. Nothing is ever printed; warnings go to ``logging``.
+an exception in a stage stops the whole pipeline at once (results in flight,
+held ones included, are dropped, every thread ends) and the next or pending
+``push``/``pop`` raises a one-line :class:`CoralError` naming the segment and
+replica. ``pop`` waits at most ``request_timeout_s`` (60 s by default) for the
+next result, so a hung ``invoke()`` cannot block the caller forever. Each
+replica records the wall time of every ``invoke()``. Nothing is ever printed;
+warnings go to ``logging``.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .devices import CoralError
 
-__all__ = ["INTERNAL_QUEUE_SIZE", "LiteRtPipelinedRunner"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "INTERNAL_QUEUE_SIZE", "LiteRtPipelinedRunner"]
 
 log = logging.getLogger(__name__)
 
 INTERNAL_QUEUE_SIZE = 1  # libcoral's kInternalQueueSize
+#: how long ``pop`` waits for the next result by default (an Edge TPU invoke takes milliseconds to a second)
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
 _DONE = object()  # a queue is stopped and empty, or aborted
 _TIMEOUT = object()
 
@@ -106,49 +121,69 @@ class _WaitQueue:
             return dropped
 
 
-class _Shared:
-    """State the stage threads share with the runner (the threads never hold the runner itself)."""
+@dataclass(frozen=True)
+class _Binding:
+    """How one replica binds a request: its inputs (name, index, shape) and outputs (name, index), and the
+    tensors that travel on past its segment (read by a later segment)."""
 
-    def __init__(self, num_segments: int) -> None:
-        self.queues = [_WaitQueue(None if i in (0, num_segments) else INTERNAL_QUEUE_SIZE) for i in range(num_segments + 1)]
-        self.times: list[list[float]] = [[] for _ in range(num_segments)]
-        self.error: tuple[int, BaseException] | None = None
+    inputs: tuple[tuple[str, int, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, int], ...]
+    forward: frozenset[str]
+
+
+class _Shared:
+    """State the replica threads share with the runner (the threads never hold the runner itself)."""
+
+    def __init__(self, replicas: Sequence[int]) -> None:
+        s = len(replicas)
+        self.queues = [_WaitQueue(None if i in (0, s) else INTERNAL_QUEUE_SIZE) for i in range(s + 1)]
+        self.times: list[list[list[float]]] = [[[] for _ in range(r)] for r in replicas]
+        #: per replica, (request, monotonic start) while it works on a request, else None
+        self.busy: list[list[tuple[int, float] | None]] = [[None] * r for r in replicas]
+        self.alive = list(replicas)
+        self.error: tuple[int, int, BaseException] | None = None
         self.lock = threading.Lock()
 
-    def fail(self, stage: int, exc: BaseException) -> None:
+    def fail(self, stage: int, replica: int, exc: BaseException) -> None:
+        """Record the first error and abort every queue (every thread then ends)."""
         with self.lock:
             if self.error is None:
-                self.error = (stage, exc)
+                self.error = (stage, replica, exc)
         for q in self.queues:
             q.abort()
 
+    def leave(self, stage: int) -> None:
+        """One replica of ``stage`` found its input ended; the last one to leave ends the next queue."""
+        with self.lock:
+            self.alive[stage] -= 1
+            last = self.alive[stage] == 0
+        if last:
+            self.queues[stage + 1].stop_waiters()
 
-def _stage_loop(
-    stage: int,
-    interpreter: Any,
-    inputs: list[tuple[str, int, tuple[int, ...]]],
-    outputs: list[tuple[str, int]],
-    forward: frozenset[str],
-    shared: _Shared,
-) -> None:
-    """Run one segment on every request of queue ``stage``; pass the result and the tensors still needed on."""
+
+def _stage_loop(stage: int, replica: int, interpreter: Any, binding: _Binding, shared: _Shared) -> None:
+    """Run one replica of a segment on requests of queue ``stage``; pass the result and the tensors still needed on."""
     inbox, outbox = shared.queues[stage], shared.queues[stage + 1]
+    times = shared.times[stage][replica]
     try:
-        while (env := inbox.get()) is not _DONE:
-            for name, index, shape in inputs:
+        while (item := inbox.get()) is not _DONE:
+            seq, env = item
+            shared.busy[stage][replica] = (seq, time.monotonic())
+            for name, index, shape in binding.inputs:
                 interpreter.set_tensor(index, env[name].reshape(shape))
             t0 = time.perf_counter()
             interpreter.invoke()
-            shared.times[stage].append(time.perf_counter() - t0)
-            out = {name: array for name, array in env.items() if name in forward}
-            for name, index in outputs:
+            times.append(time.perf_counter() - t0)
+            out = {name: array for name, array in env.items() if name in binding.forward}
+            for name, index in binding.outputs:
                 out[name] = np.array(interpreter.get_tensor(index), copy=True)
-            if not outbox.put(out):
+            shared.busy[stage][replica] = None
+            if not outbox.put((seq, out)):
                 return
     except BaseException as exc:  # surfaced by push()/pop() as a CoralError
-        shared.fail(stage, exc)
+        shared.fail(stage, replica, exc)
         return
-    outbox.stop_waiters()
+    shared.leave(stage)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -156,62 +191,125 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class LiteRtPipelinedRunner:
-    """Run K segment interpreters (tflite ``Interpreter`` API, tensors allocated) as a pipeline, one thread each.
+def _as_stages(interpreters: Sequence[Any]) -> list[list[Any]]:
+    """Per segment, its replicas' interpreters: a plain interpreter is one replica, a list or tuple several."""
+    if not interpreters:
+        raise CoralError("the pipeline needs at least one segment interpreter")
+    stages = [list(x) if isinstance(x, (list, tuple)) else [x] for x in interpreters]
+    empty = [s for s, group in enumerate(stages) if not group]
+    if empty:
+        raise CoralError(f"segment {empty[0]} has no interpreter; each segment needs at least one replica")
+    if len({id(it) for group in stages for it in group}) != sum(map(len, stages)):
+        raise CoralError("the same interpreter is given twice; each replica needs its own interpreter")
+    return stages
 
-    ``names`` label the segments in error messages (default ``segment <i>``); ``join_timeout_s``
-    bounds how long :meth:`close` waits for a thread stuck in ``invoke()``.
+
+def _labels(
+    stages: list[list[Any]], names: Sequence[str] | None, replica_names: Sequence[Sequence[str]] | None
+) -> tuple[list[str], list[list[str]]]:
+    """Segment names (default ``segment <i>``) and replica labels (default ``replica <j>``, none when alone)."""
+    stage_names = list(names) if names is not None else [f"segment {i}" for i in range(len(stages))]
+    if len(stage_names) != len(stages):
+        raise CoralError(f"{len(stage_names)} segment names for {len(stages)} segments")
+    if replica_names is None:
+        return stage_names, [["" if len(g) == 1 else f"replica {j}" for j in range(len(g))] for g in stages]
+    labels = [list(row) for row in replica_names]
+    if [len(row) for row in labels] != [len(g) for g in stages]:
+        raise CoralError(f"replica names for {[len(r) for r in labels]} replicas, not {[len(g) for g in stages]}")
+    return stage_names, labels
+
+
+def _inputs(it: Any) -> list[tuple[str, int, tuple[int, ...]]]:
+    return [(d["name"], d["index"], tuple(int(n) for n in d["shape"])) for d in it.get_input_details()]
+
+
+def _outputs(it: Any) -> list[tuple[str, int]]:
+    return [(d["name"], d["index"]) for d in it.get_output_details()]
+
+
+def _signature(it: Any) -> tuple[list[tuple[str, tuple[int, ...], str]], ...]:
+    """An interpreter's inputs and outputs by name, shape and type (the same for replicas of one segment)."""
+    return tuple(
+        [(d["name"], tuple(int(n) for n in d["shape"]), np.dtype(d["dtype"]).name) for d in details]
+        for details in (it.get_input_details(), it.get_output_details())
+    )
+
+
+def _later_reads(firsts: list[Any], names: list[str]) -> list[frozenset[str]]:
+    """Check libcoral's binding rules on one interpreter per segment; per segment, the tensors later ones read."""
+    ins = [{n for n, *_ in _inputs(it)} for it in firsts]
+    outs = [{n for n, _ in _outputs(it)} for it in firsts]
+    available = set(ins[0])
+    for i in range(len(firsts)):
+        missing = sorted(ins[i] - available)
+        if missing:
+            raise CoralError(
+                f"{names[i]} reads {missing[0]!r}, which is neither a model input nor an "
+                "output of an earlier segment (segments out of order?)"
+            )
+        available |= outs[i]
+    later: list[set[str]] = [set() for _ in firsts]  # later[i]: tensors read by segments after i
+    for i in range(len(firsts) - 2, -1, -1):
+        later[i] = later[i + 1] | ins[i + 1]
+    for i in range(len(firsts) - 1):
+        unread = sorted(outs[i] - later[i])
+        if unread:
+            raise CoralError(
+                f"{names[i]} outputs {unread[0]!r}, which no later segment reads "
+                "(libcoral requires every non-final output to be consumed)"
+            )
+    return [frozenset(s) for s in later]
+
+
+class LiteRtPipelinedRunner:
+    """Run S segments (tflite ``Interpreter`` API, tensors allocated) as a pipeline, one thread per interpreter.
+
+    ``interpreters``: per segment, an interpreter, or a list of interpreters that are replicas of that
+    segment (each on its own TPU). ``names`` label the segments in error messages (default
+    ``segment <i>``), ``replica_names`` their replicas (default ``replica <j>``, nothing for a lone
+    one); ``join_timeout_s`` bounds how long :meth:`close` waits for threads stuck in ``invoke()``;
+    ``request_timeout_s`` is how long :meth:`pop` waits for the next result by default (None: forever).
     """
 
     def __init__(
-        self, interpreters: Sequence[Any], names: Sequence[str] | None = None, join_timeout_s: float = 30.0
+        self,
+        interpreters: Sequence[Any],
+        names: Sequence[str] | None = None,
+        join_timeout_s: float = 30.0,
+        replica_names: Sequence[Sequence[str]] | None = None,
+        request_timeout_s: float | None = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = True  # until the threads exist, close() has nothing to do
-        if not interpreters:
-            raise CoralError("the pipeline needs at least one segment interpreter")
-        self._interpreters = list(interpreters)
-        k = len(self._interpreters)
-        self._names = list(names) if names is not None else [f"segment {i}" for i in range(k)]
-        if len(self._names) != k:
-            raise CoralError(f"{len(self._names)} segment names for {k} interpreters")
-        ins = [
-            [(d["name"], d["index"], tuple(int(n) for n in d["shape"])) for d in it.get_input_details()]
-            for it in self._interpreters
-        ]
-        outs = [[(d["name"], d["index"]) for d in it.get_output_details()] for it in self._interpreters]
-        self._model_inputs = {d["name"]: d for d in self._interpreters[0].get_input_details()}
-        available = set(self._model_inputs)
-        for i in range(k):
-            missing = sorted({n for n, *_ in ins[i]} - available)
-            if missing:
-                raise CoralError(
-                    f"{self._names[i]} reads {missing[0]!r}, which is neither a model input nor an "
-                    "output of an earlier segment (segments out of order?)"
-                )
-            available |= {n for n, _ in outs[i]}
-        later: list[set[str]] = [set() for _ in range(k)]  # later[i]: tensors read by segments after i
-        for i in range(k - 2, -1, -1):
-            later[i] = later[i + 1] | {n for n, *_ in ins[i + 1]}
-        for i in range(k - 1):
-            unread = sorted({n for n, _ in outs[i]} - later[i])
-            if unread:
-                raise CoralError(
-                    f"{self._names[i]} outputs {unread[0]!r}, which no later segment reads "
-                    "(libcoral requires every non-final output to be consumed)"
-                )
+        self._stages = _as_stages(interpreters)
+        self._names, self._replica_labels = _labels(self._stages, names, replica_names)
+        for s, group in enumerate(self._stages):
+            for j, it in enumerate(group[1:], 1):
+                if _signature(it) != _signature(group[0]):
+                    raise CoralError(
+                        f"{self._where(s, j)} has other inputs or outputs than {self._where(s, 0)}; "
+                        "the replicas of a segment must run the same segment file"
+                    )
+        later = _later_reads([group[0] for group in self._stages], self._names)
+        self._model_inputs = {d["name"]: d for d in self._stages[0][0].get_input_details()}
         self._join_timeout_s = join_timeout_s
-        self._shared = _Shared(k)
+        self._request_timeout_s = request_timeout_s
+        self._shared = _Shared(self.replicas())
         self._ended = False
+        self._pushed = self._next = 0  # sequence number of the next request pushed / popped
+        self._held: dict[int, dict[str, np.ndarray]] = {}  # the reorder buffer: results that came early
+        self._push_lock = threading.Lock()
+        self._pop_lock = threading.Lock()
         self._threads = [
             threading.Thread(
                 target=_stage_loop,
-                name=f"respect-pass-stage-{i}",
+                name=f"respect-pass-stage-{s}" if len(group) == 1 else f"respect-pass-stage-{s}-replica-{j}",
                 daemon=True,
-                args=(i, it, ins[i], outs[i], frozenset(later[i]), self._shared),
+                args=(s, j, it, _Binding(tuple(_inputs(it)), tuple(_outputs(it)), later[s]), self._shared),
             )
-            for i, it in enumerate(self._interpreters)
+            for s, group in enumerate(self._stages)
+            for j, it in enumerate(group)
         ]
         self._closed = False
         for t in self._threads:
@@ -219,8 +317,8 @@ class LiteRtPipelinedRunner:
 
     # ----------------------------------------------------------------- pycoral API
     def interpreters(self) -> list[Any]:
-        """The segment interpreters, in pipeline order."""
-        return list(self._interpreters)
+        """Every interpreter, in pipeline order (segment 0's replicas first)."""
+        return [it for group in self._stages for it in group]
 
     def set_input_queue_size(self, size: int | None) -> None:
         """Bound the input queue (None: unbounded, the default); ``push`` blocks while it is full."""
@@ -243,66 +341,79 @@ class LiteRtPipelinedRunner:
             self._ended = True
             self._shared.queues[0].stop_waiters()
             return
-        if set(input_tensors) != set(self._model_inputs):
-            raise CoralError(
-                f"push() got tensors {sorted(input_tensors)} but the model inputs are {sorted(self._model_inputs)}"
-            )
-        env = {}
-        for name, d in self._model_inputs.items():
-            array = np.asarray(input_tensors[name])
-            if array.dtype != np.dtype(d["dtype"]) or array.size != int(np.prod(d["shape"])):
-                raise CoralError(
-                    f"push(): {name!r} must be {np.dtype(d['dtype']).name} with "
-                    f"{int(np.prod(d['shape']))} elements, got {array.dtype.name} {array.shape}"
-                )
-            env[name] = np.array(array.reshape(d["shape"]), copy=True)
-        if not self._shared.queues[0].put(env):
+        env = self._request(input_tensors)
+        with self._push_lock:
+            queued = self._shared.queues[0].put((self._pushed, env))
+            if queued:
+                self._pushed += 1
+        if not queued:
             self._raise_if_failed()
             raise CoralError("push() on a closed pipeline")
 
     def pop(self, timeout_s: float | None = None) -> dict[str, np.ndarray] | None:
         """The next result (last segment's output name -> array), in push order; None once drained after ``{}``.
 
-        Blocks until a result is ready (at most ``timeout_s`` seconds when given, then CoralError).
+        Blocks until that result is ready, at most ``timeout_s`` seconds (None: the runner's
+        ``request_timeout_s``; ``math.inf``: forever), then raises a one-line CoralError.
         """
         self._raise_if_failed()
-        out = self._shared.queues[-1].get(timeout_s)
-        if out is _TIMEOUT:
-            raise CoralError(f"no pipeline result within {timeout_s:g} s")
-        if out is _DONE:
-            self._raise_if_failed()
-            return None
-        return out
+        wait = self._request_timeout_s if timeout_s is None else timeout_s
+        deadline = None if wait is None or math.isinf(wait) else time.monotonic() + wait
+        with self._pop_lock:
+            if self._closed:
+                self._held.clear()
+            while self._next not in self._held:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                item = self._shared.queues[-1].get(left)
+                if item is _TIMEOUT:
+                    raise CoralError(self._timeout_message(wait))
+                if item is _DONE:
+                    self._end_of_results()
+                    return None
+                self._held[item[0]] = item[1]
+            self._next += 1
+            return self._held.pop(self._next - 1)
 
     # ----------------------------------------------------------------- extras
+    def replicas(self) -> list[int]:
+        """How many interpreters (replicas) each segment runs on."""
+        return [len(group) for group in self._stages]
+
     def stage_times_s(self) -> list[list[float]]:
-        """Seconds each ``invoke()`` took, per segment, since the start or :meth:`reset_stage_times`."""
-        return [list(t) for t in self._shared.times]
+        """Seconds each ``invoke()`` took, per segment (all its replicas), since the start or the last reset."""
+        return [[t for times in stage for t in list(times)] for stage in self._shared.times]
+
+    def replica_times_s(self) -> list[list[list[float]]]:
+        """Seconds each ``invoke()`` took, per segment and replica, since the start or the last reset."""
+        return [[list(times) for times in stage] for stage in self._shared.times]
 
     def reset_stage_times(self) -> None:
         """Forget the recorded invoke times."""
-        for t in self._shared.times:
-            t.clear()
+        for stage in self._shared.times:
+            for times in stage:
+                times.clear()
 
     def queue_peaks(self) -> list[int]:
-        """The most requests each queue held at once: input queue, the K-1 internal ones, output queue."""
+        """The most requests each queue held at once: input queue, the S-1 internal ones, output queue."""
         return [q.peak for q in self._shared.queues]
 
     @property
     def running(self) -> bool:
-        """Whether any stage thread is still alive."""
+        """Whether any replica thread is still alive."""
         return any(t.is_alive() for t in self._threads)
 
     def close(self) -> None:
-        """Stop the pipeline, dropping requests still in it, and join every stage thread. Idempotent."""
+        """Stop the pipeline, dropping requests still in it, and join every replica thread. Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        dropped = sum(q.abort() for q in self._shared.queues)
+        dropped = sum(q.abort() for q in self._shared.queues) + len(self._held)
+        deadline = time.monotonic() + self._join_timeout_s
         for t in self._threads:
-            t.join(self._join_timeout_s)
-        stuck = [t.name for t in self._threads if t.is_alive()]
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive() and t is not threading.current_thread()]
         if stuck:
             log.warning(
                 "pipeline threads %s still running after %.0f s (an invoke() that does not return)",
@@ -324,10 +435,55 @@ class LiteRtPipelinedRunner:
         except Exception:  # never raise or print from a finalizer
             log.debug("closing a pipeline on deletion failed", exc_info=True)
 
+    # ----------------------------------------------------------------- internals
+    def _where(self, stage: int, replica: int) -> str:
+        label = self._replica_labels[stage][replica]
+        return f"{self._names[stage]} {label}" if label else self._names[stage]
+
+    def _request(self, input_tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A copy of one request's model inputs, checked against the first segment's inputs."""
+        if set(input_tensors) != set(self._model_inputs):
+            raise CoralError(
+                f"push() got tensors {sorted(input_tensors)} but the model inputs are {sorted(self._model_inputs)}"
+            )
+        env = {}
+        for name, d in self._model_inputs.items():
+            array = np.asarray(input_tensors[name])
+            if array.dtype != np.dtype(d["dtype"]) or array.size != int(np.prod(d["shape"])):
+                raise CoralError(
+                    f"push(): {name!r} must be {np.dtype(d['dtype']).name} with "
+                    f"{int(np.prod(d['shape']))} elements, got {array.dtype.name} {array.shape}"
+                )
+            env[name] = np.array(array.reshape(d["shape"]), copy=True)
+        return env
+
+    def _end_of_results(self) -> None:
+        """The output queue ended: raise a stage's error, or one for a result that never came."""
+        self._raise_if_failed()
+        if self._held and not self._closed:
+            raise CoralError(
+                f"the pipeline ended without the result of request {self._next} "
+                f"({len(self._held)} later result(s) held); the pipeline lost a request"
+            )
+        self._held.clear()
+
+    def _timeout_message(self, wait: float | None) -> str:
+        """One line for a pop() that timed out: which request is stuck where, if any is."""
+        head = f"no pipeline result within {wait:g} s"
+        in_flight = self._pushed - self._next
+        if in_flight <= 0:
+            return f"{head}: every request pushed was popped (pop() before push()?)"
+        now = time.monotonic()
+        busy = [(b[1], b[0], s, j) for s, row in enumerate(self._shared.busy) for j, b in enumerate(row) if b]
+        if not busy:
+            return f"{head}: {in_flight} request(s) in flight, none inside a segment"
+        since, seq, s, j = min(busy)
+        return f"{head}: request {seq} has been in {self._where(s, j)} for {now - since:.1f} s (a hung invoke()?)"
+
     def _raise_if_failed(self) -> None:
         error = self._shared.error if self._threads else None
         if error is None:
             return
         self.close()
-        stage, exc = error
-        raise CoralError(f"{self._names[stage]} failed in the pipeline ({_one_line(exc)}); the pipeline is stopped")
+        stage, replica, exc = error
+        raise CoralError(f"{self._where(stage, replica)} failed in the pipeline ({_one_line(exc)}); the pipeline is stopped")

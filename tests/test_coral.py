@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import crafting
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+import hardware.coral
 import hardware.devices
 from hardware.coral import CoralError, import_pycoral, run_coral
 from respect_pass.partition import partition
@@ -34,7 +36,7 @@ KEYS = {
     "verified",
     "stages",
 }
-STAGE_KEYS = {"index", "ms", "ms_in_pipeline", "file", "in_bytes", "out_bytes"}
+STAGE_KEYS = {"index", "ms", "ms_in_pipeline", "replicas", "devices", "file", "in_bytes", "out_bytes"}
 
 
 def cpu_factory(path, device):
@@ -72,7 +74,7 @@ def compiled(tmp_path_factory):
     script = fake_edgetpu.install(root / "fakebin")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
-        result = partition(crafting.EMBEDDED, 3, root / "seg", compile=True)
+        result = partition(crafting.EMBEDDED, 3, root / "seg", compile=True, replicas=False)
     return root / "seg", list(result.compiled_paths)
 
 
@@ -83,6 +85,8 @@ def check_figures(report, runner, devices):
     assert report["bottleneck_ms"] == pytest.approx(1000 / report["throughput_ips"])
     assert report["latency_ms"] > 0 and report["latency_loaded_p99_ms"] >= report["latency_loaded_p50_ms"] > 0
     assert [s["index"] for s in report["stages"]] == [0, 1, 2] and all(s["ms"] > 0 for s in report["stages"])
+    assert [s["devices"] for s in report["stages"]] == [[d] for d in devices]
+    assert [s["replicas"] for s in report["stages"]] == [1, 1, 1]
     assert report["stages"][0]["in_bytes"] == 96 * 96 * 3 and report["stages"][-1]["out_bytes"] == 100
 
 
@@ -341,3 +345,170 @@ def test_cli_coral_without_pycoral_or_runtime(compiled):
     r = run_pipeline("--tpus", "3", str(out), "--backend", "coral")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stdout == ""
     assert "libedgetpu.so.1 cannot be loaded" in r.stderr and "libedgetpu1-std" in r.stderr
+
+
+# ----------------------------------------------------------------- replicas
+
+FIVE = ["usb:0", "usb:1", "pci:0", "usb:2", "usb:3"]  # segment 0 on 2 TPUs, segment 1 on 1, segment 2 on 2
+
+
+def recording_factory(opened):
+    """cpu_factory that records (device, file name) of every interpreter it opens."""
+
+    def factory(path, device):
+        opened.append((device, Path(path).name))
+        return cpu_factory(path, device)
+
+    return factory
+
+
+def test_litert_runner_with_replicas(compiled):
+    _, paths = compiled
+    opened = []
+    report = run_coral(
+        paths,
+        count=10,
+        warmup=1,
+        runner="litert",
+        devices=FIVE,
+        replicas=[2, 1, 2],
+        interpreter_factory=recording_factory(opened),
+    )
+    assert set(report) == KEYS and all(set(s) == STAGE_KEYS for s in report["stages"])
+    assert report["runner"] == "litert" and report["devices"] == FIVE and report["num_segments"] == 3
+    assert [s["replicas"] for s in report["stages"]] == [2, 1, 2]
+    assert [s["devices"] for s in report["stages"]] == [FIVE[:2], FIVE[2:3], FIVE[3:]]
+    assert opened == list(zip(FIVE, [paths[0].name] * 2 + [paths[1].name] + [paths[2].name] * 2))
+    assert all(s["ms_in_pipeline"] > 0 for s in report["stages"])
+    assert report["bottleneck_ms"] == pytest.approx(1000 / report["throughput_ips"])
+
+
+def test_auto_takes_our_runner_when_replicated(compiled, fake_pycoral):
+    report = run_coral(compiled[1], count=3, warmup=0, devices=FIVE, replicas=[2, 1, 2], interpreter_factory=cpu_factory)
+    assert report["runner"] == "litert" and fake_pycoral.pipeline.RUNNERS == []
+    plain = run_coral(compiled[1], count=3, warmup=0, devices="usb:2,usb:0,usb:1", replicas=[1, 1, 1])  # none replicated
+    assert plain["runner"] == "pycoral" and plain["devices"] == ["usb:2", "usb:0", "usb:1"]
+    assert [d for d, _ in fake_pycoral.edgetpu.OPENED] == ["usb:2", "usb:0", "usb:1"]
+
+
+@pytest.mark.parametrize("with_pycoral", [True, False])
+def test_pycoral_refuses_replicas_in_one_line(compiled, monkeypatch, with_pycoral):
+    if with_pycoral:
+        monkeypatch.syspath_prepend(str(FAKE))
+    else:
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if "fake_pycoral" not in p])
+    with pytest.raises(CoralError) as info:
+        run_coral(compiled[1], runner="pycoral", replicas=[1, 2, 1])
+    message = str(info.value)
+    assert "\n" not in message and "--no-replicas" in message
+    assert message.startswith("pycoral's PipelinedModelRunner runs one TPU per segment, but the plan runs segment 1 on 2")
+
+
+def test_replicas_need_one_device_per_tpu(compiled):
+    with pytest.raises(CoralError, match=r"--devices names 4 Edge TPU\(s\) but the pipeline has 3 segments on 5 TPUs"):
+        run_coral(compiled[1], runner="litert", devices=FIVE[:4], replicas=[2, 1, 2], interpreter_factory=cpu_factory)
+    with pytest.raises(CoralError, match=r"--devices names 6 .* name one per TPU, in plan order"):
+        run_coral(
+            compiled[1], runner="litert", devices=[*FIVE, "pci:1"], replicas=[2, 1, 2], interpreter_factory=cpu_factory
+        )
+    with pytest.raises(CoralError, match=r"replicas gives 2 count\(s\) for 3 segment\(s\)"):
+        run_coral(compiled[1], runner="litert", replicas=[2, 1], interpreter_factory=cpu_factory)
+    with pytest.raises(CoralError, match=r"replicas must be whole numbers of at least 1, got \[2, 0, 1\]"):
+        run_coral(compiled[1], runner="litert", replicas=[2, 0, 1], interpreter_factory=cpu_factory)
+
+
+def test_replicas_on_enumerated_devices(compiled, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware.devices, "SYS_ROOT", tmp_path / "sys")
+    monkeypatch.setattr(hardware.devices, "DEV_ROOT", tmp_path / "dev")
+    (tmp_path / "dev").mkdir()
+    for i in range(4):
+        (tmp_path / "dev" / f"apex_{i}").write_text("")
+    with pytest.raises(
+        CoralError, match=r"found 4 Edge TPU\(s\) but the pipeline has 3 segments on 5 TPUs \(replicas 2\+1\+2\)"
+    ):
+        run_coral(compiled[1], runner="litert", replicas=[2, 1, 2], interpreter_factory=cpu_factory)
+    for i in range(4, 7):
+        (tmp_path / "dev" / f"apex_{i}").write_text("")
+    report = run_coral(compiled[1], count=2, warmup=0, runner="litert", replicas=[2, 1, 2], interpreter_factory=cpu_factory)
+    assert report["devices"] == [f"pci:{i}" for i in range(5)]
+    assert [s["devices"] for s in report["stages"]] == [["pci:0", "pci:1"], ["pci:2"], ["pci:3", "pci:4"]]
+
+
+def test_replicas_through_the_edgetpu_delegate(compiled, monkeypatch):
+    """No interpreter factory: every replica is opened by load_delegate("libedgetpu.so.1", {"device": ...}),
+    faked here, with its own delegate (LiteRT on the CPU underneath)."""
+    loaded, opened = [], []
+
+    def load_delegate(library, options):
+        loaded.append((library, options))
+        return object()
+
+    def interpreter(model_path, experimental_delegates):
+        opened.append((Path(model_path).name, experimental_delegates))
+        return cpu_factory(model_path, None)
+
+    monkeypatch.setattr(hardware.devices, "require_edgetpu_runtime", lambda library="": None)
+    monkeypatch.setattr(hardware.coral, "require_edgetpu_runtime", lambda library="": None)
+    fake = types.SimpleNamespace(load_delegate=load_delegate, Interpreter=interpreter)
+    monkeypatch.setattr(hardware.devices, "litert_module", lambda: fake)
+    paths = compiled[1]
+    report = run_coral(paths, count=4, warmup=1, runner="litert", devices=FIVE, replicas=[2, 1, 2])
+    assert loaded == [("libedgetpu.so.1", {"device": d}) for d in FIVE]
+    assert [name for name, _ in opened] == [paths[0].name] * 2 + [paths[1].name] + [paths[2].name] * 2
+    assert len({id(d[0]) for _, d in opened}) == 5  # one delegate per TPU
+    assert [s["replicas"] for s in report["stages"]] == [2, 1, 2]
+
+
+def test_a_failing_replica_is_named_with_its_device(compiled):
+    class FailsOnThirdInvoke:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def invoke(self):
+            stage = threading.current_thread().name.startswith("respect-pass-stage-")
+            self.calls += stage
+            if self.calls == 3:
+                raise RuntimeError("USB transfer failed")
+            self.inner.invoke()
+
+    def factory(path, device):
+        it = cpu_factory(path, device)
+        return FailsOnThirdInvoke(it) if device == "usb:3" else it
+
+    before = threading.active_count()
+    with pytest.raises(CoralError) as info:
+        run_coral(
+            compiled[1], count=20, warmup=0, runner="litert", devices=FIVE, replicas=[2, 1, 2], interpreter_factory=factory
+        )
+    message = str(info.value)
+    assert "\n" not in message and threading.active_count() == before
+    assert message.startswith(
+        f"segment 2 ({compiled[1][2].name}) replica 1 on usb:3 failed in the pipeline (RuntimeError: USB"
+    )
+
+
+def test_each_replica_is_checked_alone_against_the_first(compiled):
+    class OffByOne:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def get_tensor(self, index):
+            return self.inner.get_tensor(index) + 1
+
+    def factory(path, device):
+        it = cpu_factory(path, device)
+        return OffByOne(it) if device == "usb:3" else it
+
+    with pytest.raises(CoralError) as info:
+        run_coral(
+            compiled[1], count=2, warmup=0, runner="litert", devices=FIVE, replicas=[2, 1, 2], interpreter_factory=factory
+        )
+    name = compiled[1][2].name
+    assert str(info.value).startswith(f"segment 2 ({name}) replica 1 on usb:3 gives another '")
+    assert str(info.value).endswith("than replica 0 on usb:2 for the same inputs")

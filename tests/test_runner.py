@@ -1,6 +1,8 @@
-"""hardware/runner.py: LiteRtPipelinedRunner on LiteRT CPU interpreters and on pure-Python interpreter doubles."""
+"""hardware/runner.py: LiteRtPipelinedRunner (one or several replicas per segment) on LiteRT CPU interpreters
+and on pure-Python interpreter doubles."""
 
 import gc
+import random
 import threading
 import time
 
@@ -8,6 +10,9 @@ import crafting
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import examples
 
 from hardware.devices import CoralError
 from hardware.runner import INTERNAL_QUEUE_SIZE, LiteRtPipelinedRunner
@@ -17,8 +22,8 @@ from tflite_io.verify import random_inputs
 
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory):
-    """The embedded model's 3 (uncompiled) segment files, partitioned once for the module."""
-    return list(partition(crafting.EMBEDDED, 3, tmp_path_factory.mktemp("seg")).segment_paths)
+    """The embedded model's 3 (uncompiled) segment files, one per TPU, partitioned once for the module."""
+    return list(partition(crafting.EMBEDDED, 3, tmp_path_factory.mktemp("seg"), replicas=False).segment_paths)
 
 
 def cpu(path):
@@ -270,3 +275,201 @@ def test_push_checks_names_and_types():
             runner.push([np.zeros(2, np.int32)])
         with pytest.raises(CoralError, match="no pipeline result within"):
             runner.pop(timeout_s=0.05)
+
+
+# ----------------------------------------------------------------- replicas
+
+
+class Jittery:
+    """An interpreter whose invoke() sleeps a seeded random 0-5 ms (so replicas finish out of order), can fail on
+    its n-th call, and logs each result (as bytes) to ``done`` in completion order."""
+
+    def __init__(self, inner, seed, fail_on=None, done=None, gate=None):
+        self.inner, self.rng, self.fail_on, self.done, self.gate, self.calls = (
+            inner,
+            random.Random(seed),
+            fail_on,
+            done,
+            gate,
+            0,
+        )
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def invoke(self):
+        self.calls += 1
+        if self.fail_on == self.calls:
+            raise RuntimeError("boom")
+        if self.gate is not None:
+            self.gate.wait()
+        time.sleep(self.rng.uniform(0, 0.005))
+        self.inner.invoke()
+        if self.done is not None:
+            self.done.append(self.inner.get_tensor(self.inner.get_output_details()[0]["index"]).tobytes())
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory):
+    """The embedded model's 2 (uncompiled) segment files."""
+    return list(partition(crafting.EMBEDDED, 2, tmp_path_factory.mktemp("halves"), replicas=False).segment_paths)
+
+
+def full_model(feed):
+    """Reference: the whole (unsplit) model on the CPU."""
+    it = cpu(crafting.EMBEDDED)
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], feed[d["name"]])
+    it.invoke()
+    return {d["name"]: it.get_tensor(d["index"]) for d in it.get_output_details()}
+
+
+def replicated(paths, replicas, seed=0, **kw):
+    """Per segment, ``replicas[s]`` jittery CPU interpreters of ``paths[s]`` (each seeded differently)."""
+    return [[Jittery(cpu(p), seed + 10 * s + j, **kw) for j in range(r)] for s, (p, r) in enumerate(zip(paths, replicas))]
+
+
+def stage_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("respect-pass-stage-")]
+
+
+@settings(max_examples=examples(10), deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 30))
+def test_replicas_bit_exact_and_in_request_order(halves, seed, n):
+    done = []
+    stages = replicated(halves, [2, 3], seed)
+    for it in stages[1]:
+        it.done = done
+    requests = feeds(stages[0][0], n, seed)
+    with LiteRtPipelinedRunner(stages) as runner:
+        assert runner.replicas() == [2, 3] and len(runner.interpreters()) == 5 and len(stage_threads()) == 5
+        for r in requests:
+            runner.push(r)
+        runner.push({})
+        results = [runner.pop(timeout_s=30) for _ in requests]
+        assert runner.pop(timeout_s=5) is None
+        assert max(runner.queue_peaks()[1:-1]) <= INTERNAL_QUEUE_SIZE
+        times = runner.replica_times_s()
+        assert [len(t) for t in runner.stage_times_s()] == [n, n] and [sum(map(len, s)) for s in times] == [n, n]
+    name = next(iter(results[0]))
+    for r, out in zip(requests, results):
+        assert np.array_equal(out[name], full_model(r)[name])
+    assert sorted(done) == sorted(out[name].tobytes() for out in results)
+
+
+def test_replicas_finish_out_of_order_and_pop_reorders(halves):
+    done = []
+    stages = replicated(halves, [2, 3], seed=7)
+    for it in stages[1]:
+        it.done = done
+    requests = feeds(stages[0][0], 40, seed=3)
+    with LiteRtPipelinedRunner(stages) as runner:
+        for r in requests:
+            runner.push(r)
+        results = [runner.pop(timeout_s=30) for _ in requests]
+        assert all(len(t) > 0 for stage in runner.replica_times_s() for t in stage)  # every replica worked
+    name = next(iter(results[0]))
+    assert [out[name].tobytes() for out in results] == [chain(halves, r)[name].tobytes() for r in requests]
+    assert done != [out[name].tobytes() for out in results]  # the last stage finished them out of order
+
+
+def test_a_plain_list_and_a_list_of_lists_mix(segments):
+    its = [cpu(segments[0]), [cpu(segments[1]), cpu(segments[1])], (cpu(segments[2]),)]
+    requests = feeds(its[0], 6)
+    with LiteRtPipelinedRunner(its) as runner:
+        assert runner.replicas() == [1, 2, 1]
+        for r in requests:
+            runner.push(r)
+        outs = [runner.pop(timeout_s=30) for _ in requests]
+    name = next(iter(outs[0]))
+    assert all(np.array_equal(o[name], chain(segments, r)[name]) for o, r in zip(outs, requests))
+
+
+def test_replica_error_stops_everything_and_joins_every_thread(halves):
+    before = threading.active_count()
+    stages = replicated(halves, [2, 3], seed=1)
+    stages[1][1].fail_on = 2
+    requests = feeds(stages[0][0], 30)
+    runner = LiteRtPipelinedRunner(stages, names=["first", "second"])
+    for r in requests:
+        runner.push(r)
+    popped = []
+    with pytest.raises(CoralError) as info:
+        for _ in requests:
+            popped.append(runner.pop(timeout_s=30))
+    message = str(info.value)
+    assert message == "second replica 1 failed in the pipeline (RuntimeError: boom); the pipeline is stopped"
+    assert not runner.running and threading.active_count() == before
+    assert len(popped) < len(requests)  # results after the failure are never handed out
+    name = next(iter(popped[0])) if popped else None
+    assert all(np.array_equal(o[name], chain(halves, r)[name]) for o, r in zip(popped, requests))
+    for call in (lambda: runner.pop(timeout_s=1), lambda: runner.push(requests[0])):
+        with pytest.raises(CoralError, match="^second replica 1 failed in the pipeline"):
+            call()
+    runner.close()
+
+
+def test_a_hung_replica_times_out_pop_without_blocking_the_others(halves):
+    gate = threading.Event()
+    stages = replicated(halves, [1, 2])
+    stages[1][0].gate = gate
+    requests = feeds(stages[0][0], 6)
+    runner = LiteRtPipelinedRunner(stages, request_timeout_s=0.3)
+    try:
+        for r in requests:
+            runner.push(r)
+        outs = []
+        with pytest.raises(CoralError) as info:
+            for _ in requests:
+                outs.append(runner.pop())
+        message = str(info.value)
+        assert message.startswith(f"no pipeline result within 0.3 s: request {len(outs)} has been in segment 1 replica 0")
+        assert message.endswith("(a hung invoke()?)") and "\n" not in message
+        assert stages[1][1].calls >= 4  # the other replica went on with the later requests
+        gate.set()
+        outs += [runner.pop() for _ in range(len(requests) - len(outs))]
+        name = next(iter(outs[0]))
+        assert [o[name].tobytes() for o in outs] == [chain(halves, r)[name].tobytes() for r in requests]
+    finally:
+        gate.set()
+        runner.close()
+
+
+def test_pop_timeout_says_when_nothing_is_in_flight():
+    with LiteRtPipelinedRunner([Fake(["x"], ["y"], lambda x: x)], request_timeout_s=0.05) as runner:
+        with pytest.raises(CoralError, match=r"within 0.05 s: every request pushed was popped"):
+            runner.pop()
+
+
+def test_end_of_stream_and_close_with_replicas(halves):
+    before = threading.active_count()
+    stages = replicated(halves, [3, 2])
+    runner = LiteRtPipelinedRunner(stages)
+    assert threading.active_count() == before + 5
+    for r in feeds(stages[0][0], 7):
+        runner.push(r)
+    runner.push({})
+    assert all(runner.pop(timeout_s=30) is not None for _ in range(7)) and runner.pop(timeout_s=5) is None
+    settle(lambda: not runner.running)  # each stage ends once all its replicas saw the end
+    runner.close()
+    assert threading.active_count() == before
+    dropped = LiteRtPipelinedRunner(replicated(halves, [2, 2]))
+    dropped.push(feeds(stages[0][0], 1)[0])
+    del dropped
+    gc.collect()
+    settle(lambda: threading.active_count() == before)
+
+
+def test_replicas_must_be_the_same_segment(segments):
+    with pytest.raises(CoralError, match="segment 1 replica 1 has other inputs or outputs than segment 1 replica 0"):
+        LiteRtPipelinedRunner([cpu(segments[0]), [cpu(segments[1]), cpu(segments[2])], cpu(segments[2])])
+    with pytest.raises(CoralError, match="segment 1 has no interpreter"):
+        LiteRtPipelinedRunner([cpu(segments[0]), [], cpu(segments[2])])
+    it = cpu(segments[1])
+    with pytest.raises(CoralError, match="the same interpreter is given twice"):
+        LiteRtPipelinedRunner([cpu(segments[0]), [it, it], cpu(segments[2])])
+    with pytest.raises(CoralError, match=r"replica names for \[1, 1\] replicas, not \[1, 2\]"):
+        LiteRtPipelinedRunner(
+            [Fake(["x"], ["a"], None), [Fake(["a"], ["y"], None)] * 1 + [Fake(["a"], ["y"], None)]],
+            replica_names=[["a"], ["b"]],
+        )
