@@ -453,7 +453,7 @@ def _partition(argv: Sequence[str]) -> int:
     )
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
-        idle = idle_stage(result.graph, result.plan, spec, options)
+        idle = idle_stage(result.graph, result.plan, spec, options, replicas=not args.no_replicas)
         if idle is not None:
             print(f"respect-pass: warning: {idle.message}", file=sys.stderr)
     return 0

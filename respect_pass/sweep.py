@@ -125,17 +125,23 @@ class IdleStage:
     fewer_k: int
     fewer_period_ms: float
     fewer_scheduler: str | None = None  # set when the K - 1 plan came from another scheduler
+    replicas_period_ms: float | None = None  # what replicas give at K, when the plan has none and they pay
 
     @property
     def message(self) -> str:
-        """One line: which stage idles, how much, and what K - 1 TPUs give."""
+        """One line: which stage idles, how much, what K - 1 TPUs give, and what replicas would give."""
         idle = 100 * (1 - self.stage_ms / self.period_ms)
         same = "a shorter" if self.fewer_period_ms < self.period_ms * (1 - SAME_PERIOD) else "the same"
         by = f", {self.fewer_scheduler} scheduler" if self.fewer_scheduler else ""
+        reps = (
+            f"; with replicas (without --no-replicas) K={self.fewer_k + 1} gives {_ms(self.replicas_period_ms)} ms"
+            if self.replicas_period_ms is not None
+            else ""
+        )
         return (
             f"stage {self.stage} is idle {idle:.0f}% of the period ({_ms(self.stage_ms)} of "
             f"{_ms(self.period_ms)} ms); K={self.fewer_k} gives {same} period "
-            f"({_ms(self.fewer_period_ms)} ms{by})"
+            f"({_ms(self.fewer_period_ms)} ms{by}){reps}"
         )
 
 
@@ -264,10 +270,12 @@ def _plan_every_k(
     largest = max_stages(graph)
     for k in range(1, max_tpus + 1):
         plan, why = _plan(graph, min(k, largest), spec, scheduler, options)
+        pipelines.append(_period(graph, plan, spec)[0] if plan is not None and k <= largest else None)
+        if plan is None and replicas and k > largest:  # no pipeline to start from: the whole model's order
+            plan = Plan((0,) * graph.num_ops, 1, scheduler)
         if plan is None:
             failed[scheduler].append((k, str(why)))
-        pipelines.append(_period(graph, plan, spec)[0] if plan is not None and k <= largest else None)
-        if plan is not None and replicas:
+        elif replicas:
             plan = with_replicas(graph, plan, k, spec)
         plans.append(plan)
         ours.append(_period(graph, plan, spec) if plan is not None else None)
@@ -362,10 +370,13 @@ def idle_stage(
     plan: Plan,
     spec: EdgeTpuSpec,
     scheduler_options: Mapping[str, Any] | None = None,
+    replicas: bool = False,
 ) -> IdleStage | None:
     """The least busy stage of ``plan`` (which must carry ``stage_ms``) if it is busy less than
-    :data:`IDLE_BELOW` of the period and the same scheduler's plan for K - 1 TPUs has the same period
-    (within :data:`SAME_PERIOD`) or a shorter one; None otherwise.
+    :data:`IDLE_BELOW` of the period (a stage of r replicas: its time over r) and a plan for K - 1 TPUs
+    has the same period (within :data:`SAME_PERIOD`) or a shorter one; None otherwise. With ``replicas``
+    (the plan was made with them) the K - 1 plan gets replicas too; without (a pipeline, ``--no-replicas``)
+    the check also says what replicas would give at K.
 
     The K - 1 plan is costed like ``plan``'s. ``exact`` and ``respect+exact`` (which may run for their
     whole time limit again) and ``given`` are replaced by ``respect`` for that plan.
@@ -373,16 +384,28 @@ def idle_stage(
     k, period, times = plan.num_stages, plan.predicted_bottleneck_ms, plan.stage_ms
     if k < 2 or period is None or times is None or period <= 0:
         return None
-    stage = min(range(k), key=lambda i: times[i])
-    if times[stage] >= IDLE_BELOW * period:
+    busy = [t / r for t, r in zip(times, plan.stage_replicas)]
+    stage = min(range(k), key=lambda i: busy[i])
+    if busy[stage] >= IDLE_BELOW * period:
         return None
     name = _RECHECK_WITH.get(plan.scheduler, plan.scheduler)
     accepted = inspect.signature(get_scheduler(name)).parameters
     options = {key: v for key, v in (scheduler_options or {}).items() if key in accepted and key != "stages"}
-    fewer, _ = _plan(graph, k - 1, spec, name, options)
+    tpus = plan.num_tpus
+    fewer, _ = _plan(graph, min(tpus - 1, max_stages(graph)), spec, name, options)
     if fewer is None:
         return None
-    fewer_ms = _period(graph, fewer, spec)[0]
+    replicated = with_replicas(graph, fewer, tpus - 1, spec) if replicas else fewer
+    fewer_ms = _period(graph, replicated, spec)[0]
     if fewer_ms > period * (1 + SAME_PERIOD):
         return None
-    return IdleStage(stage, times[stage], period, k - 1, fewer_ms, name if name != plan.scheduler else None)
+    with_reps = None if replicas else _period(graph, with_replicas(graph, plan, tpus, spec), spec)[0]
+    return IdleStage(
+        stage,
+        times[stage],
+        period,
+        tpus - 1,
+        fewer_ms,
+        name if name != plan.scheduler else None,
+        with_reps if with_reps is not None and with_reps < period * (1 - SAME_PERIOD) else None,
+    )

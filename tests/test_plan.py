@@ -8,6 +8,7 @@ from tflite_io import segment_interfaces
 
 KEYS = {
     "model",
+    "tpus",
     "num_segments",
     "scheduler",
     "objective",
@@ -20,7 +21,7 @@ KEYS = {
     "segments",
     "scheduler_stats",
 }
-SEGMENT_KEYS = {"index", "file", "ops", "param_bytes", "predicted_ms", "inputs", "outputs"}
+SEGMENT_KEYS = {"index", "file", "ops", "param_bytes", "predicted_ms", "replicas", "devices", "inputs", "outputs"}
 
 
 def test_plan_json_keys_and_values():
@@ -36,11 +37,25 @@ def test_plan_json_keys_and_values():
         "ops": [0, 2],
         "param_bytes": 1007,
         "predicted_ms": 1.5,
+        "replicas": 1,
+        "devices": [0],
         "inputs": ["x"],
         "outputs": ["a", "c"],
     }
+    assert doc["tpus"] == 2 and doc["segments"][1]["devices"] == [1]
     assert doc["segments"][1]["inputs"] == ["a", "c"] and doc["segments"][1]["outputs"] == ["y"]
     json.dumps(doc)
+
+
+def test_replicas_give_each_segment_its_tpus_in_order():
+    g = diamond_graph()
+    plan = Plan((0, 1, 0, 1), 2, "respect", stage_ms=(1.5, 2.0), replicas=(3, 2), tpus=6, period_ms=1.0)
+    assert plan.stage_replicas == (3, 2) and plan.num_tpus == 6
+    assert plan.devices() == ((0, 1, 2), (3, 4))
+    doc = plan_json(plan, g, segment_interfaces(g, plan.stages, 2), ["a.tflite", "b.tflite"], "m.tflite")
+    assert doc["tpus"] == 6 and doc["predicted_bottleneck_ms"] == 1.0  # the device model's period, as set
+    assert [(s["replicas"], s["devices"]) for s in doc["segments"]] == [(3, [0, 1, 2]), (2, [3, 4])]
+    assert Plan((0, 1, 0, 1), 2, "dp").stage_replicas == (1, 1)
 
 
 def test_plan_without_predictions_has_nulls():

@@ -124,7 +124,7 @@ def check_stage_chart(fig, stages, stage_ms, title: str, cache_label: str | None
 @pytest.mark.parametrize("scheduler", ["respect", "dp"])
 def test_partition_plot_draws_the_plans_stage_times(tmp_path, rendered, scheduler):
     png = tmp_path / "stages.png"
-    result = partition(crafting.EMBEDDED, 3, tmp_path / "out", scheduler=scheduler, plot=png)
+    result = partition(crafting.EMBEDDED, 3, tmp_path / "out", scheduler=scheduler, plot=png, replicas=False)
     assert png.is_file() and len(rendered) == 1
     stem = crafting.EMBEDDED.stem
     title = f"{stem}: 3 segments, {scheduler} scheduler (predicted, usb spec)"
@@ -136,7 +136,7 @@ def test_partition_plot_draws_the_plans_stage_times(tmp_path, rendered, schedule
 
 def test_partition_plot_counts_the_cpu_ops_time(tmp_path, rendered):
     model = Path(__file__).resolve().parent / "data" / "evidence" / "movenet_like.tflite"
-    result = partition(model, 2, tmp_path / "out", plot=tmp_path / "stages.png")
+    result = partition(model, 2, tmp_path / "out", plot=tmp_path / "stages.png", replicas=False)
     assert any(s["host_ms"] > 0 for s in result.stage_breakdown)
     ax_t = rendered[0].axes[0]
     assert all_close(stack_tops(ax_t), result.plan.stage_ms)
@@ -156,7 +156,7 @@ def test_stage_chart_of_a_stage_map_draws_the_cost_models_stage_times(embedded_p
 
 
 def test_run_pipeline_plot_draws_the_simulated_stage_times(tmp_path, rendered, capsys):
-    partition(BRANCHY, 3, tmp_path / "segs")
+    partition(BRANCHY, 3, tmp_path / "segs", replicas=False)
     png = tmp_path / "pipeline.png"
     assert run_pipeline_main(["--tpus", "3", str(tmp_path / "segs"), "--plot", str(png), "--json", "--count", "5"]) == 0
     report = json.loads(capsys.readouterr().out)

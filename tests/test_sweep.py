@@ -10,7 +10,7 @@ import crafting
 import pytest
 from strategies import BRANCHY
 
-from hardware import USB, pipeline_period_ms, stage_costs
+from hardware import USB, USB_SEPARATE, pipeline_period_ms, stage_costs
 from hardware.cost import shared_link_ms
 from respect_pass.partition import load_model
 from respect_pass.schedulers import get_scheduler
@@ -26,6 +26,10 @@ ROW_KEYS = {
     "speedup_vs_compiler",
     "compiler_bottleneck_ms",
     "idle_stages",
+    "segments",
+    "replicas",
+    "pipeline_bottleneck_ms",
+    "copies_bottleneck_ms",
 }
 #: No per-invoke cost: stages after the input-bound first one are nearly idle, and more TPUs do not help.
 NO_INVOKE = replace(USB, t_invoke_s=0.0)
@@ -57,7 +61,7 @@ def with_costs(graph, plan, spec):
 
 @pytest.mark.parametrize("scheduler", ["respect", "dp"])
 def test_rows_match_plans_costed_independently(graph, scheduler):
-    result = sweep(crafting.EMBEDDED, 5, USB, scheduler)
+    result = sweep(crafting.EMBEDDED, 5, USB, scheduler, replicas=False)
     assert [r.k for r in result.rows] == [1, 2, 3, 4, 5]
     assert result.scheduler == scheduler and result.spec == "usb" and result.model.endswith(crafting.EMBEDDED.name)
     one = costed(graph, scheduler, 1, USB)[0]
@@ -91,18 +95,38 @@ def test_recommend_skips_missing_plans_and_ties():
 
 def test_period_includes_the_shared_link(graph):
     narrow = replace(USB, shared_link_bytes_per_s=2e7)  # the link, not a stage, bounds the period
-    row = sweep(graph, 3, narrow, "dp").rows[2]
+    row = sweep(graph, 3, narrow, "dp", replicas=False).rows[2]
     period, times, _ = costed(graph, "dp", 3, narrow)
     assert row.bottleneck_ms == pytest.approx(period) and period > max(times)
 
 
 def test_max_tpus_is_capped_with_a_note_and_missing_plans_are_rows_of_none():
-    result = sweep(load_model(BRANCHY), 40, USB, "dp")
+    result = sweep(load_model(BRANCHY), 40, USB, "dp", replicas=False)
     assert [r.k for r in result.rows] == list(range(1, 34))
     assert any("at most 33 TPUs" in n for n in result.notes)
     failed = [r for r in result.rows if r.bottleneck_ms is None]  # dp has no contiguous split for some K
     assert failed and all(r.throughput_ips is None and r.speedup_vs_1 is None for r in failed)
     assert any(n.startswith(f"the dp scheduler found no plan for K = {failed[0].k}") for n in result.notes)
+
+
+@pytest.mark.parametrize("spec", [USB, USB_SEPARATE], ids=lambda s: s.name)
+def test_replicas_are_never_slower_than_the_pipeline_or_whole_model_copies(graph, spec):
+    result = sweep(crafting.EMBEDDED, 6, spec, "respect")
+    for r in result.rows:
+        assert r.segments == len(r.replicas) and sum(r.replicas) <= r.k
+        best = min(p for p in (r.pipeline_bottleneck_ms, r.copies_bottleneck_ms) if p is not None)
+        assert r.bottleneck_ms <= best * (1 + 1e-9)
+        assert r.copies_bottleneck_ms == pytest.approx(costed(graph, "respect", 1, spec)[0] / r.k, rel=1e-9)
+    assert result.rows[-1].speedup_vs_1 >= 5.5  # the embedded model fits one TPU: about one copy per TPU
+
+
+def test_replicas_go_past_the_stages_a_model_allows():
+    result = sweep(load_model(BRANCHY), 40, USB, "dp")
+    assert [r.k for r in result.rows] == list(range(1, 41)) and any("more TPUs run replicas" in n for n in result.notes)
+    assert all(r.pipeline_bottleneck_ms is None for r in result.rows[33:])
+    planned = [r for r in result.rows if r.bottleneck_ms is not None]  # dp has no contiguous split for some K
+    assert result.rows[-1] in planned and all(sum(r.replicas) <= r.k for r in planned)
+    assert result.rows[-1].bottleneck_ms < min(r.bottleneck_ms for r in planned if r.k <= 33)
 
 
 def test_bad_arguments_raise():
