@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine; each creates .venv and installs what it needs.
-#   make demo   partition the embedded model onto 4 Edge TPUs, verify, run the simulated pipeline
+#   make demo   plan the embedded model for 4 Edge TPUs, verify, run the simulated pipeline, show what 1-4 TPUs buy
 #   make test   run the test suite
 # Daily work: make test-fast (unit tier, under a minute), make lint (ruff check, ruff format --check, mypy).
 PYTHON ?= python3
@@ -27,7 +27,9 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.base
 	$(BIN)/respect-pass $(EMBEDDED) -n 4 -o out/demo --verify
-	$(BIN)/run_pipeline --tpus 4 out/demo
+	$(BIN)/run_pipeline out/demo
+	$(BIN)/respect-pass sweep $(EMBEDDED) --max-tpus 4
+	@echo "next: respect-pass YOUR_MODEL.tflite -n K -o DIR --verify  (K: your TPUs; README, 'How many TPUs?')"
 
 test: $(VENV)/.full
 	$(BIN)/python -m pytest -q

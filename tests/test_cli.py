@@ -28,25 +28,47 @@ def digest(p: Path) -> str:
 
 
 def test_happy_path_writes_segments_and_plan(tmp_path):
+    """-n 4 is four TPUs: the embedded model fits one, so it runs as one segment on all four."""
     before = digest(crafting.EMBEDDED)
     out = tmp_path / "out"
     r = run(str(crafting.EMBEDDED), "-n", "4", "-o", str(out))
     assert r.returncode == 0, r.stderr
+    doc = json.loads((out / f"{STEM}_plan.json").read_text())
+    s = doc["num_segments"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{STEM}_segment_{i}_of_{s}.tflite" for i in range(s)] + [f"{STEM}_plan.json"]
+    )
+    assert doc["tpus"] == 4 and doc["scheduler"] == "respect" and s == 1
+    assert doc["segments"][0]["replicas"] == 4 and doc["segments"][0]["devices"] == [0, 1, 2, 3]
+    assert doc["predicted_bottleneck_ms"] == pytest.approx(doc["predicted_latency_ms"] / 4, rel=1e-9)
+    assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
+    assert "1 segment on 4 TPUs" in r.stdout and "0-3" in r.stdout
+    assert digest(crafting.EMBEDDED) == before
+
+
+def test_no_replicas_writes_one_segment_per_tpu(tmp_path):
+    out = tmp_path / "out"
+    r = run(str(crafting.EMBEDDED), "-n", "4", "-o", str(out), "--no-replicas")
+    assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{STEM}_segment_{i}_of_4.tflite" for i in range(4)] + [f"{STEM}_plan.json"]
     )
-    doc = json.loads((out / f"{STEM}_plan.json").read_text())
-    assert doc["num_segments"] == 4 and doc["scheduler"] == "respect"
-    assert sorted(i for s in doc["segments"] for i in s["ops"]) == list(range(64))
-    assert "4 segments" in r.stdout
-    assert digest(crafting.EMBEDDED) == before
+    assert "4 segments on 4 TPUs" in r.stdout
 
 
 def test_verify_and_json(tmp_path):
     r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--verify", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["num_segments"] == 3 and len(doc["segments"]) == 3
+    assert doc["tpus"] == 3 and len(doc["segments"]) == doc["num_segments"] <= 3
+    assert sum(s["replicas"] for s in doc["segments"]) <= 3
+
+
+def test_verify_and_json_without_replicas_is_one_tpu_per_segment(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--verify", "--json", "--no-replicas")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["tpus"] == doc["num_segments"] == 3 and [s["replicas"] for s in doc["segments"]] == [1, 1, 1]
 
 
 def test_verify_table_mentions_bit_exact(tmp_path):
@@ -118,7 +140,7 @@ def test_bad_model_gives_one_line_and_no_output(tmp_path, case):
     "args,match",
     [
         (["-n", "0"], "between 1 and 64"),
-        (["-n", "65"], "between 1 and 64"),
+        (["-n", "65", "--no-replicas"], "between 1 and 64"),
         (["-n", "x"], "invalid int value"),
         (["-n", "2", "--scheduler", "magic"], "invalid choice"),
     ],
@@ -146,7 +168,7 @@ def test_unwritable_output_dir(tmp_path):
 
 def test_failure_leaves_existing_output_dir_untouched(tmp_path):
     (tmp_path / "mine.txt").write_text("keep")
-    r = run(str(crafting.EMBEDDED), "-n", "99", "-o", str(tmp_path))
+    r = run(str(crafting.EMBEDDED), "-n", "99", "--no-replicas", "-o", str(tmp_path))
     assert r.returncode == 2
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
@@ -161,7 +183,7 @@ def test_plan_predictions_come_from_the_cost_model(tmp_path):
     from hardware import PCIE, stage_costs
     from tflite_io import read
 
-    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path), "--spec", "pcie", "--json")
+    r = run(str(crafting.EMBEDDED), "-n", "3", "--no-replicas", "-o", str(tmp_path), "--spec", "pcie", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     g = read(crafting.EMBEDDED)
@@ -191,7 +213,7 @@ def test_spec_file_and_bad_spec(tmp_path):
 
 def test_compile_with_fake_compiler_writes_compiled_files_and_logs(tmp_path, fake_compiler):
     out = tmp_path / "out"
-    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(out), "--compile")
+    r = run(str(crafting.EMBEDDED), "-n", "2", "--no-replicas", "-o", str(out), "--compile")
     assert r.returncode == 0, r.stderr
     names = {p.name for p in out.iterdir()}
     for i in range(2):
@@ -216,7 +238,7 @@ def test_compile_failure_on_one_segment_writes_nothing(tmp_path, fake_compiler, 
     monkeypatch.setenv("FAKE_EDGETPU_MODE", mode)
     monkeypatch.setenv("FAKE_EDGETPU_FAIL_ON", "segment_1_of_3")
     out = tmp_path / "out"
-    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(out), "--compile")
+    r = run(str(crafting.EMBEDDED), "-n", "3", "--no-replicas", "-o", str(out), "--compile")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "segment_1_of_3" in r.stderr and match in r.stderr
     assert not out.exists() and not list(tmp_path.glob(".respect-pass-*"))
@@ -225,7 +247,7 @@ def test_compile_failure_on_one_segment_writes_nothing(tmp_path, fake_compiler, 
 def test_compile_without_compiler_on_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
     out = tmp_path / "out"
-    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(out), "--compile")
+    r = run(str(crafting.EMBEDDED), "-n", "2", "--no-replicas", "-o", str(out), "--compile")
     assert r.returncode == 2 and "edgetpu_compiler not found on PATH" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 
@@ -281,7 +303,7 @@ def test_plot_is_written_and_a_bad_plot_path_writes_nothing(tmp_path):
     ],
 )
 def test_dp_and_multiorder_through_the_cli(tmp_path, args):
-    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
+    r = run(str(crafting.EMBEDDED), "-n", "3", "--no-replicas", "-o", str(tmp_path / "o"), "--verify", "--json", *args)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["scheduler"] == args[1] and doc["objective"] == (args[3] if "--objective" in args else "latency")
@@ -304,7 +326,7 @@ def test_given_stage_map_is_written_verified_and_predicted(tmp_path):
     """--stages: a user's map (here: ops 0-10, then the rest from the first output op on) goes through the usual checks."""
     stages = ",".join(["0"] * 11 + ["1"] * 23)
     out = tmp_path / "given"
-    r = run(str(BRANCHY), "-n", "2", "-o", str(out), "--stages", stages, "--verify", "--json")
+    r = run(str(BRANCHY), "-n", "2", "--no-replicas", "-o", str(out), "--stages", stages, "--verify", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["scheduler"] == "given"
@@ -351,13 +373,14 @@ def _spec_file(tmp: Path, **changes) -> Path:
 def test_idle_stage_warning_is_one_stderr_line(tmp_path):
     """Without a per-invoke cost the embedded model is input-bound: a third TPU idles and K=2 does as well."""
     spec = _spec_file(tmp_path, t_invoke_s=0.0)
-    r = run(str(crafting.EMBEDDED), "-n", "3", "-o", str(tmp_path / "o"), "--spec", str(spec), "--json")
+    r = run(str(crafting.EMBEDDED), "-n", "3", "--no-replicas", "-o", str(tmp_path / "o"), "--spec", str(spec), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["num_segments"] == 3  # stdout is the plan JSON only
     assert r.stderr.count("\n") == 1
     assert re.fullmatch(
         r"respect-pass: warning: stage \d is idle \d+% of the period \([\d.]+ of [\d.]+ ms\); "
-        r"K=2 gives (the same|a shorter) period \([\d.]+ ms\)\n",
+        r"K=2 gives (the same|a shorter) period \([\d.]+ ms\)"
+        r"(; with replicas \(without --no-replicas\) K=3 gives [\d.]+ ms)?\n",
         r.stderr,
     ), r.stderr
 

@@ -50,7 +50,7 @@ def test_splits_at_k2_verifies_and_runs_in_the_sim(name, tmp_path):
     path = EVIDENCE / f"{name}.tflite"
     before = path.read_bytes()
     out = tmp_path / "k2"
-    r = cli(str(path), "-n", "2", "-o", str(out), "--verify", "--json", *flags)
+    r = cli(str(path), "-n", "2", "-o", str(out), "--verify", "--json", "--no-replicas", *flags)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     segs = doc["segments"]
@@ -68,7 +68,7 @@ def test_splits_at_k2_verifies_and_runs_in_the_sim(name, tmp_path):
 def test_splits_at_k3_with_the_library(name, tmp_path):
     cpu, first, flags = CASES[name]
     model = load_model(EVIDENCE / f"{name}.tflite", fix_batch=bool(flags))
-    result = partition(model.path, 3, tmp_path, verify=True, model=model)
+    result = partition(model.path, 3, tmp_path, verify=True, model=model, replicas=False)
     assert result.verify is not None and result.verify.ok
     segs = result.plan_doc["segments"]
     assert set(segs[0]["cpu_ops"]) == first and set(segs[-1]["cpu_ops"]) == cpu - first and not segs[1]["cpu_ops"]
@@ -96,15 +96,16 @@ def test_fix_batch_writes_static_segments(tmp_path):
     [
         ("compiled_edgetpu", [], "already compiled for the Edge TPU .* give the model from before edgetpu_compiler"),
         ("dynamic_batch_int8", [], "dynamic batch dimension .* rerun with --fix-batch"),
-        ("lstm_int8", ["-n", "4"], r"number of segments must be between 1 and 3"),
+        ("lstm_int8", ["-n", "4", "--no-replicas"], r"number of segments must be between 1 and 3"),
         (
             "deeplab_like_int8",
-            ["-n", "16"],
+            ["-n", "16", "--no-replicas"],
             r"between 1 and 15 \(the largest K that works: of the 16 ops, 2 go with the last segment\)",
         ),
     ],
 )
 def test_refusals_are_one_line_and_write_nothing(name, args, match, tmp_path):
+    """(With replicas, more TPUs than the stages a model allows run replicas: see the next test.)"""
     import re
 
     out = tmp_path / "out"
@@ -112,3 +113,20 @@ def test_refusals_are_one_line_and_write_nothing(name, args, match, tmp_path):
     assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert re.search(match, r.stderr), r.stderr
     assert not out.exists()
+
+
+def test_more_tpus_than_stages_run_replicas(tmp_path):
+    """16 TPUs for a model that allows 15 stages: the plan uses every TPU, segments replicated, verified."""
+    out = tmp_path / "o"
+    r = cli(str(EVIDENCE / "deeplab_like_int8.tflite"), "-n", "16", "-o", str(out), "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["tpus"] == 16 and doc["num_segments"] <= 15
+    assert sum(s["replicas"] for s in doc["segments"]) <= 16
+    assert sorted(d for s in doc["segments"] for d in s["devices"]) == list(
+        range(sum(s["replicas"] for s in doc["segments"]))
+    )
+    sim = cli(str(out), "--json", tool="run_pipeline")
+    assert sim.returncode == 0, sim.stderr
+    report = json.loads(sim.stdout)
+    assert report["verified"] is True and report["tpus"] == 16

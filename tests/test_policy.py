@@ -102,7 +102,9 @@ def test_refine_moves_keep_plans_monotone_and_never_worsen(graph, k, seed):
     moved, applied = improve_by_moves(ga, st_arr, k, limit=50, steps=10)
     if applied:
         validate_stage_map(graph, tuple(int(s) for s in moved), k)
-        assert latency_key(graph, tuple(int(s) for s in moved), k, USB) < latency_key(graph, stages, k, USB)
+        # moves lower (slowest stage, latency); the period may be the shared link's, which they do not see
+        after, before = map_stage_times(ga, moved, k), map_stage_times(ga, st_arr, k)
+        assert (after.max(), after.sum()) < (before.max(), before.sum())  # refine() below judges the period
     key = tuple(x / 1e3 for x in latency_key(graph, stages, k, USB))  # (period, latency) in s
     new_order, new_cuts, new_key, _ = refine(ga, scores, order, cuts, key, k, 4, np.random.default_rng(seed))
     plan = tuple(split_order(new_order.tolist(), new_cuts, ga.n))

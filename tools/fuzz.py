@@ -25,7 +25,7 @@ outdir, verify=True, scheduler="dp")``. Outcomes:
 
 * ``clean_error``     it raised a ``tflite_io.RespectPassError`` and wrote nothing;
 * ``valid``           it returned, wrote exactly K segments and the plan, and the
-                      ``run_pipeline`` sim backend (``find_segments`` + ``run_sim``,
+                      ``run_pipeline`` sim backend (``open_pipeline`` + ``run_sim``,
                       which re-verifies the segments against the mutant) ran them;
 * ``crash``           any other exception (in ``partition`` or in ``run_pipeline``),
                       or the worker died (a signal, or exit without a result);
@@ -85,7 +85,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from hardware import load_spec
 from respect_pass.partition import partition
-from respect_pass.run_pipeline import find_segments, run_sim
+from respect_pass.run_pipeline import open_pipeline, run_sim
 from tflite_io import RespectPassError, segment_file_name
 from tools.common import commit, machine
 
@@ -295,7 +295,7 @@ def check_mutant(task: Path, k: int, verify: bool, scheduler: str) -> dict[str, 
             "where": f"stray {left[:5]} missing {missing}",
         }
     try:
-        report = run_sim(find_segments(out, k), load_spec("usb"), count=2)
+        report = run_sim(open_pipeline(out).segments, load_spec("usb"), count=2)
         json.dumps(report)
     except RespectPassError as exc:
         return {"outcome": "rejected_output", "stage": "run_pipeline", "exc": type(exc).__name__, "msg": _first_line(exc)}
