@@ -212,9 +212,10 @@ def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | No
 
     ``scale`` is called once per constant, in field order, with the field's name, or ``efficiency.conv`` and
     ``efficiency.depthwise`` for the two efficiencies; a factor of 1 keeps a constant bit for bit. Each new value
-    is ``value * factor``, except that an efficiency is capped at 1 and ``cache_bytes`` and
-    ``stream_tile_positions`` and ``host_cores`` are truncated to int (the last two at least 1). A factor that is not a positive finite
-    number is a :class:`SpecError`. The copy is called ``name`` (default ``<spec.name>-scaled``).
+    is ``value * factor``, except that an efficiency is capped at 1 and ``cache_bytes``,
+    ``stream_tile_positions`` and ``host_cores`` are truncated to int (the last two at least 1). A factor
+    that is not a positive finite number is a :class:`SpecError`. The copy is called ``name`` (default
+    ``<spec.name>-scaled``).
     """
 
     def factor(key: str) -> float:
