@@ -141,9 +141,7 @@ def partition(
     stages = pipeline_stages(model.graph, num_segments) if replicate and num_segments >= 1 else num_segments
     _check_num_segments(model.graph, stages)
     scheduled = _schedule(model, stages, spec, scheduler, scheduler_options, refine_rounds, device)
-    if replicate:
-        plan = with_replicas(model.graph, scheduled.plan, num_segments, scheduled.spec)
-        scheduled = replace(scheduled, plan=plan)
+    scheduled = _with_replicas(model, scheduled, num_segments) if replicate else scheduled
     built = _build_and_predict(model, scheduled.plan, scheduled.plan.num_stages, scheduled.spec)
     report = _verify(model, built) if verify else None
     doc = _plan_document(model, built, scheduled, device)
@@ -163,6 +161,11 @@ def partition(
         built.breakdown,
         plot_path,
     )
+
+
+def _with_replicas(model: TfliteModel, scheduled: _Scheduled, tpus: int) -> _Scheduled:
+    """The scheduled pipeline as segments with replicas on ``tpus`` TPUs (:func:`respect_pass.replicas.with_replicas`)."""
+    return replace(scheduled, plan=with_replicas(model.graph, scheduled.plan, tpus, scheduled.spec))
 
 
 def _replicable(scheduler: str, options: dict[str, Any] | None, refine_rounds: int) -> bool:

@@ -58,12 +58,16 @@ class Proxy:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def invoke(self):
+    def invoke_before(self):
+        """Count the call, fail on the chosen one, wait at the gate."""
         self.calls += 1
         if self.fail_on == self.calls:
             raise RuntimeError("boom")
         if self.gate is not None:
             self.gate.wait()
+
+    def invoke(self):
+        self.invoke_before()
         self.inner.invoke()
 
 
@@ -280,29 +284,16 @@ def test_push_checks_names_and_types():
 # ----------------------------------------------------------------- replicas
 
 
-class Jittery:
-    """An interpreter whose invoke() sleeps a seeded random 0-5 ms (so replicas finish out of order), can fail on
-    its n-th call, and logs each result (as bytes) to ``done`` in completion order."""
+class Jittery(Proxy):
+    """A :class:`Proxy` whose invoke() also sleeps a seeded random 0-5 ms (so replicas finish out of order)
+    and logs each result (as bytes) to ``done`` in completion order."""
 
     def __init__(self, inner, seed, fail_on=None, done=None, gate=None):
-        self.inner, self.rng, self.fail_on, self.done, self.gate, self.calls = (
-            inner,
-            random.Random(seed),
-            fail_on,
-            done,
-            gate,
-            0,
-        )
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+        super().__init__(inner, gate=gate, fail_on=fail_on)
+        self.rng, self.done = random.Random(seed), done
 
     def invoke(self):
-        self.calls += 1
-        if self.fail_on == self.calls:
-            raise RuntimeError("boom")
-        if self.gate is not None:
-            self.gate.wait()
+        super().invoke_before()
         time.sleep(self.rng.uniform(0, 0.005))
         self.inner.invoke()
         if self.done is not None:
