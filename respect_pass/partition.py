@@ -34,7 +34,7 @@ from tflite_io import (
 from .plan import Plan, plan_json
 from .plot import check_plot_path, stage_plot_png
 from .refine_device import Refinement, refine_on_device
-from .replicas import pipeline_stages, with_replicas
+from .replicas import check_tpus, pipeline_stages, replicable, with_replicas
 from .schedulers import get_scheduler
 
 __all__ = ["PartitionResult", "load_model", "partition", "plan_file_name"]
@@ -137,8 +137,10 @@ def partition(
         find_compiler()  # fail before scheduling when the binary is missing
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch)
-    replicate = replicas and _replicable(scheduler, scheduler_options, refine_rounds)
-    stages = pipeline_stages(model.graph, num_segments) if replicate and num_segments >= 1 else num_segments
+    replicate = replicas and replicable(scheduler, scheduler_options, refine_rounds)
+    if replicate:
+        check_tpus(num_segments)
+    stages = pipeline_stages(model.graph, num_segments) if replicate else num_segments
     _check_num_segments(model.graph, stages)
     scheduled = _schedule(model, stages, spec, scheduler, scheduler_options, refine_rounds, device)
     scheduled = _with_replicas(model, scheduled, num_segments) if replicate else scheduled
@@ -166,13 +168,6 @@ def partition(
 def _with_replicas(model: TfliteModel, scheduled: _Scheduled, tpus: int) -> _Scheduled:
     """The scheduled pipeline as segments with replicas on ``tpus`` TPUs (:func:`respect_pass.replicas.with_replicas`)."""
     return replace(scheduled, plan=with_replicas(model.graph, scheduled.plan, tpus, scheduled.spec))
-
-
-def _replicable(scheduler: str, options: dict[str, Any] | None, refine_rounds: int) -> bool:
-    """Whether replicas apply: not to the compiler's split (the baseline), the memory objective, nor a
-    plan refined on the device (its measurements are of pipelines)."""
-    objective = (options or {}).get("objective", "latency")
-    return scheduler != "compiler" and objective == "latency" and not refine_rounds
 
 
 def _check_num_segments(graph: OpGraph, num_segments: int) -> None:

@@ -12,21 +12,41 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from hardware import EdgeTpuSpec
 from hardware.kernel import CostArrays, cost_arrays, map_period_s, range_costs
-from tflite_io import OpGraph, StageMapError, max_stages
+from tflite_io import OpGraph, RespectPassError, StageMapError, max_stages
 
 from .orders import split_order
 from .plan import REL_TOL, Plan
 from .schedulers.replica_dp import replica_split
 
-__all__ = ["pipeline_stages", "with_replicas", "whole_model_copies"]
+__all__ = ["MAX_TPUS", "check_tpus", "pipeline_stages", "replicable", "with_replicas", "whole_model_copies"]
 
 log = logging.getLogger(__name__)
+
+
+#: The most TPUs a plan with replicas is made for: the replica search is O(n^2 K^2) in time and keeps K
+#: range matrices, and no Coral host carries more (Coral's PCIe cards hold 2-8; CodeProject.AI's table stops at 8).
+MAX_TPUS = 64
+
+
+def check_tpus(tpus: int) -> None:
+    """Refuse a number of TPUs outside 1..:data:`MAX_TPUS` with one line."""
+    if not 1 <= tpus <= MAX_TPUS:
+        raise RespectPassError(f"number of TPUs must be between 1 and {MAX_TPUS}, got {tpus}")
+
+
+def replicable(scheduler: str, options: Mapping[str, Any] | None = None, refine_rounds: int = 0) -> bool:
+    """Whether replicas apply: not to the compiler's split (the baseline users have), the memory objective,
+    nor a plan refined on the device (its measurements are of pipelines)."""
+    objective = (options or {}).get("objective", "latency")
+    return scheduler != "compiler" and objective == "latency" and not refine_rounds
 
 
 def pipeline_stages(graph: OpGraph, tpus: int) -> int:
@@ -54,9 +74,10 @@ def _better(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
     return a[1] <= b[1] * (1 + REL_TOL) and a[2] < b[2]
 
 
-def whole_model_copies(graph: OpGraph, tpus: int, spec: EdgeTpuSpec) -> tuple[float, float]:
-    """(period, latency) in s of the whole model on every TPU (one copy per TPU)."""
-    return _key(cost_arrays(graph, spec), (0,) * graph.num_ops, 1, (tpus,))
+def whole_model_copies(ca: CostArrays, tpus: int) -> tuple[float, float]:
+    """(period, latency) in s of the whole model on every TPU (one copy per TPU); ``ca``: the graph's
+    :func:`~hardware.kernel.cost_arrays` under the spec."""
+    return _key(ca, (0,) * ca.n, 1, (tpus,))
 
 
 def with_replicas(graph: OpGraph, plan: Plan, tpus: int, spec: EdgeTpuSpec) -> Plan:

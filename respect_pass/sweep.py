@@ -28,7 +28,7 @@ from hardware.kernel import cost_arrays, map_period_s, map_stage_times
 from tflite_io import OpGraph, RespectPassError, TfliteModel, max_stages, validate_stage_map
 
 from .plan import Plan
-from .replicas import whole_model_copies, with_replicas
+from .replicas import check_tpus, replicable, whole_model_copies, with_replicas
 from .schedulers import get_scheduler
 
 __all__ = [
@@ -221,7 +221,9 @@ def sweep(
     get_scheduler(scheduler)  # an unknown name fails before the model is read
     graph, name = _graph(model, fix_batch)
     options = dict(scheduler_options or {})
-    replicate = replicas and scheduler != "compiler" and options.get("objective", "latency") == "latency"
+    replicate = replicas and replicable(scheduler, options)
+    if replicate:
+        check_tpus(max_tpus)
     max_tpus, cap_notes = _capped_tpus(graph, max_tpus, replicate)
     planned = _plan_every_k(graph, max_tpus, spec, scheduler, options, replicate)
     notes = cap_notes + _failure_notes(planned.failed)
@@ -284,7 +286,8 @@ def _plan_every_k(
             failed["compiler"].append((k, str(why)))
         theirs.append(_period(graph, base, spec)[0] if base is not None else None)
         log.info("K=%d: period %s ms, compiler %s ms", k, ours[-1] and ours[-1][0], theirs[-1])
-    copies = tuple(whole_model_copies(graph, k, spec)[0] * 1e3 for k in range(1, max_tpus + 1))
+    ca = cost_arrays(graph, spec)
+    copies = tuple(whole_model_copies(ca, k)[0] * 1e3 for k in range(1, max_tpus + 1))
     return _Planned(tuple(plans), tuple(ours), tuple(pipelines), copies, tuple(theirs), failed)
 
 

@@ -141,6 +141,7 @@ def test_bad_model_gives_one_line_and_no_output(tmp_path, case):
     [
         (["-n", "0"], "between 1 and 64"),
         (["-n", "65", "--no-replicas"], "between 1 and 64"),
+        (["-n", "65"], "number of TPUs must be between 1 and 64, got 65"),
         (["-n", "x"], "invalid int value"),
         (["-n", "2", "--scheduler", "magic"], "invalid choice"),
     ],

@@ -132,6 +132,8 @@ def test_replicas_go_past_the_stages_a_model_allows():
 def test_bad_arguments_raise():
     with pytest.raises(RespectPassError, match="at least 1"):
         sweep(crafting.EMBEDDED, 0)
+    with pytest.raises(RespectPassError, match="number of TPUs must be between 1 and 64, got 1000"):
+        sweep(crafting.EMBEDDED, 1000)  # replicas: the search grows with K^2
     with pytest.raises(RespectPassError, match="unknown scheduler"):
         sweep(crafting.EMBEDDED, 2, USB, "bogus")
 

@@ -103,8 +103,8 @@ def replica_row(name: str, graph: OpGraph, k: int, spec: EdgeTpuSpec) -> Replica
         "+".join(map(str, plan.stage_replicas)),
         period * 1e3,
         pipe * 1e3,
-        whole_model_copies(graph, k, spec)[0] * 1e3,
-        whole_model_copies(graph, 1, spec)[0] * 1e3,
+        whole_model_copies(ca, k)[0] * 1e3,
+        whole_model_copies(ca, 1)[0] * 1e3,
         seconds,
     )
 
