@@ -205,7 +205,8 @@ def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
     out = np.empty(graph.num_ops)
     for op in graph.ops:
         if op.index in graph.host_ops:
-            out[op.index] = terms.host_op_seconds(spec, op.macs, host_handoff_bytes(graph, op.index))
+            measured = graph.host_seconds.get(op.index)
+            out[op.index] = terms.host_op_seconds(spec, op.macs, host_handoff_bytes(graph, op.index), measured)
             continue
         kind = op_class(op.op_type)
         if kind == "elementwise":

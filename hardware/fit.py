@@ -91,6 +91,7 @@ UNITS = {
     "cpu_op_s": "s",
     "cpu_macs_per_s": "MAC/s",
     "host_cores": "cores",
+    "host_op_scale": "",
 }
 
 
@@ -125,13 +126,13 @@ def segment_terms(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec) -> S
     for v in seg.ops:
         op = graph.ops[v]
         if v in graph.host_ops:  # its hand-off bytes cross the host link: the link column
-            f[6] += terms.host_op_seconds(spec, op.macs, 0.0)
+            f[6] += terms.host_op_seconds(spec, op.macs, 0.0, graph.host_seconds.get(v))
             f[4] += host_handoff_bytes(graph, v)
             continue
         f[6] += terms.op_overhead_seconds(spec)
         kind = op_class(op.op_type)
         if kind == "elementwise":
-            f[3] += sum(graph.tensors[t].nbytes for t in op.outputs)
+            f[3] += sum(graph.tensors[t].nbytes for t in op.outputs) * terms.clock_slowdown(spec)
         else:
             shape = graph.tensors[op.outputs[0]].shape if op.outputs else ()
             f[1 if kind == "conv" else 2] += terms.mac_seconds(peak, kind, op.macs, max(int(shape[-1]), 1) if shape else 1)
@@ -197,6 +198,7 @@ def constants(spec: EdgeTpuSpec) -> dict[str, float]:
         "cpu_op_s": spec.cpu_op_s,
         "cpu_macs_per_s": spec.cpu_macs_per_s,
         "host_cores": spec.host_cores,
+        "host_op_scale": spec.host_op_scale,
     }
 
 

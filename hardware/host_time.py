@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -37,7 +37,9 @@ from tflite_io.submodel import submodel
 from tflite_io.verify import random_inputs
 
 __all__ = [
+    "HOST_TIME_SOURCES",
     "HostTimes",
+    "with_host_times",
     "measure_host_ops",
     "time_edge_ops",
     "time_copy",
@@ -298,3 +300,26 @@ def time_copy(nbytes: int, *, runs: int = 7) -> float:
     src = np.random.default_rng(_SEED).integers(0, 256, size=max(nbytes, 1), dtype=np.uint8)
     dst = np.empty_like(src)
     return _median_time(lambda: np.copyto(dst, np.array(src, copy=True)), runs)
+
+
+#: The ways host ops are costed: timed by LiteRT on this machine, or the device model's table
+HOST_TIME_SOURCES = ("measured", "table")
+
+
+def with_host_times(model_path: Path, graph: OpGraph, source: str = "measured", **options: Any) -> OpGraph:
+    """``graph`` with its host ops' times measured by :func:`measure_host_ops` (``source`` "measured"), or as
+    it is ("table": the device model's table costs them). An op LiteRT cannot run keeps the table, with one
+    warning line for all of them. ``options`` go to :func:`measure_host_ops`."""
+    if source not in HOST_TIME_SOURCES:
+        raise ValueError(f"host time source must be one of {HOST_TIME_SOURCES}, got {source!r}")
+    if source == "table" or not graph.host_ops:
+        return graph
+    times = measure_host_ops(model_path, graph, **options)
+    if times.unmeasured:
+        first = next(iter(times.unmeasured.values()))
+        log.warning(
+            "%d host op(s) not timed by LiteRT here (%s); the device model's table costs them",
+            len(times.unmeasured),
+            first if len(times.unmeasured) == 1 else f"{first}; ...",
+        )
+    return replace(graph, host_times=tuple(times.seconds.items()))

@@ -43,6 +43,7 @@ from typing import Any
 from tflite_io import RespectPassError
 
 __all__ = [
+    "CLOCK_SLOWDOWN",
     "EdgeTpuSpec",
     "SpecError",
     "OP_CLASSES",
@@ -51,6 +52,7 @@ __all__ = [
     "USB_SEPARATE",
     "PCIE",
     "load_spec",
+    "SPEC_METAVAR",
     "PRESETS",
     "as_spec",
     "scaled_spec",
@@ -69,6 +71,10 @@ def op_class(op_type: str) -> str:
     if op_type == "DEPTHWISE_CONV_2D":
         return "depthwise"
     return "elementwise"
+
+
+#: How much longer TPU compute takes at each runtime clock than at the max clock the constants are fitted for.
+CLOCK_SLOWDOWN = {"max": 1.0, "std": 2.0}
 
 
 class SpecError(RespectPassError):
@@ -111,6 +117,16 @@ class EdgeTpuSpec:
     #: Host cores that run host (CPU) ops and the runner's threads in parallel: the period is at least the
     #: host ops' time per request over this many cores. An assumption (a 4-core x86 or Cortex-A53/A72 host).
     host_cores: int = 4
+    #: Host ops' time on this spec's host over their time on the machine that planned (measured them, or the
+    #: table's x86-64 desktop): 1 for an x86-64 host; the preset's CPU-only figures give it for the others.
+    host_op_scale: float = 1.0
+    #: The Edge TPU's clock: "max" (libedgetpu1-max) or "std" (libedgetpu1-std, the reduced clock); the compute
+    #: constants are for the max clock (the public figures' setting), std stretches TPU compute by
+    #: :data:`CLOCK_SLOWDOWN`.
+    clock: str = "max"
+    #: The device model's typical error on the public figures this spec rests on: the geometric mean of
+    #: max(pred / meas, meas / pred) over its rows (1.2 = typically 20% off); 0 where not known.
+    typical_error: float = 0.0
 
     def __post_init__(self) -> None:
         if set(self.efficiency) != {"conv", "depthwise"}:
@@ -120,9 +136,20 @@ class EdgeTpuSpec:
         for key, value in self.efficiency.items():
             if not (isinstance(value, (int, float)) and 0 < value <= 1):
                 raise SpecError(self.name, f"efficiency[{key}] must be in (0, 1], got {value!r}")
+        if self.clock not in CLOCK_SLOWDOWN:
+            raise SpecError(self.name, f"clock must be one of {sorted(CLOCK_SLOWDOWN)}, got {self.clock!r}")
+        if not (isinstance(self.typical_error, (int, float)) and (self.typical_error == 0 or self.typical_error >= 1)):
+            raise SpecError(self.name, f"typical_error must be 0 (unknown) or at least 1, got {self.typical_error!r}")
         if isinstance(self.host_cores, bool) or not isinstance(self.host_cores, int) or self.host_cores < 1:
             raise SpecError(self.name, f"host_cores must be a positive integer, got {self.host_cores!r}")
-        for name in ("peak_macs_per_s", "stream_bytes_per_s", "io_bytes_per_s", "cpu_macs_per_s", "stream_tile_positions"):
+        for name in (
+            "peak_macs_per_s",
+            "stream_bytes_per_s",
+            "io_bytes_per_s",
+            "cpu_macs_per_s",
+            "stream_tile_positions",
+            "host_op_scale",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise SpecError(self.name, f"{name} must be a positive number, got {value!r}")
@@ -156,6 +183,20 @@ class EdgeTpuSpec:
             merged["efficiency"] = {**USB.efficiency, **data["efficiency"]}
         return cls(**merged)
 
+    @property
+    def prediction_error(self) -> float | None:
+        """:attr:`typical_error`, or None where it is not known (the ``prediction_error`` of the JSON outputs)."""
+        return self.typical_error or None
+
+    def error_line(self) -> str:
+        """One line saying how far this spec's predictions typically are from measurements."""
+        if not self.typical_error:
+            return f"device model '{self.name}': typical error not known (not checked against measured figures)"
+        return (
+            f"device model '{self.name}': predictions are typically within x{self.typical_error:.2f} of measured "
+            "(geometric mean over its public figures, held out; results/calibration.md)"
+        )
+
     def with_(self, **changes: Any) -> EdgeTpuSpec:
         """A copy with ``changes`` (checked like any spec)."""
         return replace(self, **changes)
@@ -175,6 +216,10 @@ USB_SEPARATE = USB.with_(name="usb-separate", shared_link_bytes_per_s=0.0)
 #: and half the invoke overhead.
 PCIE = USB.with_(name="pcie", t_invoke_s=USB.t_invoke_s / 2, io_bytes_per_s=4e8, shared_link_bytes_per_s=0.0)
 PRESETS = {"usb": USB, "usb-separate": USB_SEPARATE, "pcie": PCIE}
+
+
+#: how a ``--spec`` option names its choices: every preset, or a JSON file
+SPEC_METAVAR = "|".join(PRESETS) + "|FILE.json"
 
 
 def load_spec(value: str) -> EdgeTpuSpec:
@@ -203,6 +248,8 @@ def as_spec(cost: object) -> EdgeTpuSpec:
     return cost
 
 
+#: the fields :func:`scaled_spec` leaves alone: not cost constants
+_NOT_SCALED = frozenset({"name", "clock", "typical_error"})
 #: the constants :func:`scaled_spec` truncates to whole numbers
 _INT_CONSTANTS = frozenset({"cache_bytes", "stream_tile_positions", "host_cores"})
 
@@ -225,7 +272,7 @@ def scaled_spec(spec: EdgeTpuSpec, scale: Callable[[str], float], name: str | No
         return f
 
     changes: dict[str, Any] = {"name": f"{spec.name}-scaled" if name is None else name}
-    for key in (fld.name for fld in fields(spec) if fld.name != "name"):
+    for key in (fld.name for fld in fields(spec) if fld.name not in _NOT_SCALED):
         value = getattr(spec, key)
         if key == "efficiency":
             changes[key] = {c: min(1.0, value[c] * factor(f"efficiency.{c}")) for c in sorted(value)}

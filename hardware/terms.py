@@ -34,12 +34,13 @@ from typing import TypeVar
 
 import numpy as np
 
-from .spec import EdgeTpuSpec
+from .spec import CLOCK_SLOWDOWN, EdgeTpuSpec
 
 __all__ = [
     "CHANNEL_GROUP",
     "IntegerTerms",
     "cache_bytes",
+    "clock_slowdown",
     "elementwise_seconds",
     "host_op_seconds",
     "integer_terms",
@@ -81,12 +82,17 @@ def mac_seconds(spec: EdgeTpuSpec, kind: str, macs: X, channels: X) -> X:
     """A conv, FC or depthwise op's time: ``macs`` at the peak rate times the class's efficiency, the MAC
     array working on ``channels`` output channels padded to :data:`CHANNEL_GROUP`."""
     padded = -(-channels // CHANNEL_GROUP) * CHANNEL_GROUP
-    return macs * (padded / channels) / (spec.peak_macs_per_s * spec.efficiency[kind])
+    return macs * (padded / channels) * clock_slowdown(spec) / (spec.peak_macs_per_s * spec.efficiency[kind])
 
 
 def elementwise_seconds(spec: EdgeTpuSpec, out_bytes: X) -> X:
     """Any other TPU op's time (element-wise, pooling, concatenation, reshape): per output byte."""
-    return out_bytes * spec.elementwise_s_per_byte
+    return out_bytes * (spec.elementwise_s_per_byte * clock_slowdown(spec))
+
+
+def clock_slowdown(spec: EdgeTpuSpec) -> float:
+    """How much longer TPU compute takes at the spec's runtime clock than at the max clock (1 at max)."""
+    return CLOCK_SLOWDOWN[spec.clock]
 
 
 def op_overhead_seconds(spec: EdgeTpuSpec) -> float:
@@ -94,10 +100,12 @@ def op_overhead_seconds(spec: EdgeTpuSpec) -> float:
     return spec.t_op_s
 
 
-def host_op_seconds(spec: EdgeTpuSpec, macs: X, handoff_bytes: X) -> X:
-    """A host (CPU) op's time: a dispatch cost, its MACs (or elements) at the host rate, and the bytes it
-    exchanges with TPU ops over the host link."""
-    return spec.cpu_op_s + macs / spec.cpu_macs_per_s + link_seconds(spec, handoff_bytes)
+def host_op_seconds(spec: EdgeTpuSpec, macs: X, handoff_bytes: X, measured_s: float | None = None) -> X:
+    """A host (CPU) op's time on the spec's host: its own time (``measured_s``, measured on the planning
+    machine, or else the table: a dispatch cost and its MACs (or elements) at the host rate) times
+    ``host_op_scale``, plus the bytes it exchanges with TPU ops over the host link."""
+    own = spec.cpu_op_s + macs / spec.cpu_macs_per_s if measured_s is None else measured_s
+    return own * spec.host_op_scale + link_seconds(spec, handoff_bytes)
 
 
 def usable_cache_bytes(spec: EdgeTpuSpec, link_bytes: X) -> X:

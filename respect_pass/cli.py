@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from hardware import PRESETS, load_spec
+from hardware import PRESETS, SPEC_METAVAR, load_spec
+from hardware.host_time import HOST_TIME_SOURCES
 from hardware.placement import place_ops
 from tflite_io import OpGraph, RespectPassError, write_files
 
@@ -157,9 +158,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """Seed, device model, and what is checked and written besides the segments."""
     parser.add_argument("--seed", type=int, default=None, help="seed of randomised schedulers")
-    parser.add_argument(
-        "--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (default: usb)"
-    )
+    parser.add_argument("--spec", default="usb", metavar=SPEC_METAVAR, help="Edge TPU cost-model constants (default: usb)")
     parser.add_argument(
         "--verify",
         action="store_true",
@@ -175,6 +174,13 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--fix-batch",
         action="store_true",
         help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)",
+    )
+    parser.add_argument(
+        "--host-time",
+        choices=HOST_TIME_SOURCES,
+        default="measured",
+        help="cost host (CPU) ops as timed by LiteRT on this machine, one op at a time, cached (measured, the "
+        "default), or by the device model's table (table)",
     )
 
 
@@ -310,6 +316,7 @@ def format_result(result: PartitionResult) -> str:
         f"predicted: period {doc['predicted_bottleneck_ms']:.3f} ms "
         f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms"
     )
+    rows.append(result.spec.error_line())
     if any(seg["replicas"] > 1 for seg in doc["segments"]):
         pipeline = doc["scheduler_stats"].get("pipeline_bottleneck_ms")
         rows.append(
@@ -388,7 +395,7 @@ def _spec(argv: Sequence[str]) -> int:
 
 def _inspect(argv: Sequence[str]) -> int:
     args = _inspect_parser().parse_args(argv)
-    graph = load_model(args.model, args.fix_batch).graph
+    graph = load_model(args.model, args.fix_batch, host_time="table").graph
     print(json.dumps(inspect_json(graph), indent=2) if args.json else format_inspect(graph))
     return 0
 
@@ -450,6 +457,7 @@ def _partition(argv: Sequence[str]) -> int:
         refine_rounds=args.refine_on_device,
         device=device,
         replicas=not args.no_replicas,
+        host_time=args.host_time,
     )
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
@@ -484,12 +492,19 @@ def _sweep_parser() -> OneLineParser:
     p.add_argument(
         "--spec",
         default="usb",
-        metavar="usb|usb-separate|pcie|FILE.json",
+        metavar=SPEC_METAVAR,
         help="Edge TPU cost-model constants (default: usb)",
     )
     p.add_argument("--plot", metavar="FILE.png", help="also draw throughput and speedup against K")
     p.add_argument("--no-replicas", action="store_true", help="pipelines only: K segments, one TPU each")
     p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
+    p.add_argument(
+        "--host-time",
+        choices=HOST_TIME_SOURCES,
+        default="measured",
+        help="cost host (CPU) ops as timed by LiteRT on this machine, one op at a time, cached (measured, the "
+        "default), or by the device model's table (table)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p
@@ -502,7 +517,15 @@ def _sweep(argv: Sequence[str]) -> int:
         raise RespectPassError(f"--max-tpus must be at least 1, got {args.max_tpus}")
     spec = load_spec(args.spec)
     plot = check_plot_path(args.plot) if args.plot is not None else None
-    result = sweep(args.model, args.max_tpus, spec, args.scheduler, fix_batch=args.fix_batch, replicas=not args.no_replicas)
+    result = sweep(
+        args.model,
+        args.max_tpus,
+        spec,
+        args.scheduler,
+        fix_batch=args.fix_batch,
+        replicas=not args.no_replicas,
+        host_time=args.host_time,
+    )
     if plot is not None:
         from .plot import sweep_plot_png
 

@@ -12,6 +12,7 @@ from hardware import USB, CompiledSegment, EdgeTpuSpec, StageCost, compile_segme
 from hardware.calibrate import Device
 from hardware.compiler import find_compiler
 from hardware.cost import pipeline_period_ms, shared_link_ms
+from hardware.host_time import with_host_times
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.terms import cache_bytes
@@ -55,6 +56,7 @@ class PartitionResult:
     compiled_paths: tuple[Path, ...] = ()
     stage_breakdown: tuple[dict[str, Any], ...] = ()
     plot_path: Path | None = None
+    spec: EdgeTpuSpec = USB  # the device model that predicted the plan (refitted after --refine-on-device)
 
 
 def plan_file_name(stem: str) -> str:
@@ -64,8 +66,10 @@ def plan_file_name(stem: str) -> str:
 _FLOAT = frozenset({"float32", "float16", "float64", "bfloat16"})
 
 
-def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
-    """Read a model and place its ops as edgetpu_compiler would (``graph.host_ops`` = the CPU ops).
+def load_model(path: str | Path, fix_batch: bool = False, host_time: str = "measured") -> TfliteModel:
+    """Read a model and place its ops as edgetpu_compiler would (``graph.host_ops`` = the CPU ops), its host
+    ops timed by LiteRT on this machine (``host_time`` "measured", cached; :mod:`hardware.host_time`) or left
+    to the device model's table ("table").
 
     Raises :class:`UnsupportedModelError` when no op would map to the Edge TPU, with advice that fits:
     a float model needs full-integer quantization; otherwise the first op's reason is given.
@@ -94,6 +98,7 @@ def load_model(path: str | Path, fix_batch: bool = False) -> TfliteModel:
         for where in place_ops(graph):
             if where.device == "cpu":
                 log.info("op %d (%s) runs on the CPU: %s", where.index, graph.ops[where.index].label, where.reason)
+    graph = with_host_times(model.path, graph, host_time)
     return replace(model, graph=graph)
 
 
@@ -113,6 +118,7 @@ def partition(
     refine_rounds: int = 0,
     device: Device | None = None,
     replicas: bool = True,
+    host_time: str = "measured",
 ) -> PartitionResult:
     """Schedule ``model_path`` onto ``num_segments`` Edge TPUs and write the segment files.
 
@@ -128,7 +134,8 @@ def partition(
     ``edgetpu_compiler`` before anything is written, and a failed compile or
     an op left on the CPU writes nothing. ``plot`` names a PNG of the
     predicted per-stage breakdown, rendered before anything is written.
-    ``fix_batch`` sets a dynamic batch dimension to 1 in the segments.
+    ``fix_batch`` sets a dynamic batch dimension to 1 in the segments. ``host_time``: host ops timed by
+    LiteRT on this machine ("measured") or costed by the device model's table ("table").
     ``refine_rounds`` > 0 measures each plan on ``device`` and reschedules from
     the refitted model (:mod:`respect_pass.refine_device`); the plan with the best
     measured period is written, predicted with the last refitted spec.
@@ -136,7 +143,7 @@ def partition(
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
-    model = model or load_model(model_path, fix_batch)
+    model = model or load_model(model_path, fix_batch, host_time)
     replicate = replicas and replicable(scheduler, scheduler_options, refine_rounds)
     if replicate:
         check_tpus(num_segments)
@@ -162,6 +169,7 @@ def partition(
         tuple(written[c.file] for c in files.compiled),
         built.breakdown,
         plot_path,
+        scheduled.spec,
     )
 
 
@@ -253,6 +261,9 @@ def _plan_document(model: TfliteModel, built: _Built, scheduled: _Scheduled, dev
     doc = plan_json(built.plan, model.graph, built.interfaces, list(built.names), str(model.path.resolve()), built.costs)
     if model.fixed_batch:
         doc["fixed_batch"] = list(model.fixed_batch)
+    doc["spec"] = scheduled.spec.name
+    doc["prediction_error"] = scheduled.spec.prediction_error
+    doc["host_times"] = {str(v): s for v, s in model.graph.host_times}  # measured host ops (s); the rest: the table
     refinement = scheduled.refinement
     if refinement is not None and device is not None:
         doc["device_refinement"] = {

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hardware import USB, EdgeTpuSpec, load_spec, stage_costs
+from hardware import SPEC_METAVAR, USB, EdgeTpuSpec, load_spec, stage_costs
 from hardware.coral import run_coral
 from hardware.cost import pipeline_period_ms, shared_link_ms
 from hardware.devices import parse_devices, select_devices
@@ -45,7 +45,7 @@ from hardware.placement import placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.simulate import measure_pipeline
 from hardware.terms import cache_bytes, host_bound_seconds
-from tflite_io import RespectPassError, read_model, verify_model_segments, write_files
+from tflite_io import OpGraph, RespectPassError, read_model, verify_model_segments, write_files
 
 from .cli import OneLineParser, run_cli, terminal_progress
 from .plot import stage_plot_png
@@ -299,8 +299,10 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     plan = read_plan(segments)
     layout = _layout_of(plan, segments)
     verified, stopped_before = _verify(segments, plan, [m.data for m in models])
-    # each segment is compiled on its own, so its ops are placed on its own
-    costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in (placed(m.graph) for m in models)]
+    # each segment is compiled on its own, so its ops are placed on its own; host ops keep the times the plan
+    # measured (plan.json "host_times", by the model's op index), so plan and simulation cost them alike
+    graphs = [_with_plan_host_times(placed(m.graph), plan, i) for i, m in enumerate(models)]
+    costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in graphs]
     records = [
         {**replace(c, index=i).as_json(), "replicas": len(d), "devices": list(d), "file": str(p)}
         for i, (c, d, p) in enumerate(zip(costs, layout.devices, segments.paths))
@@ -319,10 +321,28 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
         "count": count,
         **asdict(figures),
         "predicted_period_ms": pipeline_period_ms(costs, spec, replicas),
+        "prediction_error": spec.prediction_error,
+        "error_line": spec.error_line(),
         "verified": verified,
         "verified_up_to": list(stopped_before),
         "stages": records,
     }
+
+
+def _with_plan_host_times(graph: OpGraph, plan: dict[str, Any] | None, index: int) -> OpGraph:
+    """Segment ``index``'s graph with the host op times plan.json recorded for its ops (the segment's ops are
+    the plan's segment ops in order); as it is without a plan, or where the plan's ops do not line up."""
+    if plan is None or not isinstance(plan.get("host_times"), dict):
+        return graph
+    try:
+        model_ops = [int(v) for v in plan["segments"][index]["ops"]]
+        times = {int(v): float(t) for v, t in plan["host_times"].items()}
+    except (KeyError, IndexError, TypeError, ValueError):
+        return graph
+    if len(model_ops) != graph.num_ops:
+        return graph
+    mine = sorted((j, times[v]) for j, v in enumerate(model_ops) if v in times and j in graph.host_ops)
+    return replace(graph, host_times=tuple(mine)) if mine else graph
 
 
 def _verify(segments: SegmentSet, plan: dict[str, Any] | None, blobs: list[bytes]) -> tuple[bool | None, tuple[str, ...]]:
@@ -396,7 +416,7 @@ def _parser() -> OneLineParser:
     )
     p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
-    p.add_argument("--spec", default="usb", metavar="usb|pcie|FILE.json", help="Edge TPU cost-model constants (sim)")
+    p.add_argument("--spec", default="usb", metavar=SPEC_METAVAR, help="Edge TPU cost-model constants (sim)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the per-stage time and parameter breakdown")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
@@ -447,6 +467,7 @@ def _format_sim(report: dict[str, Any]) -> str:
         f"predicted period {report['predicted_period_ms']:.3f} ms (device model: the slowest segment per TPU, "
         "the shared host link, the host's cores)"
     )
+    rows.append(report["error_line"])
     verified, upto = report["verified"], report["verified_up_to"]
     rows.append(
         "verified: "

@@ -102,6 +102,9 @@ class SweepResult:
     rows: tuple[SweepRow, ...]
     recommended: int | None
     notes: tuple[str, ...] = field(default=())
+    #: the device model's typical error (:attr:`hardware.EdgeTpuSpec.prediction_error`), None where not known
+    prediction_error: float | None = None
+    error_line: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The document ``respect-pass sweep --json`` prints."""
@@ -112,6 +115,7 @@ class SweepResult:
             "rows": [r.as_json() for r in self.rows],
             "recommended": self.recommended,
             "notes": list(self.notes),
+            "prediction_error": self.prediction_error,
         }
 
 
@@ -162,13 +166,13 @@ def _ranges(values: Sequence[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in runs)
 
 
-def _graph(model: str | Path | TfliteModel | OpGraph, fix_batch: bool) -> tuple[OpGraph, str]:
+def _graph(model: str | Path | TfliteModel | OpGraph, fix_batch: bool, host_time: str) -> tuple[OpGraph, str]:
     if isinstance(model, OpGraph):
         return model, model.name
     if not isinstance(model, TfliteModel):
         from .partition import load_model
 
-        model = load_model(model, fix_batch)
+        model = load_model(model, fix_batch, host_time)
     return model.graph, str(model.path.resolve())
 
 
@@ -207,6 +211,7 @@ def sweep(
     fix_batch: bool = False,
     scheduler_options: Mapping[str, Any] | None = None,
     replicas: bool = True,
+    host_time: str = "measured",
 ) -> SweepResult:
     """Plan ``model`` for K = 1..``max_tpus`` Edge TPUs with ``scheduler`` (segments with replicas, unless
     ``replicas`` is False) beside three baselines: the scheduler's pipeline (one TPU per stage), one
@@ -219,7 +224,7 @@ def sweep(
     if max_tpus < 1:
         raise RespectPassError(f"the number of TPUs to sweep must be at least 1, got {max_tpus}")
     get_scheduler(scheduler)  # an unknown name fails before the model is read
-    graph, name = _graph(model, fix_batch)
+    graph, name = _graph(model, fix_batch, host_time)
     options = dict(scheduler_options or {})
     replicate = replicas and replicable(scheduler, options)
     if replicate:
@@ -228,7 +233,9 @@ def sweep(
     planned = _plan_every_k(graph, max_tpus, spec, scheduler, options, replicate)
     notes = cap_notes + _failure_notes(planned.failed)
     rows = _rows(planned)
-    return SweepResult(name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes))
+    return SweepResult(
+        name, spec.name, scheduler, tuple(rows), recommend(rows), tuple(notes), spec.prediction_error, spec.error_line()
+    )
 
 
 def _capped_tpus(graph: OpGraph, max_tpus: int, replicas: bool) -> tuple[int, list[str]]:
@@ -364,6 +371,8 @@ def format_sweep(result: SweepResult) -> str:
         "model on every TPU"
     )
     lines.append(f"idle stages: busy less than {IDLE_BELOW:.0%} of the period")
+    if result.error_line:
+        lines.append(result.error_line)
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 

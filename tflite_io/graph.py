@@ -109,12 +109,21 @@ class OpGraph:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     host_ops: frozenset[int] = frozenset()
+    #: (host op, seconds) pairs: host ops' times measured on the planning machine (``hardware.host_time``),
+    #: sorted by op; a host op not listed is costed by the device model's table
+    host_times: tuple[tuple[int, float], ...] = ()
     edges: tuple[Edge, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         bad = sorted(v for v in self.host_ops if not 0 <= v < len(self.ops))
         if bad:
             raise ValueError(f"host ops {bad} are not op indices of a {len(self.ops)}-op graph")
+        bad_times = [(v, t) for v, t in self.host_times if v not in self.host_ops or not 0 < t < float("inf")]
+        if bad_times or list(self.host_times) != sorted(dict(self.host_times).items()):
+            raise ValueError(
+                "host_times must be sorted (host op, positive seconds) pairs, one per op; "
+                f"bad: {bad_times or self.host_times}"
+            )
         for i, op in enumerate(self.ops):
             if op.index != i:
                 raise ValueError(f"op at position {i} has index {op.index}")
@@ -138,6 +147,11 @@ class OpGraph:
     @property
     def num_ops(self) -> int:
         return len(self.ops)
+
+    @cached_property
+    def host_seconds(self) -> dict[int, float]:
+        """Host op -> its measured time in seconds (:attr:`host_times` as a dict)."""
+        return dict(self.host_times)
 
     @cached_property
     def producer(self) -> dict[int, int]:
