@@ -22,14 +22,35 @@ This module is the one authority on placement. It follows Coral's public documen
   (e.g. a CAST / float QUANTIZE input head, as in MoveNet).
 
 RESIZE_BILINEAR / RESIZE_NEAREST_NEIGHBOR: the table says only "Depending on input/output size, this
-operation might not be mapped to the Edge TPU to avoid loss in precision" and gives no number. Public
-reports bracket it: a 64x64->128x128 upsampling maps and 256x256->512x512 does not
-(github.com/google-coral/edgetpu/issues/31), a U-Net maps at 128x128 input and not at 256x256 (#187),
-Coral staff: "supported but not mapped to TPU due to their size" (#597), and DeepLab v3's final
-33x33->513x513 upsampling runs on the CPU in Coral's own model (github.com/xadrianzetx/coral-deeplab
-README) while the 1x1->33x33 image-pooling resize maps. We therefore map a resize only when every input
-and output spatial side is at most :data:`RESIZE_MAX_SIDE` (128), a conservative rule: the compiler may
-map more, which the compiler driver only logs, while a resize we wrongly put on the TPU is an error there.
+operation might not be mapped to the Edge TPU to avoid loss in precision" and gives no number. Two shape rules
+follow, both conservative (the compiler may map more, which the compiler driver only logs, while a resize we
+wrongly put on the TPU is an error there):
+
+* Size. Public reports bracket it: a 64x64->128x128 upsampling maps and 256x256->512x512 does not
+  (github.com/google-coral/edgetpu/issues/31), a U-Net maps at 128x128 input and not at 256x256 (#187), Coral
+  staff: "supported but not mapped to TPU due to their size" (#597), and DeepLab v3's final 33x33->513x513
+  upsampling runs on the CPU in Coral's own model (the "original model delegates entirety of decoder to run on
+  CPU", github.com/xadrianzetx/coral-deeplab README). We map a resize only when every input and output
+  spatial side is at most :data:`RESIZE_MAX_SIDE` (128).
+* Upsampling a 1x1 map (a broadcast of one pixel, DeepLab's ASPP image-pooling branch) does not map, whatever
+  the size. Inferred, not documented: Google's compiled DeepLab v3
+  (``deeplabv3_mnv2_pascal_quant_edgetpu.tflite``, github.com/google-coral/test_data) ends its Edge TPU
+  subgraph at the 33x33x256 ASPP tensor and the 1x1x256 pooled tensor and leaves the 1x1->33x33
+  RESIZE_BILINEAR and everything after it on the CPU ("The remaining 8 TFLite ops (resize, quantize, concat,
+  two 1x1 convs, two resizes, argmax) run on the CPU", github.com/ricardodeazambuja/LibrEdgeTPU,
+  libredgetpu/postprocess/deeplabv3.py, a reading of that compiled file); Google's own EdgeTPU-DeepLab-slim
+  (``deeplab_mobilenet_edgetpu_slim_cityscapes_quant_edgetpu.tflite``, same repository) broadcasts its pooled
+  features with TILE instead, and that maps (both read from the compiled files in this project's check of
+  placement against Google's compiled models, issue 23); coral-deeplab (github.com/xadrianzetx/coral-deeplab), whose
+  image pooling is the same 1x1->NxN ``resize_bilinear(..., align_corners=True)``, compiles with ``-a``
+  (several subgraphs) to keep "almost all operations on TPU". No public source gives the compiler's reason.
+  DeepLab resizes with ``align_corners=True`` everywhere, so these models cannot tell a 1x1-input rule from
+  an align-corners rule; the IR has no builtin options, and the 1x1 rule is the one that shapes can check.
+
+TILE is not in the table (and no public Coral source found says it maps), but Google's compiled
+EdgeTPU-DeepLab-slim maps the TILE that broadcasts its pooled image features over the feature map, and the
+ops after it (:data:`OBSERVED_OPS`; issue 23's check of the compiled file). We map a TILE of that kind only:
+constant multiples that leave the innermost (channel) axis alone.
 """
 
 from __future__ import annotations
@@ -38,7 +59,17 @@ from dataclasses import dataclass, replace
 
 from tflite_io import Op, OpGraph, TensorInfo
 
-__all__ = ["EDGETPU_OPS", "RESIZE_MAX_SIDE", "SOFTMAX_MAX_ELEMENTS", "OpPlacement", "op_support", "place_ops", "placed"]
+__all__ = [
+    "EDGETPU_OPS",
+    "OBSERVED_OPS",
+    "RESIZE_MAX_SIDE",
+    "SOFTMAX_MAX_ELEMENTS",
+    "OpPlacement",
+    "op_support",
+    "place_ops",
+    "placed",
+    "resize_limit",
+]
 
 MODELS_INTRO = "coral.ai/docs/edgetpu/models-intro"
 
@@ -91,6 +122,11 @@ EDGETPU_OPS: frozenset[str] = frozenset(
         "TRANSPOSE_CONV",
     }
 )
+
+#: Builtin ops outside the table that Google's own compiled models show on the Edge TPU: TILE, in the
+#: image-pooling branch of EdgeTPU-DeepLab-slim (``deeplab_mobilenet_edgetpu_slim_cityscapes_quant_edgetpu.tflite``,
+#: github.com/google-coral/test_data). Mapped only as seen there (see :func:`op_support`).
+OBSERVED_OPS: frozenset[str] = frozenset({"TILE"})
 
 #: Largest input/output height or width of a RESIZE_* op we place on the Edge TPU (see the module docstring).
 RESIZE_MAX_SIDE = 128
@@ -161,6 +197,41 @@ def _reduces_last_axis(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
     return not dst or dst[-1] != src[-1]
 
 
+def resize_limit(kind: str, src: tuple[int, ...], dst: tuple[int, ...]) -> str | None:
+    """Why a RESIZE_* op from ``src`` to ``dst`` (NHWC shapes) stays on the CPU, or None (the module docstring)."""
+    table = "Coral op table"
+    quote = "Depending on input/output size, this operation might not be mapped to the Edge TPU to avoid loss in precision"
+    src_hw, dst_hw = src[-3:-1], dst[-3:-1]
+    if any(d > RESIZE_MAX_SIDE for d in src_hw + dst_hw):
+        return (
+            f"{kind}: {_shape(src)} -> {_shape(dst)}, a side over {RESIZE_MAX_SIDE} "
+            + _cite(table, quote)
+            + f"; limit {RESIZE_MAX_SIDE} from google-coral/edgetpu issues #31, #187, #597"
+        )
+    if len(src_hw) == 2 and src_hw == (1, 1) and any(d > 1 for d in dst_hw):
+        return (
+            f"{kind}: {_shape(src)} -> {_shape(dst)} upsamples a 1x1 map (a broadcast) "
+            + _cite(table, quote)
+            + "; Google's compiled DeepLab v3 (deeplabv3_mnv2_pascal_quant_edgetpu.tflite) leaves its 1x1 -> 33x33 "
+            "image-pooling resize on the CPU, and EdgeTPU-DeepLab-slim broadcasts with TILE instead"
+        )
+    return None
+
+
+def _tile_limit(graph: OpGraph, op: Op) -> str | None:
+    """TILE maps only as in EdgeTPU-DeepLab-slim: constant multiples that leave the innermost axis alone."""
+    T = graph.tensors
+    if len(op.inputs) < 2 or op.inputs[1] < 0 or not T[op.inputs[1]].is_constant:
+        return "TILE: the multiples are not a constant " + _cite(MODELS_INTRO, "Tensor sizes are constant at compile-time")
+    src, dst = T[op.inputs[0]].shape, T[op.outputs[0]].shape
+    if not src or not dst or src[-1] != dst[-1]:
+        return (
+            f"TILE: {_shape(src)} -> {_shape(dst)} tiles the innermost axis; TILE is not in the op table and is "
+            "mapped only as Google's compiled EdgeTPU-DeepLab-slim shows it (replicating along y/x)"
+        )
+    return None
+
+
 def _op_limit(graph: OpGraph, op: Op) -> str | None:
     """The op table's "Known limitations" that the IR can check."""
     T = graph.tensors
@@ -195,17 +266,10 @@ def _op_limit(graph: OpGraph, op: Op) -> str | None:
             return f"MEAN: reduces a z-dimension of {x.shape[-1]} " + _cite(
                 table, "If a z-reduction, the z-dimension must be multiple of 4"
             )
-    resize = kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and bool(acts) and out is not None
-    if resize and out is not None and any(d > RESIZE_MAX_SIDE for t in (acts[0], out) for d in t.shape[-3:-1]):
-        return (
-            f"{kind}: {_shape(acts[0].shape)} -> {_shape(out.shape)}, a side over {RESIZE_MAX_SIDE} "
-            + _cite(
-                table,
-                "Depending on input/output size, this operation might not be mapped to the Edge TPU to avoid "
-                "loss in precision",
-            )
-            + f"; limit {RESIZE_MAX_SIDE} from google-coral/edgetpu issues #31, #187, #597"
-        )
+    if kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and acts and out is not None:
+        return resize_limit(kind, acts[0].shape, out.shape)
+    if kind == "TILE" and out is not None:
+        return _tile_limit(graph, op)
     return None
 
 
@@ -216,7 +280,7 @@ def op_support(graph: OpGraph, op: Op) -> str | None:
     T = graph.tensors
     tensors = [(pos, T[t], True) for pos, t in enumerate(op.inputs) if t >= 0]
     tensors += [(pos, T[t], False) for pos, t in enumerate(op.outputs)]
-    if op.op_type not in EDGETPU_OPS:
+    if op.op_type not in EDGETPU_OPS and op.op_type not in OBSERVED_OPS:
         floats = sorted({t.dtype for _, t, _ in tensors if t.dtype in _FLOAT and not t.is_constant})
         extra = f" and works on {'/'.join(floats)} tensors" if floats else ""
         return (

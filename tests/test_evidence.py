@@ -1,7 +1,9 @@
 """Real-model cases end to end, on the tiny evidence models of tools/build_evidence.py (tests/data/evidence/):
 CPU heads and tails, custom ops with and without a LiteRT kernel, a float pre/post-processing model, a
-dynamic batch, an LSTM and an already compiled model. Expected placements follow Coral's rules
-(hardware.placement); see tests/data/evidence/README.md for each model's op table."""
+dynamic batch, an LSTM, an already compiled model, and DeepLab's image pooling (a 1x1 resize that starts the
+CPU tail, as in Google's compiled DeepLab v3; a TILE that maps, as in Google's compiled EdgeTPU-DeepLab-slim).
+Expected placements follow Coral's rules (hardware.placement); see tests/data/evidence/README.md for each model's
+op table."""
 
 import json
 import subprocess
@@ -23,7 +25,11 @@ CASES = {
     "ssd_head_int8": ({17, 21, 22}, set(), []),  # DEQUANTIZE x2 + TFLite_Detection_PostProcess
     "posenet_like_int8": ({16}, set(), []),  # only the PosenetDecoderOp custom op
     "movenet_like": ({0, 1} | set(range(13, 26)), {0, 1}, []),  # CAST + float QUANTIZE head, float tail
-    "deeplab_like_int8": ({14, 15}, set(), []),  # final 12x12 -> 192x192 RESIZE_BILINEAR + ARG_MAX
+    # the 1x1 -> 12x12 image-pooling RESIZE_BILINEAR and what depends on it (not op 10, the ASPP 1x1 conv)
+    "deeplab_like_int8": ({9} | set(range(11, 16)), set(), []),
+    # 1x1 -> 8x8 RESIZE_BILINEAR, CONCATENATION, two convs, the 8x8 -> 128x128 resize (within the size rule), ARG_MAX
+    "deeplab_v3_aspp_int8": (set(range(11, 17)), set(), []),
+    "deeplab_slim_tile_int8": ({15}, set(), []),  # TILE (op 10) and what follows map: only ARG_MAX
     "lstm_int8": (set(), set(), []),  # UNIDIRECTIONAL_SEQUENCE_LSTM maps
     "dynamic_batch_int8": (set(), set(), ["--fix-batch"]),
 }
@@ -100,7 +106,7 @@ def test_fix_batch_writes_static_segments(tmp_path):
         (
             "deeplab_like_int8",
             ["-n", "16", "--no-replicas"],
-            r"between 1 and 15 \(the largest K that works: of the 16 ops, 2 go with the last segment\)",
+            r"between 1 and 11 \(the largest K that works: of the 16 ops, 6 go with the last segment\)",
         ),
     ],
 )
@@ -116,12 +122,12 @@ def test_refusals_are_one_line_and_write_nothing(name, args, match, tmp_path):
 
 
 def test_more_tpus_than_stages_run_replicas(tmp_path):
-    """16 TPUs for a model that allows 15 stages: the plan uses every TPU, segments replicated, verified."""
+    """16 TPUs for a model that allows 11 stages: the plan uses every TPU, segments replicated, verified."""
     out = tmp_path / "o"
     r = cli(str(EVIDENCE / "deeplab_like_int8.tflite"), "-n", "16", "-o", str(out), "--verify", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["tpus"] == 16 and doc["num_segments"] <= 15
+    assert doc["tpus"] == 16 and doc["num_segments"] <= 11
     assert sum(s["replicas"] for s in doc["segments"]) <= 16
     assert sorted(d for s in doc["segments"] for d in s["devices"]) == list(
         range(sum(s["replicas"] for s in doc["segments"]))
@@ -130,3 +136,25 @@ def test_more_tpus_than_stages_run_replicas(tmp_path):
     assert sim.returncode == 0, sim.stderr
     report = json.loads(sim.stdout)
     assert report["verified"] is True and report["tpus"] == 16
+
+
+@pytest.mark.parametrize(
+    "name,op,reason",
+    [
+        ("deeplab_like_int8", 9, "upsamples a 1x1 map"),
+        ("deeplab_v3_aspp_int8", 11, "upsamples a 1x1 map"),
+        ("deeplab_slim_tile_int8", 10, "mapped"),
+    ],
+)
+def test_image_pooling_placement_and_its_reason(name, op, reason):
+    """DeepLab's image pooling: Google's compiled DeepLab v3 leaves the 1x1 -> feature-map RESIZE_BILINEAR on the CPU
+    (github.com/ricardodeazambuja/LibrEdgeTPU libredgetpu/postprocess/deeplabv3.py reads that file), Google's compiled
+    EdgeTPU-DeepLab-slim maps its TILE (hardware.placement's docstring)."""
+    from hardware.placement import place_ops
+    from tflite_io import read_model
+
+    g = read_model(EVIDENCE / f"{name}.tflite").graph
+    placement = place_ops(g)
+    assert g.ops[op].op_type == ("TILE" if "slim" in name else "RESIZE_BILINEAR")
+    assert reason in placement[op].reason
+    assert {p.index for p in placement if p.device == "cpu"} == CASES[name][0]

@@ -132,11 +132,12 @@ def test_corrupt_cache_is_ignored(tmp_path: Path, builds: list[int], caplog: pyt
     files[1].write_text('{"key": 3, "seconds": -1}')
     with caplog.at_level(logging.DEBUG, logger="hardware.host_time"):
         again = measure_host_ops(path, graph, cache_dir=cache, runs=3)
-    assert len(builds) == 4 and set(again.seconds) == set(first.seconds) == {14, 15}
+    host = set(graph.host_ops)  # the image-pooling resize and what depends on it (hardware.placement)
+    assert len(builds) == len(host) + 2 and set(again.seconds) == set(first.seconds) == host
     assert sum("ignoring cache file" in r.message for r in caplog.records) == 2
     assert not [p for p in (cache / "host_times").iterdir() if p.suffix != ".json"]  # no temporary left
     measure_host_ops(path, graph, cache_dir=cache, runs=3)
-    assert len(builds) == 4  # rewritten
+    assert len(builds) == len(host) + 2  # rewritten
 
 
 @pytest.mark.parametrize("what", ["litert_version", "host_id", "threads", "runs"])

@@ -13,6 +13,7 @@ from conftest import chain_graph, diamond_graph
 
 from hardware.placement import (
     EDGETPU_OPS,
+    OBSERVED_OPS,
     RESIZE_MAX_SIDE,
     SOFTMAX_MAX_ELEMENTS,
     OpPlacement,
@@ -227,11 +228,40 @@ def test_resize_maps_only_small_sizes(kind):
     # 256->512 does not), #187 (U-Net maps at 128, not at 256) and #597 ("not mapped to TPU due to their
     # size") give the conservative limit of 128 per side.
     size = [((2,), "int32")]
-    assert support(kind, [(1, 1, 1, 256)], (1, 33, 33, 256), consts=size) is None  # DeepLab image pooling
     assert support(kind, [(1, 64, 64, 32)], (1, RESIZE_MAX_SIDE, RESIZE_MAX_SIDE, 32), consts=size) is None
+    assert support(kind, [(1, 2, 2, 32)], (1, 33, 33, 32), consts=size) is None  # not a 1x1 map
     reason = support(kind, [(1, 33, 33, 21)], (1, 513, 513, 21), consts=size)  # DeepLab final upsampling
     assert reason and "1x513x513x21" in reason and "loss in precision" in reason and "#31" in reason
     assert support(kind, [(1, 256, 256, 32)], (1, 64, 64, 32), consts=size)  # large input too
+
+
+@pytest.mark.parametrize("kind", ["RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"])
+def test_resize_of_a_1x1_map_does_not_map(kind):
+    # Inferred from Google's compiled DeepLab v3 (google-coral/test_data deeplabv3_mnv2_pascal_quant_edgetpu.tflite):
+    # its Edge TPU subgraph ends at the 1x1x256 image-pooling tensor and "The remaining 8 TFLite ops (resize,
+    # quantize, concat, two 1x1 convs, two resizes, argmax) run on the CPU" (github.com/ricardodeazambuja/LibrEdgeTPU,
+    # libredgetpu/postprocess/deeplabv3.py); Google's EdgeTPU-DeepLab-slim broadcasts with TILE instead. Coral's
+    # table: "Depending on input/output size, this operation might not be mapped to the Edge TPU".
+    size = [((2,), "int32")]
+    reason = support(kind, [(1, 1, 1, 256)], (1, 33, 33, 256), consts=size)  # DeepLab's image pooling
+    assert reason and "upsamples a 1x1 map" in reason and "deeplabv3_mnv2_pascal_quant_edgetpu" in reason
+    assert support(kind, [(1, 1, 1, 16)], (1, 4, 4, 16), consts=size)  # whatever the size
+    assert support(kind, [(1, 1, 1, 16)], (1, 1, 1, 16), consts=size) is None  # no upsampling: no broadcast
+
+
+def test_tile_maps_only_as_a_spatial_broadcast_with_constant_multiples():
+    # TILE is not in coral.ai/docs/edgetpu/models-intro/#supported-operations, but Google's compiled
+    # EdgeTPU-DeepLab-slim (google-coral/test_data deeplab_mobilenet_edgetpu_slim_cityscapes_quant_edgetpu.tflite)
+    # maps the TILE that broadcasts its pooled image features over the feature map (issue 23's check).
+    assert "TILE" in OBSERVED_OPS and "TILE" not in EDGETPU_OPS
+    multiples = [((4,), "int32")]
+    assert support("TILE", [(1, 1, 1, 32)], (1, 8, 8, 32), consts=multiples) is None
+    reason = support("TILE", [(1, 1, 1, 32)], (1, 8, 8, 64), consts=multiples)  # tiles the channels
+    assert reason and "innermost axis" in reason
+    reason = support("TILE", [(1, 1, 1, 32), (4,)], (1, 8, 8, 32))  # multiples computed at run time
+    assert reason and "not a constant" in reason
+    assert "3 innermost" in support("TILE", [(1, 1, 1, 32)], (2, 8, 8, 32), consts=multiples)
+    assert "float32" in support("TILE", [(1, 1, 1, 32)], (1, 8, 8, 32), dtype="float32", consts=multiples)
 
 
 def lstm_graph(cell_dtype: str = "int16") -> OpGraph:
@@ -298,7 +328,11 @@ def test_ops_not_depending_on_the_cpu_tail_still_map():
 
 
 def deeplab_graph() -> OpGraph:
-    """DeepLab v3 (MobileNetV2, 513x513) in miniature: encoder, ASPP with image pooling, final upsampling, ARG_MAX."""
+    """DeepLab v3 (MobileNetV2, 513x513) in miniature: encoder, ASPP with image pooling, final upsampling, ARG_MAX.
+
+    Google's compiled deeplabv3_mnv2_pascal_quant_edgetpu.tflite maps ops 0-3 and 5 (the Edge TPU subgraph outputs
+    the 1x1 pooled tensor and the ASPP 1x1-conv tensor) and leaves op 4 (1x1 -> 33x33 resize) and ops 6-10 on the CPU.
+    """
     b = Builder()
     x = b.t(1, 513, 513, 3, dtype="uint8")
     q = b.unary("QUANTIZE", x, 1, 513, 513, 3)
@@ -306,25 +340,59 @@ def deeplab_graph() -> OpGraph:
     pooled = b.unary("AVERAGE_POOL_2D", f, 1, 1, 1, 320)
     pooled = b.conv(pooled, 1, 1, 1, 256)
     up = b.t(1, 33, 33, 256)
-    b.op("RESIZE_BILINEAR", [pooled, b.t(2, dtype="int32", const=True)], [up])  # op 4: maps
+    b.op("RESIZE_BILINEAR", [pooled, b.t(2, dtype="int32", const=True)], [up])  # op 4: a 1x1 map, does not
     aspp0 = b.conv(f, 1, 33, 33, 256)
     cat = b.t(1, 33, 33, 512)
     b.op("CONCATENATION", [up, aspp0], [cat])
     logits = b.conv(b.conv(cat, 1, 33, 33, 256), 1, 33, 33, 21)
     big = b.t(1, 513, 513, 21)
-    b.op("RESIZE_BILINEAR", [logits, b.t(2, dtype="int32", const=True)], [big])  # op 9: does not
+    b.op("RESIZE_BILINEAR", [logits, b.t(2, dtype="int32", const=True)], [big])  # op 9: too large
     labels = b.unary("ARG_MAX", big, 1, 513, 513, dtype="int64")
     return b.graph([x], [labels])
 
 
-def test_deeplab_final_upsampling_and_argmax_stay_on_the_cpu():
+def test_deeplab_runs_from_the_image_pooling_resize_on_the_cpu():
     # coral.ai/docs/edgetpu/models-intro (ResizeBilinear row and the one-subgraph rule above); Coral's DeepLab
-    # "delegates entirety of decoder to run on CPU" (github.com/xadrianzetx/coral-deeplab README).
+    # "delegates entirety of decoder to run on CPU" (github.com/xadrianzetx/coral-deeplab README); Google's compiled
+    # file leaves "resize, quantize, concat, two 1x1 convs, two resizes, argmax" on the CPU
+    # (github.com/ricardodeazambuja/LibrEdgeTPU libredgetpu/postprocess/deeplabv3.py). The ASPP 1x1 conv (op 5)
+    # does not depend on the resize and maps.
     g = deeplab_graph()
     placement = place_ops(g)
-    assert [p.device for p in placement] == ["tpu"] * 9 + ["cpu", "cpu"]
-    assert g.ops[4].op_type == "RESIZE_BILINEAR" and placement[4].device == "tpu"
+    assert [p.device for p in placement] == ["tpu"] * 4 + ["cpu", "tpu"] + ["cpu"] * 5
+    assert g.ops[4].op_type == "RESIZE_BILINEAR" and "upsamples a 1x1 map" in placement[4].reason
+    assert all(placement[v].reason.startswith("depends on op 4 (RESIZE_BILINEAR)") for v in (6, 7, 8))
     assert "513x513" in placement[9].reason and "ARG_MAX is not in" in placement[10].reason
+
+
+def slim_graph() -> OpGraph:
+    """EdgeTPU-DeepLab-slim's image pooling in miniature: MEAN, 1x1 conv, TILE back to the feature map, CONCATENATION,
+    projection and logits convs, a small RESIZE_BILINEAR and ARG_MAX."""
+    b = Builder()
+    x = b.t(1, 64, 64, 3)
+    f = b.conv(x, 1, 8, 8, 32)
+    pooled = b.t(1, 1, 1, 32)
+    b.op("MEAN", [f, b.t(2, dtype="int32", const=True)], [pooled])
+    pooled = b.conv(pooled, 1, 1, 1, 16)
+    tiled = b.t(1, 8, 8, 16)
+    b.op("TILE", [pooled, b.t(4, dtype="int32", const=True)], [tiled])  # op 3
+    cat = b.t(1, 8, 8, 48)
+    b.op("CONCATENATION", [tiled, f], [cat])
+    logits = b.conv(b.conv(cat, 1, 8, 8, 16), 1, 8, 8, 19)
+    up = b.t(1, 64, 64, 19)
+    b.op("RESIZE_BILINEAR", [logits, b.t(2, dtype="int32", const=True)], [up])
+    labels = b.unary("ARG_MAX", up, 1, 64, 64, dtype="int64")
+    return b.graph([x], [labels])
+
+
+def test_deeplab_slim_maps_its_tile_and_what_follows():
+    # Google's compiled EdgeTPU-DeepLab-slim maps the TILE of its image-pooling branch and the ops after it (issue
+    # 23's check of google-coral/test_data deeplab_mobilenet_edgetpu_slim_cityscapes_quant_edgetpu.tflite); ARG_MAX
+    # is not in coral.ai/docs/edgetpu/models-intro/#supported-operations.
+    g = slim_graph()
+    assert g.ops[3].op_type == "TILE"
+    assert devices(g) == ["tpu"] * 8 + ["cpu"]
+    assert placed(g).host_ops == frozenset({8})
 
 
 def test_float_head_runs_on_the_cpu_before_the_tpu_subgraph():
@@ -398,7 +466,8 @@ def test_placed_sets_host_ops_and_keeps_the_graph():
         assert devices(g) == ["tpu"] * g.num_ops and placed(g) == g
     g = deeplab_graph()
     p = placed(g)
-    assert p.host_ops == frozenset({9, 10}) and p.first_stage_ops == frozenset()
-    assert p.last_stage_ops == frozenset({9, 10}) and p.tpu_ops == tuple(range(9))
+    tail = frozenset({4, 6, 7, 8, 9, 10})
+    assert p.host_ops == tail and p.first_stage_ops == frozenset()
+    assert p.last_stage_ops == tail and p.tpu_ops == (0, 1, 2, 3, 5)
     assert (p.ops, p.tensors, p.edges, p.inputs, p.outputs) == (g.ops, g.tensors, g.edges, g.inputs, g.outputs)
     assert placed(p) == p and g.host_ops == frozenset()

@@ -35,11 +35,26 @@ What each file mimics:
 ``deeplab_like_int8.tflite``
     Coral's DeepLab v3 MobileNetV2: an int8 encoder (output stride 16), an
     ASPP with a 1x1 branch and an image-pooling branch (AVERAGE_POOL_2D over the
-    whole feature map, 1x1 conv, a small RESIZE_BILINEAR back to the feature
-    size: this one maps on the Edge TPU), concatenation, a decoder to 21 class
-    logits and a final RESIZE_BILINEAR to the full 192x192 input resolution
-    followed by ARG_MAX (the compiler leaves the ops from that resize on on the
-    CPU).
+    whole feature map, 1x1 conv, a RESIZE_BILINEAR of the 1x1 map back to the
+    feature size), concatenation, a decoder to 21 class logits and a final
+    RESIZE_BILINEAR to the full 192x192 input resolution followed by ARG_MAX.
+    As in Google's compiled model, the CPU tail starts at the 1x1 -> 12x12
+    resize (the ASPP 1x1 branch still maps).
+``deeplab_v3_aspp_int8.tflite``
+    The same image-pooling case with nothing else to leave on the CPU: a
+    128x128 input, an encoder to 8x8 (output stride 16), an ASPP with a 1x1
+    branch, an atrous 3x3 branch (rate 2) and image pooling (MEAN over y/x, 1x1
+    conv, ``resize_bilinear(..., align_corners=True)`` of the 1x1 map to 8x8, as
+    DeepLab's ``_resize_bilinear``), concatenation, a projection and a logits
+    conv, an align-corners resize to 128x128 (within the size rule) and
+    ARG_MAX. Only the 1x1 resize keeps the tail (resize, concatenation, the two
+    convs, the final resize) on the CPU with ARG_MAX.
+``deeplab_slim_tile_int8.tflite``
+    Google's EdgeTPU-DeepLab-slim image pooling: the same encoder, MEAN over
+    y/x, a 1x1 conv, then TILE of the 1x1 map to 8x8 (instead of a resize),
+    concatenation with a 1x1 branch, projection and logits (19 classes) convs, a
+    64x64 bilinear resize and ARG_MAX. The compiler maps that TILE and what
+    follows: only ARG_MAX runs on the CPU.
 ``dynamic_batch_int8.tflite``
     A Keras model converted with the default dynamic batch: the input's
     shape_signature is [-1, 16, 16, 3] while its shape is [1, 16, 16, 3].
@@ -86,7 +101,7 @@ from flatbuffers import flexbuffers
 # The op table and the resize limit are the project's own (hardware.placement), so the README's expected
 # placements use the same rules the tests check.
 from hardware.placement import EDGETPU_OPS as CORAL_OPS
-from hardware.placement import RESIZE_MAX_SIDE
+from hardware.placement import OBSERVED_OPS, RESIZE_MAX_SIDE, resize_limit
 
 # constants 16-byte aligned, as the converter (and the segment writer) lays them out
 from tflite_io.submodel import AlignedBufferT as _AlignedBufferT
@@ -552,7 +567,81 @@ def build_deeplab(seed: int = 4) -> Built:
     he_reinit(model, seed)
     centre_outputs(model, ["logits"], (1, DEEPLAB_SIZE, DEEPLAB_SIZE, 3), seed)
     data = keras_int8(model, representative((1, DEEPLAB_SIZE, DEEPLAB_SIZE, 3), seed), "int8", None)
-    return Built("deeplab_like_int8.tflite", data, "Coral DeepLab v3 MobileNetV2 (big final resize + ARG_MAX)")
+    return Built(
+        "deeplab_like_int8.tflite",
+        data,
+        "Coral DeepLab v3 MobileNetV2 (1x1 image-pooling resize, big final resize, ARG_MAX)",
+    )
+
+
+ASPP_SIZE, ASPP_GRID = 128, 8  # input side, feature map side at output stride 16
+
+
+def _resize_align_corners(tf, L, x, size: int):
+    """DeepLab's ``_resize_bilinear``: ``tf.compat.v1.image.resize_bilinear(x, size, align_corners=True)``."""
+    return L.Lambda(
+        lambda t: tf.compat.v1.image.resize_bilinear(t, (size, size), align_corners=True),
+        output_shape=(size, size, int(x.shape[-1])),
+    )(x)
+
+
+def _os16_encoder(L, inp):
+    """A small MobileNet-style encoder from ASPP_SIZE to ASPP_GRID (output stride 16), 32 channels."""
+    x = L.Conv2D(16, 3, 2, padding="same", activation="relu6")(inp)  # 64
+    x = _dw_pw(L, x, 24, 2)  # 32
+    x = _dw_pw(L, x, 32, 2)  # 16
+    return _dw_pw(L, x, 32, 2)  # 8
+
+
+def _argmax(tf, L, x):
+    """tf.argmax over the classes (int64, as DeepLab's export)."""
+    side = int(x.shape[1])
+    return L.Lambda(lambda t: tf.argmax(t, axis=-1), output_shape=(side, side), name="ArgMax")(x)
+
+
+def build_deeplab_aspp(seed: int = 8) -> Built:
+    tf, L = _layers()
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((ASPP_SIZE, ASPP_SIZE, 3), batch_size=1, name="ImageTensor")
+    x = _os16_encoder(L, inp)
+    b0 = L.Conv2D(24, 1, activation="relu", name="aspp0")(x)
+    b1 = L.Conv2D(24, 3, padding="same", dilation_rate=2, activation="relu", name="aspp1")(x)
+    pool = L.GlobalAveragePooling2D(keepdims=True)(x)  # MEAN over y/x: 1x1
+    pool = L.Conv2D(24, 1, activation="relu", name="image_pooling")(pool)
+    pool = _resize_align_corners(tf, L, pool, ASPP_GRID)  # 1x1 -> 8x8 (CPU)
+    x = L.Concatenate()([pool, b0, b1])
+    x = L.Conv2D(32, 1, activation="relu", name="concat_projection")(x)
+    logits = L.Conv2D(DEEPLAB_CLASSES, 1, name="logits")(x)
+    up = _resize_align_corners(tf, L, logits, ASPP_SIZE)  # 8x8 -> 128x128 (within the size rule)
+    model = tf.keras.Model(inp, _argmax(tf, L, up))
+    he_reinit(model, seed)
+    centre_outputs(model, ["logits"], (1, ASPP_SIZE, ASPP_SIZE, 3), seed)
+    data = keras_int8(model, representative((1, ASPP_SIZE, ASPP_SIZE, 3), seed), "int8", None)
+    return Built("deeplab_v3_aspp_int8.tflite", data, "DeepLab v3 ASPP whose only CPU cause is the 1x1 image-pooling resize")
+
+
+SLIM_CLASSES = 19  # Cityscapes, as Google's EdgeTPU-DeepLab-slim
+
+
+def build_deeplab_slim(seed: int = 9) -> Built:
+    tf, L = _layers()
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((ASPP_SIZE, ASPP_SIZE, 3), batch_size=1, name="ImageTensor")
+    x = _os16_encoder(L, inp)
+    b0 = L.Conv2D(24, 1, activation="relu", name="aspp0")(x)
+    pool = L.GlobalAveragePooling2D(keepdims=True)(x)  # MEAN over y/x: 1x1
+    pool = L.Conv2D(24, 1, activation="relu", name="image_pooling")(pool)
+    grid = (1, ASPP_GRID, ASPP_GRID, 1)
+    pool = L.Lambda(lambda t: tf.tile(t, grid), output_shape=(ASPP_GRID, ASPP_GRID, 24), name="Tile")(pool)  # maps
+    x = L.Concatenate()([pool, b0])
+    x = L.Conv2D(32, 1, activation="relu", name="concat_projection")(x)
+    logits = L.Conv2D(SLIM_CLASSES, 1, name="logits")(x)
+    up = L.Resizing(ASPP_SIZE // 2, ASPP_SIZE // 2, interpolation="bilinear")(logits)  # 8x8 -> 64x64 (maps)
+    model = tf.keras.Model(inp, _argmax(tf, L, up))
+    he_reinit(model, seed)
+    centre_outputs(model, ["logits"], (1, ASPP_SIZE, ASPP_SIZE, 3), seed)
+    data = keras_int8(model, representative((1, ASPP_SIZE, ASPP_SIZE, 3), seed), "int8", None)
+    return Built("deeplab_slim_tile_int8.tflite", data, "EdgeTPU-DeepLab-slim image pooling broadcast with TILE")
 
 
 def build_dynamic_batch(seed: int = 5) -> Built:
@@ -646,7 +735,17 @@ def build_compiled(seed: int = 7) -> Built:
     return Built("compiled_edgetpu.tflite", e.pack(), "edgetpu_compiler output (one edgetpu-custom-op)")
 
 
-BUILDERS = (build_ssd, build_posenet, build_movenet, build_deeplab, build_dynamic_batch, build_lstm, build_compiled)
+BUILDERS = (
+    build_ssd,
+    build_posenet,
+    build_movenet,
+    build_deeplab,
+    build_dynamic_batch,
+    build_lstm,
+    build_compiled,
+    build_deeplab_aspp,
+    build_deeplab_slim,
+)
 FILES = (
     "ssd_head_int8.tflite",
     "posenet_like_int8.tflite",
@@ -655,6 +754,8 @@ FILES = (
     "dynamic_batch_int8.tflite",
     "lstm_int8.tflite",
     "compiled_edgetpu.tflite",
+    "deeplab_v3_aspp_int8.tflite",
+    "deeplab_slim_tile_int8.tflite",
 )
 
 
@@ -701,12 +802,15 @@ def op_rows(data: bytes) -> list[OpRow]:
         problem = None
         if name == "CUSTOM":
             problem = "custom op"
-        elif name not in CORAL_OPS:
+        elif name not in CORAL_OPS and name not in OBSERVED_OPS:
             problem = "not in Coral's op table"
         elif any(TYPE_NAMES[t.type] not in ("int8", "uint8") for t in acts):
             problem = "non-8-bit activation"
-        elif name.startswith("RESIZE_") and any(d > RESIZE_MAX_SIDE for t in acts for d in list(t.shape)[1:3]):
-            problem = f"resize with a side > {RESIZE_MAX_SIDE}"
+        elif name.startswith("RESIZE_"):
+            src, dst = (tuple(int(d) for d in sg.tensors[t].shape) for t in (op.inputs[0], op.outputs[0]))
+            why = resize_limit(name, src, dst)
+            if why:
+                problem = "resize of a 1x1 map" if "1x1 map" in why else f"resize with a side > {RESIZE_MAX_SIDE}"
         rows.append(OpRow(i, kind, [desc(t) for t in op.inputs], [desc(t) for t in op.outputs], problem))
     return rows
 
@@ -820,10 +924,12 @@ def report(built: list[Built], out: Path) -> str:
         "",
         '"CPU (strict)": every op from the first unmappable op on (Coral: "as soon as an unsupported',
         'operation occurs, that operation and everything after it executes on the CPU"); custom ops,',
-        "ops outside Coral's op table and ops with non-8-bit activations never map; a RESIZE_* with a side",
-        f'over {RESIZE_MAX_SIDE} is taken as unmapped (DeepLab\'s final upsampling). "CPU (head)": the same, but',
-        "unmappable ops ahead of the first mappable op (a CAST / float QUANTIZE input head) stay on the",
-        'CPU in front of the Edge TPU subgraph. "project": `hardware.placement.place_ops` at build time.',
+        "ops outside Coral's op table (TILE aside: Google's compiled EdgeTPU-DeepLab-slim maps it) and ops",
+        f"with non-8-bit activations never map; a RESIZE_* with a side over {RESIZE_MAX_SIDE} (DeepLab's final",
+        "upsampling) or of a 1x1 map (DeepLab's image pooling, on the CPU in Google's compiled DeepLab v3)",
+        'is taken as unmapped. "CPU (head)": the same, but unmappable ops ahead of the first mappable op',
+        "(a CAST / float QUANTIZE input head) stay on the CPU in front of the Edge TPU subgraph.",
+        '"project": `hardware.placement.place_ops` at build time.',
         "",
         "| file | bytes | ops | CPU (strict) | CPU (head) | project | runs in LiteRT |",
         "|---|---:|---:|---|---|---|---|",
