@@ -6,7 +6,21 @@ Imports only ``tflite_io`` below it; ``respect_pass`` builds on it.
 from .compiler import CompiledSegment, CompilerError, compile_segments
 from .cost import StageCost, bottleneck_ms, latency_ms, op_seconds, pipeline_period_ms, stage_cost, stage_costs
 from .simulate import PipelineRun, simulate_pipeline
-from .spec import PCIE, PRESETS, SPEC_METAVAR, USB, USB_SEPARATE, EdgeTpuSpec, SpecError, as_spec, load_spec, op_class
+from .spec import (
+    DEVBOARD,
+    PCIE,
+    PRESETS,
+    RPI3,
+    RPI4,
+    SPEC_METAVAR,
+    USB,
+    USB_SEPARATE,
+    EdgeTpuSpec,
+    SpecError,
+    as_spec,
+    load_spec,
+    op_class,
+)
 
 __all__ = [
     "CompiledSegment",
@@ -15,6 +29,9 @@ __all__ = [
     "compile_segments",
     "EdgeTpuSpec",
     "PCIE",
+    "DEVBOARD",
+    "RPI4",
+    "RPI3",
     "PRESETS",
     "SPEC_METAVAR",
     "PipelineRun",

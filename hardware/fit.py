@@ -92,6 +92,7 @@ UNITS = {
     "cpu_macs_per_s": "MAC/s",
     "host_cores": "cores",
     "host_op_scale": "",
+    "host_ref_ms": "ms",
 }
 
 
@@ -199,6 +200,7 @@ def constants(spec: EdgeTpuSpec) -> dict[str, float]:
         "cpu_macs_per_s": spec.cpu_macs_per_s,
         "host_cores": spec.host_cores,
         "host_op_scale": spec.host_op_scale,
+        "host_ref_ms": spec.host_ref_ms,
     }
 
 

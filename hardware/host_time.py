@@ -36,10 +36,14 @@ from tflite_io import OpGraph, SegmentInterface
 from tflite_io.submodel import submodel
 from tflite_io.verify import random_inputs
 
+from .spec import EdgeTpuSpec
+
 __all__ = [
     "HOST_TIME_SOURCES",
     "HostTimes",
     "with_host_times",
+    "cpu_only_seconds",
+    "localized",
     "measure_host_ops",
     "time_edge_ops",
     "time_copy",
@@ -323,3 +327,38 @@ def with_host_times(model_path: Path, graph: OpGraph, source: str = "measured", 
             first if len(times.unmeasured) == 1 else f"{first}; ...",
         )
     return replace(graph, host_times=tuple(times.seconds.items()))
+
+
+def cpu_only_seconds(model_path: Path, *, runs: int = 5, threads: int = 1, cache_dir: Path | None = None) -> float:
+    """Median seconds of one invoke of the whole model at ``model_path`` in LiteRT on this machine's CPU (no
+    Edge TPU), cached like the op times: how fast this machine runs LiteRT kernels, to compare with a
+    host's CPU-only figure. Raises :class:`RuntimeError` where LiteRT cannot run the model."""
+    model_path = Path(model_path)
+    data = model_path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    key = dict(format=_FORMAT, model_sha256=sha, op="all", host=host_id(), litert=litert_version())
+    key |= dict(threads=threads, runs=runs)
+    root = _cache_root(Path(cache_dir) if cache_dir is not None else None, model_path)
+    path = _cache_file(root, key) if root is not None else None
+    hit = _load(path, key) if path is not None else None
+    if hit is not None and hit[0] == "seconds":
+        return float(hit[1])
+    seconds = _median_invoke(data, threads, runs, 0)
+    if path is not None:
+        _store(path, {"key": key, "seconds": seconds})
+    return seconds
+
+
+def localized(spec: EdgeTpuSpec, reference: Path) -> EdgeTpuSpec:
+    """``spec`` with ``host_op_scale`` set for this planning machine: the spec's host's time for the
+    reference workload (``host_ref_ms``) over this machine's (:func:`cpu_only_seconds` of the model at
+    ``reference``, cached); ``spec`` itself where ``host_ref_ms`` is 0 (the host is this machine) or the
+    reference cannot run here (one warning)."""
+    if spec.host_ref_ms <= 0:
+        return spec
+    try:
+        here_ms = cpu_only_seconds(reference) * 1e3
+    except (OSError, RuntimeError) as exc:
+        log.warning("cannot time the reference workload %s here (%s): host ops costed as on this machine", reference, exc)
+        return spec
+    return spec.with_(host_op_scale=spec.host_ref_ms / here_ms)

@@ -51,6 +51,9 @@ __all__ = [
     "USB",
     "USB_SEPARATE",
     "PCIE",
+    "DEVBOARD",
+    "RPI4",
+    "RPI3",
     "load_spec",
     "SPEC_METAVAR",
     "PRESETS",
@@ -93,19 +96,19 @@ class EdgeTpuSpec:
     name: str
     peak_macs_per_s: float = 2e12
     #: share of the peak MAC rate, counted on output channels padded to 64 (conv, FC) / channels (depthwise)
-    efficiency: dict[str, float] = field(default_factory=lambda: {"conv": 0.873, "depthwise": 0.0316})
+    efficiency: dict[str, float] = field(default_factory=lambda: {"conv": 0.895, "depthwise": 0.0335})
     #: element-wise, concatenation, pooling, reshape, ... on the TPU: seconds per output byte
     elementwise_s_per_byte: float = 3.24e-10
-    t_invoke_s: float = 0.000117
+    t_invoke_s: float = 0.000118
     t_op_s: float = 0.0
     #: parameter cache with nothing crossing the host link, and the cache lost per byte that does
     cache_bytes: int = int(7.77 * 2**20)
     cache_io_share: float = 0.31
     #: streamed (uncached) parameters: bytes per second of one pass, and a conv's spatial tile
-    stream_bytes_per_s: float = 4.37e08
+    stream_bytes_per_s: float = 4.41e08
     stream_tile_positions: int = 916
     #: activation bytes into and out of one TPU over its host link
-    io_bytes_per_s: float = 8.89e07
+    io_bytes_per_s: float = 8.75e07
     #: 0: every TPU has its own link; > 0: TPUs share one host controller of this bandwidth
     shared_link_bytes_per_s: float = 0.0
     #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
@@ -117,9 +120,13 @@ class EdgeTpuSpec:
     #: Host cores that run host (CPU) ops and the runner's threads in parallel: the period is at least the
     #: host ops' time per request over this many cores. An assumption (a 4-core x86 or Cortex-A53/A72 host).
     host_cores: int = 4
-    #: Host ops' time on this spec's host over their time on the machine that planned (measured them, or the
-    #: table's x86-64 desktop): 1 for an x86-64 host; the preset's CPU-only figures give it for the others.
+    #: Host ops' time on this spec's host over their time on the machine that plans (where they are measured).
+    #: Set at plan time from :attr:`host_ref_ms` (:func:`hardware.host_time.localized`); 1 in a spec file.
     host_op_scale: float = 1.0
+    #: The spec's host's LiteRT time, in ms, for the reference workload (the embedded model run whole on the
+    #: CPU, one thread): what makes host speeds portable between planning machines. 0: the host is the
+    #: planning machine itself.
+    host_ref_ms: float = 0.0
     #: The Edge TPU's clock: "max" (libedgetpu1-max) or "std" (libedgetpu1-std, the reduced clock); the compute
     #: constants are for the max clock (the public figures' setting), std stretches TPU compute by
     #: :data:`CLOCK_SLOWDOWN`.
@@ -161,6 +168,7 @@ class EdgeTpuSpec:
             "elementwise_s_per_byte",
             "cache_io_share",
             "shared_link_bytes_per_s",
+            "host_ref_ms",
         ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -203,19 +211,47 @@ class EdgeTpuSpec:
 
 
 #: USB accelerators on one host controller (the common set-up of several sticks on one host or hub), with the
-#: constants fitted by tools/calibrate.py (README "Device model"; results/usb_fitted.json). The shared link is
-#: 500 MB/s: the public 4-segment conv rows move up to 454 MB/s in aggregate (F = 292: 8.4 MB per request in
-#: 18.55 ms), so a shared limit below that is refuted, and at 500 MB/s the bound binds on none of them (separate
-#: links fit them exactly as well); it binds for wide pipelines of large activations, where one controller
-#: is the honest assumption for sticks on one host.
-USB = EdgeTpuSpec(name="usb", shared_link_bytes_per_s=5e8)
+#: constants fitted by tools/calibrate.py (README "Device model"; results/calibration.md, presets_fitted.json):
+#: the chip's constants (efficiencies, cache, stream tile) and this host's link and invocation cost fitted to the
+#: layer sweeps and the x86 + USB 3 single-TPU figures; its host speed to DeepLab v3's heavy host ops. The
+#: shared link is 500 MB/s: the public 4-segment conv rows move up to 454 MB/s in aggregate (F = 292: 8.4 MB
+#: per request in 18.55 ms), so a shared limit below that is refuted, and at 500 MB/s the bound binds on none
+#: of them (separate links fit them exactly as well); it binds for wide pipelines of large activations, where
+#: one controller is the honest assumption for sticks on one host.
+USB = EdgeTpuSpec(name="usb", shared_link_bytes_per_s=5e8, host_ref_ms=0.978, typical_error=1.19)
 #: The same TPUs, each on its own host controller.
 USB_SEPARATE = USB.with_(name="usb-separate", shared_link_bytes_per_s=0.0)
-#: PCIe/M.2 modules: the same chip on its own PCIe Gen2 lane (500 MB/s raw, ~400 MB/s for activations and
-#: streamed parameters alike). Not fitted (no public pipelined PCIe figures): the USB fit with that link rate
-#: and half the invoke overhead.
-PCIE = USB.with_(name="pcie", t_invoke_s=USB.t_invoke_s / 2, io_bytes_per_s=4e8, shared_link_bytes_per_s=0.0)
-PRESETS = {"usb": USB, "usb-separate": USB_SEPARATE, "pcie": PCIE}
+#: The Coral Dev Board: the Edge TPU on PCIe Gen2 x1 of an i.MX 8M (quad Cortex-A53, 1.5 GHz); invocation cost and
+#: link rates fitted to its columns of the coral.ai page and pycoral's CSV, its host speed to DeepLab v3.
+DEVBOARD = USB.with_(
+    name="devboard",
+    t_invoke_s=0.00188,
+    io_bytes_per_s=5e8,
+    stream_bytes_per_s=4.07e8,
+    shared_link_bytes_per_s=0.0,
+    host_ref_ms=6.51,
+    typical_error=1.14,
+)
+#: A Raspberry Pi 4 (Cortex-A72, 1.5 GHz) with USB Accelerators on its USB 3 controller: fitted to pycoral's
+#: Pi 4 column (four models); its host speed is the Dev Board's (no host-op figure: an upper bound).
+RPI4 = USB.with_(
+    name="rpi4", t_invoke_s=0.00129, io_bytes_per_s=5.84e7, stream_bytes_per_s=2.94e8, host_ref_ms=6.51, typical_error=1.17
+)
+#: A Raspberry Pi 3B (Cortex-A53, 1.2 GHz) with USB Accelerators on USB 2 (one 480 Mbit/s controller): fitted
+#: to pycoral's Pi 3B column (four models); host speed the Dev Board's times the clock ratio 1.5 / 1.2.
+RPI3 = USB.with_(
+    name="rpi3",
+    t_invoke_s=0.00695,
+    io_bytes_per_s=3.52e7,
+    stream_bytes_per_s=3.52e7,
+    shared_link_bytes_per_s=6e7,
+    host_ref_ms=8.12,
+    typical_error=1.67,
+)
+#: x86-64 with M.2 / mini-PCIe modules, each on its own PCIe Gen2 lane. Not fitted (no public x86 + PCIe
+#: figures): the Dev Board's PCIe link rates with the x86 host's invocation cost and host speed.
+PCIE = DEVBOARD.with_(name="pcie", t_invoke_s=USB.t_invoke_s, host_ref_ms=USB.host_ref_ms, typical_error=0.0)
+PRESETS = {"usb": USB, "usb-separate": USB_SEPARATE, "pcie": PCIE, "devboard": DEVBOARD, "rpi4": RPI4, "rpi3": RPI3}
 
 
 #: how a ``--spec`` option names its choices: every preset, or a JSON file
@@ -249,7 +285,7 @@ def as_spec(cost: object) -> EdgeTpuSpec:
 
 
 #: the fields :func:`scaled_spec` leaves alone: not cost constants
-_NOT_SCALED = frozenset({"name", "clock", "typical_error"})
+_NOT_SCALED = frozenset({"name", "clock", "typical_error", "host_ref_ms"})
 #: the constants :func:`scaled_spec` truncates to whole numbers
 _INT_CONSTANTS = frozenset({"cache_bytes", "stream_tile_positions", "host_cores"})
 

@@ -12,7 +12,7 @@ from hardware import USB, CompiledSegment, EdgeTpuSpec, StageCost, compile_segme
 from hardware.calibrate import Device
 from hardware.compiler import find_compiler
 from hardware.cost import pipeline_period_ms, shared_link_ms
-from hardware.host_time import with_host_times
+from hardware.host_time import localized, with_host_times
 from hardware.placement import place_ops, placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.terms import cache_bytes
@@ -57,6 +57,15 @@ class PartitionResult:
     stage_breakdown: tuple[dict[str, Any], ...] = ()
     plot_path: Path | None = None
     spec: EdgeTpuSpec = USB  # the device model that predicted the plan (refitted after --refine-on-device)
+
+
+#: The reference workload host speeds are measured on (:attr:`hardware.EdgeTpuSpec.host_ref_ms`): the embedded model.
+REFERENCE_MODEL = Path(__file__).resolve().parent / "data" / "mobilenet_v2_0.35_96_int8.tflite"
+
+
+def planning_spec(spec: EdgeTpuSpec) -> EdgeTpuSpec:
+    """``spec`` with its host's speed for host ops relative to this machine (:func:`hardware.host_time.localized`)."""
+    return localized(spec, REFERENCE_MODEL)
 
 
 def plan_file_name(stem: str) -> str:
@@ -142,6 +151,7 @@ def partition(
     """
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
+    spec = planning_spec(spec)
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch, host_time)
     replicate = replicas and replicable(scheduler, scheduler_options, refine_rounds)

@@ -295,6 +295,9 @@ def _coral_devices(layout: Layout, devices: Sequence[str] | None, planned: bool)
 def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> dict[str, Any]:
     """Chain the segments through LiteRT, verify against the plan's model when it is available,
     and simulate ``count`` requests through the pipeline (on the plan's TPUs) with cost-model stage times."""
+    from .partition import planning_spec
+
+    spec = planning_spec(spec)
     models = [read_model(p) for p in segments.paths]
     plan = read_plan(segments)
     layout = _layout_of(plan, segments)

@@ -224,6 +224,9 @@ def sweep(
     if max_tpus < 1:
         raise RespectPassError(f"the number of TPUs to sweep must be at least 1, got {max_tpus}")
     get_scheduler(scheduler)  # an unknown name fails before the model is read
+    from .partition import planning_spec
+
+    spec = planning_spec(spec)
     graph, name = _graph(model, fix_batch, host_time)
     options = dict(scheduler_options or {})
     replicate = replicas and replicable(scheduler, options)

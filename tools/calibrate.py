@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import math
 import os
 import platform
@@ -61,8 +62,9 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +72,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from hardware import USB, EdgeTpuSpec, terms
 from hardware import fit as hw_fit
 from hardware.cost import device_param_bytes, latency_ms, link_bytes, pipeline_period_ms, stage_costs
+from hardware.host_time import cpu_only_seconds, with_host_times
 from hardware.placement import placed
+from respect_pass.partition import REFERENCE_MODEL
 from tflite_io import OpGraph, read, segment_interfaces
+from tools import calibrate_hosts as hosts
 from tools import calibration_data as cd
 
 TOOLS = Path(__file__).resolve().parent
@@ -79,10 +84,18 @@ ROOT = TOOLS.parent
 
 MiB = cd.MiB
 SWEEP_WEIGHT = 0.5
-#: Bounds of the fit in log theta (hardware.fit.theta[:6]: t_invoke_s, 1/eff conv, 1/eff depthwise,
+#: Physical bounds of the fit in log theta (hardware.fit.theta[:6]: t_invoke_s, 1/eff conv, 1/eff depthwise,
 #: elementwise_s_per_byte, 1/io_bytes_per_s, 1/stream_bytes_per_s): efficiencies 1e-3..1 (conv), 1e-4..1
-#: (depthwise), 1e-14..1e-7 s/B, 1 us..10 ms per invoke, 1 MB/s..10 GB/s for both links.
-THETA_BOUNDS = (np.log([1e-6, 1.0, 1.0, 1e-14, 1e-10, 1e-10]), np.log([1e-2, 1e3, 1e4, 1e-7, 1e-6, 1e-6]))
+#: (depthwise; 1 = the MAC array's peak, 4 TOPS), 1e-14..1e-7 s/B, 10 us..10 ms per invoke, and for both
+#: links 1 MB/s up to USB 3's raw payload rate (5 Gbit/s after 8b/10b coding: 500 MB/s; a PCIe Gen2 x1 lane
+#: has the same).
+USB3_MAX_BYTES_PER_S = 5e8
+THETA_BOUNDS = (
+    np.log([1e-5, 1.0, 1.0, 1e-14, 1 / USB3_MAX_BYTES_PER_S, 1 / USB3_MAX_BYTES_PER_S]),
+    np.log([1e-2, 1e3, 1e4, 1e-7, 1e-6, 1e-6]),
+)
+#: Activation link rates the identifiability profile fixes (B/s): the fit's own, and these.
+IO_PROFILE = (5e7, 1e8, 1.5e8, 2e8, 3e8, 5e8)
 SHARED_LINKS = (0.0, 2e8, 3e8, 4e8, 4.5e8, 5e8)
 LINK_STEP = 5e7  # a shared link in the fitted spec: the implied aggregate rate rounded up to this
 
@@ -154,6 +167,11 @@ def macs_notes(bad_macs: Sequence[tuple[str, float, bool]]) -> list[str]:
     return notes
 
 
+def zoo_graph(path: Path) -> OpGraph:
+    """A zoo model as the CLI plans it: placed, its host ops timed by LiteRT on this machine (cached)."""
+    return with_host_times(path, placed(read(path)), "measured")
+
+
 def zoo_figures(zoo_dir: Path) -> tuple[list[Figure], list[str]]:
     """The ImageNet figures whose zoo file exists, and a note for each one missing."""
     figs, notes = [], []
@@ -166,7 +184,7 @@ def zoo_figures(zoo_dir: Path) -> tuple[list[Figure], list[str]]:
                 f"(build it: tools/calibrate.py --build-missing, or tools/build_zoo.py)"
             )
             continue
-        g = zoo_graphs.get(z.zoo_file) or zoo_graphs.setdefault(z.zoo_file, placed(read(path)))
+        g = zoo_graphs.get(z.zoo_file) or zoo_graphs.setdefault(z.zoo_file, zoo_graph(path))
         group = "ImageNet, Coral" if z.source.startswith("coral.ai") else "ImageNet, x86 csv"
         figs.append(Figure(group, z.label, 1, z.fitted, z.ms, g, (0,) * g.num_ops, z.source, zoo=z))
     return figs, notes
@@ -181,16 +199,14 @@ def load_figures(ref: Path, zoo_dir: Path) -> tuple[list[Figure], list[str]]:
 
 
 def build_missing(zoo_dir: Path) -> None:
+    """Build every zoo file a figure (of any host) needs and the zoo lacks (tools/build_zoo.py)."""
     from tools import build_zoo
 
-    for z in cd.ZOO_FIGURES:
-        if not (zoo_dir / z.zoo_file).is_file():
-            stem = z.zoo_file.removesuffix("_int8.tflite")
-            name = stem if stem.endswith(f"_{z.size}") else f"{stem}_{z.size}"
-            entry = build_zoo.ZooEntry(name, z.app, z.size)
-            assert entry.filename == z.zoo_file, (entry.filename, z.zoo_file)
-            print(f"building {z.zoo_file} ...", file=sys.stderr, flush=True)
-            build_zoo.build(entry, zoo_dir)
+    by_file = {e.filename: e for e in build_zoo.BY_NAME.values()}
+    for name in sorted(set(cd.MODEL_FILES.values())):
+        if not (zoo_dir / name).is_file():
+            print(f"building {name} ...", file=sys.stderr, flush=True)
+            build_zoo.build(by_file[name], zoo_dir)
 
 
 def check_tf(notes: list[str]) -> bool:
@@ -289,7 +305,14 @@ def tile_spec(spec: EdgeTpuSpec, tile: int) -> EdgeTpuSpec:
     return spec.with_(stream_tile_positions=int(tile))
 
 
-def fit_time(obs: Observed, mask: np.ndarray, u0: np.ndarray, prior_tile: int, spec: EdgeTpuSpec) -> FitResult:
+def fit_time(
+    obs: Observed,
+    mask: np.ndarray,
+    u0: np.ndarray,
+    prior_tile: int,
+    spec: EdgeTpuSpec,
+    bounds: tuple[np.ndarray, np.ndarray] = THETA_BOUNDS,
+) -> FitResult:
     """Least squares on w * log(pred / measured) over the figures in ``mask``, in log theta, profiled over the
     tile ranges of the layers they stream (``spec``: the shared host link; the prior's tile is kept where
     it lies in the best range, else the range's geometric middle)."""
@@ -298,7 +321,7 @@ def fit_time(obs: Observed, mask: np.ndarray, u0: np.ndarray, prior_tile: int, s
     positions = obs.table.streamed_positions(mask)
     ranges = hw_fit.tile_ranges(positions) if len(positions) else [hw_fit.TILE_RANGE]
     meas, w = obs.measured[mask], obs.weights[mask]
-    u0 = np.clip(u0, THETA_BOUNDS[0] + 1e-9, THETA_BOUNDS[1] - 1e-9)
+    u0 = np.clip(u0, bounds[0] + 1e-9, bounds[1] - 1e-9)
     best, results, evals = None, [], 0
     for a, b in ranges:
         feats = obs.table.features(obs.table.tiles(tile_spec(spec, a)))
@@ -306,7 +329,7 @@ def fit_time(obs: Observed, mask: np.ndarray, u0: np.ndarray, prior_tile: int, s
         def res(u: np.ndarray, feats: np.ndarray = feats) -> np.ndarray:
             return w * np.log(fast_ms(obs, feats @ np.append(np.exp(u), 1.0), spec)[mask] / meas)
 
-        r = least_squares(res, u0, bounds=THETA_BOUNDS, method="trf", xtol=1e-10, ftol=1e-12)
+        r = least_squares(res, u0, bounds=bounds, method="trf", xtol=1e-10, ftol=1e-12)
         evals += r.nfev
         results.append(((a, b), float(2 * r.cost)))
         if best is None or r.cost < best[1].cost - 1e-12:
@@ -488,6 +511,17 @@ class Fit:
     info: list[str]
     loo_rows: list[list[str | int]] = field(default_factory=list)
     loo_summary: str = ""
+    #: each fitted constant's (min, max) over the leave-one-out refits
+    loo_spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: the LOO prediction (ms) of each fitted figure, by name
+    loo_ms: dict[str, float] = field(default_factory=dict)
+    #: rows of the identifiability profile (the activation link rate fixed, the rest refitted)
+    profile_rows: list[list[object]] = field(default_factory=list)
+    profile_note: str = ""
+    hosts: dict[str, Any] = field(default_factory=dict)
+    #: figures that fixed the USB host's host_op_scale (no held-out prediction of their own)
+    scale_rows: list[str] = field(default_factory=list)
+    ref_ms: float = 0.0  # this machine's time for the reference workload
 
 
 def fitted_spec(fr: FitResult, cache: dict, shared: float) -> EdgeTpuSpec:
@@ -538,14 +572,21 @@ def cache_fit_line(cache: dict) -> str:
     )
 
 
-def loo(obs: Observed, figs: Sequence[Figure], mask: np.ndarray, fr: FitResult, spec: EdgeTpuSpec) -> tuple[list, str]:
-    """Refit without each fitted figure in turn and predict it: the rows of the LOO table and its summary line."""
+def loo(
+    obs: Observed, figs: Sequence[Figure], mask: np.ndarray, fr: FitResult, spec: EdgeTpuSpec
+) -> tuple[list, str, dict[str, tuple[float, float]]]:
+    """Refit without each fitted figure in turn and predict it: the rows of the LOO table, its summary line and
+    each fitted constant's (min, max) over the refits."""
     t0 = time.perf_counter()
     rows: list[list[str | int]] = []
+    values: dict[str, list[float]] = {}
     for i in map(int, np.flatnonzero(mask)):
         m = mask.copy()
         m[i] = False
         r = fit_time(obs, m, fr.u, fr.tile, spec)
+        refit = hw_fit.with_theta(spec, r.theta).with_(stream_tile_positions=int(r.tile))
+        for name in (*hw_fit.FITTED, "stream_tile_positions"):
+            values.setdefault(name, []).append(float(hw_fit.constants(refit)[name]))
         pred = predict_fit(obs, r, spec)[i]
         f = figs[i]
         ratio = f"{pred / f.measured_ms:.3f}"
@@ -559,7 +600,40 @@ def loo(obs: Observed, figs: Sequence[Figure], mask: np.ndarray, fr: FitResult, 
         f"{int(ok(q, 0.30).sum())}, within 50%: {int(ok(q, 0.50).sum())}; "
         f"{time.perf_counter() - t0:.1f} s"
     )
-    return rows, summary
+    return rows, summary, {name: (min(v), max(v)) for name, v in values.items()}
+
+
+def io_profile(obs: Observed, mask: np.ndarray, fr: FitResult, spec: EdgeTpuSpec) -> tuple[list[list[object]], str]:
+    """Identifiability: the fit redone with the activation link rate fixed at each of :data:`IO_PROFILE` (the
+    other constants refitted), with its cost beside the free fit's: how well the data tell the rates apart."""
+    rows: list[list[object]] = []
+    best = fr.cost
+    for rate in sorted({*IO_PROFILE, round(1 / fr.theta[4])}):
+        lo, hi = THETA_BOUNDS[0].copy(), THETA_BOUNDS[1].copy()
+        lo[4], hi[4] = math.log(1 / rate) - 1e-9, math.log(1 / rate) + 1e-9
+        r = fit_time(obs, mask, fr.u, fr.tile, spec, (lo, hi))
+        c = hw_fit.constants(hw_fit.with_theta(spec, r.theta))
+        rows.append(
+            [
+                f"{rate / 1e6:.0f}" + (" (free fit)" if abs(rate * fr.theta[4] - 1) < 1e-6 else ""),
+                f"{r.cost:.4f}",
+                f"{r.cost / best:.3f}",
+                f"{c['efficiency conv']:.3g}",
+                f"{c['efficiency depthwise']:.3g}",
+                f"{c['t_invoke_s'] * 1e6:.0f}",
+                f"{c['stream_bytes_per_s'] / 1e6:.0f}",
+                r.tile,
+            ]
+        )
+    near = [r[0] for r in rows if float(r[2]) <= 1.1]
+    note = (
+        f"fits within 10% of the free fit's cost: io {', '.join(map(str, near))} MB/s. The activation rate and "
+        "the conv efficiency trade against each other on the sweep rows (every conv5 layer moves a 64x64xF "
+        "activation); the rates the data cannot tell apart are listed, and the free fit (inside the physical "
+        "bounds) is kept: no rate in that range is implausible for USB 3 (at most 500 MB/s), so there is no "
+        "physical ground to prefer another."
+    )
+    return rows, note
 
 
 def run_fit(figs: Sequence[Figure], preset: EdgeTpuSpec, with_loo: bool) -> Fit | None:
@@ -593,7 +667,9 @@ def run_fit(figs: Sequence[Figure], preset: EdgeTpuSpec, with_loo: bool) -> Fit 
     ]
     result = Fit(spec, how_fitted(), info)
     if with_loo:
-        result.loo_rows, result.loo_summary = loo(obs, figs, mask, fr, spec)
+        result.loo_rows, result.loo_summary, result.loo_spread = loo(obs, figs, mask, fr, spec)
+        result.loo_ms = {str(r[0]): float(r[4]) for r in result.loo_rows}
+        result.profile_rows, result.profile_note = io_profile(obs, mask, fr, link_spec)
     return result
 
 
@@ -947,6 +1023,125 @@ def figures_section(rep: Report, figs: Sequence[Figure], notes: Sequence[str]) -
     rep.emit()
 
 
+def zoo_cpu_ms(path: Path) -> float:
+    """This machine's CPU-only LiteRT time of a zoo model, ms (cached)."""
+    return cpu_only_seconds(path, runs=3) * 1e3
+
+
+def with_ref(spec: EdgeTpuSpec, ref_ms: float) -> EdgeTpuSpec:
+    """``spec`` as a preset: its host speed as the reference workload's time there (``host_ref_ms``, the
+    scale times this machine's ``ref_ms``), the scale itself left to each planning machine."""
+    return spec.with_(host_ref_ms=float(f"{spec.host_op_scale * ref_ms:.3g}"), host_op_scale=1.0)
+
+
+def usb_host_speed(figs: Sequence[Figure], fit: Fit, zoo: Path) -> None:
+    """The USB host's ``host_op_scale``: fitted to its figures with heavy host ops (DeepLab v3), a priori the
+    desktop CPU-only column over this machine's CPU-only times; every figure predicted again with it."""
+    prior, prior_how = hosts.cpu_column_scale(0, lambda name: zoo_cpu_ms(zoo / name) if (zoo / name).is_file() else None)
+    zoo_figs = [f for f in figs if f.zoo is not None and not f.zoo.excluded]
+    scale, heavy = hosts.fit_scale([(f.graph, f.measured_ms) for f in zoo_figs], fit.spec, prior)
+    fit.spec = fit.spec.with_(host_op_scale=scale)
+    fit.scale_rows = [zoo_figs[i].name for i in heavy]
+    for i in heavy:
+        zoo_figs[i].fitted = True
+    fit.how["host_op_scale"] = "set at plan time: host_ref_ms / the planning machine's reference time"
+    fit.how["host_ref_ms"] = (
+        f"fitted to {', '.join(fit.scale_rows)} (a priori {prior:.3g}: desktop CPU-only column / this machine, {prior_how})"
+        if heavy
+        else f"a priori: desktop CPU-only column / this machine ({prior_how})"
+    )
+    predict_reference(figs, fit.spec)
+
+
+def usb_typical_error(figs: Sequence[Figure], fit: Fit) -> float:
+    """The USB preset's typical error on its single-TPU figures: the geometric mean of max(r, 1/r) of each
+    figure's held-out ratio (a fitted figure's leave-one-out prediction; an excluded figure left out)."""
+    q = []
+    for f in figs:
+        if f.zoo is None or f.zoo.excluded or f.name in fit.scale_rows:
+            continue
+        pred = fit.loo_ms.get(f.name, f.predicted_ms) if f.fitted else f.predicted_ms
+        q.append(pred / f.measured_ms)
+    return float(np.exp(np.abs(np.log(q)).mean())) if q else 0.0
+
+
+HOST_HEADER = ("figure", "source", "measured ms", "fitted ms", "ratio", "LOO ms", "LOO ratio", "within target")
+
+
+def host_rows(hf: hosts.HostFit) -> list[list[object]]:
+    out: list[list[object]] = []
+    for r in hf.rows:
+        q = r.loo_ratio
+        if r.excluded:
+            ok_ = "excluded: " + r.excluded
+        elif q is None:
+            ok_ = "yes (it fits host_op_scale: no LOO)" if abs(r.ratio - 1) <= 0.25 else "**no**"
+        else:
+            ok_ = "yes" if abs(r.ratio - 1) <= 0.25 and abs(q - 1) <= 0.35 else "**no**"
+        out.append(
+            [r.label, r.source, f"{r.measured_ms:g}", f"{r.fitted_ms:.2f}", f"{r.ratio:.3f}",
+             "-" if r.loo_ms is None else f"{r.loo_ms:.2f}", "-" if q is None else f"{q:.3f}", ok_]
+        )  # fmt: skip
+    return out
+
+
+def hosts_section(rep: Report, fit: Fit) -> None:
+    """The host presets: how each was fitted, its constants and spread, every row with its held-out ratio."""
+    rep.emit("## Host presets (fitted on top of this USB fit, leave-one-out per row)\n", always=True)
+    rep.emit("\n\n".join((hosts.__doc__ or "").split("\n\n")[1:3]) + "\n")
+    summary = []
+    for name, hf in fit.hosts.items():
+        used = [r for r in hf.rows if not r.excluded]
+        fitted_ok = sum(1 for r in used if abs(r.ratio - 1) <= 0.25)
+        loo_ok = sum(1 for r in used if r.loo_ratio is not None and abs(r.loo_ratio - 1) <= 0.35)
+        held = sum(1 for r in used if r.loo_ratio is not None)
+        summary.append([name, hf.setup.description, len(used), f"{fitted_ok}/{len(used)}", f"{loo_ok}/{held}",
+                        f"x{hf.spec.typical_error:.2f}"])  # fmt: skip
+    rep.table(
+        "Presets: rows within target (fitted 25%, held out 35%)",
+        ("preset", "host", "rows", "fitted within 25%", "held out within 35%", "typical error (held out)"),
+        [["usb", "x86-64 + USB 3 (the fit above)", "", "", "", f"x{fit.spec.typical_error:.2f}"], *summary],
+    )
+    for name, hf in fit.hosts.items():
+        rep.emit(f"### {name}: {hf.setup.description}\n", always=True)
+        scale = hf.spec.host_ref_ms / fit.ref_ms
+        c = {**hw_fit.constants(hf.spec), "host_op_scale": scale}
+        fitted = ", ".join(f"{k} {c[k]:.3g} (LOO {lo:.3g}..{hi:.3g})" for k, (lo, hi) in hf.spread.items())
+        rep.emit(f"- fitted: {fitted}", always=True)
+        rep.emit(
+            f"- host_op_scale {scale:.3g} on this machine (host_ref_ms {hf.spec.host_ref_ms:g}: the reference "
+            f"workload takes {fit.ref_ms:.3f} ms here): {hf.scale_how}",
+            always=True,
+        )
+        rep.emit(f"- link: {hf.setup.link} (rates bounded by {hosts.LINK_MAX_BYTES_PER_S[hf.setup.link] / 1e6:.0f} MB/s); "
+                 f"shared controller {hf.spec.shared_link_bytes_per_s / 1e6:g} MB/s", always=True)  # fmt: skip
+        for m in hf.missing:
+            rep.emit(f"- {m}", always=True)
+        rep.emit()
+        rep.emit(md_table(HOST_HEADER, host_rows(hf)), always=True)
+        rep.emit()
+
+
+def identifiability_section(rep: Report, fit: Fit | None) -> None:
+    if fit is None or not fit.loo_spread:
+        return
+    rows = []
+    c = hw_fit.constants(fit.spec)
+    for name, (lo, hi) in fit.loo_spread.items():
+        rows.append([name, f"{c[name]:.4g}", f"{lo:.4g}", f"{hi:.4g}", f"{hi / lo:.3f}" if lo > 0 else "-"])
+    rep.table(
+        "Identifiability: each constant over the leave-one-out refits",
+        ("constant", "fit", "LOO min", "LOO max", "max / min"),
+        rows,
+    )
+    rep.table(
+        "Identifiability: the activation link rate fixed, the rest refitted",
+        ("io MB/s", "cost", "cost / free fit", "eff conv", "eff depthwise", "t_invoke us", "stream MB/s", "tile"),
+        fit.profile_rows,
+    )
+    rep.emit(fit.profile_note + "\n", always=True)
+
+
 def write_report(
     rep: Report,
     args: argparse.Namespace,
@@ -969,6 +1164,9 @@ def write_report(
     mem_rows = memory_rows(figs)
     memory_section(rep, mem_rows, spec)
     loo_section(rep, fit)
+    identifiability_section(rep, fit)
+    if fit is not None and fit.hosts:
+        hosts_section(rep, fit)
     figures_section(rep, figs, notes)
     rep.lines.append("## Per-segment memory, every sweep segment (compiler log format for the prediction)\n")
     rep.lines.append(md_table(MEMORY_HEADER, mem_rows))
@@ -1009,12 +1207,23 @@ def write_csv(path: Path, figs: Sequence[Figure]) -> None:
             w.writerow([f.group, f.name, f.segments, role, *measured, f.source, *mem])
 
 
+def pcie_preset(devboard: EdgeTpuSpec, usb: EdgeTpuSpec) -> EdgeTpuSpec:
+    """x86-64 with an M.2 / mini-PCIe Edge TPU: no public figure, so not fitted: the Dev Board's PCIe link
+    rates with the x86 host's invocation cost and host speed (the USB fit's); its typical error is not known."""
+    return devboard.with_(name="pcie", t_invoke_s=usb.t_invoke_s, host_ref_ms=usb.host_ref_ms, typical_error=0.0)
+
+
 def write_outputs(out_dir: Path, rep: Report, figs: Sequence[Figure], fit: Fit | None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "calibration.csv", figs)
     (out_dir / "calibration.md").write_text("\n".join(rep.lines) + "\n")
     if fit is not None:
         (out_dir / "usb_fitted.json").write_text(fit.spec.to_json())
+    if fit is not None and fit.hosts:
+        presets = {"usb": fit.spec, **{n: hf.spec for n, hf in fit.hosts.items()}}
+        presets["pcie"] = pcie_preset(fit.hosts["devboard"].spec, fit.spec)
+        doc = {n: json.loads(p.to_json()) for n, p in presets.items()}
+        (out_dir / "presets_fitted.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(
         f"wrote {out_dir / 'calibration.csv'}, {out_dir / 'calibration.md'}"
         + ("" if fit is None else f", {out_dir / 'usb_fitted.json'}")
@@ -1064,6 +1273,14 @@ def main(argv: list[str] | None = None) -> int:
         predict_reference(figs, USB)
     elif (fit := run_fit(figs, USB, args.loo)) is None:
         return 1
+    if fit is not None and args.loo:
+        usb_host_speed(figs, fit, args.zoo)
+        fit.spec = fit.spec.with_(typical_error=round(usb_typical_error(figs, fit), 2))
+        fit.hosts = hosts.fit_all(fit.spec, args.zoo, zoo_graph, zoo_cpu_ms)
+        ref_ms = cpu_only_seconds(REFERENCE_MODEL) * 1e3
+        fit.ref_ms = ref_ms
+        fit.spec = with_ref(fit.spec, ref_ms)
+        fit.hosts = {n: replace(hf, spec=with_ref(hf.spec, ref_ms)) for n, hf in fit.hosts.items()}
     rep = Report(args.quiet)
     write_report(rep, args, argv, figs, notes, fit)
     runtime = time.perf_counter() - t_start
