@@ -54,6 +54,7 @@ __all__ = [
     "cache_from",
     "Calibration",
     "graph_of",
+    "tell_clock",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,30 @@ class Calibration:
     rows: tuple[tuple[str, float, float], ...]  # (label, measured ms, predicted ms)
     measurements: int
     shared_link: str
+    clock: str = ""  # how the runtime's clock was told apart
+
+
+#: A fitted compute rate between these shares of the prior's (at the prior's clock) means the other clock.
+_STD_SHARE = (0.35, 0.7)
+
+
+def tell_clock(spec: EdgeTpuSpec, prior: EdgeTpuSpec) -> tuple[EdgeTpuSpec, str]:
+    """The Edge TPU's clock from a fit made at ``prior``'s clock: the chip's compute constants are the same at
+    either clock (libedgetpu1-std runs it at 250 MHz, libedgetpu1-max at 500 MHz), so compute fitted at about
+    half the prior's rate, with the link and invocation costs free to differ, is the reduced clock. Returns
+    ``spec`` at the clock it shows (compute constants then read at the max clock) and why."""
+    shares = [
+        spec.efficiency["conv"] / prior.efficiency["conv"],
+        spec.efficiency["depthwise"] / prior.efficiency["depthwise"],
+    ]
+    share = float(np.exp(np.mean(np.log(shares))))
+    slow = terms.CLOCK_SLOWDOWN["std"] / terms.CLOCK_SLOWDOWN["max"]
+    if prior.clock == "max" and _STD_SHARE[0] <= share <= _STD_SHARE[1]:
+        eff = {k: min(1.0, v * slow) for k, v in spec.efficiency.items()}
+        return spec.with_(clock="std", efficiency=eff, elementwise_s_per_byte=spec.elementwise_s_per_byte / slow), (
+            f"std (reduced clock, libedgetpu1-std): compute ran at {share:.2f} of the {prior.name} chip's rate"
+        )
+    return spec, f"{spec.clock}: compute ran at {share:.2f} of the {prior.name} chip's rate at its {prior.clock} clock"
 
 
 def calibrate(device: Device, prior: EdgeTpuSpec = USB, seed: int = 0, name: str = "fitted") -> Calibration:
@@ -267,10 +292,11 @@ def calibrate(device: Device, prior: EdgeTpuSpec = USB, seed: int = 0, name: str
     _bisect(device, _conv_filler, 64, MAX_CACHE // 1032 + 128, 16, spec, samples, seen, seed)
     cache, share = cache_from(seen)
     spec = fit_tile(samples, spec.with_(cache_bytes=int(cache), cache_io_share=share))
+    spec, clock = tell_clock(spec, prior)
     shared, how = _fit_shared_link(device, spec, seed)
-    spec = spec.with_(name=name, shared_link_bytes_per_s=shared)
+    spec = spec.with_(name=name, shared_link_bytes_per_s=shared, typical_error=0.0)
     rows = tuple((s.label, s.measured_ms, p) for s, p in zip(samples, predict_ms(samples, spec)))
-    return Calibration(spec, rows, device.runs - start, how)
+    return Calibration(spec, rows, device.runs - start, how, clock)
 
 
 def _fit_shared_link(device: Device, spec: EdgeTpuSpec, seed: int) -> tuple[float, str]:

@@ -69,6 +69,7 @@ def format_calibration(cal: Calibration, backend: str) -> str:
     rows += [f"{label:<22} {m:>12.3f} {p:>13.3f} {p / m:>7.3f}" for label, m, p in cal.rows]
     spec = json.loads(cal.spec.to_json())
     rows.append(f"fitted on {cal.measurements} {backend} measurements; host link {cal.shared_link}")
+    rows.append(f"Edge TPU clock: {cal.clock}")
     rows += [f"  {k} = {spec[k]}" for k in _CONSTANTS]
     return "\n".join(rows)
 
@@ -103,6 +104,7 @@ def calibrate_main(argv: Sequence[str]) -> int:
                     "measurements": cal.measurements,
                     "out": str(out),
                     "shared_link": cal.shared_link,
+                    "clock": cal.clock,
                     "spec": json.loads(cal.spec.to_json()),
                     "rows": [{"probe": label, "measured_ms": m, "predicted_ms": p} for label, m, p in cal.rows],
                 },

@@ -12,7 +12,7 @@ import pytest
 from strategies import BRANCHY
 
 from hardware import USB, load_spec, pipeline_period_ms, stage_costs
-from hardware.calibrate import MAX_CACHE, CoralDevice, SimDevice, cache_from, calibrate, design
+from hardware.calibrate import MAX_CACHE, CoralDevice, SimDevice, cache_from, calibrate, design, tell_clock
 from hardware.compiler import CompilerError
 from hardware.placement import placed
 from respect_pass.generator import generate
@@ -188,3 +188,24 @@ def test_cache_from_finds_a_cache_and_share_every_observation_agrees_with():
     cache, s = cache_from(seen)
     assert all((p > cache - s * io) == streamed for p, io, streamed in seen)
     assert cache == pytest.approx(c0, rel=0.002) and s == pytest.approx(share, rel=0.02)
+
+
+def test_calibrate_tells_the_reduced_clock_apart():
+    """A device at libedgetpu1-std's clock runs TPU compute at half the rate: the fit reads it as std, with
+    the chip's own efficiencies, and a device at the max clock stays max."""
+    std_truth = TRUTH.with_(clock="std")
+    cal = calibrate(SimDevice(std_truth), USB)
+    assert cal.spec.clock == "std" and cal.clock.startswith("std")
+    assert cal.spec.efficiency["conv"] == pytest.approx(TRUTH.efficiency["conv"], rel=0.05)
+    assert cal.spec.efficiency["depthwise"] == pytest.approx(TRUTH.efficiency["depthwise"], rel=0.05)
+
+
+def test_tell_clock_keeps_a_fit_at_the_priors_rate():
+    same, why = tell_clock(USB.with_(name="fit"), USB)
+    assert same.clock == "max" and "1.00 of the usb chip's rate" in why
+    half = USB.with_(
+        efficiency={k: v / 2 for k, v in USB.efficiency.items()}, elementwise_s_per_byte=USB.elementwise_s_per_byte * 2
+    )
+    std, why = tell_clock(half, USB)
+    assert std.clock == "std" and std.efficiency == pytest.approx(USB.efficiency) and "std" in why
+    assert std.elementwise_s_per_byte == pytest.approx(USB.elementwise_s_per_byte)

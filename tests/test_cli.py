@@ -390,3 +390,59 @@ def test_no_idle_warning_where_every_stage_works_or_fewer_tpus_are_slower(tmp_pa
     for n, spec in (("1", "usb"), ("4", "usb"), ("4", str(_spec_file(tmp_path, t_invoke_s=0.0, peak_macs_per_s=1e10)))):
         r = run(str(crafting.EMBEDDED), "-n", n, "-o", str(tmp_path / f"o{n}"), "--spec", spec)
         assert r.returncode == 0 and "warning" not in r.stderr, (n, spec, r.stderr)
+
+
+ASPP = Path(__file__).parent / "data" / "evidence" / "deeplab_v3_aspp_int8.tflite"
+
+
+def _run_pipeline(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "run_pipeline"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_host_ops_are_measured_and_plan_and_simulation_agree(tmp_path):
+    """A DeepLab-like model with host ops: the plan records the host ops' measured times, and the simulator
+    costs the segment with the same times, so plan and simulation give the same stage time and period. (One
+    segment: a later segment compiled on its own can map ops the whole model leaves on the CPU, a
+    disagreement issue 24 covers.)"""
+    from hardware import USB
+
+    out = tmp_path / "out"
+    r = run(str(ASPP), "-n", "1", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    host = {v for seg in doc["segments"] for v in seg["cpu_ops"]}
+    assert host and {int(v) for v in doc["host_times"]} == host
+    assert all(0 < t < 1 for t in doc["host_times"].values())
+    assert doc["spec"] == "usb" and doc["prediction_error"] == USB.typical_error
+    sim = _run_pipeline(str(out), "--backend", "sim", "--json")
+    assert sim.returncode == 0, sim.stderr
+    report = json.loads(sim.stdout)
+    assert report["predicted_period_ms"] == pytest.approx(doc["predicted_bottleneck_ms"], rel=1e-9)
+    assert [s["ms"] for s in report["stages"]] == pytest.approx([s["predicted_ms"] for s in doc["segments"]], rel=1e-9)
+    assert report["prediction_error"] == USB.typical_error
+    table = run(str(ASPP), "-n", "1", "-o", str(tmp_path / "table"), "--json", "--host-time", "table")
+    assert table.returncode == 0, table.stderr
+    assert json.loads(table.stdout)["host_times"] == {}
+
+
+def test_text_outputs_say_how_far_the_device_model_typically_is(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "2", "-o", str(tmp_path / "o"), "--spec", "devboard")
+    assert r.returncode == 0, r.stderr
+    assert "device model 'devboard': predictions are typically within x" in r.stdout
+    s = run("sweep", str(crafting.EMBEDDED), "--max-tpus", "2", "--json", "--spec", "rpi4")
+    assert s.returncode == 0, s.stderr
+    from hardware import RPI4
+
+    assert json.loads(s.stdout)["prediction_error"] == RPI4.typical_error
+
+
+def test_spec_prints_every_preset():
+    from hardware import PRESETS
+
+    for name in PRESETS:
+        r = run("spec", name)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["name"] == name
+    helped = run("--help")
+    assert all(name in helped.stdout for name in PRESETS)

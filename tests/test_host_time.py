@@ -229,3 +229,43 @@ def test_unwritable_cache_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFi
         times = measure_host_ops(path, graph, cache_dir=blocker, runs=2)
     assert set(times.seconds) == set(graph.host_ops)
     assert sum("cannot write" in r.message for r in caplog.records) == 1
+
+
+def test_with_host_times_puts_the_measured_times_on_the_graph(tmp_path, caplog):
+    path, graph = _load("deeplab_like_int8", tmp_path)
+    timed = host_time.with_host_times(path, graph, "measured", cache_dir=tmp_path / "cache")
+    assert sorted(timed.host_seconds) == sorted(graph.host_ops)
+    assert all(math.isfinite(s) and s > 0 for s in timed.host_seconds.values())
+    assert host_time.with_host_times(path, graph, "table") is graph
+    with pytest.raises(ValueError, match="host time source"):
+        host_time.with_host_times(path, graph, "guess")
+    # an op LiteRT has no kernel for keeps the table, with one warning line for all of them
+    path, graph = _load("posenet_like_int8", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="hardware.host_time"):
+        timed = host_time.with_host_times(path, graph, "measured", cache_dir=tmp_path / "cache")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "PosenetDecoderOp" in warnings[0].getMessage()
+    assert 16 in graph.host_ops and 16 not in timed.host_seconds
+
+
+def test_measured_host_times_change_the_cost_of_host_ops_only(tmp_path):
+    from hardware import USB, stage_costs
+
+    path, graph = _load("deeplab_like_int8", tmp_path)
+    timed = host_time.with_host_times(path, graph, "measured", cache_dir=tmp_path / "cache")
+    table = stage_costs(graph, (0,) * graph.num_ops, 1, USB)[0]
+    measured = stage_costs(timed, (0,) * graph.num_ops, 1, USB)[0]
+    assert measured.compute_s == table.compute_s and measured.io_s == table.io_s
+    handoff = measured.host_s - sum(timed.host_seconds.values())
+    assert handoff == pytest.approx(
+        table.host_s - sum(USB.cpu_op_s + graph.ops[v].macs / USB.cpu_macs_per_s for v in graph.host_ops)
+    )
+    slow = stage_costs(timed, (0,) * graph.num_ops, 1, USB.with_(host_op_scale=3.0))[0]
+    assert slow.host_s - measured.host_s == pytest.approx(2 * sum(timed.host_seconds.values()))
+
+
+def test_cpu_only_seconds_is_cached(tmp_path, builds):
+    path, _ = _load("deeplab_like_int8", tmp_path)
+    first = host_time.cpu_only_seconds(path, runs=2, cache_dir=tmp_path / "cache")
+    again = host_time.cpu_only_seconds(path, runs=2, cache_dir=tmp_path / "cache")
+    assert first == again > 0 and len(builds) == 1

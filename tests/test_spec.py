@@ -99,3 +99,50 @@ def test_scaled_spec_multiplies_each_constant_by_its_own_factor():
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(SpecError, match="scale factor of"):
             scaled_spec(USB, lambda key, bad=bad: bad)
+
+
+def test_every_preset_is_the_fit_that_results_records():
+    """hardware/spec.py's presets are the constants tools.calibrate --loo wrote (results/presets_fitted.json)."""
+    import json
+    from pathlib import Path
+
+    from hardware import PRESETS
+
+    fitted = json.loads((Path(__file__).parent.parent / "results" / "presets_fitted.json").read_text())
+    assert set(fitted) == set(PRESETS) - {"usb-separate"}
+    for name, data in fitted.items():
+        assert EdgeTpuSpec.from_dict(data, name) == PRESETS[name], name
+    assert PRESETS["usb-separate"] == PRESETS["usb"].with_(name="usb-separate", shared_link_bytes_per_s=0.0)
+
+
+def test_new_fields_are_checked():
+    with pytest.raises(SpecError, match="clock must be one of"):
+        USB.with_(clock="turbo")
+    with pytest.raises(SpecError, match="typical_error"):
+        USB.with_(typical_error=0.5)
+    with pytest.raises(SpecError, match="host_ref_ms"):
+        USB.with_(host_ref_ms=-1.0)
+    with pytest.raises(SpecError, match="host_op_scale"):
+        USB.with_(host_op_scale=0.0)
+
+
+def test_the_error_line_says_what_is_known():
+    assert USB.prediction_error == USB.typical_error > 1
+    assert f"x{USB.typical_error:.2f}" in USB.error_line()
+    unknown = USB.with_(name="mine", typical_error=0.0)
+    assert unknown.prediction_error is None and "not known" in unknown.error_line()
+
+
+def test_localized_scales_host_ops_by_the_reference_workload(monkeypatch, tmp_path):
+    from hardware import host_time
+
+    monkeypatch.setattr(host_time, "cpu_only_seconds", lambda path, **kw: 0.5e-3)
+    spec = host_time.localized(USB.with_(host_ref_ms=2.0), tmp_path / "ref.tflite")
+    assert spec.host_op_scale == pytest.approx(4.0)  # 2 ms there, 0.5 ms here
+    assert host_time.localized(USB.with_(host_ref_ms=0.0), tmp_path / "ref.tflite").host_op_scale == 1.0
+
+    def broken(path, **kw):
+        raise RuntimeError("no LiteRT")
+
+    monkeypatch.setattr(host_time, "cpu_only_seconds", broken)
+    assert host_time.localized(USB, tmp_path / "ref.tflite").host_op_scale == 1.0  # warned, as this machine

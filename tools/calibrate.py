@@ -625,7 +625,7 @@ def io_profile(obs: Observed, mask: np.ndarray, fr: FitResult, spec: EdgeTpuSpec
                 r.tile,
             ]
         )
-    near = [r[0] for r in rows if float(r[2]) <= 1.1]
+    near = [r[0] for r in rows if float(str(r[2])) <= 1.1]
     note = (
         f"fits within 10% of the free fit's cost: io {', '.join(map(str, near))} MB/s. The activation rate and "
         "the conv efficiency trade against each other on the sweep rows (every conv5 layer moves a 64x64xF "
