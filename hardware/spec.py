@@ -96,26 +96,26 @@ class EdgeTpuSpec:
     name: str
     peak_macs_per_s: float = 2e12
     #: share of the peak MAC rate, counted on output channels padded to 64 (conv, FC) / channels (depthwise)
-    efficiency: dict[str, float] = field(default_factory=lambda: {"conv": 0.895, "depthwise": 0.0335})
+    efficiency: dict[str, float] = field(default_factory=lambda: {"conv": 0.877, "depthwise": 0.0339})
     #: element-wise, concatenation, pooling, reshape, ... on the TPU: seconds per output byte
-    elementwise_s_per_byte: float = 3.24e-10
-    t_invoke_s: float = 0.000118
+    elementwise_s_per_byte: float = 3.23e-10
+    t_invoke_s: float = 0.000148
     t_op_s: float = 0.0
     #: parameter cache with nothing crossing the host link, and the cache lost per byte that does
     cache_bytes: int = int(7.77 * 2**20)
     cache_io_share: float = 0.31
     #: streamed (uncached) parameters: bytes per second of one pass, and a conv's spatial tile
-    stream_bytes_per_s: float = 4.41e08
+    stream_bytes_per_s: float = 4.42e+08
     stream_tile_positions: int = 916
     #: activation bytes into and out of one TPU over its host link
-    io_bytes_per_s: float = 8.75e07
+    io_bytes_per_s: float = 8.91e+07
     #: 0: every TPU has its own link; > 0: TPUs share one host controller of this bandwidth
     shared_link_bytes_per_s: float = 0.0
     #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
     #: element-wise, pooling and custom ops, elements) at a host rate. A documented assumption, not a
     #: measurement: a Cortex-A53/A72-class host (Coral Dev Board, Raspberry Pi 4) running LiteRT's
     #: int8/float kernels at ~1 G MAC/s with ~20 us per op; refit for your host.
-    cpu_op_s: float = 2e-5
+    cpu_op_s: float = 1e-6
     cpu_macs_per_s: float = 1e9
     #: Host cores that run host (CPU) ops and the runner's threads in parallel: the period is at least the
     #: host ops' time per request over this many cores. An assumption (a 4-core x86 or Cortex-A53/A72 host).
@@ -218,7 +218,7 @@ class EdgeTpuSpec:
 #: per request in 18.55 ms), so a shared limit below that is refuted, and at 500 MB/s the bound binds on none
 #: of them (separate links fit them exactly as well); it binds for wide pipelines of large activations, where
 #: one controller is the honest assumption for sticks on one host.
-USB = EdgeTpuSpec(name="usb", shared_link_bytes_per_s=5e8, host_ref_ms=0.978, typical_error=1.19)
+USB = EdgeTpuSpec(name="usb", shared_link_bytes_per_s=5e8, host_ref_ms=0.982, typical_error=1.18)
 #: The same TPUs, each on its own host controller.
 USB_SEPARATE = USB.with_(name="usb-separate", shared_link_bytes_per_s=0.0)
 #: The Coral Dev Board: the Edge TPU on PCIe Gen2 x1 of an i.MX 8M (quad Cortex-A53, 1.5 GHz); invocation cost and
@@ -226,8 +226,8 @@ USB_SEPARATE = USB.with_(name="usb-separate", shared_link_bytes_per_s=0.0)
 DEVBOARD = USB.with_(
     name="devboard",
     t_invoke_s=0.00188,
-    io_bytes_per_s=5e8,
-    stream_bytes_per_s=4.07e8,
+    io_bytes_per_s=5e+08,
+    stream_bytes_per_s=4.08e+08,
     shared_link_bytes_per_s=0.0,
     host_ref_ms=6.51,
     typical_error=1.14,
@@ -235,15 +235,15 @@ DEVBOARD = USB.with_(
 #: A Raspberry Pi 4 (Cortex-A72, 1.5 GHz) with USB Accelerators on its USB 3 controller: fitted to pycoral's
 #: Pi 4 column (four models); its host speed is the Dev Board's (no host-op figure: an upper bound).
 RPI4 = USB.with_(
-    name="rpi4", t_invoke_s=0.00129, io_bytes_per_s=5.84e7, stream_bytes_per_s=2.94e8, host_ref_ms=6.51, typical_error=1.17
+    name="rpi4", t_invoke_s=0.00133, io_bytes_per_s=5.94e+07, stream_bytes_per_s=2.95e+08, host_ref_ms=6.51, typical_error=1.17
 )
 #: A Raspberry Pi 3B (Cortex-A53, 1.2 GHz) with USB Accelerators on USB 2 (one 480 Mbit/s controller): fitted
 #: to pycoral's Pi 3B column (four models); host speed the Dev Board's times the clock ratio 1.5 / 1.2.
 RPI3 = USB.with_(
     name="rpi3",
     t_invoke_s=0.00695,
-    io_bytes_per_s=3.52e7,
-    stream_bytes_per_s=3.52e7,
+    io_bytes_per_s=3.52e+07,
+    stream_bytes_per_s=3.52e+07,
     shared_link_bytes_per_s=6e7,
     host_ref_ms=8.12,
     typical_error=1.67,

@@ -19,21 +19,21 @@ CACHE = int(7.77 * 2**20)  # the USB preset's cache, 8147435 bytes
 
 def test_hand_computed_terms_of_the_usb_preset():
     assert terms.cache_bytes(USB) == CACHE == 8147435
-    assert terms.invoke_seconds(USB) == 118e-6
-    # 1e6 MACs on 100 output channels, padded to 128, at 2e12 MAC/s x 0.895
-    assert terms.mac_seconds(USB, "conv", 1e6, 100) == pytest.approx(1e6 * 1.28 / (2e12 * 0.895), rel=1e-15)
-    assert terms.mac_seconds(USB, "depthwise", 1e6, 64) == pytest.approx(1e6 / (2e12 * 0.0335), rel=1e-15)
-    assert terms.elementwise_seconds(USB, 1000) == pytest.approx(3.24e-7, rel=1e-15)
-    # 20 us dispatch + 1e6 elements at 1e9/s + 8750 bytes at 87.5 MB/s = 20 + 1000 + 100 us
-    assert terms.host_op_seconds(USB, 1e6, 8750) == pytest.approx(1.12e-3, rel=1e-12)
+    assert terms.invoke_seconds(USB) == 148e-6
+    # 1e6 MACs on 100 output channels, padded to 128, at 2e12 MAC/s x 0.877
+    assert terms.mac_seconds(USB, "conv", 1e6, 100) == pytest.approx(1e6 * 1.28 / (2e12 * 0.877), rel=1e-15)
+    assert terms.mac_seconds(USB, "depthwise", 1e6, 64) == pytest.approx(1e6 / (2e12 * 0.0339), rel=1e-15)
+    assert terms.elementwise_seconds(USB, 1000) == pytest.approx(3.23e-7, rel=1e-15)
+    # 1 us dispatch + 1e6 elements at 1e9/s + 8910 bytes at 89.1 MB/s = 1 + 1000 + 100 us
+    assert terms.host_op_seconds(USB, 1e6, 8910) == pytest.approx(1.101e-3, rel=1e-12)
     assert terms.usable_cache_bytes(USB, 1e6) == CACHE - 0.31e6 == 7837435.0
     assert terms.usable_cache_bytes(USB, 1e9) == 0.0  # never negative
     assert terms.stream_tile_count(USB, 916) == 1 and terms.stream_tile_count(USB, 917) == 2
-    assert terms.stream_seconds(USB, 4.41e8) == pytest.approx(1.0, rel=1e-15)
-    assert terms.link_seconds(USB, 8.75e7) == pytest.approx(1.0, rel=1e-15)
-    # invoke 118 us + compute 1 ms + 1 s of streaming + 0.5 s of link
-    assert terms.stage_seconds(USB, 1e-3, 1.0, 8.75e7 / 2) == pytest.approx(1.501118, rel=1e-12)
-    assert terms.own_seconds(USB, 1e-3, 4.41e8) == pytest.approx(1.001, rel=1e-12)
+    assert terms.stream_seconds(USB, 4.42e8) == pytest.approx(1.0, rel=1e-15)
+    assert terms.link_seconds(USB, 8.91e7) == pytest.approx(1.0, rel=1e-15)
+    # invoke 148 us + compute 1 ms + 1 s of streaming + 0.5 s of link
+    assert terms.stage_seconds(USB, 1e-3, 1.0, 8.91e7 / 2) == pytest.approx(1.501148, rel=1e-12)
+    assert terms.own_seconds(USB, 1e-3, 4.42e8) == pytest.approx(1.001, rel=1e-12)
 
 
 def test_the_std_clock_doubles_tpu_compute_and_nothing_else():
@@ -48,11 +48,11 @@ def test_the_std_clock_doubles_tpu_compute_and_nothing_else():
 
 def test_host_ops_measured_or_from_the_table_times_the_hosts_scale():
     slow = USB.with_(host_op_scale=4.0)
-    # measured 250 us on the planning machine, 4x slower host, 8750 bytes at 87.5 MB/s (not scaled)
-    assert terms.host_op_seconds(slow, 1e6, 8750, 250e-6) == pytest.approx(4 * 250e-6 + 100e-6, rel=1e-12)
-    assert terms.host_op_seconds(USB, 1e6, 8750, 250e-6) == pytest.approx(350e-6, rel=1e-12)
-    # the table: 20 us + 1e6 / 1e9 s, times 4
-    assert terms.host_op_seconds(slow, 1e6, 0.0) == pytest.approx(4 * 1.02e-3, rel=1e-12)
+    # measured 250 us on the planning machine, 4x slower host, 8910 bytes at 89.1 MB/s (not scaled)
+    assert terms.host_op_seconds(slow, 1e6, 8910, 250e-6) == pytest.approx(4 * 250e-6 + 100e-6, rel=1e-12)
+    assert terms.host_op_seconds(USB, 1e6, 8910, 250e-6) == pytest.approx(350e-6, rel=1e-12)
+    # the table: 1 us + 1e6 / 1e9 s, times 4
+    assert terms.host_op_seconds(slow, 1e6, 0.0) == pytest.approx(4 * 1.001e-3, rel=1e-12)
 
 
 def test_the_shared_link_binds_the_period_only_under_a_shared_controller():
@@ -76,20 +76,20 @@ def test_every_term_takes_floats_and_arrays_alike():
 def test_one_tpu_terms_add_up_to_its_stage_time():
     one = terms.one_tpu_terms(USB, 1e-3, 9e6, 2e5)
     assert one.cache == CACHE
-    assert one.stream_s == pytest.approx((9e6 - CACHE) / 4.41e8, rel=1e-15)
-    assert one.link_s == pytest.approx(2e5 / 8.75e7, rel=1e-15)
-    assert one.total_s == pytest.approx(118e-6 + 1e-3 + one.stream_s + one.link_s, rel=1e-15)
+    assert one.stream_s == pytest.approx((9e6 - CACHE) / 4.42e8, rel=1e-15)
+    assert one.link_s == pytest.approx(2e5 / 8.91e7, rel=1e-15)
+    assert one.total_s == pytest.approx(148e-6 + 1e-3 + one.stream_s + one.link_s, rel=1e-15)
     assert terms.one_tpu_terms(USB, 1e-3, 1e6, 0.0).stream_s == 0.0  # fits: nothing streams
 
 
 def test_integer_terms_of_the_usb_preset():
     units = terms.integer_terms(USB, np.array([1e-3, 2e-4]), 2, 1e6, 3, 5e5)
     assert units.link == 2**20  # small graph: the largest multiplier
-    assert units.unit_s == 1 / (8.75e7 * 2**20)
-    assert units.stream == 208051  # round(2**20 * 8.75e7 / 4.41e8) = round(208050.94)
-    assert units.shared_link == 183501  # round(2**20 * 8.75e7 / 5e8) = round(183500.80)
-    assert units.invoke == 10826547200  # round(118e-6 * 8.75e7 * 2**20)
-    assert units.op == (91750400000, 18350080000)  # 1e-3 s and 2e-4 s at 8.75e7 * 2**20 units per second
+    assert units.unit_s == 1 / (8.91e7 * 2**20)
+    assert units.stream == 211376  # round(2**20 * 8.91e7 / 4.42e8) = round(211375.84)
+    assert units.shared_link == 186856  # round(2**20 * 8.91e7 / 5e8) = round(186856.24)
+    assert units.invoke == 13827361997  # round(148e-6 * 8.91e7 * 2**20) = round(13827361996.8)
+    assert units.op == (93428121600, 18685624320)  # 1e-3 s and 2e-4 s at 8.91e7 * 2**20 units per second
     assert units.cache == CACHE and units.share == Fraction(31, 100)
     assert terms.integer_terms(USB_SEPARATE, np.array([1e-3]), 2, 1e6, 3, 5e5).shared_link == 0
     big = terms.integer_terms(USB, np.array([1.0]), 8, 1e9, 100, 1e9)

@@ -72,7 +72,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from hardware import USB, EdgeTpuSpec, terms
 from hardware import fit as hw_fit
 from hardware.cost import device_param_bytes, latency_ms, link_bytes, pipeline_period_ms, stage_costs
-from hardware.host_time import cpu_only_seconds, with_host_times
+from hardware.host_time import cpu_only_seconds, localized, with_host_times
 from hardware.placement import placed
 from respect_pass.partition import REFERENCE_MODEL
 from tflite_io import OpGraph, read, segment_interfaces
@@ -524,9 +524,9 @@ class Fit:
     ref_ms: float = 0.0  # this machine's time for the reference workload
 
 
-def fitted_spec(fr: FitResult, cache: dict, shared: float) -> EdgeTpuSpec:
-    """The USB preset with the fit's constants, rounded to 3 significant digits."""
-    spec = hw_fit.rounded(hw_fit.with_theta(USB, fr.theta, name="usb"))
+def fitted_spec(fr: FitResult, cache: dict, shared: float, preset: EdgeTpuSpec = USB) -> EdgeTpuSpec:
+    """The preset with the fit's constants, rounded to 3 significant digits."""
+    spec = hw_fit.rounded(hw_fit.with_theta(preset, fr.theta, name="usb"))
     return spec.with_(
         stream_tile_positions=int(fr.tile),
         cache_bytes=int(cache["cache_mib"] * MiB),
@@ -651,7 +651,7 @@ def run_fit(figs: Sequence[Figure], preset: EdgeTpuSpec, with_loo: bool) -> Fit 
     prior_tile = int(hw_fit.constants(preset)["stream_tile_positions"])
     fr = fit_time(obs, mask, np.log(hw_fit.theta(preset)[:6]), prior_tile, link_spec)
     t_fit = time.perf_counter() - t0
-    spec, link_why = choose_link(obs, fitted_spec(fr, cache, shared), shared, rate, top)
+    spec, link_why = choose_link(obs, fitted_spec(fr, cache, shared, preset), shared, rate, top)
     dev = check_fast(obs, figs, spec)
     if dev > 1e-9:
         print(f"calibrate: the fit's features deviate from hardware.stage_costs by {dev:.2e}", file=sys.stderr)
@@ -1270,8 +1270,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fit = None
     if args.no_fit:
-        predict_reference(figs, USB)
-    elif (fit := run_fit(figs, USB, args.loo)) is None:
+        predict_reference(figs, localized(USB, REFERENCE_MODEL))
+    elif (fit := run_fit(figs, localized(USB, REFERENCE_MODEL), args.loo)) is None:
         return 1
     if fit is not None and args.loo:
         usb_host_speed(figs, fit, args.zoo)
