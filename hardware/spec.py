@@ -105,10 +105,10 @@ class EdgeTpuSpec:
     cache_bytes: int = int(7.77 * 2**20)
     cache_io_share: float = 0.31
     #: streamed (uncached) parameters: bytes per second of one pass, and a conv's spatial tile
-    stream_bytes_per_s: float = 4.42e+08
+    stream_bytes_per_s: float = 4.42e08
     stream_tile_positions: int = 916
     #: activation bytes into and out of one TPU over its host link
-    io_bytes_per_s: float = 8.91e+07
+    io_bytes_per_s: float = 8.91e07
     #: 0: every TPU has its own link; > 0: TPUs share one host controller of this bandwidth
     shared_link_bytes_per_s: float = 0.0
     #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
@@ -226,8 +226,8 @@ USB_SEPARATE = USB.with_(name="usb-separate", shared_link_bytes_per_s=0.0)
 DEVBOARD = USB.with_(
     name="devboard",
     t_invoke_s=0.00188,
-    io_bytes_per_s=5e+08,
-    stream_bytes_per_s=4.08e+08,
+    io_bytes_per_s=5e08,
+    stream_bytes_per_s=4.08e08,
     shared_link_bytes_per_s=0.0,
     host_ref_ms=6.51,
     typical_error=1.14,
@@ -235,15 +235,15 @@ DEVBOARD = USB.with_(
 #: A Raspberry Pi 4 (Cortex-A72, 1.5 GHz) with USB Accelerators on its USB 3 controller: fitted to pycoral's
 #: Pi 4 column (four models); its host speed is the Dev Board's (no host-op figure: an upper bound).
 RPI4 = USB.with_(
-    name="rpi4", t_invoke_s=0.00133, io_bytes_per_s=5.94e+07, stream_bytes_per_s=2.95e+08, host_ref_ms=6.51, typical_error=1.17
+    name="rpi4", t_invoke_s=0.00133, io_bytes_per_s=5.94e07, stream_bytes_per_s=2.95e08, host_ref_ms=6.51, typical_error=1.17
 )
 #: A Raspberry Pi 3B (Cortex-A53, 1.2 GHz) with USB Accelerators on USB 2 (one 480 Mbit/s controller): fitted
 #: to pycoral's Pi 3B column (four models); host speed the Dev Board's times the clock ratio 1.5 / 1.2.
 RPI3 = USB.with_(
     name="rpi3",
     t_invoke_s=0.00695,
-    io_bytes_per_s=3.52e+07,
-    stream_bytes_per_s=3.52e+07,
+    io_bytes_per_s=3.52e07,
+    stream_bytes_per_s=3.52e07,
     shared_link_bytes_per_s=6e7,
     host_ref_ms=8.12,
     typical_error=1.67,
