@@ -25,7 +25,8 @@ Where the constants come from (``tools/calibrate.py``, README "Device model"):
 ``cache_io_share`` fit the compiler's own on-chip/off-chip reports of the
 public layer sweeps; the other USB constants are fitted to a named subset of
 ``shared/reference/public_measurements`` (layer sweeps and Coral's ImageNet
-latencies). The host-CPU constants are a documented assumption. Users with real
+latencies), the host presets to their own columns (``tools/calibrate_hosts.py``). Host ops are timed
+by LiteRT on the planning machine (:mod:`hardware.host_time`); the table below is their fallback. Users with real
 TPUs refit them on their own device with ``respect-pass calibrate``
 (:mod:`respect_pass.calibrate_cli`; ``tools/calibrate.py`` is the fit of this
 preset to the public figures) and load the JSON it writes with ``--spec FILE.json``.
@@ -111,10 +112,11 @@ class EdgeTpuSpec:
     io_bytes_per_s: float = 8.91e07
     #: 0: every TPU has its own link; > 0: TPUs share one host controller of this bandwidth
     shared_link_bytes_per_s: float = 0.0
-    #: Host CPU ops (see :mod:`hardware.placement`): a fixed dispatch cost per op plus MACs (or, for
-    #: element-wise, pooling and custom ops, elements) at a host rate. A documented assumption, not a
-    #: measurement: a Cortex-A53/A72-class host (Coral Dev Board, Raspberry Pi 4) running LiteRT's
-    #: int8/float kernels at ~1 G MAC/s with ~20 us per op; refit for your host.
+    #: The host-op table, for host ops not timed by LiteRT (``--host-time table``, a custom op with no kernel):
+    #: a dispatch cost per op plus MACs (or, for element-wise, pooling and custom ops, elements) at a rate, on
+    #: the planning machine (then times ``host_op_scale``). Loosely fitted to the one-op times measured on
+    #: an x86-64 VM with LiteRT 2.3: ~1 us for a small op (the median); 1 G/s is within the measured 0.1 to
+    #: 200 G/s of resizes, argmaxes and convs.
     cpu_op_s: float = 1e-6
     cpu_macs_per_s: float = 1e9
     #: Host cores that run host (CPU) ops and the runner's threads in parallel: the period is at least the

@@ -386,7 +386,7 @@ def _spec(argv: Sequence[str]) -> int:
     p = OneLineParser(
         prog="respect-pass spec",
         description="Print a device-model preset as the JSON that "
-        "--spec FILE.json reads (edit it, or refit it with tools/calibrate.py).",
+        "--spec FILE.json reads (edit it, or fit your own TPUs with 'respect-pass calibrate').",
     )
     p.add_argument("name", choices=sorted(PRESETS), help="preset name")
     print(PRESETS[p.parse_args(argv).name].to_json(), end="")

@@ -10,10 +10,15 @@ Fitted subset (named; everything else is held out and only predicted):
 
 * conv5 single TPU, F in {52, 102, ..., 702} and the cache edges 442, 452, 512, 522, 632, 642 (19 figures);
 * fc4 single TPU, N in {220, 420, ..., 2620} and the cache edges 1580, 1620, 1980, 2020 (15 figures);
-* Coral: MobileNet v1, MobileNet v2, Inception v3 (299), ResNet-50 v1 (299), VGG16, DenseNet-121 (6 figures).
+* Coral (desktop + USB 3): MobileNet v1, MobileNet v2, ResNet-50 v1 (299), VGG16, DenseNet-121, Inception v4
+  (299) (6 figures); DeepLab v3 (513), the one figure with heavy host ops, fits the host's speed for them
+  (``host_ref_ms``, :func:`usb_host_speed`).
 
-Held out: every conv5 2- and 4-segment row, the other conv5 / fc4 rows, Coral's ResNet-50 v2, ResNet-152 v2,
-VGG19, Inception-ResNet v2 (when their zoo files exist), the x86-csv MobileNet v1 / v2.
+Held out: every conv5 2- and 4-segment row, the other conv5 / fc4 rows, Coral's U-Net, Inception v1,
+ResNet-50 v2, ResNet-152 v2, VGG19, Inception-ResNet v2 (when their zoo files exist), pycoral's x86 CSV rows.
+Then the host presets (:mod:`tools.calibrate_hosts`: ``devboard``, ``rpi4``, ``rpi3``) are fitted on top of
+this fit to their own columns, with leave-one-out; ``--loo`` writes them to ``results/presets_fitted.json``,
+which ``hardware/spec.py``'s presets must equal (a test checks).
 
 Free constants, each physical, none per model:
 
@@ -25,8 +30,9 @@ Free constants, each physical, none per model:
   rows) and ``stream_tile_positions`` (an integer whose effect is a step function: the fit is profiled over
   every range of ``hardware.fit.tile_ranges`` in ``hardware.fit.TILE_RANGE`` and the best one kept).
 
-Fixed, not fitted: ``peak_macs_per_s`` (4 TOPS), ``t_op_s`` (0), the host-CPU constants (a documented
-assumption; they touch only the float QUANTIZE / DEQUANTIZE host ops of the sweeps) and
+Fixed, not fitted: ``peak_macs_per_s`` (4 TOPS), ``t_op_s`` (0), the host-op table (1 us per op and 1 G
+elements/s, loosely the one-op times LiteRT measures here; it touches only the hand-built sweeps' float
+QUANTIZE / DEQUANTIZE host ops: the zoo's host ops are timed) and
 ``shared_link_bytes_per_s`` (tested separately on the 2-/4-segment rows, which the fit does not see: the
 fitted spec keeps one shared controller only if it predicts those rows as well as separate links, at the
 smallest 50 MB/s step that the rows' own aggregate traffic does not refute).
@@ -1085,7 +1091,27 @@ def host_rows(hf: hosts.HostFit) -> list[list[object]]:
     return out
 
 
-def hosts_section(rep: Report, fit: Fit) -> None:
+def usb_counts(figs: Sequence[Figure], fit: Fit) -> list[object]:
+    """The USB preset's row of the presets table: its single-TPU figures (the excluded one left out), fitted
+    within 25%, held out (a fitted figure's LOO prediction, or a held-out figure's) within 35%."""
+    rows = [f for f in figs if f.zoo is not None and not f.zoo.excluded]
+    fitted = [f for f in rows if f.fitted]
+    held = [
+        (fit.loo_ms[f.name] if f.fitted else f.predicted_ms) / f.measured_ms
+        for f in rows
+        if not f.fitted or f.name in fit.loo_ms
+    ]
+    return [
+        "usb",
+        "x86-64 + USB 3 (the fit above; its single-TPU figures)",
+        len(rows),
+        f"{sum(1 for f in fitted if abs(f.ratio - 1) <= 0.25)}/{len(fitted)}",
+        f"{sum(1 for q in held if abs(q - 1) <= 0.35)}/{len(held)}",
+        f"x{fit.spec.typical_error:.2f}",
+    ]
+
+
+def hosts_section(rep: Report, fit: Fit, figs: Sequence[Figure]) -> None:
     """The host presets: how each was fitted, its constants and spread, every row with its held-out ratio."""
     rep.emit("## Host presets (fitted on top of this USB fit, leave-one-out per row)\n", always=True)
     rep.emit("\n\n".join((hosts.__doc__ or "").split("\n\n")[1:3]) + "\n")
@@ -1100,7 +1126,7 @@ def hosts_section(rep: Report, fit: Fit) -> None:
     rep.table(
         "Presets: rows within target (fitted 25%, held out 35%)",
         ("preset", "host", "rows", "fitted within 25%", "held out within 35%", "typical error (held out)"),
-        [["usb", "x86-64 + USB 3 (the fit above)", "", "", "", f"x{fit.spec.typical_error:.2f}"], *summary],
+        [usb_counts(figs, fit), *summary],
     )
     for name, hf in fit.hosts.items():
         rep.emit(f"### {name}: {hf.setup.description}\n", always=True)
@@ -1166,7 +1192,7 @@ def write_report(
     loo_section(rep, fit)
     identifiability_section(rep, fit)
     if fit is not None and fit.hosts:
-        hosts_section(rep, fit)
+        hosts_section(rep, fit, figs)
     figures_section(rep, figs, notes)
     rep.lines.append("## Per-segment memory, every sweep segment (compiler log format for the prediction)\n")
     rep.lines.append(md_table(MEMORY_HEADER, mem_rows))
