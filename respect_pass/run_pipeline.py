@@ -39,13 +39,13 @@ from typing import Any
 
 from hardware import SPEC_METAVAR, USB, EdgeTpuSpec, load_spec, stage_costs
 from hardware.coral import run_coral
-from hardware.cost import pipeline_period_ms, shared_link_ms
+from hardware.cost import StageCost, pipeline_period_ms, shared_link_ms
 from hardware.devices import parse_devices, select_devices
 from hardware.placement import placed
 from hardware.progress import ProgressFactory, no_progress
 from hardware.simulate import measure_pipeline
 from hardware.terms import cache_bytes, host_bound_seconds
-from tflite_io import OpGraph, RespectPassError, read_model, verify_model_segments, write_files
+from tflite_io import OpGraph, RespectPassError, TfliteModel, read_model, verify_model_segments, write_files
 
 from .cli import OneLineParser, run_cli, terminal_progress
 from .plot import stage_plot_png
@@ -301,11 +301,9 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     models = [read_model(p) for p in segments.paths]
     plan = read_plan(segments)
     layout = _layout_of(plan, segments)
-    verified, stopped_before = _verify(segments, plan, [m.data for m in models])
-    # each segment is compiled on its own, so its ops are placed on its own; host ops keep the times the plan
-    # measured (plan.json "host_times", by the model's op index), so plan and simulation cost them alike
-    graphs = [_with_plan_host_times(placed(m.graph), plan, i) for i, m in enumerate(models)]
-    costs = [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in graphs]
+    planned = _plan_model(segments, plan)
+    verified, stopped_before = _verify(planned, [m.data for m in models])
+    costs = _stage_costs(planned, plan, models, spec)
     records = [
         {**replace(c, index=i).as_json(), "replicas": len(d), "devices": list(d), "file": str(p)}
         for i, (c, d, p) in enumerate(zip(costs, layout.devices, segments.paths))
@@ -348,13 +346,19 @@ def _with_plan_host_times(graph: OpGraph, plan: dict[str, Any] | None, index: in
     return replace(graph, host_times=tuple(mine)) if mine else graph
 
 
-def _verify(segments: SegmentSet, plan: dict[str, Any] | None, blobs: list[bytes]) -> tuple[bool | None, tuple[str, ...]]:
-    """Chain the segments against the model plan.json names, if it is there: (bit-exact, boundaries verified up
-    to); (None, ()) when there is no model to compare with. Raises when they differ."""
+@dataclass(frozen=True)
+class _PlanModel:
+    """The model plan.json names, read as it was planned, and the plan's stage map over its ops."""
+
+    model: TfliteModel
+    stages: tuple[int, ...]
+
+
+def _plan_model(segments: SegmentSet, plan: dict[str, Any] | None) -> _PlanModel | None:
+    """The plan's model and stage map, or None without a plan or where its model is not there."""
     if plan is None or not Path(plan["model"]).is_file():
-        return None, ()
-    source = Path(plan["model"])
-    model = read_model(source, fix_batch=bool(plan.get("fixed_batch")))
+        return None
+    model = read_model(Path(plan["model"]), fix_batch=bool(plan.get("fixed_batch")))
     stages = [0] * model.graph.num_ops
     try:
         for seg in plan["segments"]:
@@ -362,10 +366,35 @@ def _verify(segments: SegmentSet, plan: dict[str, Any] | None, blobs: list[bytes
                 stages[v] = seg["index"]
     except (KeyError, TypeError, IndexError) as exc:
         raise RespectPassError(f"{segments.plan_path}: unreadable plan ({exc})") from None
-    report = verify_model_segments(model, stages, blobs)
+    return _PlanModel(model, tuple(stages))
+
+
+def _verify(planned: _PlanModel | None, blobs: list[bytes]) -> tuple[bool | None, tuple[str, ...]]:
+    """Chain the segments against the model plan.json names, if it is there: (bit-exact, boundaries verified up
+    to); (None, ()) when there is no model to compare with. Raises when they differ."""
+    if planned is None:
+        return None, ()
+    report = verify_model_segments(planned.model, list(planned.stages), blobs)
     if not report.ok:
-        raise RespectPassError(f"segments are not bit-exact with {source}: {report.mismatches[0]}")
+        raise RespectPassError(f"segments are not bit-exact with {planned.model.path}: {report.mismatches[0]}")
     return report.ok, report.stopped_before
+
+
+def _stage_costs(
+    planned: _PlanModel | None, plan: dict[str, Any] | None, models: list[TfliteModel], spec: EdgeTpuSpec
+) -> list[StageCost]:
+    """Each segment's predicted cost. With the plan's model: the plan's own costing (the model placed as a
+    whole, its stage map, the host op times plan.json recorded), so plan, simulation and plot agree. Without:
+    each segment file placed and costed on its own (its host ops by the table or the times plan.json gives)."""
+    if planned is not None and len(models) == max(planned.stages) + 1:
+        graph = placed(planned.model.graph)
+        times = plan.get("host_times") if plan is not None else None
+        if isinstance(times, dict):
+            mine = sorted((int(v), float(t)) for v, t in times.items() if int(v) in graph.host_ops)
+            graph = replace(graph, host_times=tuple(mine))
+        return list(stage_costs(graph, planned.stages, len(models), spec))
+    graphs = [_with_plan_host_times(placed(m.graph), plan, i) for i, m in enumerate(models)]
+    return [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in graphs]
 
 
 def _body(argv: Sequence[str]) -> int:
