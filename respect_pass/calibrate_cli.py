@@ -70,8 +70,17 @@ def format_calibration(cal: Calibration, backend: str) -> str:
     spec = json.loads(cal.spec.to_json())
     rows.append(f"fitted on {cal.measurements} {backend} measurements; host link {cal.shared_link}")
     rows.append(f"Edge TPU clock: {cal.clock}")
-    rows += [f"  {k} = {spec[k]}" for k in _CONSTANTS]
+    rows += [f"  {k} = {_rounded(spec[k])}" for k in _CONSTANTS]
     return "\n".join(rows)
+
+
+def _rounded(value: object) -> str:
+    """A constant as people read it: 4 significant digits (the JSON file keeps every digit)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_rounded(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def calibrate_main(argv: Sequence[str]) -> int:

@@ -28,6 +28,7 @@ from tflite_io import (
     max_stages,
     read_model,
     segment_file_name,
+    stale_segment_files,
     verify_model_segments,
     write_files,
 )
@@ -152,23 +153,44 @@ def partition(
     if compile:
         find_compiler()  # fail before scheduling when the binary is missing
     spec = planning_spec(spec)
+    log.info("device model %s (host ops x%.3g of this machine's time)", spec.name, spec.host_op_scale)
     plot_path = check_plot_path(plot, out_dir) if plot is not None else None
     model = model or load_model(model_path, fix_batch, host_time)
+    graph = model.graph
+    log.info(
+        "%s: %d ops, %d on the CPU (%d timed by LiteRT)",
+        model.path.name,
+        graph.num_ops,
+        len(graph.host_ops),
+        len(graph.host_times),
+    )
     replicate = replicas and replicable(scheduler, scheduler_options, refine_rounds)
     if replicate:
         check_tpus(num_segments)
     stages = pipeline_stages(model.graph, num_segments) if replicate else num_segments
     _check_num_segments(model.graph, stages)
     scheduled = _schedule(model, stages, spec, scheduler, scheduler_options, refine_rounds, device)
+    log.info("%s scheduler: %d stages in %.3f s", scheduler, scheduled.plan.num_stages, scheduled.plan.solve_seconds)
     scheduled = _with_replicas(model, scheduled, num_segments) if replicate else scheduled
+    if replicate:
+        log.info("replicas on %d TPUs: %s TPUs per segment", num_segments, "+".join(map(str, scheduled.plan.stage_replicas)))
     built = _build_and_predict(model, scheduled.plan, scheduled.plan.num_stages, scheduled.spec)
+    log.info(
+        "built %d segment files (%s)",
+        len(built.names),
+        ", ".join(f"{ms:.3f}" for ms in built.plan.stage_ms or ()) + " ms predicted",
+    )
     report = _verify(model, built) if verify else None
     doc = _plan_document(model, built, scheduled, device)
     files = _files_to_write(model, built, doc, compile, progress)
     png = _plot_png(model, built, scheduled.spec) if plot_path is not None else None
-    written = dict(zip(files.contents, write_files(out_dir, files.contents)))
+    stale = stale_segment_files(out_dir, model.path.stem, scheduled.plan.num_stages)
+    written = dict(zip(files.contents, write_files(out_dir, files.contents, remove=stale)))
+    if stale:
+        log.warning("removed %d file(s) of a plan with another number of segments from %s", len(stale), out_dir)
     if plot_path is not None and png is not None:
         write_files(plot_path.parent, {plot_path.name: png})
+    log.info("wrote %d files to %s", len(written), out_dir)
     return PartitionResult(
         built.plan,
         tuple(written[n] for n in built.names),

@@ -175,7 +175,14 @@ def plan_json(
                 "inputs": [names[t].name for t in seg.inputs],
                 "outputs": [names[t].name for t in seg.outputs],
                 **(
-                    {"cpu_ops": list(costs[seg.index].cpu_ops), "predicted_host_ms": costs[seg.index].host_s * 1e3}
+                    {
+                        "cpu_ops": list(costs[seg.index].cpu_ops),
+                        "predicted_host_ms": costs[seg.index].host_s * 1e3,
+                        # one parameter figure everywhere: the bytes the compiler lays out on the device (padded
+                        # layers, as the plot and run_pipeline show); the model's own bytes beside it
+                        "param_bytes": costs[seg.index].param_bytes,
+                        "model_param_bytes": seg.param_bytes,
+                    }
                     if costs is not None
                     else {}
                 ),

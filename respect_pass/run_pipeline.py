@@ -483,17 +483,24 @@ def _write_plot(plot: Path, report: dict[str, Any], args: argparse.Namespace) ->
 
 
 def _format_sim(report: dict[str, Any]) -> str:
-    """The table of a simulated run: each segment's predicted times and bytes, the figures, what was verified."""
+    """The table of a simulated run: each segment's predicted times (columns that add up to ``ms``) and bytes,
+    a legend, the figures, what was verified."""
     rows = [
-        f"{'seg':>3}  {'tpus':<8}  {'ms':>8}  {'compute':>8}  {'stream':>8}  {'io':>8}  {'params B':>11}  "
-        f"{'off-chip B':>11}  file"
+        f"{'seg':>3}  {'tpus':<8}  {'ms':>8}  {'= invoke':>8}  {'+ tpu':>8}  {'+ host':>8}  {'+ stream':>8}  "
+        f"{'+ io':>8}  {'params MiB':>10}  {'streamed':>8}  file"
     ]
     for s in report["stages"]:
         tpus = ",".join(map(str, s["devices"]))
         rows.append(
-            f"{s['index']:>3}  {tpus:<8}  {s['ms']:>8.3f}  {s['compute_ms']:>8.3f}  {s['stream_ms']:>8.3f}  "
-            f"{s['io_ms']:>8.3f}  {s['param_bytes']:>11,}  {s['off_chip_bytes']:>11,}  {s['file']}"
+            f"{s['index']:>3}  {tpus:<8}  {s['ms']:>8.3f}  {s['overhead_ms']:>8.3f}  {s['compute_ms']:>8.3f}  "
+            f"{s['host_ms']:>8.3f}  {s['stream_ms']:>8.3f}  {s['io_ms']:>8.3f}  {s['param_bytes'] / 2**20:>10.3f}  "
+            f"{s['off_chip_bytes'] / 2**20:>8.3f}  {s['file']}"
         )
+    rows.append(
+        "ms = invoke (the runtime's call) + tpu (Edge TPU compute) + host (CPU ops, with their hand-off over the "
+        "link) + stream (parameters not cached, every request) + io (activations in and out over the host link); "
+        "params: the device layout, MiB; streamed: the part of it not cached"
+    )
     rows.append(f"simulated ({report['spec']} spec, {report['tpus']} TPUs): {figures_line(report)}")
     rows.append(
         f"predicted period {report['predicted_period_ms']:.3f} ms (device model: the slowest segment per TPU, "
@@ -526,11 +533,12 @@ def _num(value: Any) -> str:
 
 
 def figures_line(report: dict[str, Any]) -> str:
-    """Period, throughput and idle latency first; latency under load labelled as such."""
+    """Period, throughput and the latency of one request alone first; the latency with the pipeline full said
+    to include waiting in the queues (it is not a slower pipeline)."""
     return (
         f"period {report['bottleneck_ms']:.3f} ms ({report['throughput_ips']:.1f} inferences/s), "
-        f"latency {report['latency_ms']:.3f} ms idle; under load ({_in_flight(report)} requests in flight, "
-        f"{report['count']} requests) p50 {report['latency_loaded_p50_ms']:.2f} ms, "
+        f"latency {report['latency_ms']:.3f} ms for one request alone; with {_in_flight(report)} requests in "
+        f"flight ({report['count']} requests) each waits its turn too: p50 {report['latency_loaded_p50_ms']:.2f} ms, "
         f"p99 {report['latency_loaded_p99_ms']:.2f} ms"
     )
 

@@ -121,32 +121,40 @@ class SweepResult:
 
 @dataclass(frozen=True)
 class IdleStage:
-    """A nearly idle stage of a K-stage plan whose period K - 1 TPUs match (see :func:`idle_stage`)."""
+    """The nearly idle stages of a plan on K TPUs, and the smallest K with the same period (see
+    :func:`idle_stage`). ``stage`` / ``stage_ms``: the least busy one; ``stages``: every idle stage."""
 
     stage: int
     stage_ms: float
     period_ms: float
     fewer_k: int
     fewer_period_ms: float
-    fewer_scheduler: str | None = None  # set when the K - 1 plan came from another scheduler
+    fewer_scheduler: str | None = None  # set when the fewer-TPU plans came from another scheduler
     replicas_period_ms: float | None = None  # what replicas give at K, when the plan has none and they pay
+    stages: tuple[tuple[int, float], ...] = ()  # every idle stage and its busy time per request, ms
+    k: int = 0  # the plan's TPUs
 
     @property
     def message(self) -> str:
-        """One line: which stage idles, how much, what K - 1 TPUs give, and what replicas would give."""
-        idle = 100 * (1 - self.stage_ms / self.period_ms)
+        """One line: which stages idle and how much, the smallest K giving the same period, and what replicas
+        would give."""
+        idle = self.stages or ((self.stage, self.stage_ms),)
+        what = ", ".join(f"{i} ({100 * (1 - ms / self.period_ms):.0f}%, {_ms(ms)} ms)" for i, ms in idle)
+        head = (
+            f"stage {idle[0][0]} is idle {100 * (1 - idle[0][1] / self.period_ms):.0f}% of the period "
+            f"({_ms(idle[0][1])} of {_ms(self.period_ms)} ms)"
+            if len(idle) == 1
+            else f"stages {what} are idle most of the {_ms(self.period_ms)} ms period"
+        )
         same = "a shorter" if self.fewer_period_ms < self.period_ms * (1 - SAME_PERIOD) else "the same"
         by = f", {self.fewer_scheduler} scheduler" if self.fewer_scheduler else ""
+        least = ", the fewest TPUs that do" if self.k and self.fewer_k < self.k - 1 else ""
         reps = (
-            f"; with replicas (without --no-replicas) K={self.fewer_k + 1} gives {_ms(self.replicas_period_ms)} ms"
+            f"; with replicas (without --no-replicas) K={self.k or self.fewer_k + 1} gives {_ms(self.replicas_period_ms)} ms"
             if self.replicas_period_ms is not None
             else ""
         )
-        return (
-            f"stage {self.stage} is idle {idle:.0f}% of the period ({_ms(self.stage_ms)} of "
-            f"{_ms(self.period_ms)} ms); K={self.fewer_k} gives {same} period "
-            f"({_ms(self.fewer_period_ms)} ms{by}){reps}"
-        )
+        return f"{head}; K={self.fewer_k} gives {same} period ({_ms(self.fewer_period_ms)} ms{by}{least}){reps}"
 
 
 def _ms(value: float) -> str:
@@ -400,27 +408,41 @@ def idle_stage(
     if k < 2 or period is None or times is None or period <= 0:
         return None
     busy = [t / r for t, r in zip(times, plan.stage_replicas)]
-    stage = min(range(k), key=lambda i: busy[i])
-    if busy[stage] >= IDLE_BELOW * period:
+    idle = tuple((i, busy[i]) for i in range(k) if busy[i] < IDLE_BELOW * period)
+    if not idle:
         return None
+    stage = min(range(k), key=lambda i: busy[i])
     name = _RECHECK_WITH.get(plan.scheduler, plan.scheduler)
     accepted = inspect.signature(get_scheduler(name)).parameters
     options = {key: v for key, v in (scheduler_options or {}).items() if key in accepted and key != "stages"}
     tpus = plan.num_tpus
-    fewer, _ = _plan(graph, min(tpus - 1, max_stages(graph)), spec, name, options)
-    if fewer is None:
-        return None
-    replicated = with_replicas(graph, fewer, tpus - 1, spec) if replicas else fewer
-    fewer_ms = _period(graph, replicated, spec)[0]
-    if fewer_ms > period * (1 + SAME_PERIOD):
+    fewest: tuple[int, float] | None = None
+    for fewer_k in range(tpus - 1, 0, -1):  # down from K - 1 while the period holds: the smallest such K
+        fewer_ms = _fewer_period(graph, fewer_k, spec, name, options, replicas)
+        if fewer_ms is None or fewer_ms > period * (1 + SAME_PERIOD):
+            break
+        fewest = (fewer_k, fewer_ms)
+    if fewest is None:
         return None
     with_reps = None if replicas else _period(graph, with_replicas(graph, plan, tpus, spec), spec)[0]
     return IdleStage(
         stage,
         times[stage],
         period,
-        tpus - 1,
-        fewer_ms,
+        fewest[0],
+        fewest[1],
         name if name != plan.scheduler else None,
         with_reps if with_reps is not None and with_reps < period * (1 - SAME_PERIOD) else None,
+        idle,
+        tpus,
     )
+
+
+def _fewer_period(
+    graph: OpGraph, k: int, spec: EdgeTpuSpec, scheduler: str, options: Mapping[str, Any], replicas: bool
+) -> float | None:
+    """The period of ``scheduler``'s plan for ``k`` TPUs (with replicas when ``replicas``), None without one."""
+    fewer, _ = _plan(graph, min(k, max_stages(graph)), spec, scheduler, options)
+    if fewer is None:
+        return None
+    return _period(graph, with_replicas(graph, fewer, k, spec) if replicas else fewer, spec)[0]

@@ -164,3 +164,44 @@ def test_duplicate_boundary_names_are_rejected(embedded_model):
     bad = dataclasses.replace(embedded_model, graph=bad_graph)
     with pytest.raises(StageMapError, match="unique names"):
         build_segments(bad, stages, 2)
+
+
+def test_a_new_output_directory_gets_the_umasks_permissions(tmp_path):
+    import os
+
+    from tflite_io import write_files
+
+    old = os.umask(0o022)
+    try:
+        write_files(tmp_path / "open", {"a.txt": b"x"})
+        os.umask(0o077)
+        write_files(tmp_path / "closed", {"a.txt": b"x"})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "open").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    assert (tmp_path / "closed").stat().st_mode & 0o777 == 0o700
+
+
+def test_stale_segments_of_another_k_are_found_and_removed_after_the_write(tmp_path):
+    from tflite_io import stale_segment_files, write_files
+
+    names = [
+        "m_segment_0_of_4.tflite",
+        "m_segment_3_of_4_edgetpu.tflite",
+        "m_segment_3_of_4_edgetpu.log",
+        "m_segment_0_of_2.tflite",
+        "other_segment_0_of_4.tflite",
+        "m_plan.json",
+    ]
+    for n in names:
+        (tmp_path / n).write_bytes(b"old")
+    stale = stale_segment_files(tmp_path, "m", 2)
+    assert stale == ["m_segment_0_of_4.tflite", "m_segment_3_of_4_edgetpu.log", "m_segment_3_of_4_edgetpu.tflite"]
+    write_files(tmp_path, {"m_segment_0_of_2.tflite": b"new", "m_segment_1_of_2.tflite": b"new"}, remove=stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m_plan.json",
+        "m_segment_0_of_2.tflite",
+        "m_segment_1_of_2.tflite",
+        "other_segment_0_of_4.tflite",
+    ]
+    assert stale_segment_files(tmp_path / "missing", "m", 2) == []

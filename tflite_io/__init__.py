@@ -12,7 +12,7 @@ from .graph import Edge, Op, OpGraph, Quantization, TensorInfo
 from .reader import EDGETPU_CUSTOM_OP, TfliteModel, custom_op_codes, read, read_model
 from .stages import SegmentInterface, contiguous_stage_map, max_stages, segment_interfaces, validate_stage_map
 from .verify import VerifyReport, check_wiring, verify_model_segments, verify_segments
-from .writer import build_segments, segment_file_name, write_files, write_segments
+from .writer import build_segments, segment_file_name, stale_segment_files, write_files, write_segments
 
 __all__ = [
     "EDGETPU_CUSTOM_OP",
@@ -43,5 +43,6 @@ __all__ = [
     "validate_stage_map",
     "verify_segments",
     "write_files",
+    "stale_segment_files",
     "write_segments",
 ]

@@ -4,6 +4,7 @@ all or nothing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,14 @@ from .reader import TfliteModel
 from .stages import SegmentInterface, segment_interfaces
 from .submodel import submodel
 
-__all__ = ["segment_file_name", "build_segments", "write_files", "write_segments"]
+__all__ = ["segment_file_name", "build_segments", "stale_segment_files", "write_files", "write_segments"]
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def segment_file_name(stem: str, index: int, num_segments: int) -> str:
@@ -46,12 +54,29 @@ def build_segments(
     return interfaces, [submodel(model.model, seg) for seg in interfaces]
 
 
-def write_files(out_dir: str | Path, files: Mapping[str, bytes]) -> list[Path]:
-    """Write ``files`` (name -> bytes) into ``out_dir`` all or nothing.
+def stale_segment_files(out_dir: str | Path, stem: str, num_segments: int) -> list[str]:
+    """Files in ``out_dir`` from a run of ``stem`` with another number of segments (``<stem>_segment_<i>_of_<N>``
+    ``.tflite``, ``_edgetpu.tflite`` and ``_edgetpu.log`` with N != ``num_segments``): left there, a directory
+    would mix two plans."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    pattern = re.compile(rf"{re.escape(stem)}_segment_\d+_of_(\d+)(\.tflite|_edgetpu\.tflite|_edgetpu\.log)")
+    return sorted(
+        f.name
+        for f in out.iterdir()
+        if (m := pattern.fullmatch(f.name)) is not None and int(m.group(1)) != num_segments and f.is_file()
+    )
+
+
+def write_files(out_dir: str | Path, files: Mapping[str, bytes], remove: Sequence[str] = ()) -> list[Path]:
+    """Write ``files`` (name -> bytes) into ``out_dir`` all or nothing, then remove the files named ``remove``
+    there (stale outputs of an earlier run).
 
     Everything is written to a temporary directory on the same file system
     first and moved into place only when complete, so a failure leaves the
-    output directory as it was (missing directories are created only then).
+    output directory as it was (missing directories are created only then,
+    with the permissions the umask gives, as ``mkdir`` would).
     """
     out = Path(out_dir)
     existing = out
@@ -68,8 +93,12 @@ def write_files(out_dir: str | Path, files: Mapping[str, bytes]) -> list[Path]:
             if out.exists():
                 for name in files:
                     os.replace(tmp / name, out / name)
+                for name in remove:
+                    if name not in files:
+                        (out / name).unlink(missing_ok=True)
             else:
                 out.parent.mkdir(parents=True, exist_ok=True)
+                tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700 whatever the umask
                 os.replace(tmp, out)
         finally:
             if tmp.exists():
