@@ -15,6 +15,10 @@ Enumeration follows libedgetpu (github.com/google-coral/libedgetpu):
 A device string is the ``device`` option of libedgetpu's delegate
 (``tflite/edgetpu_delegate_for_custom_op_tflite_plugin.cc``): ``usb:<n>`` is the
 n-th USB Edge TPU and ``pci:<n>`` the n-th PCIe one, in libedgetpu's order.
+
+Where the runtime exports its C API, :func:`select_devices` takes that order from the runtime
+itself (:mod:`hardware.runtime`); the sysfs scan is the fallback. ``$RESPECT_PASS_EDGETPU_LIBRARY``
+names another runtime library than ``libedgetpu.so.1`` (a path, e.g. a build for another LiteRT).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,10 +38,12 @@ from tflite_io import RespectPassError
 
 __all__ = [
     "EDGETPU_LIBRARY",
+    "LIBRARY_ENV",
     "RUNTIME_HINT",
     "USB_IDS",
     "CoralError",
     "EdgeTpu",
+    "edgetpu_library",
     "list_edge_tpus",
     "litert_module",
     "load_edgetpu_delegate",
@@ -49,6 +56,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+#: names the runtime library to load instead of ``libedgetpu.so.1`` (a path or a name dlopen finds)
+LIBRARY_ENV = "RESPECT_PASS_EDGETPU_LIBRARY"
 RUNTIME_HINT = (
     "install the Debian package libedgetpu1-std from Coral's apt repository "
     "(https://coral.ai/software/#debian-packages: 'apt-get install libedgetpu1-std')"
@@ -62,6 +71,11 @@ _DEVICE_RE = re.compile(r"(usb|pci):(\d+)")
 
 class CoralError(RespectPassError):
     """The Edge TPU runtime or pycoral is missing, there are too few Edge TPUs, or the pipeline misbehaved."""
+
+
+def edgetpu_library(library: str | None = None) -> str:
+    """The runtime library to load: ``library``, else ``$RESPECT_PASS_EDGETPU_LIBRARY``, else ``libedgetpu.so.1``."""
+    return library or os.environ.get(LIBRARY_ENV) or EDGETPU_LIBRARY
 
 
 @dataclass(frozen=True)
@@ -159,12 +173,25 @@ def select_devices(
     """The device strings of the Edge TPUs for ``num_segments`` segments, segment i on the i-th.
 
     An explicit ``devices`` list is validated and used as given (it is not checked against
-    the enumeration, which may miss devices in containers); otherwise the TPUs are enumerated.
+    the enumeration, which may miss devices in containers); otherwise the TPUs are enumerated:
+    by the runtime's C API (``edgetpu_list_devices``) where the library loads and exports it, else
+    (and always when ``sys_root`` or ``dev_root`` is given) from sysfs and ``/dev``.
     ``num_segments`` counts TPUs when segments have replicas; ``demand`` then says what the
     pipeline needs in the too-few message (default ``<num_segments> segments``).
     """
     if devices is not None:
         return _enough(parse_devices(devices), num_segments, "--devices names", demand)
+    if sys_root is None and dev_root is None:
+        from .runtime import runtime_edge_tpus  # imports this module
+
+        listed = runtime_edge_tpus()
+        if listed is not None:
+            if not listed:
+                raise CoralError(
+                    f"the Edge TPU runtime {edgetpu_library()} lists no Edge TPU (edgetpu_list_devices); "
+                    "connect the accelerators ('respect-pass devices' shows what it sees) or name them with --devices"
+                )
+            return _enough([t.device for t in listed], num_segments, "found", demand)
     found = list_edge_tpus(sys_root, dev_root)
     if not found:
         sys_dir = Path(sys_root) if sys_root is not None else SYS_ROOT
@@ -186,12 +213,13 @@ def litert_module() -> ModuleType:
     raise CoralError("neither ai-edge-litert nor tflite-runtime is installed; 'pip install ai-edge-litert'")
 
 
-def require_edgetpu_runtime(library: str = EDGETPU_LIBRARY) -> None:
-    """Raise a one-line CoralError when the Edge TPU runtime library cannot be loaded.
+def require_edgetpu_runtime(library: str | None = None) -> None:
+    """Raise a one-line CoralError when the Edge TPU runtime library (:func:`edgetpu_library`) cannot be loaded.
 
     Checked with ``ctypes`` before LiteRT's ``load_delegate`` sees it: a failed ``load_delegate``
     also prints an ignored ``AttributeError`` from ``Delegate.__del__`` on stderr.
     """
+    library = edgetpu_library(library)
     try:
         ctypes.CDLL(library)
     except OSError as exc:
@@ -199,8 +227,9 @@ def require_edgetpu_runtime(library: str = EDGETPU_LIBRARY) -> None:
         raise CoralError(f"the Edge TPU runtime {library} cannot be loaded ({reason}); {RUNTIME_HINT}") from None
 
 
-def load_edgetpu_delegate(device: str | None = None, library: str = EDGETPU_LIBRARY) -> Any:
+def load_edgetpu_delegate(device: str | None = None, library: str | None = None) -> Any:
     """The Edge TPU delegate bound to ``device`` (``usb:0``; None: any Edge TPU)."""
+    library = edgetpu_library(library)
     require_edgetpu_runtime(library)
     module = litert_module()
     try:

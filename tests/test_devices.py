@@ -145,3 +145,12 @@ def test_a_tpu_the_runtime_cannot_open(monkeypatch):
         r"delegate from libedgetpu.so.1\); check that it is connected",
     ):
         load_edgetpu_delegate("usb:3")
+
+
+def test_runtime_library_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv(devices.LIBRARY_ENV, raising=False)
+    assert devices.edgetpu_library() == "libedgetpu.so.1" and devices.edgetpu_library("x.so") == "x.so"
+    monkeypatch.setenv(devices.LIBRARY_ENV, str(tmp_path / "libedgetpu.so.1"))
+    assert devices.edgetpu_library() == str(tmp_path / "libedgetpu.so.1")
+    with pytest.raises(CoralError, match=rf"^the Edge TPU runtime {tmp_path}/libedgetpu.so.1 cannot be loaded \("):
+        load_edgetpu_delegate("usb:0")
