@@ -55,7 +55,9 @@ from .devices import (
     select_devices,
 )
 from .progress import ProgressFactory, no_progress
-from .runner import LiteRtPipelinedRunner
+from .runner import LiteRtPipelinedRunner, unwrap, watch
+from .runtime import runtime_version
+from .runtime_probe import probe_runtime
 
 __all__ = [
     "PYCORAL_HINT",
@@ -200,7 +202,7 @@ def _open(
         except (ValueError, RuntimeError, OSError) as exc:
             reason = " ".join(str(exc).split())
             raise CoralError(f"{p.name} does not load on the Edge TPU {dev} ({reason})") from None
-        interpreters.append(it)
+        interpreters.append(watch(it, f"{p.name} on {dev}", dev))  # invoke faults: one line
     return _group(interpreters, replicas)
 
 
@@ -335,8 +337,13 @@ def run_coral(
     (steady-state period of a closed loop keeping one request per TPU in flight),
     ``latency_loaded_p50_ms``/``_p99_ms`` (push-to-pop time in that loop), and per stage ``ms``
     (median invoke of the segment alone, first replica), ``ms_in_pipeline`` (median invoke in the loop,
-    all replicas; None with pycoral), ``replicas``, ``devices``. Every result (and every replica's, each
-    checked alone) must equal running the segments one by one, in order, or a CoralError is raised.
+    all replicas; None with pycoral), ``replicas``, ``devices``; ``runtime``: the Edge TPU runtime's
+    ``edgetpu_version()`` (None with ``interpreter_factory`` or where it is unknown). With the litert
+    runner, before the first interpreter opens, the (runtime, LiteRT) pair is probed in a child process
+    (:func:`hardware.runtime_probe.probe_runtime`), so a runtime that crashes with this LiteRT is a
+    CoralError, not a dead process (pycoral loads the runtime with its own tflite_runtime). Every result
+    (and every replica's, each checked alone) must equal running the segments one by one, in order, or a
+    CoralError is raised.
     """
     paths = [Path(p) for p in segment_paths]
     _check_arguments(paths, count, warmup, runner)
@@ -345,6 +352,11 @@ def run_coral(
         _check_compiled(paths)
     choice = _choose_runner(runner, counts, replicas is not None, devices, interpreter_factory, pycoral)
     log.info("running %d segments on %s with the %s runner", len(paths), choice.devices, choice.kind)
+    runtime = None  # our runner: a runtime built for another LiteRT may crash the process, so try it in a child first
+    if interpreter_factory is None and choice.kind == "litert":
+        runtime = probe_runtime(paths, choice.devices[0]).runtime
+    elif interpreter_factory is None:
+        runtime = _runtime_version()
     groups = _open(paths, counts, choice.devices, choice.factory)
     leads = [group[0] for group in groups]
     requests = _reference_requests(leads, count, seed)
@@ -360,6 +372,7 @@ def run_coral(
     return {
         "backend": "coral",
         "runner": choice.kind,
+        "runtime": runtime,
         "devices": list(choice.devices),
         "num_segments": len(paths),
         "count": count,
@@ -367,6 +380,15 @@ def run_coral(
         "verified": None,
         "stages": _stage_reports(paths, leads, placed, alone, in_pipeline),
     }
+
+
+def _runtime_version() -> str | None:
+    """The runtime's ``edgetpu_version()``, or None where it does not load or export it (pycoral loads it itself)."""
+    try:
+        return runtime_version()
+    except CoralError as exc:
+        log.debug("no Edge TPU runtime version: %s", exc)
+        return None
 
 
 def _check_arguments(paths: Sequence[Path], count: int, warmup: int, runner: str) -> None:
@@ -529,7 +551,7 @@ def _measure_pycoral(
 ) -> dict[str, Any]:
     """The pipeline's figures with pycoral's runner, stopped and drained quietly if measuring fails."""
     try:
-        theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)(interpreters)
+        theirs = _quiet_runner_class(pc.pipeline.PipelinedModelRunner)([unwrap(it) for it in interpreters])
     except ValueError as exc:
         raise CoralError(f"pycoral's PipelinedModelRunner rejects the segments ({exc})") from None
     try:

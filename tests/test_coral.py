@@ -25,6 +25,7 @@ STEM = "mobilenet_v2_0.35_96_int8"
 KEYS = {
     "backend",
     "runner",
+    "runtime",
     "devices",
     "num_segments",
     "count",
@@ -449,6 +450,7 @@ def test_replicas_through_the_edgetpu_delegate(compiled, monkeypatch):
 
     monkeypatch.setattr(hardware.devices, "require_edgetpu_runtime", lambda library="": None)
     monkeypatch.setattr(hardware.coral, "require_edgetpu_runtime", lambda library="": None)
+    monkeypatch.setattr(hardware.coral, "probe_runtime", lambda paths, device: types.SimpleNamespace(runtime="fake 1.0"))
     fake = types.SimpleNamespace(load_delegate=load_delegate, Interpreter=interpreter)
     monkeypatch.setattr(hardware.devices, "litert_module", lambda: fake)
     paths = compiled[1]
