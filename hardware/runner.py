@@ -27,14 +27,27 @@ the stream), and adds replicas:
   A tensor travels with the request until its last consumer has run, and
   ``pop`` returns the last segment's outputs by name.
 
-Unlike libcoral, ``push({})`` does not wait for the stages (``close`` does);
-an exception in a stage stops the whole pipeline at once (results in flight,
-held ones included, are dropped, every thread ends) and the next or pending
-``push``/``pop`` raises a one-line :class:`CoralError` naming the segment and
-replica. ``pop`` waits at most ``request_timeout_s`` (60 s by default) for the
-next result, so a hung ``invoke()`` cannot block the caller forever. Each
-replica records the wall time of every ``invoke()``. Nothing is ever printed;
-warnings go to ``logging``.
+Unlike libcoral, ``push({})`` does not wait for the stages (``close`` does).
+
+Faults end the run in one line. An exception in a stage stops the whole
+pipeline at once (results in flight, held ones included, are dropped), every
+other thread is joined, and the next or pending ``push``/``pop`` raises a
+one-line :class:`CoralError` naming the segment, replica, device and request:
+``... failed in the pipeline (RuntimeError: ...) on request 7; ...``. An
+exception that says the Edge TPU went away (libedgetpu's "USB transfer error",
+LiteRT's "failed to invoke", ...) reads ``... lost its Edge TPU usb:1 on request
+7 (...); check the cable and power of usb:1 and 'respect-pass devices' ...``.
+A watchdog thread stops the pipeline when one ``invoke()`` runs longer than the
+stage's invoke timeout: ``invoke_timeout_s`` seconds when given (a number, or
+one per segment), else the ``RESPECT_PASS_INVOKE_TIMEOUT_S`` environment
+variable, else max(:data:`INVOKE_TIMEOUT_FLOOR_S` = 10 s,
+:data:`INVOKE_TIMEOUT_FACTOR` = 100 x the stage's median invoke so far). An
+``invoke()`` cannot be interrupted, so the hung thread is abandoned (every
+thread is a daemon: it never holds up the process's exit) and the line says so:
+``... hung on request 7: no result from invoke() within 10 s; its thread is
+abandoned ...``. :func:`watch` gives the same lines for invokes made outside
+the pipeline. Each replica records the wall time of every ``invoke()``.
+Nothing is ever printed; warnings go to ``logging``.
 """
 
 from __future__ import annotations
@@ -42,6 +55,9 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import os
+import re
+import statistics
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -52,13 +68,35 @@ import numpy as np
 
 from .devices import CoralError
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "INTERNAL_QUEUE_SIZE", "LiteRtPipelinedRunner"]
+__all__ = [
+    "INTERNAL_QUEUE_SIZE",
+    "INVOKE_TIMEOUT_ENV",
+    "INVOKE_TIMEOUT_FACTOR",
+    "INVOKE_TIMEOUT_FLOOR_S",
+    "LiteRtPipelinedRunner",
+    "WatchedInterpreter",
+    "fault_line",
+    "unwrap",
+    "watch",
+]
 
 log = logging.getLogger(__name__)
 
 INTERNAL_QUEUE_SIZE = 1  # libcoral's kInternalQueueSize
-#: how long ``pop`` waits for the next result by default (an Edge TPU invoke takes milliseconds to a second)
-DEFAULT_REQUEST_TIMEOUT_S = 60.0
+#: the invoke timeout is at least this many seconds (an Edge TPU invoke takes milliseconds to a second)
+INVOKE_TIMEOUT_FLOOR_S = 10.0
+#: ... and this many times the stage's median invoke so far
+INVOKE_TIMEOUT_FACTOR = 100.0
+#: environment variable: one invoke timeout in seconds for every stage (``inf``: none), overriding the default
+INVOKE_TIMEOUT_ENV = "RESPECT_PASS_INVOKE_TIMEOUT_S"
+#: what libedgetpu / LiteRT say when an Edge TPU is gone or its link broke
+_DEVICE_LOST = re.compile(
+    r"failed to invoke|usb transfer error|libusb_error|no such device|error in device opening|"
+    r"device (?:is |was )?(?:disconnected|removed|lost|gone|not found)|could not (?:open|find) (?:the )?device|"
+    r"deadline exceeded",
+    re.IGNORECASE,
+)
+_RECENT = 64  # invoke times per stage the adaptive timeout looks at
 _DONE = object()  # a queue is stopped and empty, or aborted
 _TIMEOUT = object()
 
@@ -131,6 +169,14 @@ class _Binding:
     forward: frozenset[str]
 
 
+class _Hung(Exception):
+    """The watchdog's record of an ``invoke()`` that ran past its stage's timeout."""
+
+    def __init__(self, elapsed_s: float, timeout_s: float) -> None:
+        super().__init__(f"no result from invoke() within {timeout_s:g} s")
+        self.elapsed_s, self.timeout_s = elapsed_s, timeout_s
+
+
 class _Shared:
     """State the replica threads share with the runner (the threads never hold the runner itself)."""
 
@@ -138,25 +184,35 @@ class _Shared:
         s = len(replicas)
         self.queues = [_WaitQueue(None if i in (0, s) else INTERNAL_QUEUE_SIZE) for i in range(s + 1)]
         self.times: list[list[list[float]]] = [[[] for _ in range(r)] for r in replicas]
+        #: per stage, its last invoke times (all replicas; not reset with ``times``) for the adaptive timeout
+        self.recent: list[collections.deque[float]] = [collections.deque(maxlen=_RECENT) for _ in replicas]
         #: per replica, (request, monotonic start) while it works on a request, else None
         self.busy: list[list[tuple[int, float] | None]] = [[None] * r for r in replicas]
         self.alive = list(replicas)
-        self.error: tuple[int, int, BaseException] | None = None
+        #: the first fault: stage, replica, request (None: not known), exception
+        self.error: tuple[int, int, int | None, BaseException] | None = None
+        self.hung: set[tuple[int, int]] = set()  # replicas the watchdog gave up on
+        self.stop = threading.Event()  # ends the watchdog
         self.lock = threading.Lock()
 
-    def fail(self, stage: int, replica: int, exc: BaseException) -> None:
+    def fail(self, stage: int, replica: int, request: int | None, exc: BaseException) -> None:
         """Record the first error and abort every queue (every thread then ends)."""
         with self.lock:
             if self.error is None:
-                self.error = (stage, replica, exc)
+                self.error = (stage, replica, request, exc)
+            if isinstance(exc, _Hung):
+                self.hung.add((stage, replica))
         for q in self.queues:
             q.abort()
+        self.stop.set()
 
     def leave(self, stage: int) -> None:
         """One replica of ``stage`` found its input ended; the last one to leave ends the next queue."""
         with self.lock:
             self.alive[stage] -= 1
             last = self.alive[stage] == 0
+            if sum(self.alive) == 0:
+                self.stop.set()
         if last:
             self.queues[stage + 1].stop_waiters()
 
@@ -164,7 +220,8 @@ class _Shared:
 def _stage_loop(stage: int, replica: int, interpreter: Any, binding: _Binding, shared: _Shared) -> None:
     """Run one replica of a segment on requests of queue ``stage``; pass the result and the tensors still needed on."""
     inbox, outbox = shared.queues[stage], shared.queues[stage + 1]
-    times = shared.times[stage][replica]
+    times, recent = shared.times[stage][replica], shared.recent[stage]
+    seq = None
     try:
         while (item := inbox.get()) is not _DONE:
             seq, env = item
@@ -173,7 +230,9 @@ def _stage_loop(stage: int, replica: int, interpreter: Any, binding: _Binding, s
                 interpreter.set_tensor(index, env[name].reshape(shape))
             t0 = time.perf_counter()
             interpreter.invoke()
-            times.append(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            times.append(took)
+            recent.append(took)
             out = {name: array for name, array in env.items() if name in binding.forward}
             for name, index in binding.outputs:
                 out[name] = np.array(interpreter.get_tensor(index), copy=True)
@@ -181,9 +240,88 @@ def _stage_loop(stage: int, replica: int, interpreter: Any, binding: _Binding, s
             if not outbox.put((seq, out)):
                 return
     except BaseException as exc:  # surfaced by push()/pop() as a CoralError
-        shared.fail(stage, replica, exc)
+        shared.busy[stage][replica] = None
+        shared.fail(stage, replica, seq, exc)
         return
     shared.leave(stage)
+
+
+def _watchdog(shared: _Shared, limits: list[float | None], poll_s: float) -> None:
+    """Fail the pipeline when an ``invoke()`` runs past its stage's timeout (``limits[s]``; None: adaptive)."""
+    while not shared.stop.wait(poll_s):
+        now = time.monotonic()
+        for s, row in enumerate(shared.busy):
+            limit = _limit(limits[s], shared.recent[s])
+            for j, entry in enumerate(row):
+                if entry is not None and now - entry[1] > limit:
+                    shared.fail(s, j, entry[0], _Hung(now - entry[1], limit))
+                    return
+
+
+def _limit(fixed: float | None, recent: collections.deque[float]) -> float:
+    """A stage's invoke timeout: ``fixed``, else max(floor, factor x its median invoke so far)."""
+    if fixed is not None:
+        return fixed
+    typical = statistics.median(list(recent)) if recent else 0.0
+    return max(INVOKE_TIMEOUT_FLOOR_S, INVOKE_TIMEOUT_FACTOR * typical)
+
+
+def _invoke_limits(invoke_timeout_s: float | Sequence[float] | None, stages: int) -> list[float | None]:
+    """Per stage, the fixed invoke timeout (None: adaptive) from the argument or the environment."""
+    given: Any = invoke_timeout_s
+    if given is None and os.environ.get(INVOKE_TIMEOUT_ENV, "").strip():
+        try:
+            given = float(os.environ[INVOKE_TIMEOUT_ENV])
+        except ValueError:
+            raise CoralError(f"{INVOKE_TIMEOUT_ENV}={os.environ[INVOKE_TIMEOUT_ENV]!r} is not a number of seconds") from None
+    if given is None:
+        return [None] * stages
+    values = [float(given)] * stages if isinstance(given, (int, float)) else [float(v) for v in given]
+    if len(values) != stages or any(not v > 0 for v in values):
+        raise CoralError(f"invoke timeouts must be {stages} positive number(s) of seconds, got {given!r}")
+    return list(values)
+
+
+def _device_lost(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) and bool(_DEVICE_LOST.search(str(exc)))
+
+
+def fault_line(where: str, device: str | None, exc: BaseException, when: str, after: str, verb: str = "failed") -> str:
+    """One line for an ``invoke()`` that raised: the Edge TPU is gone (with what to check), or it ``verb``.
+
+    ``where``: ``segment 1 (x.tflite) on usb:1``; ``when``: ``on request 7`` (or empty); ``after``: what
+    became of the rest (``the other stages were stopped and joined``)."""
+    when = f" {when}" if when else ""
+    if _device_lost(exc):
+        tpu = "its Edge TPU" if not device or device in where.split() else f"its Edge TPU {device}"
+        check = f"the cable and power of {device}" if device else "the Edge TPUs' cables and power"
+        return f"{where} lost {tpu}{when} ({_one_line(exc)}); check {check} and 'respect-pass devices'; {after}"
+    return f"{where} {verb} ({_one_line(exc)}){when}; {after}"
+
+
+class WatchedInterpreter:
+    """An interpreter whose ``invoke()`` failures become one-line CoralErrors naming where it runs (its
+    segment file and Edge TPU); everything else is the wrapped interpreter's. :class:`LiteRtPipelinedRunner`
+    runs the wrapped interpreter itself (its own lines name the segment and replica)."""
+
+    def __init__(self, inner: Any, where: str, device: str | None = None) -> None:
+        self.inner, self.where, self.device, self.calls = inner, where, device, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def invoke(self) -> None:
+        self.calls += 1
+        try:
+            self.inner.invoke()
+        except Exception as exc:
+            when = f"on invoke {self.calls}, outside the pipeline"
+            raise CoralError(fault_line(self.where, self.device, exc, when, "nothing was measured")) from None
+
+
+def watch(interpreter: Any, where: str, device: str | None = None) -> WatchedInterpreter:
+    """``interpreter`` with one-line invoke failures (see :class:`WatchedInterpreter`)."""
+    return interpreter if isinstance(interpreter, WatchedInterpreter) else WatchedInterpreter(interpreter, where, device)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -267,8 +405,13 @@ class LiteRtPipelinedRunner:
     ``interpreters``: per segment, an interpreter, or a list of interpreters that are replicas of that
     segment (each on its own TPU). ``names`` label the segments in error messages (default
     ``segment <i>``), ``replica_names`` their replicas (default ``replica <j>``, nothing for a lone
-    one); ``join_timeout_s`` bounds how long :meth:`close` waits for threads stuck in ``invoke()``;
-    ``request_timeout_s`` is how long :meth:`pop` waits for the next result by default (None: forever).
+    one), ``devices`` the Edge TPU of each replica (``usb:0``; default: a :class:`WatchedInterpreter`'s).
+    ``invoke_timeout_s``: how long one ``invoke()`` may run before the pipeline is stopped and its thread
+    abandoned (a number, one per segment, ``math.inf``: never; None: the ``RESPECT_PASS_INVOKE_TIMEOUT_S``
+    environment variable, else max(10 s, 100 x the stage's median invoke so far)). ``join_timeout_s``
+    bounds how long :meth:`close` waits for the threads not known to be hung; ``request_timeout_s`` is
+    how long :meth:`pop` waits for the next result by default (None: until it comes, the stream ends or
+    a stage fails or hangs).
     """
 
     def __init__(
@@ -277,9 +420,12 @@ class LiteRtPipelinedRunner:
         names: Sequence[str] | None = None,
         join_timeout_s: float = 30.0,
         replica_names: Sequence[Sequence[str]] | None = None,
-        request_timeout_s: float | None = DEFAULT_REQUEST_TIMEOUT_S,
+        request_timeout_s: float | None = None,
+        devices: Sequence[Sequence[str | None]] | None = None,
+        invoke_timeout_s: float | Sequence[float] | None = None,
     ) -> None:
         self._threads: list[threading.Thread] = []
+        self._abandoned: list[str] = []
         self._lock = threading.Lock()
         self._closed = True  # until the threads exist, close() has nothing to do
         self._stages = _as_stages(interpreters)
@@ -291,6 +437,8 @@ class LiteRtPipelinedRunner:
                         f"{self._where(s, j)} has other inputs or outputs than {self._where(s, 0)}; "
                         "the replicas of a segment must run the same segment file"
                     )
+        self._devices = _devices(self._stages, devices)
+        limits = _invoke_limits(invoke_timeout_s, len(self._stages))
         later = _later_reads([group[0] for group in self._stages], self._names)
         self._model_inputs = {d["name"]: d for d in self._stages[0][0].get_input_details()}
         self._join_timeout_s = join_timeout_s
@@ -306,14 +454,21 @@ class LiteRtPipelinedRunner:
                 target=_stage_loop,
                 name=f"respect-pass-stage-{s}" if len(group) == 1 else f"respect-pass-stage-{s}-replica-{j}",
                 daemon=True,
-                args=(s, j, it, _Binding(tuple(_inputs(it)), tuple(_outputs(it)), later[s]), self._shared),
+                args=(s, j, unwrap(it), _Binding(tuple(_inputs(it)), tuple(_outputs(it)), later[s]), self._shared),
             )
             for s, group in enumerate(self._stages)
             for j, it in enumerate(group)
         ]
+        self._placed = [(s, j) for s, group in enumerate(self._stages) for j in range(len(group))]
+        fixed = [v for v in limits if v is not None and not math.isinf(v)]
+        poll = min(0.5, max(0.005, min(fixed, default=INVOKE_TIMEOUT_FLOOR_S) / 20))
+        self._watchdog = threading.Thread(
+            target=_watchdog, name="respect-pass-watchdog", daemon=True, args=(self._shared, limits, poll)
+        )
         self._closed = False
         for t in self._threads:
             t.start()
+        self._watchdog.start()
 
     # ----------------------------------------------------------------- pycoral API
     def interpreters(self) -> list[Any]:
@@ -399,29 +554,37 @@ class LiteRtPipelinedRunner:
 
     @property
     def running(self) -> bool:
-        """Whether any replica thread is still alive."""
-        return any(t.is_alive() for t in self._threads)
+        """Whether any replica thread (or the watchdog) is still alive."""
+        return any(t.is_alive() for t in self._threads) or self._watchdog_alive()
+
+    def abandoned(self) -> list[str]:
+        """The replicas (``segment 1 replica 0``) whose threads :meth:`close` left inside ``invoke()``."""
+        return list(self._abandoned)
 
     def close(self) -> None:
-        """Stop the pipeline, dropping requests still in it, and join every replica thread. Idempotent."""
+        """Stop the pipeline, dropping requests still in it, and join every thread but those the watchdog found
+        hung (abandoned: daemons stuck in ``invoke()``, see :meth:`abandoned`). Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        self._shared.stop.set()
         dropped = sum(q.abort() for q in self._shared.queues) + len(self._held)
         deadline = time.monotonic() + self._join_timeout_s
-        for t in self._threads:
-            if t is not threading.current_thread():
+        with self._shared.lock:
+            hung = set(self._shared.hung)
+        me = threading.current_thread()
+        for t, placed in zip([*self._threads, self._watchdog], [*self._placed, None]):
+            if t is not me and placed not in hung:
                 t.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive() and t is not threading.current_thread()]
+        stuck = [(t, p) for t, p in zip(self._threads, self._placed) if t.is_alive() and t is not me]
+        self._abandoned = [self._where(*p) for _, p in stuck]
+        # after a fault its one line says it all: a warning would be a second line on stderr
+        level = logging.INFO if self._shared.error is not None else logging.WARNING
         if stuck:
-            log.warning(
-                "pipeline threads %s still running after %.0f s (an invoke() that does not return)",
-                stuck,
-                self._join_timeout_s,
-            )
+            log.log(level, "pipeline threads %s abandoned inside invoke() (daemons)", [t.name for t, _ in stuck])
         if dropped:
-            log.warning("%d unconsumed request(s) or result(s) dropped when the pipeline was closed", dropped)
+            log.log(level, "%d unconsumed request(s) or result(s) dropped when the pipeline was closed", dropped)
 
     def __enter__(self) -> LiteRtPipelinedRunner:
         return self
@@ -480,10 +643,43 @@ class LiteRtPipelinedRunner:
         since, seq, s, j = min(busy)
         return f"{head}: request {seq} has been in {self._where(s, j)} for {now - since:.1f} s (a hung invoke()?)"
 
+    def _watchdog_alive(self) -> bool:
+        return hasattr(self, "_watchdog") and self._watchdog.is_alive()
+
     def _raise_if_failed(self) -> None:
+        """After a fault: close (join what can be joined) and raise its one line."""
         error = self._shared.error if self._threads else None
         if error is None:
             return
         self.close()
-        stage, replica, exc = error
-        raise CoralError(f"{self._where(stage, replica)} failed in the pipeline ({_one_line(exc)}); the pipeline is stopped")
+        stage, replica, request, exc = error
+        where, device = self._where(stage, replica), self._devices[stage][replica]
+        when = "in the pipeline" if request is None else f"on request {request}"
+        others = [w for w in self._abandoned if w != where]
+        rest = (
+            f"the other stages were stopped, but {', '.join(others)} stayed inside invoke() and were abandoned"
+            if others
+            else "the other stages were stopped and joined"
+        )
+        if isinstance(exc, _Hung):
+            check = f" (is {device} still connected? see 'respect-pass devices')" if device else ""
+            raise CoralError(
+                f"{where} hung {when}: no result from invoke() within {exc.timeout_s:g} s{check}; its thread "
+                f"is abandoned (a daemon: it does not hold up exit) and {rest}"
+            )
+        raise CoralError(fault_line(where, device, exc, when if request is not None else "", rest, "failed in the pipeline"))
+
+
+def unwrap(it: Any) -> Any:
+    """The interpreter a stage thread runs: a :class:`WatchedInterpreter`'s own (the runner names faults)."""
+    return it.inner if isinstance(it, WatchedInterpreter) else it
+
+
+def _devices(stages: list[list[Any]], devices: Sequence[Sequence[str | None]] | None) -> list[list[str | None]]:
+    """Each replica's Edge TPU: as given, else a :class:`WatchedInterpreter`'s, else None."""
+    if devices is None:
+        return [[getattr(it, "device", None) if isinstance(it, WatchedInterpreter) else None for it in g] for g in stages]
+    rows = [list(row) for row in devices]
+    if [len(row) for row in rows] != [len(g) for g in stages]:
+        raise CoralError(f"devices for {[len(r) for r in rows]} replicas, not {[len(g) for g in stages]}")
+    return rows

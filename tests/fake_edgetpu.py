@@ -7,11 +7,16 @@ compile anything), and writes the
 ``.log`` file the real compiler writes. ``FAKE_EDGETPU_MODE`` picks the log:
 ``ok``, ``cpu`` (an op left on the CPU) or ``fail``; ``FAKE_EDGETPU_FAIL_ON``
 makes only segments whose name contains it take the chosen mode.
+
+:class:`FaultyInterpreter` is an Edge TPU interpreter double with fault
+injection (the runner tests): it raises, hangs or loses its device on its n-th
+``invoke()``.
 """
 
 import stat
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 OK_LOG = """Edge TPU Compiler version 16.0.384591198
@@ -106,3 +111,63 @@ def install(bindir: Path) -> Path:
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script
+
+
+# ----------------------------------------------------------------- fault injection
+
+#: what LiteRT raises from invoke() when libedgetpu loses a USB accelerator mid-run
+LOST_DEVICE_MESSAGE = (
+    "Deadline exceeded: USB transfer error 4 [LibUsbDataOutCallback]"
+    "Node number 0 (EdgeTpuDelegateForCustomOp) failed to invoke."
+)
+FAULTS = ("raise", "hang", "lose")
+
+
+class FaultyInterpreter:
+    """An interpreter (``inner``, e.g. LiteRT on the CPU) on the Edge TPU ``device`` whose ``at``-th
+    ``invoke()`` (1-based) ``fault``s: ``raise`` (RuntimeError), ``hang`` (blocks until :attr:`release` is
+    set, then runs) or ``lose`` (the device vanishes: this and every later invoke on it, by any
+    interpreter sharing ``lost``, raises :data:`LOST_DEVICE_MESSAGE`). ``pipeline_only``: count only the
+    invokes the runner's stage threads make (not run_coral's one-by-one passes)."""
+
+    def __init__(self, inner, device="usb:0", fault=None, at=None, pipeline_only=False, lost=None):
+        assert fault in (None, *FAULTS), fault
+        self.inner, self.device, self.fault, self.at, self.pipeline_only = inner, device, fault, at, pipeline_only
+        self.lost = lost if lost is not None else set()
+        self.release = threading.Event()
+        self.calls = 0
+        self.hanging = threading.Event()  # set while an invoke() hangs
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def invoke(self):
+        counted = not self.pipeline_only or threading.current_thread().name.startswith("respect-pass-stage-")
+        self.calls += counted
+        if self.device in self.lost:
+            raise RuntimeError(LOST_DEVICE_MESSAGE)
+        if counted and self.calls == self.at:
+            if self.fault == "raise":
+                raise RuntimeError(f"injected fault on invoke {self.calls}")
+            if self.fault == "lose":
+                self.lost.add(self.device)
+                raise RuntimeError(LOST_DEVICE_MESSAGE)
+            if self.fault == "hang":
+                self.hanging.set()
+                self.release.wait()
+        self.inner.invoke()
+
+
+def faulty_factory(factory, faults, pipeline_only=True, made=None):
+    """``factory(path, device)`` whose interpreters are :class:`FaultyInterpreter`; ``faults`` maps a device
+    to ``(fault, at)``; every interpreter made is appended to ``made``; all share one set of lost devices."""
+    lost = set()
+
+    def make(path, device):
+        fault, at = faults.get(device, (None, None))
+        it = FaultyInterpreter(factory(path, device), device, fault, at, pipeline_only, lost)
+        if made is not None:
+            made.append(it)
+        return it
+
+    return make

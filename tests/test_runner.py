@@ -1,22 +1,43 @@
 """hardware/runner.py: LiteRtPipelinedRunner (one or several replicas per segment) on LiteRT CPU interpreters
 and on pure-Python interpreter doubles."""
 
+import collections
 import gc
+import logging
+import os
 import random
+import re
+import subprocess
+import sys
 import threading
 import time
+import types
 
 import crafting
+import fake_edgetpu
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from fake_edgetpu import LOST_DEVICE_MESSAGE, FaultyInterpreter, faulty_factory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import examples
 
+import hardware.coral
 from hardware.devices import CoralError
-from hardware.runner import INTERNAL_QUEUE_SIZE, LiteRtPipelinedRunner
+from hardware.runner import (
+    INTERNAL_QUEUE_SIZE,
+    INVOKE_TIMEOUT_ENV,
+    INVOKE_TIMEOUT_FACTOR,
+    INVOKE_TIMEOUT_FLOOR_S,
+    LiteRtPipelinedRunner,
+    _invoke_limits,
+    _limit,
+    unwrap,
+    watch,
+)
 from respect_pass.partition import partition
+from respect_pass.run_pipeline import main as run_pipeline_main
 from tflite_io.verify import random_inputs
 
 
@@ -389,7 +410,11 @@ def test_replica_error_stops_everything_and_joins_every_thread(halves):
         for _ in requests:
             popped.append(runner.pop(timeout_s=30))
     message = str(info.value)
-    assert message == "second replica 1 failed in the pipeline (RuntimeError: boom); the pipeline is stopped"
+    assert re.fullmatch(
+        r"second replica 1 failed in the pipeline \(RuntimeError: boom\) on request \d+; "
+        "the other stages were stopped and joined",
+        message,
+    )
     assert not runner.running and threading.active_count() == before
     assert len(popped) < len(requests)  # results after the failure are never handed out
     name = next(iter(popped[0])) if popped else None
@@ -436,7 +461,7 @@ def test_end_of_stream_and_close_with_replicas(halves):
     before = threading.active_count()
     stages = replicated(halves, [3, 2])
     runner = LiteRtPipelinedRunner(stages)
-    assert threading.active_count() == before + 5
+    assert threading.active_count() == before + 6  # 5 replicas and the watchdog
     for r in feeds(stages[0][0], 7):
         runner.push(r)
     runner.push({})
@@ -464,3 +489,193 @@ def test_replicas_must_be_the_same_segment(segments):
             [Fake(["x"], ["a"], None), [Fake(["a"], ["y"], None)] * 1 + [Fake(["a"], ["y"], None)]],
             replica_names=[["a"], ["b"]],
         )
+
+
+# ----------------------------------------------------------------- faults: one line, every thread joined or abandoned
+
+
+def runner_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("respect-pass-")]
+
+
+def threads():
+    """Every thread but tqdm's monitor (tqdm starts it once, for good)."""
+    return {t for t in threading.enumerate() if t.name != "tqdm_monitor"}
+
+
+def faulty_pipeline(segments, fault, at=8):
+    """The 3 segments on usb:0..2 (as run_coral names them), segment 1's ``at``-th invoke faulting."""
+    its = [FaultyInterpreter(cpu(p), f"usb:{i}") for i, p in enumerate(segments)]
+    its[1].fault, its[1].at = fault, at
+    names = [f"segment {i} ({p.name})" for i, p in enumerate(segments)]
+    return its, names
+
+
+def run_until_error(runner, requests):
+    popped = []
+    for r in requests:
+        runner.push(r)
+    with pytest.raises(CoralError) as info:
+        for _ in requests:
+            popped.append(runner.pop())
+    return str(info.value), popped
+
+
+@pytest.mark.parametrize("fault", ["raise", "lose"])
+def test_a_stage_that_raises_or_loses_its_device_stops_and_joins_everything(segments, fault):
+    before = threads()
+    its, names = faulty_pipeline(segments, fault)
+    watched = [watch(it, f"{p.name} on {it.device}", it.device) for it, p in zip(its, segments)]  # as run_coral does
+    runner = LiteRtPipelinedRunner(watched, names, replica_names=[["on usb:0"], ["on usb:1"], ["on usb:2"]])
+    assert runner.running and len(runner_threads()) == 4  # 3 stages and the watchdog
+    message, popped = run_until_error(runner, feeds(its[0], 50))
+    where = f"segment 1 ({segments[1].name}) on usb:1"
+    if fault == "raise":
+        assert message == (
+            f"{where} failed in the pipeline (RuntimeError: injected fault on invoke 8) on request 7; "
+            "the other stages were stopped and joined"
+        )
+    else:
+        assert message == (
+            f"{where} lost its Edge TPU on request 7 (RuntimeError: {' '.join(LOST_DEVICE_MESSAGE.split())}); "
+            "check the cable and power of usb:1 and 'respect-pass devices'; the other stages were stopped and joined"
+        )
+    assert "\n" not in message and len(popped) <= 7
+    assert threads() == before and runner_threads() == [] and runner.abandoned() == []
+    with pytest.raises(CoralError, match=f"^{re.escape(where)}"):
+        runner.push(feeds(its[0], 1)[0])  # the same line again, nothing else runs
+    runner.close()
+
+
+def test_a_hung_stage_is_abandoned_and_the_others_joined(segments):
+    before = threads()
+    its, names = faulty_pipeline(segments, "hang")
+    runner = LiteRtPipelinedRunner(its, names, devices=[["usb:0"], ["usb:1"], ["usb:2"]], invoke_timeout_s=0.3)
+    try:
+        t0 = time.monotonic()
+        message, popped = run_until_error(runner, feeds(its[0], 50))
+        assert time.monotonic() - t0 < 5  # the watchdog's 0.3 s, not a pop timeout or a 30 s join
+        assert its[1].hanging.is_set() and len(popped) <= 7
+        assert message == (
+            f"segment 1 ({segments[1].name}) hung on request 7: no result from invoke() within 0.3 s "
+            "(is usb:1 still connected? see 'respect-pass devices'); its thread is abandoned "
+            "(a daemon: it does not hold up exit) and the other stages were stopped and joined"
+        )
+        left = runner_threads()
+        assert [t.name for t in left] == ["respect-pass-stage-1"] and left[0].daemon
+        assert runner.abandoned() == [f"segment 1 ({segments[1].name})"]
+        assert threads() - before == set(left)
+    finally:
+        its[1].release.set()
+    left[0].join(5)  # released, the invoke returns and the thread ends by itself
+    assert runner_threads() == [] and threads() == before
+    runner.close()
+
+
+def test_the_default_invoke_timeout_is_generous_and_the_environment_sets_it(monkeypatch):
+    assert (INVOKE_TIMEOUT_FLOOR_S, INVOKE_TIMEOUT_FACTOR) == (10.0, 100.0)
+    assert _limit(None, collections.deque()) == 10.0
+    assert _limit(None, collections.deque([0.001, 0.002, 0.5])) == 10.0
+    assert _limit(None, collections.deque([0.2, 0.3, 0.4])) == pytest.approx(30.0)
+    assert _limit(0.5, collections.deque([1.0])) == 0.5
+    monkeypatch.delenv(INVOKE_TIMEOUT_ENV, raising=False)
+    assert _invoke_limits(None, 2) == [None, None]
+    assert _invoke_limits([1, 2], 2) == [1.0, 2.0]
+    monkeypatch.setenv(INVOKE_TIMEOUT_ENV, "0.25")
+    assert _invoke_limits(None, 2) == [0.25, 0.25] and _invoke_limits(3, 2) == [3.0, 3.0]
+    monkeypatch.setenv(INVOKE_TIMEOUT_ENV, "soon")
+    with pytest.raises(CoralError, match="RESPECT_PASS_INVOKE_TIMEOUT_S='soon' is not a number of seconds"):
+        LiteRtPipelinedRunner([Fake(["x"], ["y"], lambda x: x)])
+    with pytest.raises(CoralError, match="invoke timeouts must be 1 positive"):
+        LiteRtPipelinedRunner([Fake(["x"], ["y"], lambda x: x)], invoke_timeout_s=0)
+    assert runner_threads() == []
+
+
+def test_a_watched_interpreter_names_its_device_outside_the_pipeline(segments):
+    watched = watch(FaultyInterpreter(cpu(segments[0]), "usb:3", "lose", 2), "x.tflite on usb:3", "usb:3")
+    assert watch(watched, "again") is watched and unwrap(watched) is watched.inner
+    watched.invoke()
+    with pytest.raises(CoralError) as info:
+        watched.invoke()
+    assert str(info.value) == (
+        f"x.tflite on usb:3 lost its Edge TPU on invoke 2, outside the pipeline (RuntimeError: "
+        f"{' '.join(LOST_DEVICE_MESSAGE.split())}); check the cable and power of usb:3 and 'respect-pass devices'; "
+        "nothing was measured"
+    )
+    plain = watch(FaultyInterpreter(cpu(segments[0]), "usb:3", "raise", 1), "x.tflite on usb:3", "usb:3")
+    with pytest.raises(CoralError, match=r"^x.tflite on usb:3 failed \(RuntimeError: injected fault on invoke 1\) on"):
+        plain.invoke()
+
+
+# ----------------------------------------------------------------- faults through run_pipeline --backend coral
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The embedded model in 3 segments, "compiled" by the fake edgetpu_compiler (with plan.json)."""
+    root = tmp_path_factory.mktemp("coral")
+    script = fake_edgetpu.install(root / "fakebin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+        partition(crafting.EMBEDDED, 3, root / "seg", compile=True, replicas=False)
+    return root / "seg"
+
+
+@pytest.mark.parametrize(
+    ("fault", "pipeline_only", "expected"),
+    [
+        ("raise", True, r"segment 1 \(\S+_segment_1_of_3_edgetpu.tflite\) on usb:1 failed in the pipeline "),
+        ("lose", True, r"segment 1 \(\S+\) on usb:1 lost its Edge TPU on request 7 .*check the cable and power of usb:1"),
+        ("hang", True, r"segment 1 \(\S+\) on usb:1 hung on request 7: no result from invoke\(\) within 0.4 s"),
+        ("raise", False, r"\S+_segment_1_of_3_edgetpu.tflite on usb:1 failed \(RuntimeError: injected fault on invoke 8"),
+        ("lose", False, r"\S+_segment_1_of_3_edgetpu.tflite on usb:1 lost its Edge TPU on invoke 8, outside the pipe"),
+    ],
+)
+def test_run_pipeline_coral_fault_is_one_line_exit_2_and_no_output(
+    compiled, tmp_path, monkeypatch, capsys, caplog, fault, pipeline_only, expected
+):
+    """A fault at the 8th invoke of segment 1's TPU (request 7 of 50 in the pipeline, or in run_coral's
+    one-by-one passes): one stderr line, exit 2, nothing on stdout, no plot, every runner thread ended."""
+    before = threads()
+    made = []
+    factory = faulty_factory(lambda path, device: cpu(path), {"usb:1": (fault, 8)}, pipeline_only=pipeline_only, made=made)
+    monkeypatch.setattr(hardware.coral, "make_edgetpu_interpreter", factory)
+    monkeypatch.setattr(hardware.coral, "require_edgetpu_runtime", lambda library="": None)
+    monkeypatch.setattr(  # the runtime probe (a child process) needs a real libedgetpu
+        hardware.coral, "probe_runtime", lambda *a, **k: types.SimpleNamespace(runtime=None), raising=False
+    )
+    monkeypatch.setenv(INVOKE_TIMEOUT_ENV, "0.4")
+    plot = tmp_path / "stages.png"
+    argv = [str(compiled), "--backend", "coral", "--runner", "litert", "--devices", "usb:0,usb:1,usb:2"]
+    t0 = time.monotonic()
+    try:
+        code = run_pipeline_main([*argv, "--count", "50", "--warmup", "1", "--json", "--plot", str(plot)])
+        assert time.monotonic() - t0 < 30
+    finally:
+        for it in made:
+            it.release.set()
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and not plot.exists() and list(tmp_path.iterdir()) == []
+    assert err.count("\n") == 1 and err.startswith("run_pipeline: error: "), err
+    assert re.match(expected, err.removeprefix("run_pipeline: error: ")), err
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == []  # run_pipeline has no log handler: a warning would be a second stderr line
+    for t in runner_threads():  # a hung invoke returns once released; nothing else may be left
+        t.join(5)
+    assert runner_threads() == [] and threads() == before
+
+
+def test_an_abandoned_thread_does_not_hold_up_the_process_exit():
+    script = (
+        "import threading, numpy as np, sys; sys.path.insert(0, 'tests')\n"
+        "from test_runner import Fake\n"
+        "from hardware.runner import LiteRtPipelinedRunner\n"
+        "forever = threading.Event()\n"
+        "r = LiteRtPipelinedRunner([Fake(['x'], ['y'], lambda x: forever.wait())], invoke_timeout_s=0.2)\n"
+        "r.push({'x': np.zeros(2, np.int32)})\n"
+        "try:\n    r.pop()\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and time.monotonic() - t0 < 30, done.stderr
+    assert done.stdout.startswith("segment 0 hung on request 0: no result from invoke() within 0.2 s; its thread is")
