@@ -50,7 +50,8 @@ def _partition_parser() -> OneLineParser:
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
         "Other commands: 'respect-pass inspect MODEL', 'respect-pass sweep MODEL --max-tpus N', "
-        "'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass train'.",
+        "'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass devices', 'respect-pass train'; "
+        "'run_pipeline DIR' runs a plan's segments.",
     )
     _add_target_arguments(parser)
     _add_profiling_arguments(parser)
@@ -579,6 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli("respect-pass sweep", _sweep, argv[1:])
     if argv and argv[0] == "spec":
         return run_cli("respect-pass spec", _spec, argv[1:])
+    if argv and argv[0] == "devices":
+        from .devices_cli import devices_main
+
+        return run_cli("respect-pass devices", devices_main, argv[1:])
     if argv and argv[0] == "calibrate":
         from .calibrate_cli import calibrate_main
 

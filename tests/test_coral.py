@@ -317,7 +317,7 @@ def test_cli_coral_table_with_the_double(compiled):
     assert table.returncode == 0, table.stderr
     summary = table.stdout.splitlines()[-1]
     assert summary.startswith("measured on 3 Edge TPU(s) (pycoral runner)")
-    assert summary.index("period") < summary.index("idle") < summary.index("under load")
+    assert summary.index("period") < summary.index("for one request alone") < summary.index("requests in flight")
 
 
 @pytest.mark.slow

@@ -30,10 +30,8 @@ from hardware.runtime_probe import probe_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "BuildLabel(COMPILER=6.3.0 20170516,DATE=redacted,TIME=redacted,CL_NUMBER=291256449), RuntimeVersion(13)"
-CLI = (
-    "import sys\nfrom respect_pass.cli import run_cli\nfrom respect_pass.devices_cli import devices_main\n"
-    "sys.exit(run_cli('respect-pass devices', devices_main, sys.argv[1:]))"
-)
+#: ``respect-pass devices`` as the console script runs it (``respect_pass.cli.main``)
+CLI = "import sys\nfrom respect_pass.cli import main\nsys.exit(main(['devices', *sys.argv[1:]]))"
 
 pytestmark = pytest.mark.skipif(
     fake_libedgetpu.compiler() is None, reason="no C compiler (cc, gcc or $CC) to build the fake libedgetpu"
