@@ -314,6 +314,10 @@ def format_result(result: PartitionResult) -> str:
             f"{result.segment_paths[seg['index']]}"
         )
     rows.append(
+        "TPUs: the TPUs running the segment; params: its parameters as the compiler lays them out; "
+        "in / out: the tensors it receives / sends"
+    )
+    rows.append(
         f"predicted: period {doc['predicted_bottleneck_ms']:.3f} ms "
         f"({1e3 / doc['predicted_bottleneck_ms']:.1f} inferences/s), latency {doc['predicted_latency_ms']:.3f} ms"
     )

@@ -486,3 +486,23 @@ def test_plan_simulation_and_plot_give_one_parameter_figure_and_columns_that_add
         assert sum(parts) == pytest.approx(ms, abs=0.003), line
     assert text[3].startswith("ms = invoke (the runtime's call) + tpu")
     assert "for one request alone" in text[4] and "each waits its turn too" in text[4]
+
+
+def test_the_table_explains_its_columns_and_help_points_to_the_commands(tmp_path):
+    r = run(str(crafting.EMBEDDED), "-n", "2", "--no-replicas", "-o", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "in / out: the tensors it receives / sends" in r.stdout
+    spec_help = run("spec", "--help").stdout
+    assert "respect-pass calibrate" in spec_help and "tools/calibrate.py" not in spec_help
+    helped = " ".join(run("--help").stdout.split())
+    for command in ("inspect", "sweep", "spec", "calibrate", "devices", "train", "run_pipeline"):
+        assert command in helped, command
+
+
+def test_calibrate_prints_rounded_constants(tmp_path):
+    r = run("calibrate", "--backend", "sim", "-o", str(tmp_path / "fit.json"))
+    assert r.returncode == 0, r.stderr
+    constants = [line for line in r.stdout.splitlines() if line.startswith("  ") and " = " in line]
+    # 4 significant digits: never a float like 0.00011699999999999998
+    assert constants and not any(re.search(r"\.\d{5,}", line.split(" = ")[1]) for line in constants)
+    assert "Edge TPU clock: max" in r.stdout
