@@ -45,7 +45,7 @@ def test_sim_chains_and_verifies(tmp_path):
     r = run_pipeline("--tpus", "3", str(tmp_path))
     assert r.returncode == 0 and "bit-exact" in r.stdout
     summary = next(line for line in r.stdout.splitlines() if line.startswith("simulated"))
-    assert summary.index("period") < summary.index("idle") < summary.index("under load")
+    assert summary.index("period") < summary.index("for one request alone") < summary.index("requests in flight")
 
 
 def test_sim_without_plan_does_not_claim_verification(tmp_path):
@@ -115,7 +115,7 @@ def test_sim_runs_a_replicated_plan_at_its_predicted_period(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "simulated (usb spec, 4 TPUs)" in r.stdout and "predicted period" in r.stdout
     assert [line.split()[1] for line in r.stdout.splitlines()[1:3]] == ["0,1,2", "3"]
-    assert "(4 requests in flight" in r.stdout
+    assert "with 4 requests in flight" in r.stdout
     r = run_pipeline("--tpus", "2", str(tmp_path))
     assert r.returncode == 2 and "plans 4 TPU(s) for 2 segment(s)" in r.stderr and r.stderr.count("\n") == 1
 

@@ -197,10 +197,12 @@ class _Quality:
     stats: tuple[tuple[str, int | float], ...]
 
 
-def _latency_quality(first: _Outcome, unit_s: float, period_ms: float) -> _Quality:
-    """The device-model period against the relaxation's bound: optimal only where the plan meets it."""
+def _latency_quality(first: _Outcome, unit_s: float, period_ms: float, rounding: float = 0.0) -> _Quality:
+    """The device-model period against the relaxation's bound: optimal only where the plan meets it, within
+    the coefficients' ``rounding`` to whole units (or :data:`_BOUND_REL`, whichever is larger)."""
     lower_bound_ms = min(first.bound * unit_s * 1e3, period_ms) if math.isfinite(first.bound) else None
-    optimal = first.optimal and lower_bound_ms is not None and period_ms <= lower_bound_ms * (1 + _BOUND_REL)
+    slack = max(_BOUND_REL, rounding)
+    optimal = first.optimal and lower_bound_ms is not None and period_ms <= lower_bound_ms * (1 + slack)
     return _Quality(optimal, lower_bound_ms, (("objective_value", period_ms), ("relaxation_optimal", int(first.optimal))))
 
 
@@ -228,7 +230,7 @@ def _exact_plan(
     costs = stage_costs(graph, stages, num_stages, spec)
     stage_ms = tuple(c.ms for c in costs)
     if objective == "latency":  # optimal only where the plan meets the relaxation's bound
-        judged = _latency_quality(first, model.unit_s, pipeline_period_ms(costs, spec))
+        judged = _latency_quality(first, model.unit_s, pipeline_period_ms(costs, spec), model.rounding)
     else:
         judged = _memory_quality(first, memory_objective(graph, stages, num_stages, alpha), model.alpha_pq[1])
     stats: list[tuple[str, int | float]] = []

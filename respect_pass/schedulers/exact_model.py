@@ -224,6 +224,12 @@ class ExactModel:
             m.add(self.link_c * (sum(io) + sum(excesses)) <= self.bottleneck)
         self.total = sum(self.times)
 
+    @property
+    def rounding(self) -> float:
+        """The largest relative error the rounding of the per-byte coefficients to whole units gives a stage
+        time (half a unit per byte over a rounded coefficient); the activation link's is exact."""
+        return max((0.5 / c for c in (self.stream_c, self.link_c) if c > 0), default=0.0)
+
     def _stage_io(self, stages: Sequence[int], k: int) -> int:
         return self._seg_io(segment_interfaces(self.graph, stages, self.K)[k])
 
