@@ -43,6 +43,7 @@ __all__ = [
     "HostTimes",
     "with_host_times",
     "cpu_only_seconds",
+    "store_json",
     "localized",
     "measure_host_ops",
     "time_edge_ops",
@@ -199,8 +200,9 @@ def _load(path: Path, key: dict[str, Any]) -> tuple[str, float | str] | None:
         return None
 
 
-def _store(path: Path, entry: dict[str, Any]) -> bool:
-    """Write ``entry`` to ``path`` atomically (temporary file + ``os.replace``); False (logged) where that fails."""
+def store_json(path: Path, entry: dict[str, Any], what: str = "host time cache") -> bool:
+    """Write ``entry`` to ``path`` atomically (temporary file + ``os.replace``); False where that fails, with
+    one warning naming ``what`` (the caches of this module and :mod:`hardware.runtime_probe`)."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def _store(path: Path, entry: dict[str, Any]) -> bool:
         os.replace(tmp, path)
         return True
     except OSError as exc:
-        log.warning("cannot write the host time cache %s, not caching: %s", path, exc)
+        log.warning("cannot write the %s %s, not caching: %s", what, path, exc)
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         return False
@@ -278,7 +280,7 @@ def measure_host_ops(
                     hit = ("seconds", _median_invoke(one, threads, runs, v))
                 except RuntimeError as exc:
                     hit = ("unmeasured", f"op {v} ({graph.ops[v].label}): {exc}")
-            if path is not None and not _store(path, {"key": key, hit[0]: hit[1]}):
+            if path is not None and not store_json(path, {"key": key, hit[0]: hit[1]}):
                 root = None  # one warning, then no more writes
         if hit[0] == "seconds":
             seconds[v] = float(hit[1])
@@ -345,7 +347,7 @@ def cpu_only_seconds(model_path: Path, *, runs: int = 5, threads: int = 1, cache
         return float(hit[1])
     seconds = _median_invoke(data, threads, runs, 0)
     if path is not None:
-        _store(path, {"key": key, "seconds": seconds})
+        store_json(path, {"key": key, "seconds": seconds})
     return seconds
 
 

@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import CoralError, edgetpu_library, litert_module, load_edgetpu_delegate, require_edgetpu_runtime
-from .host_time import default_cache_dir
+from .host_time import default_cache_dir, store_json
 from .runtime import litert_version, runtime_version, runtime_version_number
 
 __all__ = ["PROBE_TIMEOUT_S", "ProbeResult", "main", "probe_runtime"]
@@ -73,21 +72,6 @@ def _passed(path: Path | None, key: dict[str, Any], invoked: bool) -> bool:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         log.debug("ignoring probe cache %s (%s)", path, exc)
         return False
-
-
-def _store(path: Path, entry: dict[str, Any]) -> None:
-    """Write ``entry`` atomically (temporary file + ``os.replace``); a failure is logged, not raised."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            json.dump(entry, f, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("cannot write the runtime probe cache %s: %s", path, exc)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def _spawn(library: str, device: str | None, segments: Sequence[Path], timeout_s: float) -> subprocess.CompletedProcess:
@@ -169,7 +153,11 @@ def probe_runtime(
     run = _spawn(name, device, paths, timeout_s)
     _judge(run, runtime, litert, device, paths)
     if path is not None:
-        _store(path, {"key": key, "invoked": bool(paths), "segments": [p.name for p in paths], "time": time.time()})
+        store_json(
+            path,
+            what="runtime probe cache",
+            entry={"key": key, "invoked": bool(paths), "segments": [p.name for p in paths], "time": time.time()},
+        )
     return ProbeResult(runtime, litert, False, path)
 
 
