@@ -15,7 +15,6 @@ source tree or the model's directory is refused (one warning; times are still me
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from tflite_io import OpGraph, SegmentInterface
 from tflite_io.submodel import submodel
 from tflite_io.verify import random_inputs
 
+from .runtime import litert_version
 from .spec import EdgeTpuSpec
 
 __all__ = [
@@ -89,13 +89,6 @@ def host_id() -> str:
         if not model and key.strip() in ("model name", "Model", "Hardware", "cpu model"):
             model = " ".join(value.split())
     return f"{platform.machine() or 'unknown'}; {model or platform.processor() or 'unknown cpu'}; {os.cpu_count()} cpus"
-
-
-def litert_version() -> str:
-    """The installed LiteRT (``ai-edge-litert``) version."""
-    import ai_edge_litert
-
-    return str(getattr(ai_edge_litert, "__version__", "") or importlib.metadata.version("ai-edge-litert"))
 
 
 def default_cache_dir() -> Path:

@@ -76,6 +76,23 @@ Compilation failed!
 """
 
 
+def compile_embedded(root: Path, num_segments: int):
+    """Plan the embedded model for ``num_segments`` TPUs (one segment each) into ``root / "seg"`` and
+    "compile" every segment with this fake compiler (installed in ``root / "fakebin"``, on PATH only for the
+    call); returns the partition result (``compiled_paths``: the ``*_edgetpu.tflite`` files)."""
+    import os
+
+    import crafting
+    import pytest
+
+    from respect_pass.partition import partition
+
+    script = install(root / "fakebin")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+        return partition(crafting.EMBEDDED, num_segments, root / "seg", compile=True, replicas=False)
+
+
 def install(bindir: Path) -> Path:
     """Write the fake compiler script into ``bindir`` and return its path."""
     bindir.mkdir(parents=True, exist_ok=True)

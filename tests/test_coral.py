@@ -18,7 +18,6 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 import hardware.coral
 import hardware.devices
 from hardware.coral import CoralError, import_pycoral, run_coral
-from respect_pass.partition import partition
 
 FAKE = Path(__file__).parent / "fake_pycoral"
 STEM = "mobilenet_v2_0.35_96_int8"
@@ -72,11 +71,7 @@ def compiled(tmp_path_factory):
     import fake_edgetpu
 
     root = tmp_path_factory.mktemp("coral")
-    script = fake_edgetpu.install(root / "fakebin")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
-        result = partition(crafting.EMBEDDED, 3, root / "seg", compile=True, replicas=False)
-    return root / "seg", list(result.compiled_paths)
+    return root / "seg", list(fake_edgetpu.compile_embedded(root, 3).compiled_paths)
 
 
 def check_figures(report, runner, devices):

@@ -4,7 +4,6 @@ and on pure-Python interpreter doubles."""
 import collections
 import gc
 import logging
-import os
 import random
 import re
 import subprocess
@@ -614,10 +613,7 @@ def test_a_watched_interpreter_names_its_device_outside_the_pipeline(segments):
 def compiled(tmp_path_factory):
     """The embedded model in 3 segments, "compiled" by the fake edgetpu_compiler (with plan.json)."""
     root = tmp_path_factory.mktemp("coral")
-    script = fake_edgetpu.install(root / "fakebin")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
-        partition(crafting.EMBEDDED, 3, root / "seg", compile=True, replicas=False)
+    fake_edgetpu.compile_embedded(root, 3)
     return root / "seg"
 
 

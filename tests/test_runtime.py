@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import crafting
 import fake_libedgetpu
 import pytest
 
@@ -61,14 +60,7 @@ def segments(tmp_path_factory):
     """The embedded model in 2 segments, "compiled" by the fake edgetpu_compiler (LiteRT runs them)."""
     import fake_edgetpu
 
-    from respect_pass.partition import partition
-
-    root = tmp_path_factory.mktemp("segments")
-    script = fake_edgetpu.install(root / "bin")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
-        result = partition(crafting.EMBEDDED, 2, root / "seg", compile=True, replicas=False)
-    return list(result.compiled_paths)
+    return list(fake_edgetpu.compile_embedded(tmp_path_factory.mktemp("segments"), 2).compiled_paths)
 
 
 @pytest.mark.parametrize("n", [0, 1, 4])
