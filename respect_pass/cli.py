@@ -466,7 +466,8 @@ def _partition(argv: Sequence[str]) -> int:
     )
     print(json.dumps(result.plan_doc, indent=2) if args.json else format_result(result))
     if not args.refine_on_device:  # a refined plan is predicted with the refitted spec: no like-for-like K - 1
-        idle = idle_stage(result.graph, result.plan, spec, options, replicas=not args.no_replicas)
+        # the spec that predicted the plan (its host speed set for this machine), not the one given
+        idle = idle_stage(result.graph, result.plan, result.spec, options, replicas=not args.no_replicas)
         if idle is not None:
             print(f"respect-pass: warning: {idle.message}", file=sys.stderr)
     return 0

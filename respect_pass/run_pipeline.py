@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -330,20 +331,38 @@ def run_sim(segments: SegmentSet, spec: EdgeTpuSpec = USB, count: int = 100) -> 
     }
 
 
-def _with_plan_host_times(graph: OpGraph, plan: dict[str, Any] | None, index: int) -> OpGraph:
-    """Segment ``index``'s graph with the host op times plan.json recorded for its ops (the segment's ops are
-    the plan's segment ops in order); as it is without a plan, or where the plan's ops do not line up."""
-    if plan is None or not isinstance(plan.get("host_times"), dict):
-        return graph
+def _plan_host_times(plan: dict[str, Any] | None) -> dict[int, float]:
+    """The host op times plan.json recorded (model op -> seconds); none without a plan or the key. A value
+    that is not an op index and a positive number of seconds is one error line."""
+    times = plan.get("host_times") if plan is not None else None
+    if times is None:
+        return {}
     try:
-        model_ops = [int(v) for v in plan["segments"][index]["ops"]]
-        times = {int(v): float(t) for v, t in plan["host_times"].items()}
-    except (KeyError, IndexError, TypeError, ValueError):
+        out = {int(v): float(t) for v, t in times.items()}
+        bad = any(v < 0 or not 0 < t < math.inf for v, t in out.items())
+    except (AttributeError, TypeError, ValueError):
+        bad = True
+    if bad:
+        raise RespectPassError(f"plan.json: host_times must map op indices to positive seconds, got {times!r:.80}")
+    return out
+
+
+def _with_plan_host_times(graph: OpGraph, times: dict[int, float], model_ops: list[int] | None) -> OpGraph:
+    """``graph`` with the host op times of plan.json (``times``, by the model's op index), its ops being
+    ``model_ops`` of the model in order (None: the model itself); as it is where they do not line up."""
+    if model_ops is not None and len(model_ops) != graph.num_ops:
         return graph
-    if len(model_ops) != graph.num_ops:
-        return graph
-    mine = sorted((j, times[v]) for j, v in enumerate(model_ops) if v in times and j in graph.host_ops)
+    ops = model_ops if model_ops is not None else list(range(graph.num_ops))
+    mine = sorted((j, times[v]) for j, v in enumerate(ops) if v in times and j in graph.host_ops)
     return replace(graph, host_times=tuple(mine)) if mine else graph
+
+
+def _segment_ops(plan: dict[str, Any] | None, index: int) -> list[int] | None:
+    """The model ops of segment ``index`` as plan.json lists them; None where it does not."""
+    try:
+        return [int(v) for v in plan["segments"][index]["ops"]] if plan is not None else None
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -386,14 +405,11 @@ def _stage_costs(
     """Each segment's predicted cost. With the plan's model: the plan's own costing (the model placed as a
     whole, its stage map, the host op times plan.json recorded), so plan, simulation and plot agree. Without:
     each segment file placed and costed on its own (its host ops by the table or the times plan.json gives)."""
+    times = _plan_host_times(plan)
     if planned is not None and len(models) == max(planned.stages) + 1:
-        graph = placed(planned.model.graph)
-        times = plan.get("host_times") if plan is not None else None
-        if isinstance(times, dict):
-            mine = sorted((int(v), float(t)) for v, t in times.items() if int(v) in graph.host_ops)
-            graph = replace(graph, host_times=tuple(mine))
+        graph = _with_plan_host_times(placed(planned.model.graph), times, None)
         return list(stage_costs(graph, planned.stages, len(models), spec))
-    graphs = [_with_plan_host_times(placed(m.graph), plan, i) for i, m in enumerate(models)]
+    graphs = [_with_plan_host_times(placed(m.graph), times, _segment_ops(plan, i)) for i, m in enumerate(models)]
     return [stage_costs(g, (0,) * g.num_ops, 1, spec)[0] for g in graphs]
 
 

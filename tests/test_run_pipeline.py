@@ -183,3 +183,15 @@ def test_coral_gets_each_tpu_of_the_plan(tmp_path, monkeypatch):
     path.write_text(json.dumps(plan))
     run_hardware(segments)
     assert calls[-1]["devices"] is None and calls[-1]["replicas"] == [1, 2]  # in order: run_coral picks the TPUs
+
+
+@pytest.mark.parametrize("times", [{"x": 1.0}, {"3": -1.0}, [1, 2], {"3": "fast"}])
+def test_a_plan_with_unreadable_host_times_is_one_line(tmp_path, times):
+    partition(crafting.EMBEDDED, 2, tmp_path, replicas=False)
+    plan = next(tmp_path.glob("*_plan.json"))
+    doc = json.loads(plan.read_text())
+    doc["host_times"] = times
+    plan.write_text(json.dumps(doc))
+    r = run_pipeline(str(tmp_path))
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "host_times must map op indices to positive seconds" in r.stderr
