@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,7 @@ def _fit(feats: np.ndarray, meas: np.ndarray, base: np.ndarray, setup: HostSetup
     from scipy.optimize import least_squares
 
     lo, hi = _bounds(setup, base)
-    u0 = np.clip(np.zeros(len(setup.free)) if False else _start(base, setup), lo + 1e-9, hi - 1e-9)
+    u0 = np.clip(_start(base, setup), lo + 1e-9, hi - 1e-9)
 
     def res(u: np.ndarray) -> np.ndarray:
         return np.log(feats @ _theta_of(base, setup.free, u) * 1e3 / meas)
@@ -244,7 +244,7 @@ def fit_host(
     base = extended_theta(start)
     heavy = used & (feats[:, 7] * base[7] >= HOST_HEAVY * (feats @ base))
     free = setup.free + (("host_op_scale",) if fit_scale and heavy.any() else ())
-    setup_free = HostSetup(setup.name, setup.description, setup.link, free, setup.shared_link_bytes_per_s)
+    setup_free = replace(setup, free=free)
     u = _fit(feats[used], meas[used], base, setup_free)
     spec = _spec_of(start, _theta_of(base, free, u))
     fitted = feats @ extended_theta(spec) * 1e3
