@@ -1059,15 +1059,20 @@ def usb_host_speed(figs: Sequence[Figure], fit: Fit, zoo: Path) -> None:
     predict_reference(figs, fit.spec)
 
 
+def usb_held_out_ratios(figs: Sequence[Figure], fit: Fit) -> list[float]:
+    """Each USB single-TPU figure's held-out ratio (predicted / measured): a fitted figure's leave-one-out
+    prediction, a held-out figure's own; the excluded figure and those that fixed the host speed (they have
+    no held-out prediction) left out."""
+    return [
+        (fit.loo_ms[f.name] if f.fitted else f.predicted_ms) / f.measured_ms
+        for f in figs
+        if f.zoo is not None and not f.zoo.excluded and (not f.fitted or f.name in fit.loo_ms)
+    ]
+
+
 def usb_typical_error(figs: Sequence[Figure], fit: Fit) -> float:
-    """The USB preset's typical error on its single-TPU figures: the geometric mean of max(r, 1/r) of each
-    figure's held-out ratio (a fitted figure's leave-one-out prediction; an excluded figure left out)."""
-    q = []
-    for f in figs:
-        if f.zoo is None or f.zoo.excluded or f.name in fit.scale_rows:
-            continue
-        pred = fit.loo_ms.get(f.name, f.predicted_ms) if f.fitted else f.predicted_ms
-        q.append(pred / f.measured_ms)
+    """The USB preset's typical error: the geometric mean of max(r, 1/r) over :func:`usb_held_out_ratios`."""
+    q = usb_held_out_ratios(figs, fit)
     return float(np.exp(np.abs(np.log(q)).mean())) if q else 0.0
 
 
@@ -1096,11 +1101,7 @@ def usb_counts(figs: Sequence[Figure], fit: Fit) -> list[object]:
     within 25%, held out (a fitted figure's LOO prediction, or a held-out figure's) within 35%."""
     rows = [f for f in figs if f.zoo is not None and not f.zoo.excluded]
     fitted = [f for f in rows if f.fitted]
-    held = [
-        (fit.loo_ms[f.name] if f.fitted else f.predicted_ms) / f.measured_ms
-        for f in rows
-        if not f.fitted or f.name in fit.loo_ms
-    ]
+    held = usb_held_out_ratios(figs, fit)
     return [
         "usb",
         "x86-64 + USB 3 (the fit above; its single-TPU figures)",
