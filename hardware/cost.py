@@ -217,14 +217,23 @@ def op_seconds(graph: OpGraph, spec: EdgeTpuSpec) -> np.ndarray:
     return out
 
 
-def stage_cost(graph: OpGraph, seg: SegmentInterface, spec: EdgeTpuSpec, op_s: np.ndarray | None = None) -> StageCost:
-    """Time of one segment on one Edge TPU and its host (``op_s``: :func:`op_seconds`, computed if None)."""
+def stage_cost(
+    graph: OpGraph,
+    seg: SegmentInterface,
+    spec: EdgeTpuSpec,
+    op_s: np.ndarray | None = None,
+    cache_taken: float = 0.0,
+) -> StageCost:
+    """Time of one segment on one Edge TPU and its host (``op_s``: :func:`op_seconds`, computed if None);
+    ``cache_taken``: cache bytes that models co-compiled before this one hold (:mod:`hardware.pool`)."""
     op_s = op_seconds(graph, spec) if op_s is None else op_s
     tpu = [v for v in seg.ops if v not in graph.host_ops]
     cpu = tuple(v for v in seg.ops if v in graph.host_ops)
     in_bytes = sum(link_bytes(graph, t, True) for t in seg.inputs)
     out_bytes = sum(link_bytes(graph, t, False) for t in seg.outputs)
-    on_chip, streamed = cache_layers(graph, seg.ops, float(terms.usable_cache_bytes(spec, in_bytes + out_bytes)))
+    on_chip, streamed = cache_layers(
+        graph, seg.ops, float(terms.usable_cache_bytes(spec, in_bytes + out_bytes, cache_taken))
+    )
     off_chip = sum(nbytes for _, nbytes in streamed)
     streamed_bytes = sum(nbytes * stream_tiles(graph, op, spec) for op, nbytes in streamed)
     stream = terms.stream_seconds(spec, streamed_bytes)

@@ -133,6 +133,13 @@ class EdgeTpuSpec:
     #: constants are for the max clock (the public figures' setting), std stretches TPU compute by
     #: :data:`CLOCK_SLOWDOWN`.
     clock: str = "max"
+    #: Several models on one TPU (:mod:`hardware.pool`): a switch to a model that is not co-compiled with the one
+    #: before reloads its cached parameters over the link at ``reload_rate_factor`` times the streaming bandwidth,
+    #: and every switch between models costs ``t_switch_s``. Fitted to Coral's co-compilation figures
+    #: (``tools/fit_cocompile.py``, results/cocompile.md) on x86 + USB 3; other hosts keep the factor (their
+    #: own streaming bandwidth sets the rate): an assumption, no other host's figure exists.
+    reload_rate_factor: float = 1.0
+    t_switch_s: float = 0.0
     #: The device model's typical error on the public figures this spec rests on: the geometric mean of
     #: max(pred / meas, meas / pred) over its rows (1.2 = typically 20% off); 0 where not known.
     typical_error: float = 0.0
@@ -158,6 +165,7 @@ class EdgeTpuSpec:
             "cpu_macs_per_s",
             "stream_tile_positions",
             "host_op_scale",
+            "reload_rate_factor",
         ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -171,6 +179,7 @@ class EdgeTpuSpec:
             "cache_io_share",
             "shared_link_bytes_per_s",
             "host_ref_ms",
+            "t_switch_s",
         ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

@@ -52,6 +52,8 @@ __all__ = [
     "OneTpuTerms",
     "own_seconds",
     "period_seconds",
+    "reload_seconds",
+    "switch_seconds",
     "shared_link_per_byte",
     "host_bound_seconds",
     "shared_link_rate",
@@ -108,9 +110,22 @@ def host_op_seconds(spec: EdgeTpuSpec, macs: X, handoff_bytes: X, measured_s: fl
     return own * spec.host_op_scale + link_seconds(spec, handoff_bytes)
 
 
-def usable_cache_bytes(spec: EdgeTpuSpec, link_bytes: X) -> X:
-    """The cache left for parameters where a stage moves ``link_bytes`` over its host link."""
-    return np.maximum(spec.cache_bytes - spec.cache_io_share * link_bytes, 0.0)
+def usable_cache_bytes(spec: EdgeTpuSpec, link_bytes: X, taken: float = 0.0) -> X:
+    """The cache left for parameters where a stage moves ``link_bytes`` over its host link and the models
+    co-compiled before it (:mod:`hardware.pool`) took ``taken`` bytes of it."""
+    return np.maximum(spec.cache_bytes - spec.cache_io_share * link_bytes - taken, 0.0)
+
+
+def reload_seconds(spec: EdgeTpuSpec, reload_bytes: X) -> X:
+    """Reloading ``reload_bytes`` of cached parameters over the link when a TPU switches to a model that is not
+    co-compiled with the one it ran before: the streaming bandwidth times ``reload_rate_factor``."""
+    return reload_bytes / (spec.stream_bytes_per_s * spec.reload_rate_factor)
+
+
+def switch_seconds(spec: EdgeTpuSpec, reload_bytes: X) -> X:
+    """A TPU's switch to another model: the fixed cost of any switch (``t_switch_s``) plus the reload of
+    ``reload_bytes`` (:func:`reload_seconds`; 0 between co-compiled models, which keep their caches)."""
+    return spec.t_switch_s + reload_seconds(spec, reload_bytes)
 
 
 def stream_tile_count(spec: EdgeTpuSpec, positions: int) -> int:

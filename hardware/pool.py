@@ -1,0 +1,210 @@
+"""The device model of several models on one pool of Edge TPUs: shared TPUs, their switches, the pool's rate.
+
+A pool runs each model's segments on TPUs of its own (a pipeline with replicas, :mod:`hardware.cost`) or
+on TPUs it shares with other models. A shared TPU holds every model of its group whole (one segment each)
+and serves their requests in turn:
+
+* **co-compiled** models share the parameter cache, allocated in the compiler's order: the first model's
+  layers first, each later model in the cache its predecessors left (:func:`cocompiled_costs`, the reference
+  :func:`hardware.cost.stage_cost` with ``cache_taken``); a switch between them costs
+  :func:`hardware.terms.switch_seconds` of 0 bytes;
+* models compiled **separately** each get the whole cache, and a switch reloads the incoming model's cached
+  parameters over the link (:func:`hardware.terms.switch_seconds` of its on-chip bytes).
+
+Requests arrive interleaved in proportion to the models' weights (:func:`interleave`, a smooth weighted
+round robin); a shared group sends its j-th request to its TPU ``j mod n`` (:data:`ROUND_ROBIN`), so which
+requests switch is known in advance. :func:`pool_rates` predicts every model's throughput from the busiest
+TPU over a long stretch of that sequence, never above the shared host link (every model's link bytes,
+reloads included) or the host's cores (:func:`hardware.terms.period_seconds`); :mod:`hardware.pool_sim`
+simulates the same pool request by request.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tflite_io import OpGraph, segment_interfaces
+
+from . import terms
+from .cost import StageCost, op_seconds, stage_cost
+from .spec import EdgeTpuSpec
+
+__all__ = [
+    "FREE",
+    "ROUND_ROBIN",
+    "PoolModel",
+    "PoolRates",
+    "PoolStage",
+    "cocompiled_costs",
+    "interleave",
+    "pool_rates",
+    "round_robin_busy",
+    "whole_model_cost",
+]
+
+#: How a stage's request picks one of its TPUs: the first one free (the replicas of one model's stage share a
+#: queue), or the group's round robin (a shared group: its j-th request to its TPU ``j mod n``).
+FREE, ROUND_ROBIN = "free", "round-robin"
+
+#: Requests of the interleaved sequence :func:`pool_rates` follows: long enough that the round robin's start
+#: changes the busiest TPU's share by well under 0.1%.
+HORIZON = 20_000
+
+
+def whole_model_cost(graph: OpGraph, spec: EdgeTpuSpec, cache_taken: float = 0.0) -> StageCost:
+    """``graph`` as one segment on one TPU, ``cache_taken`` bytes of the cache held by other models."""
+    seg = segment_interfaces(graph, (0,) * graph.num_ops, 1)[0]
+    return stage_cost(graph, seg, spec, op_seconds(graph, spec), cache_taken)
+
+
+def cocompiled_costs(graphs: Sequence[OpGraph], spec: EdgeTpuSpec) -> tuple[StageCost, ...]:
+    """Each model of a co-compiled group as one segment, in the compiler's order: the first caches its layers
+    as it would alone, each later one in the cache the earlier ones left."""
+    taken, out = 0.0, []
+    for graph in graphs:
+        cost = whole_model_cost(graph, spec, taken)
+        taken += cost.on_chip_bytes
+        out.append(cost)
+    return tuple(out)
+
+
+def interleave(weights: Sequence[float], count: int) -> np.ndarray:
+    """The first ``count`` requests of models with ``weights``, interleaved in proportion (smooth weighted
+    round robin: each step the model furthest behind its share goes next; ties to the lower index)."""
+    if not len(weights) or any(not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0) for w in weights):
+        raise ValueError(f"weights must be positive numbers, got {list(weights)}")
+    return np.asarray(_interleave(tuple(float(w) for w in weights), count), dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _interleave(weights: tuple[float, ...], count: int) -> tuple[int, ...]:
+    credit = [0.0] * len(weights)
+    total = sum(weights)
+    out = []
+    for _ in range(count):
+        credit = [c + w for c, w in zip(credit, weights)]
+        k = max(range(len(credit)), key=lambda i: (credit[i], -i))
+        credit[k] -= total
+        out.append(k)
+    return tuple(out)
+
+
+def round_robin_busy(
+    sequence: np.ndarray, seconds: Sequence[float], switch_s: Sequence[float], tpus: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shared group's TPUs serving ``sequence`` (its models' requests in arrival order, as indices into
+    ``seconds`` and ``switch_s``), the j-th on TPU ``j mod tpus``: (busy seconds per TPU, switched requests
+    per model). A request switches where its TPU last ran another model."""
+    seconds_a, switch_a = np.asarray(seconds, dtype=np.float64), np.asarray(switch_s, dtype=np.float64)
+    busy = np.zeros(tpus)
+    switched = np.zeros(len(seconds_a))
+    for d in range(tpus):
+        sub = sequence[d::tpus]
+        if not len(sub):
+            continue
+        changed = np.flatnonzero(sub[1:] != sub[:-1]) + 1
+        busy[d] = float(seconds_a[sub].sum() + switch_a[sub[changed]].sum())
+        np.add.at(switched, sub[changed], 1.0)
+    return busy, switched
+
+
+@dataclass(frozen=True)
+class PoolStage:
+    """One segment of a model in the pool: its time per request, the TPUs that run it and how a request
+    picks one (:data:`FREE` or :data:`ROUND_ROBIN`, with ``group``: the shared group's index)."""
+
+    seconds: float
+    devices: tuple[int, ...]
+    dispatch: str = FREE
+    group: int = -1
+
+
+@dataclass(frozen=True)
+class PoolModel:
+    """One model of a pool: its weight, its stages, what a switch to it costs on a shared TPU
+    (:func:`hardware.terms.switch_seconds`), and per request its bytes over the host link (activations and
+    streamed parameters) and its host ops' time."""
+
+    name: str
+    weight: float
+    stages: tuple[PoolStage, ...]
+    switch_s: float = 0.0
+    reload_bytes: float = 0.0
+    link_bytes: float = 0.0
+    host_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PoolRates:
+    """A pool's predicted rates: ``unit_s``, the seconds per weighted unit of requests (one request of every
+    model per unit of its weight), each model's throughput (weight / unit_s) and what bounds the pool
+    (``bound``: "tpu <i>", "shared link" or "host"); ``switches``: per model, the share of its requests that
+    switch a TPU."""
+
+    unit_s: float
+    throughput_ips: tuple[float, ...]
+    bound: str
+    tpu_busy_s: tuple[float, ...]
+    switches: tuple[float, ...]
+
+
+def _dispatch(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per TPU busy seconds, per model switched requests) over ``sequence``, deterministic service times."""
+    tpus = 1 + max(d for m in models for s in m.stages for d in s.devices)
+    busy = np.zeros(tpus)
+    switched = np.zeros(len(models))
+    counts = np.bincount(sequence, minlength=len(models)).astype(np.float64)
+    shared: dict[int, list[tuple[int, PoolStage]]] = {}
+    for i, m in enumerate(models):  # free dispatch: each replica takes an equal share of the stage
+        for stage in m.stages:
+            if stage.dispatch == FREE:
+                busy[list(stage.devices)] += counts[i] * stage.seconds / len(stage.devices)
+            else:
+                shared.setdefault(stage.group, []).append((i, stage))
+    for members in shared.values():
+        index = {i: k for k, (i, _) in enumerate(members)}
+        devices = members[0][1].devices
+        if any(st.devices != devices for _, st in members):
+            raise ValueError("the models of a shared group must share the same TPUs")
+        local = np.asarray([index[i] for i in sequence if i in index], dtype=np.int64)
+        group_busy, group_switched = round_robin_busy(
+            local, [st.seconds for _, st in members], [models[i].switch_s for i, _ in members], len(devices)
+        )
+        busy[list(devices)] += group_busy
+        for k, (i, _) in enumerate(members):
+            switched[i] += group_switched[k]
+    return busy, switched
+
+
+def pool_rates(models: Sequence[PoolModel], spec: EdgeTpuSpec, horizon: int = HORIZON) -> PoolRates:
+    """Every model's predicted throughput when requests arrive interleaved by weight (module docstring)."""
+    if not models:
+        raise ValueError("a pool needs at least one model")
+    weights = [m.weight for m in models]
+    sequence = interleave(weights, horizon)
+    busy, switched = _dispatch(models, sequence)
+    counts = np.bincount(sequence, minlength=len(models)).astype(np.float64)
+    share = switched / np.maximum(counts, 1.0)
+    units = horizon / float(sum(weights))  # weighted units the sequence holds
+    per_unit = busy / units
+    link = sum(m.weight * (m.link_bytes + share[i] * m.reload_bytes) for i, m in enumerate(models))
+    host = sum(m.weight * m.host_s for m in models)
+    unit_s = terms.period_seconds(spec, per_unit, link, None, host)
+    tpu = int(np.argmax(per_unit))
+    bound = (
+        f"tpu {tpu}"
+        if unit_s <= per_unit[tpu] * (1 + 1e-12)
+        else ("shared link" if unit_s <= float(terms.shared_link_seconds(spec, link)) * (1 + 1e-12) else "host")
+    )
+    return PoolRates(
+        unit_s=unit_s,
+        throughput_ips=tuple(m.weight / unit_s for m in models),
+        bound=bound,
+        tpu_busy_s=tuple(float(b) for b in per_unit),
+        switches=tuple(float(s) for s in share),
+    )
