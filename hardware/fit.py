@@ -93,6 +93,8 @@ UNITS = {
     "host_cores": "cores",
     "host_op_scale": "",
     "host_ref_ms": "ms",
+    "reload_rate_factor": "",
+    "t_switch_s": "s",
 }
 
 
@@ -201,6 +203,8 @@ def constants(spec: EdgeTpuSpec) -> dict[str, float]:
         "host_cores": spec.host_cores,
         "host_op_scale": spec.host_op_scale,
         "host_ref_ms": spec.host_ref_ms,
+        "reload_rate_factor": spec.reload_rate_factor,
+        "t_switch_s": spec.t_switch_s,
     }
 
 
