@@ -12,8 +12,8 @@ and serves their requests in turn:
   parameters over the link (:func:`hardware.terms.switch_seconds` of its on-chip bytes).
 
 Requests arrive interleaved in proportion to the models' weights (:func:`interleave`, a smooth weighted
-round robin); a shared group sends its j-th request to its TPU ``j mod n`` (:data:`ROUND_ROBIN`), so which
-requests switch is known in advance. :func:`pool_rates` predicts every model's throughput from the busiest
+round robin); a shared group sends each model's j-th request to its TPU ``j mod n`` (:data:`ROUND_ROBIN`),
+so every model's work spreads over the group and which requests switch is known in advance.
 TPU over a long stretch of that sequence, never above the shared host link (every model's link bytes,
 reloads included) or the host's cores (:func:`hardware.terms.period_seconds`); :mod:`hardware.pool_sim`
 simulates the same pool request by request.
@@ -44,11 +44,12 @@ __all__ = [
     "interleave",
     "pool_rates",
     "round_robin_busy",
+    "round_robin_tpus",
     "whole_model_cost",
 ]
 
 #: How a stage's request picks one of its TPUs: the first one free (the replicas of one model's stage share a
-#: queue), or the group's round robin (a shared group: its j-th request to its TPU ``j mod n``).
+#: queue), or the group's round robin (a shared group: each model's j-th request to its TPU ``j mod n``).
 FREE, ROUND_ROBIN = "free", "round-robin"
 
 #: Requests of the interleaved sequence :func:`pool_rates` follows: long enough that the round robin's start
@@ -94,17 +95,28 @@ def _interleave(weights: tuple[float, ...], count: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def round_robin_tpus(sequence: np.ndarray, tpus: int) -> np.ndarray:
+    """The TPU (0..``tpus``-1) of each request of a shared group: each model's j-th request goes to TPU
+    ``j mod tpus``, so every model's work spreads evenly over the group whatever the interleave."""
+    nth = np.zeros(len(sequence), dtype=np.int64)
+    for k in np.unique(sequence):
+        mine = np.flatnonzero(sequence == k)
+        nth[mine] = np.arange(len(mine))
+    return nth % tpus
+
+
 def round_robin_busy(
     sequence: np.ndarray, seconds: Sequence[float], switch_s: Sequence[float], tpus: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A shared group's TPUs serving ``sequence`` (its models' requests in arrival order, as indices into
-    ``seconds`` and ``switch_s``), the j-th on TPU ``j mod tpus``: (busy seconds per TPU, switched requests
-    per model). A request switches where its TPU last ran another model."""
+    ``seconds`` and ``switch_s``) by :func:`round_robin_tpus`: (busy seconds per TPU, switched requests per
+    model). A request switches where its TPU last ran another model."""
     seconds_a, switch_a = np.asarray(seconds, dtype=np.float64), np.asarray(switch_s, dtype=np.float64)
     busy = np.zeros(tpus)
     switched = np.zeros(len(seconds_a))
+    where = round_robin_tpus(sequence, tpus)
     for d in range(tpus):
-        sub = sequence[d::tpus]
+        sub = sequence[where == d]
         if not len(sub):
             continue
         changed = np.flatnonzero(sub[1:] != sub[:-1]) + 1
@@ -153,45 +165,43 @@ class PoolRates:
     switches: tuple[float, ...]
 
 
-def _dispatch(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(per TPU busy seconds, per model switched requests) over ``sequence``, deterministic service times."""
+def _per_unit(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per TPU busy seconds per weighted unit, per model share of requests that switch): a stage dispatched
+    to the first free TPU splits its work evenly over its replicas (exactly ``weight * seconds / replicas``);
+    a shared group's round robin follows ``sequence`` (deterministic service times)."""
     tpus = 1 + max(d for m in models for s in m.stages for d in s.devices)
     busy = np.zeros(tpus)
-    switched = np.zeros(len(models))
-    counts = np.bincount(sequence, minlength=len(models)).astype(np.float64)
-    shared: dict[int, list[tuple[int, PoolStage]]] = {}
-    for i, m in enumerate(models):  # free dispatch: each replica takes an equal share of the stage
+    share = np.zeros(len(models))
+    units = len(sequence) / float(sum(m.weight for m in models))
+    groups: dict[int, list[tuple[int, PoolStage]]] = {}
+    for i, m in enumerate(models):
         for stage in m.stages:
             if stage.dispatch == FREE:
-                busy[list(stage.devices)] += counts[i] * stage.seconds / len(stage.devices)
+                busy[list(stage.devices)] += m.weight * stage.seconds / len(stage.devices)
             else:
-                shared.setdefault(stage.group, []).append((i, stage))
-    for members in shared.values():
+                groups.setdefault(stage.group, []).append((i, stage))
+    for members in groups.values():
         index = {i: k for k, (i, _) in enumerate(members)}
         devices = members[0][1].devices
         if any(st.devices != devices for _, st in members):
             raise ValueError("the models of a shared group must share the same TPUs")
         local = np.asarray([index[i] for i in sequence if i in index], dtype=np.int64)
-        group_busy, group_switched = round_robin_busy(
+        group_busy, switched = round_robin_busy(
             local, [st.seconds for _, st in members], [models[i].switch_s for i, _ in members], len(devices)
         )
-        busy[list(devices)] += group_busy
+        busy[list(devices)] += group_busy / units
+        counts = np.bincount(local, minlength=len(members))
         for k, (i, _) in enumerate(members):
-            switched[i] += group_switched[k]
-    return busy, switched
+            share[i] = switched[k] / max(int(counts[k]), 1)
+    return busy, share
 
 
 def pool_rates(models: Sequence[PoolModel], spec: EdgeTpuSpec, horizon: int = HORIZON) -> PoolRates:
     """Every model's predicted throughput when requests arrive interleaved by weight (module docstring)."""
     if not models:
         raise ValueError("a pool needs at least one model")
-    weights = [m.weight for m in models]
-    sequence = interleave(weights, horizon)
-    busy, switched = _dispatch(models, sequence)
-    counts = np.bincount(sequence, minlength=len(models)).astype(np.float64)
-    share = switched / np.maximum(counts, 1.0)
-    units = horizon / float(sum(weights))  # weighted units the sequence holds
-    per_unit = busy / units
+    sequence = interleave([m.weight for m in models], horizon)
+    per_unit, share = _per_unit(models, sequence)
     link = sum(m.weight * (m.link_bytes + share[i] * m.reload_bytes) for i, m in enumerate(models))
     host = sum(m.weight * m.host_s for m in models)
     unit_s = terms.period_seconds(spec, per_unit, link, None, host)

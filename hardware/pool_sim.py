@@ -5,7 +5,7 @@ proportion to the weights), at most ``in_flight`` pushed and not yet popped, and
 previous push than the shared host link and the host's cores allow (the previous request's link bytes,
 a reload included, and its host ops: :func:`hardware.terms.period_seconds`). Each request runs its model's
 stages in order; a stage takes the first free of its TPUs (:data:`~hardware.pool.FREE`) or the one its
-group's round robin names (:data:`~hardware.pool.ROUND_ROBIN`); a TPU serves requests in the order they
+model's round robin over its group names (:data:`~hardware.pool.ROUND_ROBIN`); a TPU serves requests in the order they
 reach it, and a request on a TPU that last ran another model first pays that model's switch
 (:attr:`~hardware.pool.PoolModel.switch_s`). Results leave per model in request order. Service times
 are the stages' times, optionally with seeded lognormal jitter as in :mod:`hardware.simulate`.
@@ -89,8 +89,8 @@ def simulate_pool(
             if stage.dispatch == FREE:
                 d = min(stage.devices, key=lambda x: (free[x], x))
             else:
-                j = turn.get(stage.group, 0)
-                turn[stage.group] = j + 1
+                j = turn.get(k, 0)  # the model's own round robin over its group (hardware.pool.round_robin_tpus)
+                turn[k] = j + 1
                 d = stage.devices[j % len(stage.devices)]
             service = stage.seconds * (rng.lognormal(-(sigma**2) / 2, sigma) if sigma else 1.0)
             if last[d] not in (-1, k):

@@ -97,6 +97,8 @@ class Plan:
     tpus: int = 0
     #: the device model's period (:func:`hardware.cost.pipeline_period_ms`), set with ``stage_ms``
     period_ms: float | None = None
+    #: the index of the plan's first TPU in a pool of several models (``respect-pass pool``; 0 alone)
+    first_tpu: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.stats, PlanStats):  # (key, value) pairs or a dict
@@ -113,8 +115,8 @@ class Plan:
         return max(self.tpus, sum(self.stage_replicas))
 
     def devices(self) -> tuple[tuple[int, ...], ...]:
-        """TPU indices of each stage: stage 0's replicas first, then stage 1's, ..."""
-        out, first = [], 0
+        """TPU indices of each stage: stage 0's replicas first, then stage 1's, ... (from :attr:`first_tpu`)"""
+        out, first = [], self.first_tpu
         for r in self.stage_replicas:
             out.append(tuple(range(first, first + r)))
             first += r
