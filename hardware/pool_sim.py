@@ -16,6 +16,7 @@ one-slot queues matter for one pipeline's latency, not for a pool's throughput.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from . import terms
 from .pool import FREE, PoolModel, interleave
 from .spec import EdgeTpuSpec
 
-__all__ = ["ModelRun", "PoolRun", "simulate_pool"]
+__all__ = ["ModelRun", "PoolRun", "default_in_flight", "simulate_pool"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,13 @@ class PoolRun:
     tpu_busy: tuple[float, ...]
 
 
+def default_in_flight(weights: Sequence[float], tpus: int) -> int:
+    """Requests in flight that keep a pool's busiest TPU busy: twice the TPUs plus one interleave cycle (the
+    requests in which the lightest model appears once, ``sum(weights) / min(weights)``). Fewer leave TPUs idle
+    while a long request of one model holds the queue of another (the prediction is the pool's capacity)."""
+    return 2 * (tpus + math.ceil(sum(weights) / min(weights) - 1e-9))
+
+
 def _idle_latency_ms(model: PoolModel, shared: bool) -> float:
     return (sum(s.seconds for s in model.stages) + (model.switch_s if shared else 0.0)) * 1e3
 
@@ -63,11 +71,12 @@ def simulate_pool(
     jitter: float = 0.0,
     seed: int = 0,
 ) -> PoolRun:
-    """Serve ``count`` interleaved requests (module docstring); ``in_flight`` defaults to twice the TPUs."""
+    """Serve ``count`` interleaved requests (module docstring); ``in_flight`` defaults to
+    :func:`default_in_flight`."""
     if count < 2 * len(models):
         raise ValueError(f"count must be at least two requests per model ({2 * len(models)}), got {count}")
     tpus = 1 + max(d for m in models for s in m.stages for d in s.devices)
-    window = in_flight if in_flight is not None else 2 * tpus
+    window = in_flight if in_flight is not None else default_in_flight([m.weight for m in models], tpus)
     if window < 1:
         raise ValueError(f"in_flight must be >= 1, got {window}")
     sequence = interleave([m.weight for m in models], count)
