@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +63,17 @@ def whole_model_cost(graph: OpGraph, spec: EdgeTpuSpec, cache_taken: float = 0.0
     return stage_cost(graph, seg, spec, op_seconds(graph, spec), cache_taken)
 
 
-def cocompiled_costs(graphs: Sequence[OpGraph], spec: EdgeTpuSpec) -> tuple[StageCost, ...]:
+def cocompiled_costs(
+    graphs: Sequence[OpGraph],
+    spec: EdgeTpuSpec,
+    cost_of: Callable[[OpGraph, EdgeTpuSpec, float], StageCost] = whole_model_cost,
+) -> tuple[StageCost, ...]:
     """Each model of a co-compiled group as one segment, in the compiler's order: the first caches its layers
-    as it would alone, each later one in the cache the earlier ones left."""
+    as it would alone, each later one in the cache the earlier ones left (``cost_of``: :func:`whole_model_cost`
+    or a memo of it)."""
     taken, out = 0.0, []
     for graph in graphs:
-        cost = whole_model_cost(graph, spec, taken)
+        cost = cost_of(graph, spec, taken)
         taken += cost.on_chip_bytes
         out.append(cost)
     return tuple(out)
@@ -185,7 +190,10 @@ def _per_unit(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.nda
         devices = members[0][1].devices
         if any(st.devices != devices for _, st in members):
             raise ValueError("the models of a shared group must share the same TPUs")
-        local = np.asarray([index[i] for i in sequence if i in index], dtype=np.int64)
+        lut = np.full(len(models), -1, dtype=np.int64)
+        lut[list(index)] = list(index.values())
+        local = lut[sequence]
+        local = local[local >= 0]
         group_busy, switched = round_robin_busy(
             local, [st.seconds for _, st in members], [models[i].switch_s for i, _ in members], len(devices)
         )

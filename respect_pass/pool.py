@@ -168,7 +168,7 @@ class _Search:
         self.units = HORIZON / float(sum(self.weights))
         self._own: dict[tuple[int, int], _Option] = {}
         self._shared: dict[tuple[tuple[int, ...], int], _Option] = {}
-        self._alone: dict[int, tuple[StageCost, ...]] = {}
+        self._alone: dict[tuple[int, float], StageCost] = {}
 
     def best(self, block: tuple[int, ...], tpus: int) -> _Option:
         """The best option of ``block`` on at most ``tpus`` TPUs (fewer when more would not help)."""
@@ -236,21 +236,28 @@ class _Search:
         return list(dict.fromkeys([tuple(by_bytes), tuple(reversed(by_bytes)), block]))
 
     def _whole(self, m: int) -> StageCost:
-        if m not in self._alone:
-            self._alone[m] = (whole_model_cost(self.entries[m].graph, self.spec),)
-        return self._alone[m][0]
+        return self._cost_of(self.entries[m].graph, self.spec, 0.0)
+
+    def _cost_of(self, graph: OpGraph, spec: EdgeTpuSpec, taken: float) -> StageCost:
+        """:func:`hardware.pool.whole_model_cost`, once per (model, cache taken): orders share prefixes."""
+        key = (id(graph), taken)
+        if key not in self._alone:
+            self._alone[key] = whole_model_cost(graph, spec, taken)
+        return self._alone[key]
 
     def _shared_option(self, order: tuple[int, ...], mode: str, n: int) -> _Option:
         spec = self.spec
         if mode == COCOMPILED:
-            costs = cocompiled_costs([self.entries[m].graph for m in order], spec)
+            costs = cocompiled_costs([self.entries[m].graph for m in order], spec, self._cost_of)
             reloads = [0.0] * len(order)
         else:
             costs = tuple(self._whole(m) for m in order)
             reloads = [float(c.on_chip_bytes) for c in costs]
         switch = [float(terms.switch_seconds(spec, r)) for r in reloads]
-        where = {m: k for k, m in enumerate(order)}
-        local = np.asarray([where[k] for k in self.sequence if k in where], dtype=np.int64)
+        lut = np.full(len(self.entries), -1, dtype=np.int64)
+        lut[list(order)] = np.arange(len(order))
+        local = lut[self.sequence]
+        local = local[local >= 0]  # the group's requests in arrival order, as positions in ``order``
         busy, switched = round_robin_busy(local, [c.total_s for c in costs], switch, n)
         counts = np.bincount(local, minlength=len(order)).astype(np.float64)
         devices = tuple(range(n))
