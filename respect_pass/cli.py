@@ -3,6 +3,7 @@
     respect-pass MODEL.tflite -n K -o DIR [--scheduler S] [--spec S] [--verify] [--compile] [--json]
     respect-pass inspect MODEL.tflite [--json]
     respect-pass sweep MODEL.tflite --max-tpus N [--json] [--plot F.png] [--spec S] [--scheduler S]
+    respect-pass pool A.tflite B.tflite ... --tpus N -o DIR [--weights wA,wB | --rates rA,rB] [--json] [--plot F.png]
 
 Every user error ends as one line on stderr and exit status 2, no traceback.
 """
@@ -50,6 +51,7 @@ def _partition_parser() -> OneLineParser:
         description="Schedule a full-integer .tflite model onto a pipeline of K Edge TPUs and write "
         "<stem>_segment_<i>_of_<K>.tflite files for edgetpu_compiler. "
         "Other commands: 'respect-pass inspect MODEL', 'respect-pass sweep MODEL --max-tpus N', "
+        "'respect-pass pool A.tflite B.tflite ... --tpus N -o DIR', "
         "'respect-pass spec NAME', 'respect-pass calibrate', 'respect-pass devices', 'respect-pass train'; "
         "'run_pipeline DIR' runs a plan's segments.",
     )
@@ -583,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_cli("respect-pass inspect", _inspect, argv[1:])
     if argv and argv[0] == "sweep":
         return run_cli("respect-pass sweep", _sweep, argv[1:])
+    if argv and argv[0] == "pool":
+        from .pool_cli import pool_main
+
+        return run_cli("respect-pass pool", pool_main, argv[1:])
     if argv and argv[0] == "spec":
         return run_cli("respect-pass spec", _spec, argv[1:])
     if argv and argv[0] == "devices":
