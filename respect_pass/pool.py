@@ -167,17 +167,18 @@ class _Search:
         self.sequence = interleave(self.weights, HORIZON)
         self.units = HORIZON / float(sum(self.weights))
         self._own: dict[tuple[int, int], _Option] = {}
-        self._shared: dict[tuple[tuple[int, ...], int], _Option] = {}
+        self._shared: dict[tuple[tuple[int, ...], int], _Option] = {}  # a shared block on exactly n TPUs
+        self._best: dict[tuple[tuple[int, ...], int], _Option] = {}  # any block on at most n TPUs
         self._alone: dict[tuple[int, float], StageCost] = {}
 
     def best(self, block: tuple[int, ...], tpus: int) -> _Option:
         """The best option of ``block`` on at most ``tpus`` TPUs (fewer when more would not help)."""
-        if (block, -tpus) not in self._shared:
+        if (block, tpus) not in self._best:
             options = [
                 self._own_plan(block[0], n) if len(block) == 1 else self._shared_best(block, n) for n in range(1, tpus + 1)
             ]
-            self._shared[(block, -tpus)] = min(options, key=lambda o: (o.alone_s(self.spec), o.tpus))
-        return self._shared[(block, -tpus)]
+            self._best[(block, tpus)] = min(options, key=lambda o: (o.alone_s(self.spec), o.tpus))
+        return self._best[(block, tpus)]
 
     # -- one model on TPUs of its own
     def _own_plan(self, m: int, n: int) -> _Option:
