@@ -6,8 +6,8 @@
      "unit_ms": ..., "bound": "tpu <i>"|"shared link"|"host", "own_tpus_throughput_ips": [...] | null,
      "unmet": [...], "solve_seconds": ...,
      "models": [{"model": path, "name": stem, "weight": w, "rate": r | null, "throughput_ips": x,
-                 "latency_ms": (one request alone; a shared TPU's switch included), "plan": "<stem>_plan.json", "group": g, "switch_ms": ..., "reload_bytes": ...,
-                 "link_bytes": ..., "host_ms": ..., "switch_share": ...}],
+                 "latency_ms": alone (a shared TPU's switch in), "plan": "<stem>_plan.json", "group": g,
+                 "switch_ms": ..., "reload_bytes": ..., "link_bytes": ..., "host_ms": ..., "switch_share": ...}],
      "tpu_groups": [{"tpus": [...], "models": [stem, ...], "mode": "own"|"cocompiled"|"separate",
                      "cocompile_order": [stem, ...], "compile_commands": ["edgetpu_compiler -s -o . ...", ...]}]}
 
