@@ -24,6 +24,10 @@ The ``coral`` backend runs the compiled ``*_edgetpu.tflite`` segments on the
 plan's Edge TPUs (see :mod:`hardware.coral`): through LiteRT and the Edge TPU
 runtime (``libedgetpu.so.1``), or Google's pycoral where it is installed (one
 TPU per segment only).
+
+A DIR with ``pool.json`` (``respect-pass pool``) runs every model of the pool
+together instead (:mod:`respect_pass.run_pool`); ``--tpus`` must then be the
+pool's, and ``--spec`` defaults to the one pool.json names.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from tflite_io import OpGraph, RespectPassError, TfliteModel, read_model, verify
 
 from .cli import OneLineParser, run_cli, terminal_progress
 from .plot import stage_plot_png
+from .pool_doc import read_pool
 
 __all__ = [
     "Layout",
@@ -418,6 +423,13 @@ def _body(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.count < 1:
         raise RespectPassError(f"--count must be at least 1, got {args.count}")
+    pool = read_pool(args.dir) if Path(args.dir).is_dir() else None
+    if pool is not None:  # a directory respect-pass pool wrote: every model together
+        from .run_pool import format_pool, run_pool
+
+        report = run_pool(args, *pool, progress=terminal_progress)
+        print(json.dumps(report, indent=2) if args.json else format_pool(report))
+        return 0
     plot = _check_plot(args.plot) if args.plot else None
     report = _run(args)
     if plot is not None:
@@ -434,7 +446,11 @@ def _body(argv: Sequence[str]) -> int:
 def _parser() -> OneLineParser:
     """The ``run_pipeline`` command line."""
     p = OneLineParser(prog="run_pipeline", description="Run segment files as a pipeline of Edge TPUs.")
-    p.add_argument("dir", metavar="DIR", help="directory holding <stem>_segment_<i>_of_<S>.tflite and <stem>_plan.json")
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        help="directory holding <stem>_segment_<i>_of_<S>.tflite and <stem>_plan.json, or a pool (pool.json)",
+    )
     p.add_argument(
         "--tpus",
         type=int,
@@ -462,9 +478,20 @@ def _parser() -> OneLineParser:
         help="coral: one Edge TPU per TPU of the plan, in plan order (segment 0's replicas first); "
         "default: the TPUs found, numbered as plan.json's devices",
     )
-    p.add_argument("--count", type=int, default=100, metavar="N", help="requests pushed through the pipeline (default 100)")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=100,
+        metavar="N",
+        help="requests pushed through the pipeline (default 100; a pool: in all, at least 200 of each model simulated)",
+    )
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up requests before timing (coral)")
-    p.add_argument("--spec", default="usb", metavar=SPEC_METAVAR, help="Edge TPU cost-model constants (sim)")
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar=SPEC_METAVAR,
+        help="Edge TPU cost-model constants (sim; default usb, for a pool the spec pool.json names)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="draw the per-stage time and parameter breakdown")
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
@@ -484,12 +511,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.devices is not None or args.runner != "auto":
         raise RespectPassError("--runner and --devices apply to --backend coral only")
-    return run_sim(open_pipeline(args.dir, args.tpus).segments, load_spec(args.spec), args.count)
+    return run_sim(open_pipeline(args.dir, args.tpus).segments, load_spec(args.spec or "usb"), args.count)
 
 
 def _write_plot(plot: Path, report: dict[str, Any], args: argparse.Namespace) -> None:
     """Draw the per-stage chart of ``report`` (with the spec's cache size when simulated) to ``plot``."""
-    cache = cache_bytes(load_spec(args.spec)) if args.backend == "sim" else None
+    cache = cache_bytes(load_spec(args.spec or "usb")) if args.backend == "sim" else None
     tpus = _in_flight(report)
     on = f" on {tpus} TPUs" if tpus != report["num_segments"] else ""
     title = f"{report['num_segments']} segments{on}, " + (

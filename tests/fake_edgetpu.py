@@ -1,6 +1,7 @@
 """A fake ``edgetpu_compiler`` for tests: prints the documented v16 console logs.
 
-It checks the arguments our driver passes, writes the segment to
+It checks the arguments our driver passes (or a pool's co-compile command: several segments after
+``-o DIR``, each written as below), writes the segment to
 ``<stem>_edgetpu.tflite`` with an (unused) ``edgetpu-custom-op`` operator
 code added, so the file looks compiled but still runs on LiteRT (it does not
 compile anything), and writes the
@@ -106,24 +107,27 @@ def install(bindir: Path) -> Path:
         logs = {logs!r}
         args = sys.argv[1:]
         assert args[0] == "-s" and "-o" in args, args
-        out = Path(args[args.index("-o") + 1]); seg = Path(args[-1])
-        mode = os.environ.get("FAKE_EDGETPU_MODE", "ok")
-        if os.environ.get("FAKE_EDGETPU_FAIL_ON", seg.name) not in seg.name:
-            mode = "ok"
-        print(logs[mode])
-        if mode != "fail" and os.environ.get("FAKE_EDGETPU_NO_OUTPUT") is None:
-            import flatbuffers
-            from ai_edge_litert import schema_py_generated as schema
-            model = schema.ModelT.InitFromPackedBuf(seg.read_bytes(), 0)
-            code = schema.OperatorCodeT()  # listed but unused: LiteRT still runs the plain ops
-            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
-            code.customCode, code.version = "edgetpu-custom-op", 1
-            model.operatorCodes.append(code)
-            builder = flatbuffers.Builder(1024)
-            builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-            (out / (seg.stem + "_edgetpu.tflite")).write_bytes(bytes(builder.Output()))
-            (out / (seg.stem + "_edgetpu.log")).write_text("fake operation log for " + seg.name)
-        sys.exit(1 if mode == "fail" else 0)
+        out = Path(args[args.index("-o") + 1])
+        failed = False
+        for seg in map(Path, args[args.index("-o") + 2:]):  # one segment, or a co-compiled group's models
+            mode = os.environ.get("FAKE_EDGETPU_MODE", "ok")
+            if os.environ.get("FAKE_EDGETPU_FAIL_ON", seg.name) not in seg.name:
+                mode = "ok"
+            print(logs[mode])
+            failed = failed or mode == "fail"
+            if mode != "fail" and os.environ.get("FAKE_EDGETPU_NO_OUTPUT") is None:
+                import flatbuffers
+                from ai_edge_litert import schema_py_generated as schema
+                model = schema.ModelT.InitFromPackedBuf(seg.read_bytes(), 0)
+                code = schema.OperatorCodeT()  # listed but unused: LiteRT still runs the plain ops
+                code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+                code.customCode, code.version = "edgetpu-custom-op", 1
+                model.operatorCodes.append(code)
+                builder = flatbuffers.Builder(1024)
+                builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+                (out / (seg.stem + "_edgetpu.tflite")).write_bytes(bytes(builder.Output()))
+                (out / (seg.stem + "_edgetpu.log")).write_text("fake operation log for " + seg.name)
+        sys.exit(1 if failed else 0)
         """)
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
