@@ -14,7 +14,8 @@ and serves their requests in turn:
 Requests arrive interleaved in proportion to the models' weights (:func:`interleave`, a smooth weighted
 round robin); a shared group sends each model's j-th request to its TPU ``j mod n`` (:data:`ROUND_ROBIN`),
 so every model's work spreads over the group and which requests switch is known in advance.
-TPU over a long stretch of that sequence, never above the shared host link (every model's link bytes,
+:func:`pool_rates` predicts every model's throughput (its weight over the pool's time per weighted unit)
+from the busiest TPU over a long stretch of that sequence, never above the shared host link (every model's link bytes,
 reloads included) or the host's cores (:func:`hardware.terms.period_seconds`); :mod:`hardware.pool_sim`
 simulates the same pool request by request.
 """

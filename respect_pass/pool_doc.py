@@ -138,10 +138,34 @@ def read_pool(directory: str | Path) -> tuple[dict[str, Any], list[dict[str, Any
             if plan_path.parent != Path(directory) or not plan_path.is_file():
                 raise ValueError(f"its plan {row['plan']!r} is not in the directory")
             plans.append(json.loads(plan_path.read_text()))
-        pool_models(doc, plans)  # every field it needs is there and has the right type
+        _check_pool(doc, pool_models(doc, plans))
         return doc, plans
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise RespectPassError(f"{path}: unreadable pool ({exc})") from None
+
+
+def _check_pool(doc: dict[str, Any], models: Sequence[PoolModel]) -> None:
+    """Refuse a pool the device model cannot describe: no model, a weight that is not positive, a TPU index
+    outside 0..tpus-1, a TPU of two groups, a shared group whose models are not on the same TPUs."""
+    tpus = doc["tpus"]
+    if not isinstance(tpus, int) or isinstance(tpus, bool) or tpus < 1:
+        raise ValueError(f"tpus must be a positive whole number, got {tpus!r}")
+    if not models:
+        raise ValueError("it lists no model")
+    owner: dict[int, int] = {}
+    shared: dict[int, tuple[int, ...]] = {}
+    for row, model in zip(doc["models"], models):
+        if not (model.weight > 0 and model.weight < float("inf")):
+            raise ValueError(f"{model.name}: weight must be a positive number, got {model.weight!r}")
+        group = int(row["group"])
+        for stage in model.stages:
+            for d in stage.devices:
+                if not 0 <= d < tpus:
+                    raise ValueError(f"{model.name}: TPU {d} is not one of the pool's {tpus}")
+                if owner.setdefault(d, group) != group:
+                    raise ValueError(f"TPU {d} is in groups {owner[d]} and {group}")
+            if stage.dispatch == ROUND_ROBIN and shared.setdefault(group, stage.devices) != stage.devices:
+                raise ValueError(f"the models of shared group {group} are not on the same TPUs")
 
 
 def pool_models(doc: dict[str, Any], plans: Sequence[dict[str, Any]]) -> tuple[PoolModel, ...]:

@@ -36,7 +36,7 @@ import numpy as np
 from hardware import EdgeTpuSpec, load_spec
 from hardware.coral import InterpreterFactory, _check, _check_compiled, _open, _reference_requests, _warm_replicas
 from hardware.devices import CoralError, make_edgetpu_interpreter, parse_devices, require_edgetpu_runtime, select_devices
-from hardware.pool import PoolModel, interleave, pool_rates
+from hardware.pool import interleave, pool_rates
 from hardware.pool_sim import default_in_flight, simulate_pool
 from hardware.progress import ProgressFactory, no_progress
 from hardware.runner import LiteRtPipelinedRunner
@@ -60,14 +60,6 @@ def _scaled_count(count: int, weights: Sequence[float], least: int) -> int:
 
 def _bad(directory: Path, exc: Exception) -> RespectPassError:
     return RespectPassError(f"{directory / POOL_FILE}: unreadable pool ({exc})")
-
-
-def _weights(directory: Path, models: Sequence[PoolModel]) -> list[float]:
-    """The models' weights, checked: at least one model, every weight a positive number."""
-    weights = [m.weight for m in models]
-    if not weights or not all(0 < w < math.inf for w in weights):
-        raise _bad(directory, ValueError(f"a pool needs models with positive weights, got {weights}"))
-    return weights
 
 
 def _segment_paths(directory: Path, plan: dict[str, Any], name: str, compiled: bool, doc: dict[str, Any]) -> list[Path]:
@@ -114,13 +106,13 @@ def run_pool_sim(
     d = Path(directory)
     checks = [_verify_model(d, row, plan, doc) for row, plan in zip(doc["models"], plans)]
     models = pool_models(doc, plans)
-    weights = _weights(d, models)
+    weights = [m.weight for m in models]  # positive: read_pool checked them
     try:
         total = _scaled_count(count, weights, MIN_SIM_REQUESTS)
         window = default_in_flight(weights, 1 + max(t for m in models for s in m.stages for t in s.devices))
         rates = pool_rates(models, spec)
         run = simulate_pool(models, spec, count=total, in_flight=window, jitter=0.0, seed=0)
-    except ValueError as exc:  # weights not positive, no models, a shared group on different TPUs
+    except ValueError as exc:  # read_pool checks the pool; a pool built by hand may still not fit
         raise _bad(d, exc) from None
     rows = [
         {
@@ -182,7 +174,7 @@ def run_pool_coral(
     models = pool_models(doc, plans)
     names = [m.name for m in models]
     paths = [_segment_paths(d, plan, name, True, doc) for plan, name in zip(plans, names)]
-    weights = _weights(d, models)
+    weights = [m.weight for m in models]  # positive: read_pool checked them
     tpus = 1 + max(t for m in models for s in m.stages for t in s.devices)
     if interpreter_factory is None:
         _check_compiled([p for ps in paths for p in ps])
