@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ def cocompiled_costs(
 def interleave(weights: Sequence[float], count: int) -> np.ndarray:
     """The first ``count`` requests of models with ``weights``, interleaved in proportion (smooth weighted
     round robin: each step the model furthest behind its share goes next; ties to the lower index)."""
-    if not len(weights) or any(not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0) for w in weights):
+    if not len(weights) or any(
+        isinstance(w, bool) or not (isinstance(w, numbers.Real) and math.isfinite(w) and w > 0) for w in weights
+    ):
         raise ValueError(f"weights must be positive numbers, got {list(weights)}")
     return np.asarray(_interleave(tuple(float(w) for w in weights), count), dtype=np.int64)
 

@@ -2,8 +2,9 @@
 
 Requests of every model are pushed in one interleaved sequence (:func:`hardware.pool.interleave`, in
 proportion to the weights), at most ``in_flight`` pushed and not yet popped, and no sooner after the
-previous push than the shared host link and the host's cores allow (the previous request's link bytes,
-a reload included, and its host ops: :func:`hardware.terms.period_seconds`). Each request runs its model's
+last request that used the shared host link or the host's cores allows (two clocks: its link bytes, a reload
+included, :func:`hardware.terms.shared_link_seconds`; its host ops, :func:`hardware.terms.host_bound_seconds`;
+a request waits only for the resources it uses). Each request runs its model's
 stages in order; a stage takes the first free of its TPUs (:data:`~hardware.pool.FREE`) or the one its
 model's round robin over its group names (:data:`~hardware.pool.ROUND_ROBIN`); a TPU serves requests in the order they
 reach it, and a request on a TPU that last ran another model first pays that model's switch
@@ -89,10 +90,15 @@ def simulate_pool(
     push = np.zeros(count)
     done = np.zeros(count)
     switched = np.zeros(count, dtype=bool)
-    gate = 0.0
+    link_free = host_free = 0.0  # the shared host link and the host's cores: two resources, two clocks
     for i, k in enumerate(sequence):
         model = models[k]
-        t = max(gate, done[i - window] if i >= window else 0.0)
+        t = max(
+            push[i - 1] if i else 0.0,  # pushed in order
+            done[i - window] if i >= window else 0.0,
+            link_free if model.link_bytes > 0 or model.reload_bytes > 0 else 0.0,  # only for what it may use
+            host_free if model.host_s > 0 else 0.0,
+        )
         push[i] = t
         for stage in model.stages:
             if stage.dispatch == FREE:
@@ -111,7 +117,10 @@ def simulate_pool(
             busy[d] += service
         done[i] = t
         link = model.link_bytes + (model.reload_bytes if switched[i] else 0.0)
-        gate = push[i] + terms.period_seconds(spec, [0.0], link, None, model.host_s)
+        if link > 0:
+            link_free = max(link_free, push[i]) + float(terms.shared_link_seconds(spec, link))
+        if model.host_s > 0:
+            host_free = push[i] + float(terms.host_bound_seconds(spec, model.host_s))
     return _figures(models, sequence, push, done, switched, busy)
 
 

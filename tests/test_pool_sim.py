@@ -75,12 +75,6 @@ def test_a_pool_of_link_bound_and_host_bound_models_is_bounded_by_each_alone():
     assert simulate_pool(models, USB.with_(host_cores=1000)).models[0].throughput_ips == pytest.approx(50.0, rel=0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pool_sim gates each push by max(previous request's link time, its host time), so the link and the "
-    "host cores are one serial resource and a pool mixing a link-bound and a host-bound model runs at half "
-    "pool_rates' rate (25/s against 50/s); pool_rates bounds them separately (terms.period_seconds)",
-)
 def test_the_simulation_overlaps_one_models_link_with_anothers_host_ops():
     models = [own("a", 1, [0.001], [(0,)], link_bytes=1e7), own("b", 1, [0.001], [(1,)], host_s=0.08)]
     rates = pool_rates(models, USB)
