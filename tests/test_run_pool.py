@@ -122,7 +122,10 @@ def test_bad_pool_files_are_one_line(tmp_path, capsys, models):
     for text, expected in (
         ("{not json", "unreadable pool"),
         (json.dumps({**doc, "models": [{**doc["models"][0], "plan": "../x_plan.json"}]}), "is not in the directory"),
-        (json.dumps({**doc, "models": [{**doc["models"][0], "weight": 0}, doc["models"][1]]}), "weight must be a positive number"),
+        (
+            json.dumps({**doc, "models": [{**doc["models"][0], "weight": 0}, doc["models"][1]]}),
+            "weight must be a positive number",
+        ),
         (json.dumps({**doc, "tpu_groups": "x"}), "unreadable pool"),
         (json.dumps({**doc, "spec": "my-fitted"}), "pool.json names this spec: give --spec"),
     ):

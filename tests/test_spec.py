@@ -87,7 +87,8 @@ def test_scaled_spec_multiplies_each_constant_by_its_own_factor():
         return 2.0
 
     doubled = scaled_spec(USB, double)
-    assert doubled.name == "usb-scaled" and len(asked) == len(set(asked)) == 18  # every cost constant, host_op_scale and the pool terms too
+    # every cost constant, host_op_scale and the pool terms too
+    assert doubled.name == "usb-scaled" and len(asked) == len(set(asked)) == 18
     assert doubled.host_cores == 2 * USB.host_cores and isinstance(doubled.host_cores, int)
     assert {"efficiency.conv", "efficiency.depthwise", "t_invoke_s", "cpu_macs_per_s", "cache_bytes"} <= set(asked)
     assert doubled.efficiency == {"conv": 1.0, "depthwise": 2 * USB.efficiency["depthwise"]}  # conv capped at 1
