@@ -193,7 +193,8 @@ def pool_figure(plan: PoolPlan, spec: EdgeTpuSpec) -> Figure:
             label = entry.name if len(pm.stages) == 1 else f"{entry.name} s{k}"
             for d in stage.devices:
                 ax.barh(d, share, left=left[d], color=colors[m], edgecolor="white")
-                ax.text(left[d] + share / 2, d, label, ha="center", va="center", fontsize=7, clip_on=True)
+                if share >= 0.008 * len(label):  # a label that fits its bar (7 pt); the legend names the rest
+                    ax.text(left[d] + share / 2, d, label, ha="center", va="center", fontsize=7, clip_on=True)
                 left[d] += share
     for d in range(plan.available):
         if left[d] == 0:

@@ -393,7 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo", type=Path, default=ROOT / "zoo")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     args = ap.parse_args(argv)
-    logging.disable(logging.WARNING)  # the reader's warnings about ops the Edge TPU lacks are irrelevant here
     error = missing_model(args.zoo)
     if error:
         print(error, file=sys.stderr)
@@ -412,4 +411,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logging.disable(logging.WARNING)  # the reader's warnings about ops the Edge TPU lacks are irrelevant here
     sys.exit(main())
