@@ -9,10 +9,11 @@ fitted by ``tools/fit_cocompile.py`` to Coral's reference pairs), not measured. 
 simulated request by request (:func:`hardware.pool_sim.simulate_pool`, 5% jitter) and each model's simulated
 throughput compared with the prediction; for some rows the pool's files are written and run through
 ``run_pipeline DIR --backend sim --json`` (each model's segments chained bit-exact against it). Writes
-``results/bench_pool.csv`` and ``results/bench_pool.md``.
+``results/<name>.csv`` and ``results/<name>.md`` (``--name``, default ``bench_pool``).
 
     python -m tools.bench_pool                       # the default combinations, N = 2..8
     python -m tools.bench_pool --ns 2,4 --run-every 2
+    python -m tools.bench_pool --spec usb-separate --name bench_pool_separate
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ns", default="2-8", help="TPU counts, e.g. 2-8 or 2,4")
     parser.add_argument("--spec", default="usb", help="device model preset")
     parser.add_argument("--run-every", type=int, default=3, help="run_pipeline on every k-th row (0: none)")
-    parser.add_argument("--out", default=str(ROOT / "results"), help="where bench_pool.csv/.md go")
+    parser.add_argument("--out", default=str(ROOT / "results"), help="where the .csv and .md go")
+    parser.add_argument("--name", default="bench_pool", help="their file stem (default bench_pool)")
     args = parser.parse_args(argv)
     names = sorted({x for combo, _ in COMBOS for x in combo})
     missing = [x for x in names if not (Path(args.zoo) / f"{x}.tflite").is_file()]
@@ -277,13 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     reference = _reference_rows(loaded, args.spec)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench_pool.csv", "w", newline="") as f:
+    with open(out / f"{args.name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*asdict(rows[0]), "gain"])
         writer.writeheader()
         for r in rows:
             writer.writerow({**asdict(r), "gain": r.gain})
     text = _markdown(rows, reference, args.spec, time.perf_counter() - t0)
-    (out / "bench_pool.md").write_text(text)
+    (out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 
