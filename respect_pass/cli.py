@@ -178,6 +178,11 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="set a dynamic batch dimension (shape signature -1) to 1 in the segments (never in the input file)",
     )
+    add_host_time_argument(parser)
+
+
+def add_host_time_argument(parser: argparse.ArgumentParser) -> None:
+    """``--host-time measured|table``, the same for every command that plans."""
     parser.add_argument(
         "--host-time",
         choices=HOST_TIME_SOURCES,
@@ -506,13 +511,7 @@ def _sweep_parser() -> OneLineParser:
     p.add_argument("--plot", metavar="FILE.png", help="also draw throughput and speedup against K")
     p.add_argument("--no-replicas", action="store_true", help="pipelines only: K segments, one TPU each")
     p.add_argument("--fix-batch", action="store_true", help="accept a dynamic batch dimension (as 1)")
-    p.add_argument(
-        "--host-time",
-        choices=HOST_TIME_SOURCES,
-        default="measured",
-        help="cost host (CPU) ops as timed by LiteRT on this machine, one op at a time, cached (measured, the "
-        "default), or by the device model's table (table)",
-    )
+    add_host_time_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return p

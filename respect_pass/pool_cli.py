@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hardware import SPEC_METAVAR, EdgeTpuSpec, load_spec
-from hardware.host_time import HOST_TIME_SOURCES
 from tflite_io import RespectPassError, stale_segment_files, write_files
 
-from .cli import OneLineParser
+from .cli import OneLineParser, add_host_time_argument
 from .partition import load_model, planning_spec
 from .plot import check_plot_path, figure_png
 from .pool import OWN, PoolEntry, PoolPlan, plan_pool
@@ -68,13 +67,7 @@ def _parser() -> OneLineParser:
         help="scheduling algorithm of each model's own TPUs (default: respect)",
     )
     p.add_argument("--no-share", action="store_true", help="every model on TPUs of its own (no TPU serves two models)")
-    p.add_argument(
-        "--host-time",
-        choices=HOST_TIME_SOURCES,
-        default="measured",
-        help="cost host (CPU) ops as timed by LiteRT on this machine (measured, the default) or by the device "
-        "model's table (table)",
-    )
+    add_host_time_argument(p)
     p.add_argument("--json", action="store_true", help="print the pool.json document instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="also draw which TPU serves what (predicted)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
