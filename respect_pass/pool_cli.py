@@ -68,6 +68,7 @@ def _parser() -> OneLineParser:
     )
     p.add_argument("--no-share", action="store_true", help="every model on TPUs of its own (no TPU serves two models)")
     add_host_time_argument(p)
+    p.add_argument("--fix-batch", action="store_true", help="set a dynamic batch dimension to 1 in the segments")
     p.add_argument("--json", action="store_true", help="print the pool.json document instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="also draw which TPU serves what (predicted)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -219,7 +220,7 @@ def pool_main(argv: Sequence[str]) -> int:
     weights = parse_numbers(given, flag, len(args.models)) if given is not None else (1.0,) * len(args.models)
     plot = check_plot_path(args.plot, args.out_dir) if args.plot is not None else None
     spec = planning_spec(load_spec(args.spec))
-    models = [load_model(path, host_time=args.host_time) for path in args.models]
+    models = [load_model(path, args.fix_batch, args.host_time) for path in args.models]
     entries = [PoolEntry(Path(path).stem, m.graph, w) for path, m, w in zip(args.models, models, weights)]
     plan = plan_pool(entries, args.tpus, spec, args.scheduler, rates=args.rates is not None, share=not args.no_share)
     log.info("pool planned in %.3f s: %d group(s) on %d TPU(s)", plan.solve_seconds, len(plan.groups), plan.tpus)

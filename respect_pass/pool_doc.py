@@ -63,6 +63,8 @@ def pool_files(plan: PoolPlan, models: Sequence[TfliteModel], spec: EdgeTpuSpec)
             prediction_error=spec.prediction_error,
             host_times={str(v): s for v, s in model.graph.host_times},
         )
+        if model.fixed_batch:
+            doc["fixed_batch"] = list(model.fixed_batch)
         files.update(zip(names, blobs))
         files[plan_file_name(entry.name)] = (json.dumps(doc, indent=2) + "\n").encode()
         seg_names.append(names)

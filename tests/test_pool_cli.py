@@ -313,3 +313,15 @@ def test_help_lists_pool() -> None:
     assert r.returncode == 0 and "respect-pass pool" in r.stdout
     r = run("pool", "--help")
     assert r.returncode == 0 and "--rates" in r.stdout and "--no-share" in r.stdout
+
+
+def test_a_dynamic_batch_needs_fix_batch_and_the_plan_records_it(capsys, tmp_path):
+    dyn = tmp_path / "dyn.tflite"
+    dyn.write_bytes(crafting.dynamic_batch(EMB.read_bytes()))
+    rc, out, err = pool(capsys, str(dyn), str(EMB), "--tpus", "2", "-o", str(tmp_path / "refused"))
+    assert rc == 2 and out == "" and "--fix-batch" in err and err.count("\n") == 1
+    assert not (tmp_path / "refused").exists()
+    rc, out, err = pool(capsys, str(dyn), str(EMB), "--tpus", "2", "-o", str(tmp_path / "out"), "--fix-batch")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "out" / "dyn_plan.json").read_text())["fixed_batch"]
+    assert "fixed_batch" not in json.loads((tmp_path / "out" / f"{EMB_STEM}_plan.json").read_text())
