@@ -161,15 +161,29 @@ def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
 class _Search:
     """The options of every block on 1..N TPUs, computed once each (dedicated plans, shared groups)."""
 
-    def __init__(self, entries: Sequence[PoolEntry], spec: EdgeTpuSpec, scheduler: str, share: bool) -> None:
+    def __init__(
+        self,
+        entries: Sequence[PoolEntry],
+        spec: EdgeTpuSpec,
+        scheduler: str,
+        share: bool,
+        plans: dict[tuple[int, int], tuple[Plan, tuple[StageCost, ...]]] | None = None,
+        alone: dict[tuple[int, float], StageCost] | None = None,
+    ) -> None:
         self.entries, self.spec, self.scheduler, self.share = tuple(entries), spec, scheduler, share
         self.weights = [e.weight for e in entries]
         self.sequence = interleave(self.weights, HORIZON)
         self.units = HORIZON / float(sum(self.weights))
+        self._plans = {} if plans is None else plans  # (model, TPUs) -> its own plan and costs: no weight in them
+        self._alone = {} if alone is None else alone  # (model, cache taken) -> its whole-model cost
         self._own: dict[tuple[int, int], _Option] = {}
         self._shared: dict[tuple[tuple[int, ...], int], _Option] = {}  # a shared block on exactly n TPUs
         self._best: dict[tuple[tuple[int, ...], int], _Option] = {}  # any block on at most n TPUs
-        self._alone: dict[tuple[int, float], StageCost] = {}
+
+    def reweighted(self, weights: Sequence[float]) -> _Search:
+        """The same search with other weights, sharing the plans and costs (which no weight enters)."""
+        entries = [replace(e, weight=float(w)) for e, w in zip(self.entries, weights)]
+        return _Search(entries, self.spec, self.scheduler, self.share, self._plans, self._alone)
 
     def best(self, block: tuple[int, ...], tpus: int) -> _Option:
         """The best option of ``block`` on at most ``tpus`` TPUs (fewer when more would not help)."""
@@ -186,21 +200,29 @@ class _Search:
             self._own[(m, n)] = self._plan_own(m, n)
         return self._own[(m, n)]
 
+    def _own_costed(self, m: int, n: int) -> tuple[Plan, tuple[StageCost, ...]]:
+        """Model ``m``'s best plan on ``n`` TPUs of its own (the scheduler's pipeline with replicas), costed."""
+        if (m, n) not in self._plans:
+            graph, spec = self.entries[m].graph, self.spec
+            try:
+                plan = get_scheduler(self.scheduler)(graph, pipeline_stages(graph, n), spec)
+            except RespectPassError as exc:  # no pipeline for this K: replicas of the whole model's order
+                log.info("%s on %d TPUs: %s", self.entries[m].name, n, exc)
+                plan = Plan((0,) * graph.num_ops, 1, self.scheduler)
+            plan = with_replicas(graph, plan, n, spec)
+            costs = stage_costs(graph, plan.stages, plan.num_stages, spec)
+            plan = replace(
+                plan,
+                stage_ms=tuple(c.ms for c in costs),
+                link_ms=shared_link_ms(costs, spec),
+                period_ms=pipeline_period_ms(costs, spec, plan.stage_replicas),
+            )
+            self._plans[(m, n)] = (plan, costs)
+        return self._plans[(m, n)]
+
     def _plan_own(self, m: int, n: int) -> _Option:
-        graph, spec, weight = self.entries[m].graph, self.spec, self.entries[m].weight
-        try:
-            plan = get_scheduler(self.scheduler)(graph, pipeline_stages(graph, n), spec)
-        except RespectPassError as exc:  # no pipeline for this K: replicas of the whole model's order
-            log.info("%s on %d TPUs: %s", self.entries[m].name, n, exc)
-            plan = Plan((0,) * graph.num_ops, 1, self.scheduler)
-        plan = with_replicas(graph, plan, n, spec)
-        costs = stage_costs(graph, plan.stages, plan.num_stages, spec)
-        plan = replace(
-            plan,
-            stage_ms=tuple(c.ms for c in costs),
-            link_ms=shared_link_ms(costs, spec),
-            period_ms=pipeline_period_ms(costs, spec, plan.stage_replicas),
-        )
+        weight = self.entries[m].weight
+        plan, costs = self._own_costed(m, n)
         stages = tuple(PoolStage(c.total_s, d, FREE) for c, d in zip(costs, plan.devices()))
         model = PoolModel(
             self.entries[m].name,
@@ -321,8 +343,16 @@ class _Search:
         return None if best is None else (best[1], best[0][0])
 
 
-def _assemble(search: _Search, chosen: list[_Option], available: int, objective: str, own: PoolRates | None) -> PoolPlan:
-    """Number the chosen options' TPUs consecutively and predict the pool with :func:`hardware.pool.pool_rates`."""
+def _assemble(
+    search: _Search,
+    chosen: list[_Option],
+    available: int,
+    objective: str,
+    own: PoolRates | None,
+    entries: Sequence[PoolEntry] | None = None,
+) -> PoolPlan:
+    """Number the chosen options' TPUs consecutively and predict the pool with :func:`hardware.pool.pool_rates`;
+    ``entries``: the plan's (the rates asked for) where ``search`` ran with other weights."""
     n = len(search.entries)
     plans: list[Plan | None] = [None] * n
     models: list[PoolModel | None] = [None] * n
@@ -348,7 +378,7 @@ def _assemble(search: _Search, chosen: list[_Option], available: int, objective:
         for p, x in zip(plans, rates.throughput_ips)
     )
     return PoolPlan(
-        search.entries,
+        tuple(entries) if entries is not None else search.entries,
         available,
         tuple(groups),
         tuple(p for p in final_plans if p is not None),
@@ -405,10 +435,38 @@ def plan_pool(
             plan = _assemble(search, found[0], tpus, "rates", own_unit)
             if min(x / e.weight for x, e in zip(plan.throughput_ips, entries)) >= 1 - 1e-6:
                 return replace(plan, solve_seconds=time.perf_counter() - t0)
+    plan = _short_of_rates(search, tpus, own_unit)
+    return replace(plan, unmet=_unmet(search, plan, tpus), solve_seconds=time.perf_counter() - t0)
+
+
+def _short_of_rates(search: _Search, tpus: int, own: PoolRates | None, steps: int = 24) -> PoolPlan:
+    """The plan on every TPU where the rates cannot all be met. Where some rates are out of reach even for
+    their model alone on every TPU, the others get their full rates and those models the largest common share
+    of theirs beside them (bisection on that share, with the proportions of the interleave set to match);
+    otherwise (or where the others cannot have their full rates either) every model the same share of its rate."""
+    rates = [e.weight for e in search.entries]
+    shares = [rates[m] / search.best((m,), tpus).alone_s(search.spec) / rates[m] for m in range(len(rates))]
+    out = [m for m, f in enumerate(shares) if f < 1 - 1e-6]
+
+    def attempt(share: float) -> tuple[_Search, list[_Option]] | None:
+        trial = search.reweighted([r * share if m in out else r for m, r in enumerate(rates)])
+        found = trial.search(tpus)
+        return (trial, found[0]) if found is not None and found[1] <= 1 + REL_TOL else None
+
+    best = attempt(1e-9) if out and len(out) < len(rates) else None
+    if best is not None:
+        low, high = 1e-9, min(shares[m] for m in out)
+        for _ in range(steps):
+            mid = (low * high) ** 0.5 if low > 0 else high / 2
+            got = attempt(mid)
+            if got is not None:
+                low, best = mid, got
+            else:
+                high = mid
+        return _assemble(best[0], best[1], tpus, "rates", own, search.entries)
     found = search.search(tpus)
     assert found is not None
-    plan = _assemble(search, found[0], tpus, "rates", own_unit)
-    return replace(plan, unmet=_unmet(search, plan, tpus), solve_seconds=time.perf_counter() - t0)
+    return _assemble(search, found[0], tpus, "rates", own)
 
 
 def _unmet(search: _Search, plan: PoolPlan, tpus: int) -> tuple[str, ...]:
@@ -420,7 +478,10 @@ def _unmet(search: _Search, plan: PoolPlan, tpus: int) -> tuple[str, ...]:
         alone = search.best((m,), tpus)
         most = entry.weight / alone.alone_s(search.spec)
         if most < entry.weight * (1 - 1e-6):
-            lines.append(f"{entry.name}: {entry.weight:g}/s cannot be met: at most {most:.4g}/s on all {tpus} TPUs alone")
+            lines.append(
+                f"{entry.name}: {entry.weight:g}/s cannot be met: at most {most:.4g}/s on all {tpus} TPUs alone; "
+                f"{got:.4g}/s in this plan"
+            )
         else:
             lines.append(f"{entry.name}: {entry.weight:g}/s not met beside the other models: {got:.4g}/s")
     return tuple(lines)

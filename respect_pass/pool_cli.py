@@ -141,7 +141,8 @@ def format_pool(plan: PoolPlan, doc: dict[str, Any], out_dir: str | Path, spec: 
     rows.append(f"{'model':<{width}}  {head:>9}  {'pred /s':>10}  {'pred latency ms':>15}  plan")
     for row in doc["models"]:
         rows.append(
-            f"{row['name']:<{width}}  {row['weight']:>9.6g}  {row['throughput_ips']:>10.1f}  "
+            f"{row['name']:<{width}}  {row['rate'] if row['rate'] is not None else row['weight']:>9.6g}  "
+            f"{row['throughput_ips']:>10.1f}  "
             f"{row['latency_ms']:>15.3f}  {Path(out_dir) / row['plan']}"
         )
     rows.append(f"bound ({pred}): {plan.rates.bound}")

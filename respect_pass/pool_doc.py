@@ -87,7 +87,7 @@ def _pool_document(
             {
                 "model": str(model.path.resolve()),
                 "name": entry.name,
-                "weight": entry.weight,
+                "weight": pm.weight,  # the interleave's proportion as planned (with rates: the rate, or less)
                 "rate": entry.weight if plan.objective == "rates" else None,
                 "throughput_ips": plan.throughput_ips[m],
                 "latency_ms": (sum(s.seconds for s in pm.stages) + (pm.switch_s if shared else 0.0)) * 1e3,

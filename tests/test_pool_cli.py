@@ -179,6 +179,10 @@ def test_rates_unmet_are_warnings(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert lines == [f"respect-pass pool: warning: {u}" for u in doc["unmet"]]
     assert any(EMB_STEM in u and "cannot be met" in u for u in doc["unmet"])
     assert "all rates met" not in text
+    first, second = doc["models"]
+    assert first["rate"] == 1e9 and first["weight"] < 1e9  # the interleave's proportion as planned
+    assert second["rate"] == second["weight"] == 1 and second["throughput_ips"] >= 1 - 1e-6  # met in full
+    assert f"{1e9:>9.6g}" in text  # the table shows the rate asked for
 
 
 def test_plot_writes_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
