@@ -14,7 +14,9 @@ share of the shared link and of the host), the pool by :func:`hardware.pool.pool
 
 With rates (``--rates``), the weights are the rates in requests per second and the pool is the fewest TPUs
 whose common rate reaches 1 (every rate met); where even all the TPUs fall short, the plan for all of them
-is returned with a line per rate that cannot be met.
+is returned with a line per rate not met: a rate out of reach of its model alone on every TPU gets the most
+it can beside the others' full rates (:func:`_short_of_rates`), rates out of reach only together the same
+share each.
 """
 
 from __future__ import annotations
