@@ -197,3 +197,22 @@ def test_device_loop_truth_is_the_same_spec_as_before_scaled_spec():
     # the factors are those pinned before the refit: 0x1.f14afa239501dp-6 / 0.0316 for depthwise, and so on
     assert factors["efficiency.depthwise"] == pytest.approx(float.fromhex("0x1.f14afa239501dp-6") / 0.0316, rel=1e-15)
     assert factors["io_bytes_per_s"] == pytest.approx(float.fromhex("0x1.60eb9138005b7p+26") / 8.89e7, rel=1e-15)
+
+
+def test_bench_pool_row_on_the_embedded_model_and_a_copy(tmp_path):
+    """tools.bench_pool's row: the pool never below the own-TPUs plan, simulated within 5%, and the written pool
+    run through run_pipeline bit-exact per model; its markdown says what the rows mean."""
+    import shutil
+
+    from respect_pass.partition import load_model
+    from tools import bench_pool
+
+    emb = ROOT / "respect_pass" / "data" / "mobilenet_v2_0.35_96_int8.tflite"
+    copy = tmp_path / "copy.tflite"
+    shutil.copyfile(emb, copy)
+    loaded = {"a": load_model(emb, host_time="table"), "b": load_model(copy, host_time="table")}
+    row = bench_pool._row(("a", "b"), (1.0, 3.0), loaded, 2, "usb", run=True)
+    assert row.never_below and row.sim_off_pct <= 5 and row.tpus == 2
+    assert row.run_verified == "true,true" and row.run_off_pct is not None and row.run_off_pct <= 5
+    text = bench_pool._markdown([row], [], "usb", 1.0)
+    assert "Never below the own-TPUs plan: 1/1 rows." in text and "| a+b | 1,3 | 2 |" in text
