@@ -184,7 +184,7 @@ def _reference_rows(loaded: dict[str, TfliteModel], spec_name: str) -> list[str]
     return lines
 
 
-def _markdown(rows: Sequence[PoolRow], reference: Sequence[str], spec_name: str, wall: float) -> str:
+def _markdown(rows: Sequence[PoolRow], reference: Sequence[str], spec_name: str, wall: float, at: str = "") -> str:
     never = sum(r.never_below for r in rows)
     gains = [r.gain for r in rows if r.gain is not None]
     shared = [r for r in rows if "co" in r.groups.split() or "sep" in r.groups.split()]
@@ -194,7 +194,7 @@ def _markdown(rows: Sequence[PoolRow], reference: Sequence[str], spec_name: str,
     run_ok = [r for r in ran if set(r.run_verified.split(",")) == {"true"} and (r.run_off_pct or 0) <= 5]
     fit = json.loads((ROOT / "results" / "cocompile_fit.json").read_text())
     lines = [
-        f"# Pool benchmark (`python -m tools.bench_pool`), {time.strftime('%Y-%m-%d')}, commit {commit()}",
+        f"# Pool benchmark (`python -m tools.bench_pool`), {time.strftime('%Y-%m-%d')}, commit {at or commit()}",
         "",
         f"Machine: {machine()}; {wall:.0f} s. Every rate is **predicted** by the device model (`{spec_name}` preset;",
         f"co-compilation terms `reload_rate_factor` {fit['reload_rate_factor']}, `t_switch_s` {fit['t_switch_s']},",
@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    t0 = time.perf_counter()
+    t0, at = time.perf_counter(), commit()  # the commit as the run starts (it writes into results/)
     loaded = {x: load_model(Path(args.zoo) / f"{x}.tflite") for x in names}
     rows: list[PoolRow] = []
     for combo, weights in COMBOS:
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer.writeheader()
         for r in rows:
             writer.writerow({**asdict(r), "gain": r.gain})
-    text = _markdown(rows, reference, args.spec, time.perf_counter() - t0)
+    text = _markdown(rows, reference, args.spec, time.perf_counter() - t0, at)
     (out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
