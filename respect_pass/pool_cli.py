@@ -1,7 +1,8 @@
 """``respect-pass pool``: several models on one pool of Edge TPUs, a thin layer over :func:`respect_pass.pool.plan_pool`.
 
     respect-pass pool A.tflite B.tflite ... --tpus N -o DIR [--weights wA,wB | --rates rA,rB] [--spec S]
-                      [--scheduler S] [--no-share] [--host-time measured|table] [--json] [--plot F.png] [-v]
+                      [--scheduler S] [--no-share] [--host-time measured|table] [--fix-batch] [--verify] [--json]
+                      [--plot F.png] [-v]
 
 Writes every model's segments and ``<stem>_plan.json`` and ``pool.json`` into DIR, all or nothing
 (:func:`respect_pass.pool_doc.pool_files`), and prints what each group of TPUs serves, each model's predicted
@@ -69,6 +70,7 @@ def _parser() -> OneLineParser:
     p.add_argument("--no-share", action="store_true", help="every model on TPUs of its own (no TPU serves two models)")
     add_host_time_argument(p)
     p.add_argument("--fix-batch", action="store_true", help="set a dynamic batch dimension to 1 in the segments")
+    p.add_argument("--verify", action="store_true", help="first require every model's segments to chain bit-exact in LiteRT")
     p.add_argument("--json", action="store_true", help="print the pool.json document instead of a table")
     p.add_argument("--plot", metavar="FILE.png", help="also draw which TPU serves what (predicted)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -225,7 +227,7 @@ def pool_main(argv: Sequence[str]) -> int:
     entries = [PoolEntry(Path(path).stem, m.graph, w) for path, m, w in zip(args.models, models, weights)]
     plan = plan_pool(entries, args.tpus, spec, args.scheduler, rates=args.rates is not None, share=not args.no_share)
     log.info("pool planned in %.3f s: %d group(s) on %d TPU(s)", plan.solve_seconds, len(plan.groups), plan.tpus)
-    files, doc = pool_files(plan, models, spec)
+    files, doc = pool_files(plan, models, spec, verify=args.verify)
     png = figure_png(pool_figure(plan, spec)) if plot is not None else None
     stale = [n for e, p in zip(plan.entries, plan.plans) for n in stale_segment_files(args.out_dir, e.name, p.num_stages)]
     write_files(args.out_dir, files, remove=stale)
@@ -233,6 +235,8 @@ def pool_main(argv: Sequence[str]) -> int:
     if plot is not None and png is not None:
         write_files(plot.parent, {plot.name: png})
     print(json.dumps(doc, indent=2) if args.json else format_pool(plan, doc, args.out_dir, spec, not args.no_share))
+    if args.verify and not args.json:
+        print("verified: every model's segments chain bit-exact with the model (LiteRT, random inputs)")
     if plot is not None and not args.json:
         print(f"plot: {plot}")
     for line in plan.unmet:

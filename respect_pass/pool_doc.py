@@ -22,13 +22,21 @@ exactly what was planned.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hardware import EdgeTpuSpec
 from hardware.pool import FREE, ROUND_ROBIN, PoolModel, PoolStage
-from tflite_io import RespectPassError, TfliteModel, build_segments, segment_file_name
+from tflite_io import (
+    RespectPassError,
+    TfliteModel,
+    VerificationError,
+    build_segments,
+    segment_file_name,
+    verify_model_segments,
+)
 
 from .partition import plan_file_name
 from .plan import plan_json
@@ -37,6 +45,8 @@ from .pool import COCOMPILED, OWN, PoolPlan
 __all__ = ["POOL_FILE", "pool_files", "pool_models", "read_pool"]
 
 POOL_FILE = "pool.json"
+
+log = logging.getLogger(__name__)
 
 
 def _compile_commands(mode: str, files: Sequence[Sequence[str]]) -> list[str]:
@@ -47,13 +57,22 @@ def _compile_commands(mode: str, files: Sequence[Sequence[str]]) -> list[str]:
     return [f"edgetpu_compiler -s -o . {f}" for model in files for f in model]
 
 
-def pool_files(plan: PoolPlan, models: Sequence[TfliteModel], spec: EdgeTpuSpec) -> tuple[dict[str, bytes], dict[str, Any]]:
+def pool_files(
+    plan: PoolPlan, models: Sequence[TfliteModel], spec: EdgeTpuSpec, verify: bool = False
+) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Every file of the pool by name (segments, plan.json per model, pool.json last) and the pool.json
-    document; ``models`` in the plan's entry order. With rates, each model's weight is its rate."""
+    document; ``models`` in the plan's entry order. With ``verify`` every model's segments are first chained
+    in LiteRT against it (:func:`tflite_io.verify_model_segments`): a mismatch is a
+    :class:`tflite_io.VerificationError` naming the model, and nothing is returned."""
     files: dict[str, bytes] = {}
     seg_names: list[list[str]] = []
     for entry, model, p, costs in zip(plan.entries, models, plan.plans, plan.costs):
         interfaces, blobs = build_segments(model, p.stages, p.num_stages)
+        if verify:
+            report = verify_model_segments(model, p.stages, blobs)
+            if not report.ok:
+                raise VerificationError([f"{entry.name}: {m}" for m in report.mismatches])
+            log.info("%s: %d boundary tensors bit-exact", entry.name, report.tensors_checked)
         names = [segment_file_name(entry.name, i, p.num_stages) for i in range(p.num_stages)]
         doc = plan_json(p, model.graph, interfaces, names, str(model.path.resolve()), costs)
         doc.update(

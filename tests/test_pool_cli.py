@@ -329,3 +329,18 @@ def test_a_dynamic_batch_needs_fix_batch_and_the_plan_records_it(capsys, tmp_pat
     assert rc == 0, err
     assert json.loads((tmp_path / "out" / "dyn_plan.json").read_text())["fixed_batch"]
     assert "fixed_batch" not in json.loads((tmp_path / "out" / f"{EMB_STEM}_plan.json").read_text())
+
+
+def test_verify_checks_every_model_before_anything_is_written(capsys, tmp_path, copy, monkeypatch):
+    rc, out, err = pool(capsys, str(EMB), str(copy), "--tpus", "2", "-o", str(tmp_path / "ok"), "--verify")
+    assert rc == 0 and "verified: every model's segments chain bit-exact" in out, err
+    import respect_pass.pool_doc as pool_doc
+    from tflite_io import VerifyReport
+
+    def broken(model, stages, blobs):
+        return VerifyReport(trials=1, tensors_checked=1, mismatches=("output 'x' differs",))
+
+    monkeypatch.setattr(pool_doc, "verify_model_segments", broken)
+    rc, out, err = pool(capsys, str(EMB), str(copy), "--tpus", "2", "-o", str(tmp_path / "bad"), "--verify")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and f"{EMB_STEM}: output 'x' differs" in err
+    assert not (tmp_path / "bad").exists()
