@@ -43,8 +43,10 @@ __all__ = [
     "PoolRates",
     "PoolStage",
     "cocompiled_costs",
+    "group_load",
     "interleave",
     "pool_rates",
+    "pool_tpus",
     "round_robin_busy",
     "round_robin_tpus",
     "whole_model_cost",
@@ -159,6 +161,37 @@ class PoolModel:
     link_bytes: float = 0.0
     host_s: float = 0.0
 
+    @property
+    def shared(self) -> bool:
+        """Whether the model runs on TPUs shared with other models (its stages go round robin)."""
+        return any(s.dispatch == ROUND_ROBIN for s in self.stages)
+
+    @property
+    def latency_s(self) -> float:
+        """One request alone: its stages back to back, and a switch first where its TPUs are shared."""
+        return sum(s.seconds for s in self.stages) + (self.switch_s if self.shared else 0.0)
+
+
+def pool_tpus(models: Sequence[PoolModel]) -> int:
+    """The TPUs a pool's models run on: one more than the highest TPU index."""
+    return 1 + max(d for m in models for s in m.stages for d in s.devices)
+
+
+def group_load(
+    sequence: np.ndarray, members: Sequence[int], seconds: Sequence[float], switch_s: Sequence[float], tpus: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A shared group serving its models' requests out of ``sequence`` (every model's, by model index) with
+    :func:`round_robin_busy`: (busy seconds on each of its ``tpus`` TPUs over the sequence, the share of each
+    member's requests that switch). ``members``: the group's model indices, in the order of ``seconds`` and
+    ``switch_s``."""
+    lut = np.full(max(int(sequence.max()), *members) + 1, -1, dtype=np.int64)
+    lut[list(members)] = np.arange(len(members))
+    local = lut[sequence]
+    local = local[local >= 0]  # the group's requests in arrival order, as positions in ``members``
+    busy, switched = round_robin_busy(local, seconds, switch_s, tpus)
+    counts = np.bincount(local, minlength=len(members)).astype(np.float64)
+    return busy, switched / np.maximum(counts, 1.0)
+
 
 @dataclass(frozen=True)
 class PoolRates:
@@ -178,8 +211,7 @@ def _per_unit(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.nda
     """(per TPU busy seconds per weighted unit, per model share of requests that switch): a stage dispatched
     to the first free TPU splits its work evenly over its replicas (exactly ``weight * seconds / replicas``);
     a shared group's round robin follows ``sequence`` (deterministic service times)."""
-    tpus = 1 + max(d for m in models for s in m.stages for d in s.devices)
-    busy = np.zeros(tpus)
+    busy = np.zeros(pool_tpus(models))
     share = np.zeros(len(models))
     units = len(sequence) / float(sum(m.weight for m in models))
     groups: dict[int, list[tuple[int, PoolStage]]] = {}
@@ -190,21 +222,15 @@ def _per_unit(models: Sequence[PoolModel], sequence: np.ndarray) -> tuple[np.nda
             else:
                 groups.setdefault(stage.group, []).append((i, stage))
     for members in groups.values():
-        index = {i: k for k, (i, _) in enumerate(members)}
         devices = members[0][1].devices
         if any(st.devices != devices for _, st in members):
             raise ValueError("the models of a shared group must share the same TPUs")
-        lut = np.full(len(models), -1, dtype=np.int64)
-        lut[list(index)] = list(index.values())
-        local = lut[sequence]
-        local = local[local >= 0]
-        group_busy, switched = round_robin_busy(
-            local, [st.seconds for _, st in members], [models[i].switch_s for i, _ in members], len(devices)
+        index = [i for i, _ in members]
+        group_busy, group_share = group_load(
+            sequence, index, [st.seconds for _, st in members], [models[i].switch_s for i in index], len(devices)
         )
         busy[list(devices)] += group_busy / units
-        counts = np.bincount(local, minlength=len(members))
-        for k, (i, _) in enumerate(members):
-            share[i] = switched[k] / max(int(counts[k]), 1)
+        share[index] = group_share
     return busy, share
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import terms
-from .pool import FREE, PoolModel, interleave
+from .pool import FREE, PoolModel, interleave, pool_tpus
 from .spec import EdgeTpuSpec
 
 __all__ = ["ModelRun", "PoolRun", "default_in_flight", "simulate_pool"]
@@ -60,10 +60,6 @@ def default_in_flight(weights: Sequence[float], tpus: int) -> int:
     return 2 * (tpus + math.ceil(sum(weights) / min(weights) - 1e-9))
 
 
-def _idle_latency_ms(model: PoolModel, shared: bool) -> float:
-    return (sum(s.seconds for s in model.stages) + (model.switch_s if shared else 0.0)) * 1e3
-
-
 def simulate_pool(
     models: Sequence[PoolModel],
     spec: EdgeTpuSpec,
@@ -76,7 +72,7 @@ def simulate_pool(
     :func:`default_in_flight`."""
     if count < 2 * len(models):
         raise ValueError(f"count must be at least two requests per model ({2 * len(models)}), got {count}")
-    tpus = 1 + max(d for m in models for s in m.stages for d in s.devices)
+    tpus = pool_tpus(models)
     window = in_flight if in_flight is not None else default_in_flight([m.weight for m in models], tpus)
     if window < 1:
         raise ValueError(f"in_flight must be >= 1, got {window}")
@@ -140,13 +136,12 @@ def _figures(
         popped = np.maximum.accumulate(done[mine])
         latency = (popped - push[mine]) * 1e3
         span = float(popped[-1] - popped[0])
-        shared = any(s.dispatch != FREE for s in model.stages) and len(models) > 1
         runs.append(
             ModelRun(
                 name=model.name,
                 count=len(mine),
                 throughput_ips=(len(mine) - 1) / span if span > 0 else float("inf"),
-                latency_ms=_idle_latency_ms(model, shared),
+                latency_ms=model.latency_s * 1e3,
                 latency_p50_ms=float(np.percentile(latency, 50)),
                 latency_p99_ms=float(np.percentile(latency, 99)),
                 switches=int(np.count_nonzero(switched[mine])),

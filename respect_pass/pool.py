@@ -39,9 +39,9 @@ from hardware.pool import (
     PoolRates,
     PoolStage,
     cocompiled_costs,
+    group_load,
     interleave,
     pool_rates,
-    round_robin_busy,
     whole_model_cost,
 )
 from tflite_io import OpGraph, RespectPassError
@@ -279,12 +279,7 @@ class _Search:
             costs = tuple(self._whole(m) for m in order)
             reloads = [float(c.on_chip_bytes) for c in costs]
         switch = [float(terms.switch_seconds(spec, r)) for r in reloads]
-        lut = np.full(len(self.entries), -1, dtype=np.int64)
-        lut[list(order)] = np.arange(len(order))
-        local = lut[self.sequence]
-        local = local[local >= 0]  # the group's requests in arrival order, as positions in ``order``
-        busy, switched = round_robin_busy(local, [c.total_s for c in costs], switch, n)
-        counts = np.bincount(local, minlength=len(order)).astype(np.float64)
+        busy, shares = group_load(self.sequence, order, [c.total_s for c in costs], switch, n)
         devices = tuple(range(n))
         models, plans, link, host = [], [], 0.0, 0.0
         for k, (m, c) in enumerate(zip(order, costs)):
@@ -300,8 +295,7 @@ class _Search:
                     host_s=c.host_s,
                 )
             )
-            share = switched[k] / max(counts[k], 1.0)
-            link += entry.weight * (c.link_bytes + share * reloads[k])
+            link += entry.weight * (c.link_bytes + shares[k] * reloads[k])
             host += entry.weight * c.host_s
             plans.append(Plan((0,) * entry.graph.num_ops, 1, f"pool-{mode}", stage_ms=(c.ms,), replicas=(n,), tpus=n))
         return _Option(

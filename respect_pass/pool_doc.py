@@ -101,7 +101,6 @@ def _pool_document(
     group_of = {m: g for g, group in enumerate(plan.groups) for m in group.models}
     rows = []
     for m, (entry, model, pm) in enumerate(zip(plan.entries, models, plan.models)):
-        shared = plan.groups[group_of[m]].mode != OWN
         rows.append(
             {
                 "model": str(model.path.resolve()),
@@ -109,7 +108,7 @@ def _pool_document(
                 "weight": pm.weight,  # the interleave's proportion as planned (with rates: the rate, or less)
                 "rate": entry.weight if plan.objective == "rates" else None,
                 "throughput_ips": plan.throughput_ips[m],
-                "latency_ms": (sum(s.seconds for s in pm.stages) + (pm.switch_s if shared else 0.0)) * 1e3,
+                "latency_ms": pm.latency_s * 1e3,
                 "plan": plan_file_name(entry.name),
                 "group": group_of[m],
                 "switch_ms": pm.switch_s * 1e3,

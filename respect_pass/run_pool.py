@@ -36,7 +36,7 @@ import numpy as np
 from hardware import EdgeTpuSpec, load_spec
 from hardware.coral import InterpreterFactory, _check, _check_compiled, _open, _reference_requests, _warm_replicas
 from hardware.devices import CoralError, make_edgetpu_interpreter, parse_devices, require_edgetpu_runtime, select_devices
-from hardware.pool import interleave, pool_rates
+from hardware.pool import interleave, pool_rates, pool_tpus
 from hardware.pool_sim import default_in_flight, simulate_pool
 from hardware.progress import ProgressFactory, no_progress
 from hardware.runner import LiteRtPipelinedRunner
@@ -109,7 +109,7 @@ def run_pool_sim(
     weights = [m.weight for m in models]  # positive: read_pool checked them
     try:
         total = _scaled_count(count, weights, MIN_SIM_REQUESTS)
-        window = default_in_flight(weights, 1 + max(t for m in models for s in m.stages for t in s.devices))
+        window = default_in_flight(weights, pool_tpus(models))
         rates = pool_rates(models, spec)
         run = simulate_pool(models, spec, count=total, in_flight=window, jitter=0.0, seed=0)
     except ValueError as exc:  # read_pool checks the pool; a pool built by hand may still not fit
@@ -175,7 +175,7 @@ def run_pool_coral(
     names = [m.name for m in models]
     paths = [_segment_paths(d, plan, name, True, doc) for plan, name in zip(plans, names)]
     weights = [m.weight for m in models]  # positive: read_pool checked them
-    tpus = 1 + max(t for m in models for s in m.stages for t in s.devices)
+    tpus = pool_tpus(models)
     if interpreter_factory is None:
         _check_compiled([p for ps in paths for p in ps])
         require_edgetpu_runtime()
@@ -198,13 +198,13 @@ def run_pool_coral(
         idle = _idle(runners, refs, names, weights, max(warmup, 0), total)
         for r in runners:
             r.reset_stage_times()
-        pushed, popped = _loaded(runners, refs, names, interleave(weights, total), window, progress)
+        sequence = interleave(weights, total)
+        pushed, popped = _loaded(runners, refs, names, sequence, window, progress)
         in_pipeline = [[float(np.median(t)) * 1e3 if t else None for t in r.stage_times_s()] for r in runners]
         for name, r in zip(names, runners):
             r.push({})
             if r.pop() is not None:
                 raise CoralError(f"{name}'s pipeline returned more results than were pushed")
-    sequence = interleave(weights, total)
     rows = []
     for k, (row, m) in enumerate(zip(doc["models"], models)):
         mine = np.flatnonzero(sequence == k)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hardware import load_spec
+from hardware import EdgeTpuSpec, load_spec
 from hardware.pool_sim import simulate_pool
 from respect_pass.partition import load_model, planning_spec
 from respect_pass.pool import PoolEntry, PoolPlan, plan_pool
@@ -115,17 +115,17 @@ def _rate(plan: PoolPlan) -> float:
     return min(x / e.weight for x, e in zip(plan.throughput_ips, plan.entries))
 
 
-def _sim_off(plan: PoolPlan, spec_name: str) -> float:
+def _sim_off(plan: PoolPlan, spec: EdgeTpuSpec) -> float:
     """The largest |simulated / predicted - 1| over the models, in %, with 5% jitter."""
-    spec = planning_spec(load_spec(spec_name))
     run = simulate_pool(plan.models, spec, count=max(2000, 300 * len(plan.models)), jitter=0.05, seed=1)
     return max(abs(m.throughput_ips / x - 1) for m, x in zip(run.models, plan.throughput_ips)) * 100
 
 
-def _run_pipeline(plan: PoolPlan, models: Sequence[TfliteModel], spec_name: str) -> tuple[str, float | None]:
-    """Write the pool's files and run ``run_pipeline DIR --backend sim --json``: (verified per model, largest
-    simulated-vs-predicted gap in %)."""
-    spec = planning_spec(load_spec(spec_name))
+def _run_pipeline(
+    plan: PoolPlan, models: Sequence[TfliteModel], spec: EdgeTpuSpec, spec_name: str
+) -> tuple[str, float | None]:
+    """Write the pool's files and run ``run_pipeline DIR --backend sim --json --spec spec_name``: (verified per
+    model, largest simulated-vs-predicted gap in %)."""
     files, _ = pool_files(plan, models, spec)
     with tempfile.TemporaryDirectory() as tmp:
         write_files(tmp, files)
@@ -147,7 +147,7 @@ def _row(
     t0 = time.perf_counter()
     plan = plan_pool(entries, n, spec)
     seconds = time.perf_counter() - t0
-    verified, run_off = _run_pipeline(plan, [loaded[x] for x in names], spec_name) if run else ("", None)
+    verified, run_off = _run_pipeline(plan, [loaded[x] for x in names], spec, spec_name) if run else ("", None)
     own = min(x / e.weight for x, e in zip(plan.own.throughput_ips, entries)) if plan.own is not None else None
     return PoolRow(
         models="+".join(SHORT.get(x, x) for x in names),
@@ -158,7 +158,7 @@ def _row(
         own_rate=own,
         groups=_groups(plan),
         bound=plan.rates.bound,
-        sim_off_pct=_sim_off(plan, spec_name),
+        sim_off_pct=_sim_off(plan, spec),
         run_verified=verified,
         run_off_pct=run_off,
         seconds=seconds,
